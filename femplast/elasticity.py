@@ -1,0 +1,369 @@
+"""Bi-periodic linear elasticity with cell-wise constant eigenstrain (tensorial paper, sec. 3).
+
+The displacement is ``u = E.x + u~`` with ``u~`` periodic and ``E`` the imposed macroscopic
+strain. Stress per cell: ``Sigma = C : (eps - eps_pl) + Sigma0`` with ``eps`` the cell-averaged
+total strain, ``eps_pl`` the cell eigenstrain and ``Sigma0`` a self-equilibrated pre-stress.
+
+Periodicity is imposed by a sparse prolongation ``P`` from reduced (master) dofs to all dofs:
+nodes on the right/top side are slaved to their left/bottom twins, the four corners to one node.
+That master node is dropped from the reduced space, which removes the rigid translation; the
+reduced operator ``K_p = P^T K P`` is factorized once (MUMPS) and reused for every right-hand
+side. Symmetric 2x2 tensors are stored as 3-vectors ``[xx, yy, xy]`` with the *tensorial*
+shear component (``eps_xy = gamma / 2`` for a simple shear ``gamma``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from femplast import FemplastInputError
+from femplast.mesh import BoxMesh
+
+VOIGT_METRIC = np.array([1.0, 1.0, 2.0])
+"""Weights such that ``A : B = sum(VOIGT_METRIC * a * b)`` for 3-vectors ``[xx, yy, xy]``."""
+
+
+def M_vector(theta) -> np.ndarray:
+    """Slip tensor M(theta) of eq. 3 as ``[xx, yy, xy]``; shape (..., 3)."""
+    theta = np.asarray(theta, dtype=float)
+    s, c = np.sin(2 * theta), np.cos(2 * theta)
+    return np.stack([-0.5 * s, 0.5 * s, 0.5 * c], axis=-1)
+
+
+def resolved_shear(theta, sigma) -> np.ndarray:
+    """Resolved shear stress tau = M(theta) : Sigma (eq. 4)."""
+    return np.sum(VOIGT_METRIC * M_vector(theta) * np.asarray(sigma), axis=-1)
+
+
+def stiffness_matrix(G, B) -> np.ndarray:
+    """2D isotropic stiffness in the ``[xx, yy, xy]`` basis; shape (..., 3, 3).
+
+    ``Sigma = B tr(eps) I + 2 G dev(eps)``: ``B`` is the 2D bulk modulus, ``G`` the shear
+    modulus (paper: G = 13.2, B = 59).
+    """
+    G, B = np.broadcast_arrays(np.asarray(G, float), np.asarray(B, float))
+    C = np.zeros(G.shape + (3, 3))
+    C[..., 0, 0] = C[..., 1, 1] = B + G
+    C[..., 0, 1] = C[..., 1, 0] = B - G
+    C[..., 2, 2] = 2 * G
+    return C
+
+
+def apply_stiffness(G, B, eps) -> np.ndarray:
+    """``C : eps`` for per-cell (or scalar) moduli; eps shape (..., 3)."""
+    eps = np.asarray(eps, float)
+    tr = eps[..., 0] + eps[..., 1]
+    out = np.empty(np.broadcast_shapes(eps.shape, np.shape(G) + (3,)))
+    out[..., 0] = B * tr + G * (eps[..., 0] - eps[..., 1])
+    out[..., 1] = B * tr - G * (eps[..., 0] - eps[..., 1])
+    out[..., 2] = 2 * G * eps[..., 2]
+    return out
+
+
+def macro_strain(gamma: float, alpha: float = 0.0) -> np.ndarray:
+    """Pure shear ``gamma M(alpha)`` (alpha in radians); alpha = 0 is simple shear on xy."""
+    return gamma * M_vector(alpha)
+
+
+def gamma_max(tau, theta, G, B, S) -> np.ndarray:
+    """Largest slip amplitude without negative dissipation, eq. 6 / appendix A.7 eq. 15.
+
+    ``gamma_max = -2 tau / ((C : (S - I) : M) : M)``.
+
+    Args:
+        tau: resolved shear stress on the slipping system.
+        theta: slip angle(s) (radians).
+        G, B: moduli of the cell (scalars or arrays broadcast with ``tau``).
+        S: Eshelby tensor of the element, (3, 3) or (..., 3, 3), in the ``[xx, yy, xy]`` basis.
+    """
+    M = M_vector(theta)
+    C = stiffness_matrix(G, B)
+    A = C @ (np.asarray(S) - np.eye(3))
+    den = np.einsum("...i,...i->...", VOIGT_METRIC * M, np.einsum("...ij,...j->...i", A, M))
+    return -2.0 * np.asarray(tau) / den
+
+
+def _check_moduli(name, value, n_cells):
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(n_cells, float(arr))
+    if arr.shape != (n_cells,):
+        raise FemplastInputError(name, f"array of shape {arr.shape}",
+                                 f"a number or one value per cell ({n_cells} values)")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        bad = arr[~(np.isfinite(arr) & (arr > 0))][0]
+        raise FemplastInputError(name, float(bad), "finite moduli > 0 in every cell")
+    return arr
+
+
+def periodic_prolongation(V, L: float):
+    """Prolongation P (all dofs <- reduced periodic dofs) for a vector P1 space on [0, L]^2.
+
+    Right/top nodes are mapped to their left/bottom twins (corners to the origin node), found by
+    coordinates among the boundary masters gathered from all ranks. The origin node is left out
+    of the reduced space (P has zero rows there): this pins the rigid translation.
+
+    Returns:
+        (P, n_reduced_global)
+    """
+    from petsc4py import PETSc
+    from scipy.spatial import cKDTree
+
+    comm = V.mesh.comm
+    imap = V.dofmap.index_map
+    bs = V.dofmap.index_map_bs
+    nloc = imap.size_local
+    x = V.tabulate_dof_coordinates()[:nloc, :2]
+    tol = 1e-8 * L
+    right = np.abs(x[:, 0] - L) < tol
+    top = np.abs(x[:, 1] - L) < tol
+    master = ~(right | top)
+    origin = master & (np.abs(x[:, 0]) < tol) & (np.abs(x[:, 1]) < tol)
+    kept = master & ~origin
+    m_loc = int(kept.sum())
+    offset = comm.exscan(m_loc) or 0
+    m_glob = comm.allreduce(m_loc)
+    red = np.full(nloc, -1, dtype=np.int64)
+    red[kept] = offset + np.arange(m_loc)
+    # boundary masters (left or bottom side) are the only possible images of slaves
+    on_edge = master & ((np.abs(x[:, 0]) < tol) | (np.abs(x[:, 1]) < tol))
+    pts = np.vstack(comm.allgather(x[on_edge]))
+    ids = np.concatenate(comm.allgather(red[on_edge]))
+    slaves = np.flatnonzero(~master)
+    if len(slaves):
+        img = x[slaves].copy()
+        img[right[slaves], 0] -= L
+        img[top[slaves], 1] -= L
+        d, j = cKDTree(pts).query(img)
+        if np.any(d > 1e-6 * L):
+            raise FemplastInputError("mesh", "non-matching boundary nodes",
+                                     "a periodic mesh (every right/top node needs a twin)")
+        red[slaves] = ids[j]
+    rows = np.repeat(red, bs)
+    has = rows >= 0
+    cols = (bs * rows + np.tile(np.arange(bs), nloc))[has].astype(PETSc.IntType)
+    indptr = np.concatenate([[0], np.cumsum(has)]).astype(PETSc.IntType)
+    vals = np.ones(len(cols))
+    P = PETSc.Mat().createAIJ(size=((bs * nloc, bs * imap.size_global), (bs * m_loc, bs * m_glob)),
+                              csr=(indptr, cols, vals), comm=comm)
+    P.assemble()
+    return P, bs * m_glob
+
+
+class PeriodicElasticity:
+    """Bi-periodic linear elasticity of a :class:`~femplast.mesh.BoxMesh`, factorized once.
+
+    Per-cell arrays exchanged with this class are in *local canonical order*: the owned cells of
+    this rank sorted by canonical index (in serial: the canonical order itself).
+
+    Args:
+        box: the mesh.
+        G: shear modulus, a number or one value per cell in canonical order (all cells).
+        B: 2D bulk modulus, likewise.
+        petsc_options: extra PETSc options for the KSP, set under ``petsc_prefix``.
+        petsc_prefix: options prefix of the KSP.
+    """
+
+    def __init__(self, box: BoxMesh, G=13.2, B=59.0, petsc_options: dict | None = None,
+                 petsc_prefix: str = "femplast_elasticity_"):
+        import ufl
+        from dolfinx import fem
+        from dolfinx.fem.petsc import assemble_matrix, assemble_vector
+        from petsc4py import PETSc
+
+        self.box = box
+        msh = box.mesh
+        comm = msh.comm
+        self.comm = comm
+        G_all = _check_moduli("elasticity.G", G, box.num_cells)
+        B_all = _check_moduli("elasticity.B", B, box.num_cells)
+        self.uniform = bool(np.ptp(G_all) == 0 and np.ptp(B_all) == 0)
+        order = np.argsort(box.canonical, kind="stable")
+        self.cells = box.canonical[order]  # canonical index of each local position
+        self._dolfinx_cells = order.astype(np.int32)
+        self.G = G_all[self.cells]
+        self.B = B_all[self.cells]
+
+        V = fem.functionspace(msh, ("Lagrange", 1, (2,)))
+        Q = fem.functionspace(msh, ("DG", 0, (3,)))
+        W = fem.functionspace(msh, ("DG", 0))
+        self.V, self.Q, self.W = V, Q, W
+        self._qblk = Q.dofmap.list[self._dolfinx_cells, 0]
+        wblk = W.dofmap.list[self._dolfinx_cells, 0]
+        Gf, Bf = fem.Function(W), fem.Function(W)
+        Gf.x.array[wblk] = self.G
+        Bf.x.array[wblk] = self.B
+        Gf.x.scatter_forward()
+        Bf.x.scatter_forward()
+        self._Gf, self._Bf = Gf, Bf
+
+        def eps(u):
+            return ufl.sym(ufl.grad(u))
+
+        def sigma(e):
+            return Bf * ufl.tr(e) * ufl.Identity(2) + 2 * Gf * ufl.dev(e)
+
+        def tens(q):
+            return ufl.as_matrix([[q[0], q[2]], [q[2], q[1]]])
+
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        q, w = ufl.TrialFunction(Q), ufl.TestFunction(Q)
+        dx = ufl.dx(metadata={"quadrature_degree": 2})
+        K = assemble_matrix(fem.form(ufl.inner(sigma(eps(u)), eps(v)) * dx))
+        K.assemble()
+        # stress field (cell-wise constant) -> nodal forces; rhs of u~ is Bs @ C:(eps_pl - E)
+        Bs = assemble_matrix(fem.form(ufl.inner(tens(q), eps(v)) * dx))
+        Bs.assemble()
+        # displacement -> cell-averaged strain (rows scaled by 1 / cell area below)
+        Dm = assemble_matrix(fem.form(ufl.inner(eps(u), tens(w)) * dx))
+        Dm.assemble()
+        area = assemble_vector(fem.form(ufl.TestFunction(W) * dx))
+        area.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        self.area = area.array[wblk].copy()
+        # Dm's rows carry the weights [1, 1, 2] of inner(eps, tens(w)); undo them with the area
+        scale = Dm.createVecLeft()
+        sc = np.empty((len(area.array), 3))
+        sc[:] = 1.0 / area.array[:, None] / VOIGT_METRIC
+        scale.array[:] = sc.ravel()
+        Dm.diagonalScale(L=scale)
+        self.box_area = comm.allreduce(float(self.area.sum()))
+
+        P, self.n_reduced = periodic_prolongation(V, box.L)
+        self.P = P
+        self.K = K
+        self.Kp = K.PtAP(P)
+        self.PtBs = P.transposeMatMult(Bs)
+        self.DmP = Dm.matMult(P)
+        self.Bs, self.Dm = Bs, Dm
+
+        ksp = PETSc.KSP().create(comm)
+        ksp.setOptionsPrefix(petsc_prefix)
+        ksp.setOperators(self.Kp)
+        ksp.setType("preonly")
+        ksp.getPC().setType("lu")
+        ksp.getPC().setFactorSolverType("mumps")
+        if petsc_options:
+            opts = PETSc.Options()
+            for k, val in petsc_options.items():
+                opts[f"{petsc_prefix}{k}"] = val
+        ksp.setFromOptions()
+        ksp.setUp()
+        self.ksp = ksp
+        self._q = Bs.createVecRight()
+        self._b, self._x = self.Kp.createVecLeft(), self.Kp.createVecRight()
+        self._e = Dm.createVecLeft()
+        self.num_solves = 0
+
+    # ------------------------------------------------------------------ per-cell algebra
+    @property
+    def num_local(self) -> int:
+        return len(self.cells)
+
+    def C(self, eps) -> np.ndarray:
+        """``C : eps`` with this mesh's per-cell moduli (local canonical order)."""
+        return apply_stiffness(self.G, self.B, eps)
+
+    def _scatter_q(self, values: np.ndarray):
+        self._q.array.reshape(-1, 3)[self._qblk] = values
+
+    # ------------------------------------------------------------------ solves
+    def fluctuation_strain(self, eps_pl, E=(0.0, 0.0, 0.0)) -> np.ndarray:
+        """Cell-averaged strain of the periodic fluctuation u~ (collective).
+
+        Args:
+            eps_pl: eigenstrain per local cell, shape (num_local, 3).
+            E: macroscopic strain ``[Exx, Eyy, Exy]``.
+        """
+        E = np.asarray(E, float)
+        self._scatter_q(self.C(np.asarray(eps_pl, float) - E))
+        self.PtBs.mult(self._q, self._b)
+        self.ksp.solve(self._b, self._x)
+        self.DmP.mult(self._x, self._e)
+        self.num_solves += 1
+        return self._e.array.reshape(-1, 3)[self._qblk].copy()
+
+    def strain(self, eps_pl, E=(0.0, 0.0, 0.0)) -> np.ndarray:
+        """Total cell-averaged strain ``E + <eps(u~)>_cell`` (collective)."""
+        return np.asarray(E, float) + self.fluctuation_strain(eps_pl, E)
+
+    def stress(self, eps_pl, E=(0.0, 0.0, 0.0), sigma0=None) -> np.ndarray:
+        """Cell stress ``C : (eps - eps_pl) + Sigma0`` (collective)."""
+        eps_pl = np.asarray(eps_pl, float)
+        sig = self.C(self.strain(eps_pl, E) - eps_pl)
+        return sig if sigma0 is None else sig + sigma0
+
+    def displacement(self, eps_pl, E=(0.0, 0.0, 0.0)):
+        """The periodic fluctuation u~ as a dolfinx Function (for output)."""
+        from dolfinx import fem
+
+        self.fluctuation_strain(eps_pl, E)
+        u = fem.Function(self.V, name="u_fluct")
+        self.P.mult(self._x, u.x.petsc_vec)
+        u.x.scatter_forward()
+        return u
+
+    def residual(self, eps_pl, E=(0.0, 0.0, 0.0)) -> float:
+        """Relative FE residual ``|P^T (K u~ - f)| / |P^T f|`` of the equilibrium solve.
+
+        Solves for ``u~`` and re-applies the *unfactorized* operator, so it checks the whole
+        chain (assembly, periodic constraint, factorization) rather than trusting it.
+        """
+        self.fluctuation_strain(eps_pl, E)
+        r = self._b.duplicate()
+        self.Kp.mult(self._x, r)
+        r.axpy(-1.0, self._b)
+        return r.norm() / max(self._b.norm(), 1e-300)
+
+    def mean(self, field) -> np.ndarray:
+        """Area-weighted box average of a per-cell field (collective)."""
+        f = np.asarray(field, float)
+        loc = np.tensordot(self.area, f, axes=(0, 0))
+        return self.comm.allreduce(loc) / self.box_area
+
+    # ------------------------------------------------------------------ responses
+    def local_position(self, cell: int) -> int:
+        """Local position of canonical ``cell`` on this rank, or -1."""
+        k = np.searchsorted(self.cells, cell)
+        return int(k) if k < len(self.cells) and self.cells[k] == cell else -1
+
+    def unit_response(self, cell: int, component: int) -> np.ndarray:
+        """Stress change in every local cell for a unit eigenstrain component in ``cell``.
+
+        ``component`` 0, 1, 2 = xx, yy, xy (tensorial: component 2 sets eps_xy = eps_yx = 1).
+        """
+        eps_pl = np.zeros((self.num_local, 3))
+        k = self.local_position(cell)
+        if k >= 0:
+            eps_pl[k, component] = 1.0
+        return self.stress(eps_pl)
+
+    def eshelby_tensor(self, cell: int = 0) -> np.ndarray:
+        """Numerical Eshelby tensor S of one element (appendix A.7), shape (3, 3).
+
+        ``S[:, j]`` is the strain of ``cell`` per unit eigenstrain component ``j`` in that cell
+        alone, at zero macroscopic strain (so it includes the periodic-image correction).
+        """
+        S = np.zeros((3, 3))
+        k = self.local_position(cell)
+        for j in range(3):
+            eps_pl = np.zeros((self.num_local, 3))
+            if k >= 0:
+                eps_pl[k, j] = 1.0
+            e = self.strain(eps_pl)
+            if k >= 0:
+                S[:, j] = e[k]
+        return self.comm.allreduce(S)
+
+    def gather(self, field) -> np.ndarray | None:
+        """Per-cell field in global canonical order on every rank (collective)."""
+        f = np.asarray(field)
+        cells = np.concatenate(self.comm.allgather(self.cells))
+        vals = np.concatenate(self.comm.allgather(f))
+        out = np.empty((self.box.num_cells,) + f.shape[1:], dtype=f.dtype)
+        out[cells] = vals
+        return out
+
+    def destroy(self):
+        for obj in (self.ksp, self.Kp, self.PtBs, self.DmP, self.P, self.K, self.Bs, self.Dm):
+            obj.destroy()
