@@ -222,9 +222,11 @@ class PeriodicElasticity:
         area.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         self.area = area.array[wblk].copy()
         # Dm's rows carry the weights [1, 1, 2] of inner(eps, tens(w)); undo them with the area
+        # (rows of Dm are Q dofs; map the areas through the cells rather than assuming that
+        # the scalar and blocked DG0 spaces number their dofs alike)
         scale = Dm.createVecLeft()
-        sc = np.empty((len(area.array), 3))
-        sc[:] = 1.0 / area.array[:, None] / VOIGT_METRIC
+        sc = np.ones((scale.getLocalSize() // 3, 3))
+        sc[self._qblk] = 1.0 / self.area[:, None] / VOIGT_METRIC
         scale.array[:] = sc.ravel()
         Dm.diagonalScale(L=scale)
         self.box_area = comm.allreduce(float(self.area.sum()))

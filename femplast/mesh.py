@@ -115,14 +115,17 @@ def _gmsh_periodic_square(L: float, size: float, seed_points: bool = True):
     occ.addRectangle(0, 0, 0, L, L)
     occ.synchronize()
     # curves of the rectangle: bottom, right, top, left (OCC ordering), found by position
+    # (gmsh pads bounding boxes by an absolute 1e-7: classify by the bbox centre, loosely)
     curves = {}
+    tol = 1e-3 * L
     for dim, tag in gmsh.model.getEntities(1):
         x0, y0, _, x1, y1, _ = gmsh.model.getBoundingBox(dim, tag)
-        if abs(y0) < 1e-9 * L and abs(y1) < 1e-9 * L:
+        xc, yc = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+        if abs(yc) < tol:
             curves["bottom"] = tag
-        elif abs(y0 - L) < 1e-9 * L and abs(y1 - L) < 1e-9 * L:
+        elif abs(yc - L) < tol:
             curves["top"] = tag
-        elif abs(x0) < 1e-9 * L and abs(x1) < 1e-9 * L:
+        elif abs(xc) < tol:
             curves["left"] = tag
         else:
             curves["right"] = tag
@@ -177,6 +180,9 @@ def gmsh_box(path: str | Path | None = None, L: float = L_DEFAULT, size: float =
 
     if path is not None and not Path(path).is_file():
         raise FemplastInputError("mesh.file", str(path), "an existing gmsh .msh file")
+    if path is None and (not np.isfinite(size) or size <= 0 or size > L):
+        # checked on every rank (raising on rank 0 only would leave the others in model_to_mesh)
+        raise FemplastInputError("mesh.size", size, f"a cell size in (0, L={L}]")
     init = not gmsh.isInitialized()
     if init:
         gmsh.initialize(interruptible=False)
@@ -186,8 +192,6 @@ def gmsh_box(path: str | Path | None = None, L: float = L_DEFAULT, size: float =
             if path is not None:
                 gmsh.open(str(path))
             else:
-                if not np.isfinite(size) or size <= 0 or size > L:
-                    raise FemplastInputError("mesh.size", size, f"a cell size in (0, L={L}]")
                 _gmsh_periodic_square(L, size)
         data = dgmsh.model_to_mesh(gmsh.model, comm, rank=0, gdim=2)
     finally:

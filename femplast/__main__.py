@@ -1,0 +1,5 @@
+import sys
+
+from femplast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,387 @@
+"""Case files: YAML -> validated dataclasses.
+
+Every key is declared once here with its type, default, unit, allowed range and meaning; the
+same declarations validate case files and generate the reference page (docs/case-reference.md,
+``python -m femplast --reference``). A bad case raises :class:`femplast.FemplastInputError`
+naming the dotted key, the value and what is allowed, before any computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from femplast import FemplastInputError
+
+
+def key(default, doc: str, unit: str = "-", *, choices=None, min=None, max=None,
+        min_open: bool = False, max_open: bool = False):
+    """Declare a case key: default, meaning, unit and allowed values."""
+    meta = dict(doc=doc, unit=unit, choices=choices, min=min, max=max,
+                min_open=min_open, max_open=max_open)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass
+class MeshSection:
+    """The periodic square box and its cells (femplast.mesh)."""
+
+    kind: str = key("quad", "cell shape: structured quadrilaterals, structured triangles (two per "
+                    "square) or an unstructured periodic gmsh mesh", choices=("quad", "tri", "gmsh"))
+    n: int = key(15, "cells per box side (structured meshes; gmsh: sets size = L/n unless size "
+                 "or file is given)", min=1)
+    L: float = key(98.8045, "box side", "LJ length", min=0, min_open=True)
+    file: str | None = key(None, "gmsh .msh file of a periodic box (kind: gmsh); relative paths "
+                           "are relative to the case file")
+    size: float | None = key(None, "target cell size of a generated gmsh mesh", "LJ length",
+                             min=0, min_open=True)
+
+
+@dataclass
+class ElasticitySection:
+    """Linear isotropic elasticity (femplast.elasticity)."""
+
+    G: float = key(13.2, "shear modulus (uniform)", "LJ stress", min=0, min_open=True)
+    B: float = key(59.0, "2D bulk modulus (uniform)", "LJ stress", min=0, min_open=True)
+
+
+@dataclass
+class SlipSection:
+    """Slip systems of each cell (tensorial paper sec. 3.1-3.3; femplast.slip)."""
+
+    N: int | None = key(None, "slip systems per cell, a multiple of 4; default: rho_s l^2 "
+                        "rounded to the nearest multiple of 4 (at least 4)", min=4)
+    rho_s: float = key(0.8, "density of slip systems (used when N is not given)", "1/LJ area",
+                       min=0, min_open=True)
+    weibull_lambda: float = key(2.05, "scale lambda of the Weibull threshold distribution (eq. 5)",
+                                "LJ stress", min=0, min_open=True)
+    weibull_k: float = key(2.18, "shape k of the Weibull threshold distribution (eq. 5)",
+                           min=0, min_open=True)
+    chi: float = key(2.25, "shape chi of the bounded power-law slip amplitude (eq. 7)",
+                     min=0, min_open=True)
+
+
+@dataclass
+class LoadingSection:
+    """Athermal quasistatic driving (sec. 3.4; femplast.dynamics)."""
+
+    alpha_ext: float = key(0.0, "loading orientation alpha_ext of the pure shear "
+                           "gamma_ext M(alpha_ext): 0 forward simple shear, 90 reverse", "deg",
+                           min=-180, max=180)
+    dgamma_ext: float = key(1e-4, "external strain increment d(gamma_ext)", "-",
+                            min=0, min_open=True, max=1)
+    gamma_max: float = key(2.0, "final external strain gamma_ext", "-", min=0, min_open=True)
+    stationary_from: float = key(0.5, "gamma_ext above which stationary-state statistics are "
+                                 "taken", "-", min=0)
+
+
+@dataclass
+class InitialSection:
+    """Initial state."""
+
+    state: str | None = key(None, "state file written by femplast (HDF5 'state' group): its "
+                            "stress becomes the pre-stress Sigma0, its slip systems are kept; "
+                            "null: stress-free with fresh slip systems")
+
+
+@dataclass
+class RedistributionSection:
+    """How slip events redistribute stress (femplast.redistribution)."""
+
+    backend: str = key("auto", "propagator: translation-invariant FE propagator (structured "
+                       "quads, uniform moduli); dense: precomputed Green operator; direct: FE "
+                       "solve per relaxation step; auto: fastest valid",
+                       choices=("auto", "propagator", "dense", "direct"))
+    dense_memory_mb: float = key(1024.0, "memory budget of the dense Green operator", "MiB",
+                                 min=0)
+    compiled: bool = key(True, "use the numba kernels (false: pure numpy, identical results)")
+
+
+@dataclass
+class OutputSection:
+    """What is written to the output directory (femplast.io)."""
+
+    snapshots: list[float] = key([], "gamma_ext at which cell fields are written (XDMF for "
+                                 "ParaView)", "-")
+    fields: bool = key(True, "write the field snapshots (false: none)")
+
+
+@dataclass
+class RunSection:
+    """Ensemble and reproducibility."""
+
+    realizations: int = key(1, "number of independent realizations", min=1)
+    seed: int = key(0, "base seed; realization i uses numpy SeedSequence([seed, i])", min=0)
+
+
+@dataclass
+class Case:
+    """A femplast case file."""
+
+    model: str = key("tensorial", "tensorial: slip-system EPM under AQS; inclusion: elastic "
+                     "field of one sheared inclusion", choices=("tensorial", "inclusion"))
+    name: str | None = key(None, "case name (default: the file name)")
+    description: str = key("", "free text")
+    mesh: MeshSection = field(default_factory=MeshSection)
+    elasticity: ElasticitySection = field(default_factory=ElasticitySection)
+    slip: SlipSection = field(default_factory=SlipSection)
+    loading: LoadingSection = field(default_factory=LoadingSection)
+    initial: InitialSection = field(default_factory=InitialSection)
+    redistribution: RedistributionSection = field(default_factory=RedistributionSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    run: RunSection = field(default_factory=RunSection)
+    inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
+
+    source: Path | None = field(default=None, repr=False, metadata=dict(internal=True))
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+
+@dataclass
+class InclusionSection:
+    """model: inclusion - one sheared inclusion in the periodic box."""
+
+    radius: float = key(5.0, "inclusion radius (cells whose centre lies within it)", "LJ length",
+                        min=0, min_open=True)
+    eps0: float = key(0.01, "tensorial xy eigenstrain of the inclusion", "-")
+    gamma_ext: float = key(0.0, "imposed macroscopic simple shear", "-")
+
+
+Case.__annotations__["inclusion"] = InclusionSection
+
+
+# ----------------------------------------------------------------------------- parsing
+def _is_section(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls):
+    return typing.get_type_hints(cls, globalns=globals())
+
+
+def _allowed(f) -> str:
+    m = f.metadata
+    parts = []
+    if m.get("choices"):
+        parts.append("one of " + ", ".join(repr(c) for c in m["choices"]))
+    lo, hi = m.get("min"), m.get("max")
+    if lo is not None and hi is not None:
+        parts.append(f"in {'(' if m['min_open'] else '['}{lo}, {hi}{')' if m['max_open'] else ']'}")
+    elif lo is not None:
+        parts.append(f"{'>' if m['min_open'] else '>='} {lo}")
+    elif hi is not None:
+        parts.append(f"{'<' if m['max_open'] else '<='} {hi}")
+    return " and ".join(parts)
+
+
+def _type_name(tp) -> str:
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(args[0])}"
+    return {float: "number", int: "integer", str: "string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(dotted: str, tp, value, f):
+    """Check ``value`` against type ``tp`` and the field's range; return the coerced value."""
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(dotted, inner[0], value, f)
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise FemplastInputError(dotted, value, f"a {_type_name(tp)}")
+        return [_coerce(f"{dotted}[{i}]", args[0], v, f) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise FemplastInputError(dotted, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FemplastInputError(dotted, value, "an integer" + _range_suffix(f))
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FemplastInputError(dotted, value, "a number" + _range_suffix(f))
+        value = float(value)
+        if not math.isfinite(value):
+            raise FemplastInputError(dotted, value, "a finite number" + _range_suffix(f))
+    elif tp is str:
+        if not isinstance(value, str):
+            raise FemplastInputError(dotted, value, "a string" + _range_suffix(f))
+    m = f.metadata
+    if m.get("choices") and value not in m["choices"]:
+        raise FemplastInputError(dotted, value, _allowed(f))
+    lo, hi = m.get("min"), m.get("max")
+    if lo is not None and (value < lo or (m["min_open"] and value == lo)):
+        raise FemplastInputError(dotted, value, _allowed(f))
+    if hi is not None and (value > hi or (m["max_open"] and value == hi)):
+        raise FemplastInputError(dotted, value, _allowed(f))
+    return value
+
+
+def _range_suffix(f) -> str:
+    a = _allowed(f)
+    return f" ({a})" if a else ""
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise FemplastInputError(prefix.rstrip(".") or "case", data, "a mapping of keys")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise FemplastInputError(f"{prefix}{unknown[0]}", data[unknown[0]],
+                                 f"a known key; allowed here: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp, f = hints[name], fields[name]
+        if _is_section(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", tp, value, f)
+    return cls(**kwargs)
+
+
+def _to_dict(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        v = getattr(obj, f.name)
+        out[f.name] = _to_dict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``dotted.key=value`` -> (path, YAML-parsed value)."""
+    if "=" not in text:
+        raise FemplastInputError("--set", text, "dotted.key=value, e.g. loading.gamma_max=0.5")
+    k, v = text.split("=", 1)
+    try:
+        value = yaml.safe_load(v)
+    except yaml.YAMLError as exc:
+        raise FemplastInputError(k.strip(), v, f"a YAML value ({exc})") from None
+    return k.strip().split("."), value
+
+
+def case_from_dict(data: dict, overrides: list[str] = (), source: Path | None = None) -> Case:
+    """Validate a case given as a dictionary (plus ``--set`` overrides)."""
+    data = dict(data or {})
+    for ov in overrides:
+        path, value = parse_override(ov)
+        d = data
+        for p in path[:-1]:
+            sub = d.get(p)
+            if sub is None:
+                sub = d[p] = {}
+            elif not isinstance(sub, dict):
+                raise FemplastInputError(".".join(path), value, f"{p} is not a section")
+            else:
+                sub = d[p] = dict(sub)
+            d = sub
+        d[path[-1]] = value
+    case = _build(Case, data, "")
+    case.source = source
+    _check_consistency(case)
+    return case
+
+
+def load_case(path: str | Path, overrides: list[str] = ()) -> Case:
+    """Read and validate a YAML case file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FemplastInputError("case file", str(path), "an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FemplastInputError("case file", str(path), f"valid YAML ({exc})") from None
+    case = case_from_dict(data or {}, overrides, source=path)
+    if case.name is None:
+        case.name = path.stem
+    return case
+
+
+def resolve_path(case: Case, p: str | None) -> Path | None:
+    if p is None:
+        return None
+    q = Path(p)
+    if not q.is_absolute() and case.source is not None:
+        q = case.source.parent / q
+    return q
+
+
+def _check_consistency(case: Case) -> None:
+    m = case.mesh
+    if m.kind == "gmsh" and m.file is not None:
+        f = resolve_path(case, m.file)
+        if not f.is_file():
+            raise FemplastInputError("mesh.file", m.file, "an existing gmsh .msh file")
+    if m.kind != "gmsh" and (m.file is not None or m.size is not None):
+        raise FemplastInputError("mesh.file" if m.file else "mesh.size", m.file or m.size,
+                                 "only with mesh.kind: gmsh")
+    if case.slip.N is not None and case.slip.N % 4:
+        raise FemplastInputError("slip.N", case.slip.N, "a multiple of 4 (groups of four angles)")
+    if case.loading.stationary_from >= case.loading.gamma_max:
+        raise FemplastInputError("loading.stationary_from", case.loading.stationary_from,
+                                 f"< loading.gamma_max = {case.loading.gamma_max}")
+    if case.initial.state is not None and not resolve_path(case, case.initial.state).is_file():
+        raise FemplastInputError("initial.state", case.initial.state, "an existing state file")
+    be = case.redistribution.backend
+    if be == "propagator" and m.kind != "quad":
+        raise FemplastInputError("redistribution.backend", be,
+                                 "'propagator' needs mesh.kind: quad (use dense, direct or auto)")
+    for i, g in enumerate(case.output.snapshots):
+        if not 0 <= g <= case.loading.gamma_max:
+            raise FemplastInputError(f"output.snapshots[{i}]", g,
+                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
+
+
+# ----------------------------------------------------------------------------- reference page
+def reference_markdown() -> str:
+    """The case-file reference page, generated from the declarations above."""
+    lines = ["# Case-file reference", "",
+             "Generated from `femplast/case.py` (`python -m femplast --reference`). Units are "
+             "Lennard-Jones units of the atomistic reference (length sigma_SL, stress "
+             "eps_SL/sigma_SL^2); angles in degrees. Unknown keys are errors.", ""]
+
+    def section(cls, prefix):
+        hints = _hints(cls)
+        rows, subs = [], []
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            tp = hints[f.name]
+            if _is_section(tp):
+                subs.append((tp, f"{prefix}{f.name}."))
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            m = f.metadata
+            rows.append(f"| `{prefix}{f.name}` | {_type_name(tp)} | `{default!r}` | "
+                        f"{m['unit']} | {_allowed(f) or '-'} | {m['doc']} |")
+        return rows, subs
+
+    queue = [(Case, "")]
+    while queue:
+        cls, prefix = queue.pop(0)
+        rows, subs = section(cls, prefix)
+        title = prefix.rstrip(".") or "top level"
+        lines += [f"## `{title}`", "", (cls.__doc__ or "").strip().splitlines()[0], "",
+                  "| key | type | default | unit | allowed | meaning |",
+                  "|---|---|---|---|---|---|", *rows, ""]
+        queue += subs
+    return "\n".join(lines) + "\n"

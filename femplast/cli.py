@@ -1,0 +1,72 @@
+"""Command line: ``python -m femplast CASE.yaml [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from femplast import FemplastInputError
+
+EXIT_BAD_INPUT = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m femplast",
+        description="Run a femplast case (mesoscale elasto-plastic model on a periodic FE mesh). "
+                    "Under 'mpirun -n P', realizations are spread over the ranks.",
+        epilog="Case keys: docs/case-reference.md (or --reference).")
+    p.add_argument("case", nargs="?", help="YAML case file")
+    p.add_argument("--out", help="output directory (new or empty; default runs/<case name>[-N])")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a case key, e.g. --set loading.gamma_max=0.5 (repeatable)")
+    p.add_argument("--realizations", type=int, help="override run.realizations")
+    p.add_argument("--seed", type=int, help="override run.seed")
+    p.add_argument("--event-log", action="store_true", help="store every slip event")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--check", action="store_true", help="validate the case and exit")
+    p.add_argument("--reference", action="store_true", help="print the case-key reference")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from mpi4py import MPI
+
+    from femplast.case import load_case, reference_markdown
+
+    comm = MPI.COMM_WORLD
+    if args.reference:
+        print(reference_markdown(), end="")
+        return 0
+    if not args.case:
+        parser().print_usage(sys.stderr)
+        print("error: a case file is required", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="[femplast] %(message)s")
+    try:
+        overrides = list(args.set)
+        if args.realizations is not None:
+            overrides.append(f"run.realizations={args.realizations}")
+        if args.seed is not None:
+            overrides.append(f"run.seed={args.seed}")
+        case = load_case(args.case, overrides)
+        if args.check:
+            print(f"{args.case}: valid")
+            return 0
+        from femplast.io import choose_outdir
+
+        outdir = None
+        if comm.rank == 0:
+            outdir = choose_outdir(args.out, case.name)
+        outdir = comm.bcast(outdir, root=0)
+        from femplast.runner import run_case
+
+        run_case(case, outdir, comm, quiet=args.quiet, event_log=args.event_log)
+    except FemplastInputError as exc:
+        if comm.rank == 0:
+            print(f"femplast: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0

@@ -1,0 +1,438 @@
+"""Athermal quasistatic (AQS) dynamics of the tensorial model (tensorial paper, sec. 3.3-3.4).
+
+At fixed external strain every cell with an active system (distance to threshold
+``dtau_c = tau_c - tau < 0``) slips at once on its lowest-``dtau_c`` system, stresses are
+redistributed, and this is repeated until no system is active (one avalanche). Then the external
+strain grows by ``d(gamma_ext)``; elastic stretches are crossed in one jump to the first increment
+at which a system is active, evaluated with the same floating-point expression as the stepwise
+protocol (``gamma_ext = k d(gamma_ext)``), so the sequence of states is exactly the stepwise one.
+
+Stability checks do not rescan every slip system after each relaxation step: in the deviatoric
+plane ``(d, s)`` the stable stresses of a cell form the convex polygon
+``sin 2theta_n d + cos 2theta_n s < tau_c,n``, and since ``(sin 2theta_n, cos 2theta_n)`` is a
+unit vector, a stress change shorter than the cell's margin ``min_n dtau_c,n`` cannot make it
+unstable. A cell is rescanned only when its drift since its last scan reaches its margin.
+
+The whole loop is compiled with numba; it hands control back to Python for redistributions
+done outside (FE solve, FFT convolution), full record buffers, event budgets (progress,
+interruption) and requested stops (snapshots).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from femplast.slip import draw_amplitude, renew_cell
+
+# phases of the compiled loop
+PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
+# return codes
+RC_END, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_STOP = 0, 1, 2, 3, 4
+# slots of the integer state vector
+S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS = range(9)
+NSTATE = 12
+# float parameters
+F_DGAM, F_CHI, F_ALPHAP, F_POFF, F_THR0, F_THR1, F_TOL, F_FIXEDDG = range(8)
+# int parameters
+I_THRKIND, I_KEND, I_KSTOP, I_MAXEV, I_FFT, I_EVLOG, I_NX, I_RENEW = range(8)
+# record columns (float): k, size, steps, mean (d,s,p) before, mean (d,s,p) after, <eps_pl> xx,yy,xy
+REC_COLS = 12
+
+
+@njit(cache=True)
+def _pressure_shift(c, gam, sig, R, alpha_p, p_off):
+    if alpha_p == 0.0:
+        return 0.0
+    # pressure is minus the mean normal stress; thresholds tau_c + alpha_p p (model B)
+    return alpha_p * (p_off - (sig[2, c] + gam * R[2, c]))
+
+
+@njit(cache=True)
+def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off):
+    """Scan all systems of cell ``c``; reset its reference stress and margin.
+
+    Returns the argmin system (its dtau_c is ``margin[c]``).
+    """
+    d = sig[0, c] + gam * R[0, c]
+    s = sig[1, c] + gam * R[1, c]
+    shift = _pressure_shift(c, gam, sig, R, alpha_p, p_off)
+    best = np.inf
+    arg = 0
+    for n in range(sin2.shape[1]):
+        dtc = tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s)
+        if dtc < best:
+            best = dtc
+            arg = n
+    ref[0, c] = sig[0, c]
+    ref[1, c] = sig[1, c]
+    ref[2, c] = sig[2, c]
+    margin[c] = best
+    return arg
+
+
+@njit(cache=True)
+def _drifted(c, sig, ref, margin, alpha_p, tol):
+    dd = sig[0, c] - ref[0, c]
+    ds = sig[1, c] - ref[1, c]
+    drift = math.sqrt(dd * dd + ds * ds)
+    if alpha_p != 0.0:
+        drift += alpha_p * abs(sig[2, c] - ref[2, c])
+    return drift >= margin[c] - tol
+
+
+@njit(cache=True)
+def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell, act_sys,
+               alpha_p, p_off, tol):
+    """Rescan flagged or drifted cells; collect active cells in ascending order."""
+    na = 0
+    for c in range(sig.shape[1]):
+        if flag[c] or _drifted(c, sig, ref, margin, alpha_p, tol):
+            flag[c] = 0
+            arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off)
+            if margin[c] < 0.0:
+                act_cell[na] = c
+                act_sys[na] = arg
+                na += 1
+    return na
+
+
+@njit(cache=True)
+def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    for c in range(sig.shape[1]):
+        d = sig[0, c] + gam * R[0, c]
+        s = sig[1, c] + gam * R[1, c]
+        shift = _pressure_shift(c, gam, sig, R, alpha_p, p_off)
+        for n in range(sin2.shape[1]):
+            if tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s) < 0.0:
+                return True
+    return False
+
+
+@njit(cache=True)
+def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1."""
+    kmin = kend + 1
+    for c in range(sig.shape[1]):
+        d0 = sig[0, c]
+        s0 = sig[1, c]
+        sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, p_off)
+        rp = alpha_p * R[2, c]
+        for n in range(sin2.shape[1]):
+            a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
+            r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
+            if r > 0.0:
+                g = a / r / dgam
+                if g < kmin:
+                    kn = int(math.floor(g)) + 1
+                    if kn <= k0:
+                        kn = k0 + 1
+                    if kn < kmin:
+                        kmin = kn
+    # the estimate can be off by one through round-off: settle it with the exact test
+    if kmin > kend:
+        kmin = kend + 1
+        if any_active_at(kend * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+            kmin = kend
+        else:
+            return kend + 1
+    while True:
+        if not any_active_at(kmin * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+            kmin += 1
+            if kmin > kend:
+                return kend + 1
+            continue
+        if kmin - 1 > k0 and any_active_at((kmin - 1) * dgam, sig, R, sin2, cos2, tauc,
+                                           alpha_p, p_off):
+            kmin -= 1
+            continue
+        return kmin
+
+
+@njit(cache=True)
+def _mean(sig, R, gam, w, out, off):
+    a = 0.0
+    b = 0.0
+    c3 = 0.0
+    for c in range(sig.shape[1]):
+        a += w[c] * (sig[0, c] + gam * R[0, c])
+        b += w[c] * (sig[1, c] + gam * R[1, c])
+        c3 += w[c] * (sig[2, c] + gam * R[2, c])
+    out[off] = a
+    out[off + 1] = b
+    out[off + 2] = c3
+
+
+@njit(cache=True)
+def propagator_add(sig, K, c, nx, gs, gc):
+    """sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c] with periodic wrap on the n x n grid."""
+    ny = sig.shape[1] // nx
+    cy = c // nx
+    cx = c - cy * nx
+    for comp in range(sig.shape[0]):
+        for iy in range(ny):
+            ky = iy - cy
+            if ky < 0:
+                ky += ny
+            row = iy * nx
+            for ix in range(cx):
+                sig[comp, row + ix] += gs * K[0, comp, ky, ix - cx + nx] + gc * K[1, comp, ky,
+                                                                              ix - cx + nx]
+            for ix in range(cx, nx):
+                sig[comp, row + ix] += gs * K[0, comp, ky, ix - cx] + gc * K[1, comp, ky, ix - cx]
+
+
+@njit(cache=True)
+def dense_add(sig, D, c, gs, gc):
+    for comp in range(sig.shape[0]):
+        for i in range(sig.shape[1]):
+            sig[comp, i] += gs * D[c, 0, comp, i] + gc * D[c, 1, comp, i]
+
+
+@njit(cache=True)
+def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
+                margin, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f):
+    """Advance the AQS state machine; see the module docstring for the return codes."""
+    dgam = fpar[F_DGAM]
+    chi = fpar[F_CHI]
+    alpha_p = fpar[F_ALPHAP]
+    p_off = fpar[F_POFF]
+    tol = fpar[F_TOL]
+    kend = ipar[I_KEND]
+    kstop = ipar[I_KSTOP]
+    nx = ipar[I_NX]
+    events0 = st[S_EVENTS]
+    while True:
+        ph = st[S_PHASE]
+        k = st[S_K]
+        gam = k * dgam
+        if ph == PH_LOAD:
+            if k >= kend:
+                return RC_END
+            if st[S_NREC] >= rec.shape[0]:
+                return RC_RECFULL
+            kl = kend if kstop < 0 or kstop > kend else kstop
+            if k >= kl:
+                return RC_STOP
+            kn = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
+            if kn > kl:
+                st[S_K] = kl
+                continue
+            st[S_K] = kn
+            gam = kn * dgam
+            for c in range(sig.shape[1]):
+                flag[c] = 1
+            na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell, act_sys,
+                            alpha_p, p_off, tol)
+            st[S_NACT] = na
+            r = st[S_NREC]
+            rec[r, 0] = kn
+            _mean(sig, R, gam, w, rec[r], 3)
+            st[S_AVSIZE] = 0
+            st[S_NSTEPS] = 0
+            st[S_PHASE] = PH_STEP
+        elif ph == PH_STEP:
+            na = st[S_NACT]
+            if na == 0:
+                r = st[S_NREC]
+                rec[r, 1] = st[S_AVSIZE]
+                rec[r, 2] = st[S_NSTEPS]
+                _mean(sig, R, gam, w, rec[r], 6)
+                for j in range(3):
+                    acc = 0.0
+                    for c in range(sig.shape[1]):
+                        acc += w[c] * eps_pl[c, j]
+                    rec[r, 9 + j] = acc
+                st[S_NREC] = r + 1
+                st[S_PHASE] = PH_LOAD
+                if k == kstop:
+                    return RC_STOP
+                continue
+            if st[S_EVENTS] - events0 >= ipar[I_MAXEV]:
+                return RC_BUDGET
+            for i in range(na):
+                c = act_cell[i]
+                n = act_sys[i]
+                s2 = sin2[c, n]
+                c2 = cos2[c, n]
+                tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
+                den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
+                if fpar[F_FIXEDDG] > 0.0:
+                    dg = fpar[F_FIXEDDG]
+                else:
+                    gmax = -2.0 * tau / den
+                    dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
+                pend_dg[i] = dg
+                eps_pl[c, 0] -= 0.5 * s2 * dg
+                eps_pl[c, 1] += 0.5 * s2 * dg
+                eps_pl[c, 2] += 0.5 * c2 * dg
+                if ipar[I_EVLOG] and st[S_NEV] < ev_i.shape[0]:
+                    e = st[S_NEV]
+                    ev_i[e, 0] = c
+                    ev_i[e, 1] = k
+                    ev_f[e, 0] = theta[c, n]
+                    ev_f[e, 1] = dg
+                    ev_f[e, 2] = tau
+                    ev_f[e, 3] = den
+                    st[S_NEV] = e + 1
+            st[S_NPEND] = na
+            st[S_EVENTS] += na
+            st[S_AVSIZE] += na
+            st[S_NSTEPS] += 1
+            if mode == 2 or (mode == 0 and na > ipar[I_FFT]):
+                st[S_PHASE] = PH_EXTERNAL
+                return RC_EXTERNAL
+            for i in range(na):
+                c = act_cell[i]
+                n = act_sys[i]
+                gs = pend_dg[i] * sin2[c, n]
+                gc = pend_dg[i] * cos2[c, n]
+                if mode == 0:
+                    propagator_add(sig, K, c, nx, gs, gc)
+                else:
+                    dense_add(sig, D, c, gs, gc)
+            st[S_PHASE] = PH_AFTER
+        elif ph == PH_EXTERNAL:
+            return RC_EXTERNAL
+        else:  # PH_AFTER: renew the slipped cells, rescan what may have become unstable
+            na = st[S_NPEND]
+            if ipar[I_RENEW]:
+                for i in range(na):
+                    renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, ipar[I_THRKIND],
+                               fpar[F_THR0], fpar[F_THR1])
+            for i in range(na):
+                flag[act_cell[i]] = 1
+            st[S_NPEND] = 0
+            st[S_NACT] = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell,
+                                    act_sys, alpha_p, p_off, tol)
+            st[S_PHASE] = PH_STEP
+
+
+# ============================================================================ Python driver
+class AQSDriver:
+    """Drive one realization of a :class:`femplast.model.TensorialModel` state under AQS.
+
+    Args:
+        model: the shared model (mesh, elasticity, redistribution, parameters).
+        state: the realization's state (stresses, plastic strain, slip systems, rng).
+        alpha_ext: loading orientation (radians) of the pure shear gamma_ext M(alpha_ext).
+        dgamma: external strain increment.
+        k_end: number of increments of the stage.
+        event_log: keep a per-event log (cell, step, theta, d_gamma, tau, self-response).
+    """
+
+    def __init__(self, model, state, alpha_ext: float, dgamma: float, k_end: int,
+                 event_log: bool = False, rec_capacity: int = 4096, max_events: int = 20000):
+        self.model, self.state = model, state
+        self.R = model.load_response(alpha_ext)
+        self.dgamma, self.k_end = float(dgamma), int(k_end)
+        nc = model.num_cells
+        self.st = np.zeros(NSTATE, np.int64)
+        p = model.params
+        self.fpar = np.array([dgamma, p.chi, p.alpha_p, p.p_offset, p.thr_p0, p.thr_p1,
+                              1e-12, p.fixed_dgamma])
+        self.ipar = np.array([p.thr_kind, k_end, -1, max_events, model.redist.fft_threshold,
+                              int(event_log), model.nx, int(p.renew)], np.int64)
+        self.ref = np.zeros((3, nc))
+        self.margin = np.full(nc, -np.inf)
+        self.flag = np.ones(nc, np.int8)
+        self.act_cell = np.zeros(nc, np.int64)
+        self.act_sys = np.zeros(nc, np.int64)
+        self.pend_dg = np.zeros(nc)
+        self.rec = np.zeros((rec_capacity, REC_COLS))
+        cap = 1 << 16 if event_log else 1
+        self.ev_i = np.zeros((cap, 2), np.int64)
+        self.ev_f = np.zeros((cap, 4))
+        self.records: list[np.ndarray] = []
+        self.events_i: list[np.ndarray] = []
+        self.events_f: list[np.ndarray] = []
+
+    @property
+    def k(self) -> int:
+        return int(self.st[S_K])
+
+    @property
+    def gamma_ext(self) -> float:
+        return self.k * self.dgamma
+
+    @property
+    def num_events(self) -> int:
+        return int(self.st[S_EVENTS])
+
+    def _flush(self):
+        n = int(self.st[S_NREC])
+        if n:
+            self.records.append(self.rec[:n].copy())
+            self.st[S_NREC] = 0
+        e = int(self.st[S_NEV])
+        if e:
+            self.events_i.append(self.ev_i[:e].copy())
+            self.events_f.append(self.ev_f[:e].copy())
+            self.st[S_NEV] = 0
+
+    def _external(self):
+        s, m = self.state, self.model
+        na = int(self.st[S_NPEND])
+        cells = self.act_cell[:na].copy()
+        sysn = self.act_sys[:na]
+        gs = self.pend_dg[:na] * s.sin2[cells, sysn]
+        gc = self.pend_dg[:na] * s.cos2[cells, sysn]
+        m.redist.apply(s.sig, cells, gs, gc, s.eps_pl)
+        self.st[S_PHASE] = PH_AFTER
+
+    def advance(self, k_stop: int | None = None, max_events: int | None = None) -> int:
+        """Run until ``k_stop`` (stable state there), the end of the stage, or an event budget.
+
+        Returns a return code: RC_END, RC_STOP or RC_BUDGET.
+        """
+        s, m = self.state, self.model
+        self.ipar[I_KSTOP] = -1 if k_stop is None else int(k_stop)
+        if max_events is not None:
+            self.ipar[I_MAXEV] = int(max_events)
+        while True:
+            rc = aqs_advance(s.rng, m.redist.mode, self.st, self.fpar, self.ipar, s.sig, self.R,
+                             s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
+                             self.margin, self.flag, m.redist.selfq, m.redist.kernel,
+                             m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
+                             self.ev_i, self.ev_f)
+            if rc == RC_EXTERNAL:
+                self._external()
+                continue
+            if rc == RC_RECFULL or self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell):
+                self._flush()
+                if rc == RC_RECFULL:
+                    continue
+            if rc in (RC_END, RC_STOP, RC_BUDGET):
+                self._flush()
+                return rc
+
+    def run(self, stops=(), on_stop=None, on_progress=None, budget: int = 20000):
+        """Run the stage to its end, calling ``on_stop(k)`` at each stop step (stable state)."""
+        for ks in sorted(set(int(k) for k in stops if 0 <= k <= self.k_end)) + [None]:
+            while True:
+                rc = self.advance(ks, budget)
+                if rc == RC_BUDGET:
+                    if on_progress:
+                        on_progress(self)
+                    continue
+                break
+            if rc == RC_STOP and on_stop is not None:
+                on_stop(ks)
+            if rc == RC_END:
+                break
+        if on_progress:
+            on_progress(self)
+
+    # ------------------------------------------------------------------ results
+    def avalanche_table(self) -> np.ndarray:
+        """All avalanche records, shape (n, REC_COLS) (see REC_COLS)."""
+        self._flush()
+        return np.vstack(self.records) if self.records else np.zeros((0, REC_COLS))
+
+    def event_table(self) -> tuple[np.ndarray, np.ndarray]:
+        self._flush()
+        if not self.events_i:
+            return np.zeros((0, 2), np.int64), np.zeros((0, 4))
+        return np.vstack(self.events_i), np.vstack(self.events_f)

@@ -1,0 +1,129 @@
+"""The tensorial slip-system elasto-plastic model (tensorial paper, sec. 3, appendix A.2, A.7).
+
+:class:`TensorialModel` holds what realizations share (mesh, factorized elasticity,
+redistribution backend, parameters); :class:`State` what each realization owns (stresses,
+plastic strain, slip systems, random generator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from femplast.elasticity import PeriodicElasticity
+from femplast.mesh import BoxMesh
+from femplast.redistribution import from_dsp, make_redistribution, to_dsp
+from femplast.slip import THRESHOLD_WEIBULL, SlipSystems, renew_all, systems_per_cell
+
+
+@dataclass
+class ModelParams:
+    """Parameters of the slip dynamics (names follow the paper)."""
+
+    N: int = 36
+    chi: float = 2.25
+    thr_kind: int = THRESHOLD_WEIBULL
+    thr_p0: float = 2.05  # Weibull lambda (or the fixed threshold)
+    thr_p1: float = 2.18  # Weibull k
+    alpha_p: float = 0.0  # pressure sensitivity (model B)
+    p_offset: float = 0.0  # hydrostatic offset <p> (model B)
+    fixed_dgamma: float = 0.0  # constant slip amplitude (model F) when > 0
+    renew: bool = True
+
+
+class State:
+    """One realization: internal stress (d, s, p) incl. pre-stress, plastic strain, systems."""
+
+    def __init__(self, num_cells: int, N: int, rng: np.random.Generator):
+        self.rng = rng
+        self.sig = np.zeros((3, num_cells))
+        self.sigma0 = np.zeros((3, num_cells))
+        self.eps_pl = np.zeros((num_cells, 3))
+        self.theta = np.zeros((num_cells, N))
+        self.sin2 = np.zeros((num_cells, N))
+        self.cos2 = np.ones((num_cells, N))
+        self.tauc = np.zeros((num_cells, N))
+
+    def copy(self) -> State:
+        new = State.__new__(State)
+        for k, v in self.__dict__.items():
+            if isinstance(v, np.ndarray):
+                setattr(new, k, v.copy())
+        new.rng = np.random.Generator(type(self.rng.bit_generator)())
+        new.rng.bit_generator.state = self.rng.bit_generator.state
+        return new
+
+
+class TensorialModel:
+    """Mesh + elasticity + redistribution + slip parameters, shared by realizations."""
+
+    def __init__(self, box: BoxMesh, elasticity: PeriodicElasticity, params: ModelParams,
+                 backend: str = "auto", dense_memory_mb: float = 1024.0):
+        self.box, self.el, self.params = box, elasticity, params
+        self.redist = make_redistribution(elasticity, backend, dense_memory_mb)
+        self.num_cells = box.num_cells
+        self.nx = box.n if box.n else 0
+        self.weights = self.redist.weights
+        self._load_cache: dict[float, np.ndarray] = {}
+
+    @classmethod
+    def build(cls, box: BoxMesh, G=13.2, B=59.0, N: int | None = None, rho_s: float = 0.8,
+              backend: str = "auto", dense_memory_mb: float = 1024.0, **params):
+        el = PeriodicElasticity(box, G, B)
+        if N is None:
+            N = systems_per_cell(box.cell_size, rho_s)
+        return cls(box, el, ModelParams(N=N, **params), backend, dense_memory_mb)
+
+    @property
+    def backend(self) -> str:
+        return self.redist.kind
+
+    def load_response(self, alpha: float) -> np.ndarray:
+        key = float(alpha)
+        if key not in self._load_cache:
+            self._load_cache[key] = self.redist.load_response(alpha)
+        return self._load_cache[key]
+
+    def new_state(self, rng: np.random.Generator, sigma0_xyz: np.ndarray | None = None) -> State:
+        """Stress-free (or pre-stressed) state with freshly drawn slip systems."""
+        p = self.params
+        st = State(self.num_cells, p.N, rng)
+        renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1)
+        if sigma0_xyz is not None:
+            st.sigma0 = to_dsp(sigma0_xyz)
+            st.sig[:] = st.sigma0
+        if self.redist.kind == "direct":
+            self.redist.sigma0 = st.sigma0
+        return st
+
+    def total_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
+        """Cell stress ``[xx, yy, xy]`` at external strain gamma_ext; shape (num_cells, 3)."""
+        return from_dsp(state.sig + gamma_ext * self.load_response(alpha_ext))
+
+    def fe_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
+        """The same stress from a fresh FE solve of the state's plastic strain (reference)."""
+        from femplast.elasticity import macro_strain
+
+        el = self.el
+        E = macro_strain(gamma_ext, alpha_ext)
+        sig = el.stress(state.eps_pl[el.cells], E)
+        return el.gather(sig) + from_dsp(state.sigma0)
+
+    def distance_to_threshold(self, state: State, gamma_ext: float, alpha_ext: float):
+        """Smallest dtau_c per cell (num_cells,) at the given external strain."""
+        tot = state.sig + gamma_ext * self.load_response(alpha_ext)
+        tau = state.sin2 * tot[0][:, None] + state.cos2 * tot[1][:, None]
+        shift = 0.0
+        if self.params.alpha_p:
+            shift = self.params.alpha_p * (self.params.p_offset - tot[2])[:, None]
+        return (state.tauc + shift - tau).min(axis=1)
+
+
+def realization_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of realization ``index``: independent of how many others run."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+__all__ = ["MPI", "SlipSystems", "TensorialModel", "State", "ModelParams", "realization_rng"]

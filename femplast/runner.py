@@ -1,0 +1,232 @@
+"""Run a validated case: build the model once, run realizations (spread over MPI ranks),
+write per-realization outputs and the summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+import femplast
+from femplast import FemplastInputError
+from femplast.case import Case, resolve_path
+from femplast.io import FieldWriter, H5Writer, Progress, stress_fields, write_group, write_json
+from femplast.redistribution import from_dsp, to_dsp
+
+
+def build_box(case: Case, comm: MPI.Comm):
+    from femplast.mesh import box_from_options
+
+    m = case.mesh
+    return box_from_options(m.kind, m.n, m.L, str(resolve_path(case, m.file)) if m.file else None,
+                            m.size, comm)
+
+
+def build_model(case: Case, comm: MPI.Comm):
+    from femplast.model import TensorialModel
+
+    box = build_box(case, comm)
+    s = case.slip
+    return TensorialModel.build(box, G=case.elasticity.G, B=case.elasticity.B, N=s.N,
+                                rho_s=s.rho_s, backend=case.redistribution.backend,
+                                dense_memory_mb=case.redistribution.dense_memory_mb, chi=s.chi,
+                                thr_p0=s.weibull_lambda, thr_p1=s.weibull_k)
+
+
+def load_initial_state(path: Path, model, key: str = "initial.state"):
+    """(sigma0 [xx,yy,xy] per cell, theta, tauc) from a state file femplast wrote."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            g = f["state"]
+            sig = np.asarray(g["stress"])
+            theta = np.asarray(g["theta"])
+            tauc = np.asarray(g["tau_c"])
+    except (OSError, KeyError) as exc:
+        raise FemplastInputError(key, str(path), f"an HDF5 file with a 'state' group "
+                                 f"(stress, theta, tau_c) written by femplast ({exc})") from None
+    nc, N = model.num_cells, model.params.N
+    if sig.shape != (nc, 3) or theta.shape != (nc, N) or tauc.shape != (nc, N):
+        raise FemplastInputError(key, str(path), f"a state of {nc} cells with N = {N} slip "
+                                 f"systems (file has {theta.shape[0]} cells x {theta.shape[1]})")
+    return sig, theta, tauc
+
+
+def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp, epl0):
+    """Per-increment post-avalanche means reconstructed from the avalanche records."""
+    k = np.arange(k_end + 1)
+    kr = rec[:, 0].astype(np.int64)
+    int_after = rec[:, 6:9] - (kr * dgamma)[:, None] * R_mean_dsp[None, :]
+    idx = np.searchsorted(kr, k, side="right") - 1
+    int_mean = np.where(idx[:, None] >= 0, int_after[np.maximum(idx, 0)], int0_dsp[None, :])
+    tot = int_mean + (k * dgamma)[:, None] * R_mean_dsp[None, :]
+    epl = np.where(idx[:, None] >= 0, rec[np.maximum(idx, 0), 9:12], epl0[None, :])
+    nev = np.zeros(k_end + 1, np.int64)
+    nev[kr] = rec[:, 1].astype(np.int64)
+    return k * dgamma, from_dsp(tot.T), epl, nev
+
+
+def run_realization(case: Case, model, index: int, outdir: Path, progress: Progress,
+                    initial=None, event_log: bool = False) -> dict:
+    from femplast.dynamics import AQSDriver
+    from femplast.model import realization_rng
+
+    seed = case.run.seed
+    rng = realization_rng(seed, index)
+    st = model.new_state(rng, None if initial is None else initial[0])
+    if initial is not None:
+        st.theta[:] = initial[1]
+        st.tauc[:] = initial[2]
+        st.sin2[:] = np.sin(2 * st.theta)
+        st.cos2[:] = np.cos(2 * st.theta)
+    ld = case.loading
+    alpha = np.deg2rad(ld.alpha_ext)
+    k_end = int(round(ld.gamma_max / ld.dgamma_ext))
+    drv = AQSDriver(model, st, alpha, ld.dgamma_ext, k_end, event_log=event_log)
+    name = f"r{index:04d}"
+    fw = None
+    if case.output.fields and case.output.snapshots:
+        fw = FieldWriter(outdir / "fields" / f"{name}.xdmf", model.el)
+
+    def snapshot(k):
+        g = k * ld.dgamma_ext
+        sig = model.total_stress(st, g, alpha)
+        f = stress_fields("sigma", sig)
+        f.update({"eps_pl_xx": st.eps_pl[:, 0], "eps_pl_yy": st.eps_pl[:, 1],
+                  "eps_pl_xy": st.eps_pl[:, 2],
+                  "dtau_c_min": model.distance_to_threshold(st, g, alpha)})
+        fw.write(g, f)
+
+    t0 = time.perf_counter()
+
+    def on_progress(d):
+        rate = d.num_events / max(time.perf_counter() - t0, 1e-9)
+        progress(f"realization {index + 1}/{case.run.realizations}: gamma_ext = "
+                 f"{d.gamma_ext:.4f} / {ld.gamma_max}, {d.num_events} events, {rate:,.0f} ev/s")
+
+    stops = [int(round(g / ld.dgamma_ext)) for g in case.output.snapshots] if fw else []
+    drv.run(stops=stops, on_stop=snapshot if fw else None, on_progress=on_progress)
+    wall = time.perf_counter() - t0
+    if fw:
+        fw.close()
+    rec = drv.avalanche_table()
+    Rm = model.weights @ drv.R.T
+    int0 = model.weights @ st.sigma0.T
+    gam, stress, epl, nev = steps_table(rec, k_end, ld.dgamma_ext, Rm, int0, np.zeros(3))
+    before = from_dsp(rec[:, 3:6].T)
+    after = from_dsp(rec[:, 6:9].T)
+    (outdir / "realizations").mkdir(parents=True, exist_ok=True)
+    with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
+        f.attrs.update(dict(realization=index, seed=seed, femplast_version=femplast.__version__,
+                            backend=model.backend, wall_time=wall, num_events=drv.num_events))
+        write_group(f, "steps", dict(gamma_ext=gam, stress=stress, eps_pl=epl, n_events=nev),
+                    dict(doc="per increment after the avalanche: mean stress [xx,yy,xy], mean "
+                             "plastic strain [xx,yy,xy], slip events"))
+        write_group(f, "avalanches", dict(
+            step=rec[:, 0].astype(np.int64), gamma_ext=rec[:, 0] * ld.dgamma_ext,
+            size=rec[:, 1].astype(np.int64), relaxation_steps=rec[:, 2].astype(np.int64),
+            stress_before=before, stress_after=after, drop_xy=before[:, 2] - after[:, 2]))
+        g_end = drv.gamma_ext
+        write_group(f, "state", dict(
+            stress=model.total_stress(st, g_end, alpha), sigma0=from_dsp(st.sigma0),
+            eps_pl=st.eps_pl, theta=st.theta, tau_c=st.tauc),
+            dict(gamma_ext=g_end, alpha_ext=ld.alpha_ext,
+                 rng_state=json.dumps(st.rng.bit_generator.state)))
+        if event_log:
+            ei, ef = drv.event_table()
+            write_group(f, "events", dict(cell=ei[:, 0], step=ei[:, 1], theta=ef[:, 0],
+                                          d_gamma=ef[:, 1], tau=ef[:, 2], self_response=ef[:, 3]))
+    g0 = case.loading.stationary_from
+    stat = gam > g0
+    av = rec[:, 0] * ld.dgamma_ext > g0
+    return dict(index=index, wall=wall, events=drv.num_events, sxy=stress[stat, 2],
+                drops=(before[av, 2] - after[av, 2]), events_stat=int(rec[av, 1].sum()))
+
+
+def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> dict:
+    """model: inclusion -> the elastic field of one sheared inclusion, for ParaView."""
+    from femplast.elasticity import PeriodicElasticity, macro_strain
+
+    box = build_box(case, comm)
+    el = PeriodicElasticity(box, case.elasticity.G, case.elasticity.B)
+    inc = case.inclusion
+    mid = el.gather(box.midpoints())
+    r = np.hypot(mid[:, 0] - box.L / 2, mid[:, 1] - box.L / 2)
+    inside = r <= inc.radius
+    if not inside.any():
+        raise FemplastInputError("inclusion.radius", inc.radius,
+                                 f">= half a cell ({box.cell_size / 2:.3g}): no cell centre lies "
+                                 "inside")
+    eps = np.zeros((box.num_cells, 3))
+    eps[inside, 2] = inc.eps0
+    E = macro_strain(inc.gamma_ext)
+    sig = el.gather(el.stress(eps[el.cells], E))
+    fw = FieldWriter(outdir / "fields" / "inclusion.xdmf", el)
+    fields = stress_fields("sigma", sig)
+    fields["eps_pl_xy"] = eps[:, 2]
+    fw.write(0.0, fields)
+    fw.close()
+    G, B = case.elasticity.G, case.elasticity.B
+    return dict(cells_in_inclusion=int(inside.sum()),
+                inclusion_area=float(el.gather(el.area)[inside].sum()),
+                mean_stress_inside=sig[inside].mean(axis=0).tolist(),
+                eshelby_circular_inside_xy=-G * inc.eps0 / (1 + G / B) + G * inc.gamma_ext,
+                mean_stress=(el.mean(el.stress(eps[el.cells], E))).tolist(),
+                num_cells=box.num_cells)
+
+
+def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: bool = False,
+             event_log: bool = False) -> dict | None:
+    """Run ``case`` into ``outdir``; returns the summary on rank 0."""
+    progress = Progress(quiet or comm.rank != 0)
+    t0 = time.perf_counter()
+    summary = dict(case=case.to_dict(), femplast_version=femplast.__version__,
+                   mpi_ranks=comm.size)
+    if comm.rank == 0:
+        outdir.mkdir(parents=True, exist_ok=True)
+        from femplast.case import yaml
+
+        (outdir / "case.yaml").write_text(yaml.safe_dump(case.to_dict(), sort_keys=False))
+    comm.barrier()
+    if case.model == "inclusion":
+        summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
+    else:
+        model = build_model(case, MPI.COMM_SELF)
+        initial = None
+        if case.initial.state:
+            initial = load_initial_state(resolve_path(case, case.initial.state), model)
+        mine = range(comm.rank, case.run.realizations, comm.size)
+        results = []
+        for i in mine:
+            results.append(run_realization(case, model, i, outdir, progress, initial, event_log))
+            progress(f"realization {i + 1}/{case.run.realizations} done: "
+                     f"{results[-1]['events']} events in {results[-1]['wall']:.2f} s", True)
+        allres = comm.gather(results, root=0)
+        if comm.rank == 0:
+            res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
+            sxy = np.concatenate([r["sxy"] for r in res])
+            drops = np.concatenate([r["drops"] for r in res])
+            span = case.loading.gamma_max - case.loading.stationary_from
+            summary.update(
+                backend=model.backend, slip_systems_per_cell=model.params.N,
+                num_cells=model.num_cells,
+                seeds=[[case.run.seed, r["index"]] for r in res],
+                total_slip_events=int(sum(r["events"] for r in res)),
+                realization_wall_time=[r["wall"] for r in res],
+                stationary=dict(
+                    gamma_from=case.loading.stationary_from,
+                    sigma_xy_mean=float(sxy.mean()), sigma_xy_std=float(sxy.std()),
+                    stress_drop_mean=float(drops.mean()) if len(drops) else 0.0,
+                    avalanches=int(len(drops)),
+                    slip_events_per_unit_strain=float(
+                        np.mean([r["events_stat"] for r in res]) / span)))
+    if comm.rank == 0:
+        summary["wall_time"] = time.perf_counter() - t0
+        write_json(outdir / "summary.json", summary)
+        progress(f"done: {outdir / 'summary.json'}", True)
+        return summary
+    return None
