@@ -418,7 +418,7 @@ class AQSDriver:
                         on_progress(self)
                     continue
                 break
-            if rc == RC_STOP and on_stop is not None:
+            if ks is not None and on_stop is not None and rc in (RC_STOP, RC_END):
                 on_stop(ks)
             if rc == RC_END:
                 break

@@ -91,45 +91,98 @@ def write_group(f, name: str, data: dict, attrs: dict | None = None):
     return g
 
 
-class FieldWriter:
-    """Time series of named cell fields (DG0) in XDMF, opened directly by ParaView.
+def cell_mesh(box) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """Points and cells of a box mesh with cells in global canonical order (collective)."""
+    msh = box.mesh
+    comm = msh.comm
+    n_own = box.num_owned
+    x = msh.geometry.x[:, :2]
+    conn = msh.geometry.dofmaps[0][:n_own]
+    used = np.unique(conn)
+    local_pts = x[used]
+    local_conn = np.searchsorted(used, conn)
+    pts = comm.allgather(local_pts)
+    conns = comm.allgather(local_conn)
+    canon = comm.allgather(box.canonical)
+    offs = np.cumsum([0] + [len(p) for p in pts])
+    points = np.vstack(pts)
+    cells = np.empty((box.num_cells, conn.shape[1]), np.int64)
+    for c, o, k in zip(conns, offs, canon, strict=False):
+        cells[k] = c + o
+    if conn.shape[1] == 4:
+        cells = cells[:, [0, 1, 3, 2]]  # dolfinx tensor-product order -> VTK counter-clockwise
+        return points, [("quad", cells)]
+    return points, [("triangle", cells)]
 
-    Scalar fields are written one component at a time (XDMF stores 2x2 tensors in the wrong
-    slots, see the dolfinx notes). Written in ``<dir>/.partial`` and moved on :meth:`close`.
+
+class FieldWriter:
+    """Time series of named cell fields in XDMF 3 (one grid per time holding every field),
+    opened directly by ParaView, meshio and pyvista.
+
+    Heavy data go to ``<name>.h5`` (``/mesh/points``, ``/mesh/cells``, ``/fields/<t>/<field>``);
+    the XML is written on :meth:`close`. Both are written in ``<dir>/.partial`` and moved when
+    complete, so an interrupted run leaves no complete-looking file. Fields are given in global
+    canonical cell order; rank 0 writes.
     """
 
-    def __init__(self, path: Path, elasticity):
-        from dolfinx import fem, io
-
+    def __init__(self, path: Path, box):
         self.final = Path(path)
         self.partial_dir = self.final.parent / ".partial"
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.partial_dir / self.final.name
-        self.el = elasticity
-        comm = elasticity.box.mesh.comm
-        self.xdmf = io.XDMFFile(comm, str(self.tmp), "w")
-        self.xdmf.write_mesh(elasticity.box.mesh)
-        self._blk = elasticity.W.dofmap.list[elasticity._dolfinx_cells, 0]
-        self._funcs: dict[str, object] = {}
-        self._fem = fem
-        self.times: list[float] = []
+        self.comm = box.mesh.comm
+        self.points, cells = cell_mesh(box)
+        self.cell_type, self.cells = cells[0]
+        self.steps: list[tuple[float, list[str]]] = []
+        self.h5 = None
+        if self.comm.rank == 0:
+            import h5py
+
+            self.partial_dir.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.partial_dir / self.final.name
+            self.h5 = h5py.File(self.tmp.with_suffix(".h5"), "w")
+            self.h5["mesh/points"] = self.points
+            self.h5["mesh/cells"] = self.cells
+
+    @property
+    def times(self) -> list[float]:
+        return [t for t, _ in self.steps]
 
     def write(self, t: float, fields: dict[str, np.ndarray]):
         """Write cell fields (global canonical order, one value per cell) at time ``t``."""
-        el = self.el
-        for name, values in fields.items():
-            f = self._funcs.get(name)
-            if f is None:
-                f = self._funcs[name] = self._fem.Function(el.W, name=name)
-            f.x.array[self._blk] = np.asarray(values, float)[el.cells]
-            f.x.scatter_forward()
-            self.xdmf.write_function(f, float(t))
-        self.times.append(float(t))
+        if self.h5 is not None:
+            i = len(self.steps)
+            for k, v in fields.items():
+                self.h5[f"fields/{i}/{k}"] = np.asarray(v, dtype=float)
+        self.steps.append((float(t), list(fields)))
+
+    def _xml(self) -> str:
+        h5name = self.final.with_suffix(".h5").name
+        nc, nv = self.cells.shape
+        topo = {"quad": "Quadrilateral", "triangle": "Triangle"}[self.cell_type]
+        out = ['<?xml version="1.0"?>', '<Xdmf Version="3.0" '
+               'xmlns:xi="http://www.w3.org/2001/XInclude">', "<Domain>",
+               '<Grid Name="femplast" GridType="Collection" CollectionType="Temporal">']
+        for i, (t, names) in enumerate(self.steps):
+            out += ['<Grid Name="cells" GridType="Uniform">', f'<Time Value="{t!r}"/>',
+                    f'<Topology TopologyType="{topo}" NumberOfElements="{nc}">',
+                    f'<DataItem Dimensions="{nc} {nv}" NumberType="Int" Precision="8" '
+                    f'Format="HDF">{h5name}:/mesh/cells</DataItem></Topology>',
+                    '<Geometry GeometryType="XY">',
+                    f'<DataItem Dimensions="{len(self.points)} 2" Precision="8" '
+                    f'Format="HDF">{h5name}:/mesh/points</DataItem></Geometry>']
+            for k in names:
+                out.append(f'<Attribute Name="{k}" AttributeType="Scalar" Center="Cell">'
+                           f'<DataItem Dimensions="{nc}" Precision="8" Format="HDF">'
+                           f"{h5name}:/fields/{i}/{k}</DataItem></Attribute>")
+            out.append("</Grid>")
+        out += ["</Grid>", "</Domain>", "</Xdmf>"]
+        return "\n".join(out) + "\n"
 
     def close(self):
-        self.xdmf.close()
-        h5 = self.tmp.with_suffix(".h5")
-        os.replace(h5, self.final.with_suffix(".h5"))
+        if self.h5 is None:
+            return
+        self.h5.close()
+        self.tmp.write_text(self._xml())
+        os.replace(self.tmp.with_suffix(".h5"), self.final.with_suffix(".h5"))
         os.replace(self.tmp, self.final)
         try:
             self.partial_dir.rmdir()

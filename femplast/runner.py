@@ -90,7 +90,7 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
     name = f"r{index:04d}"
     fw = None
     if case.output.fields and case.output.snapshots:
-        fw = FieldWriter(outdir / "fields" / f"{name}.xdmf", model.el)
+        fw = FieldWriter(outdir / "fields" / f"{name}.xdmf", model.box)
 
     def snapshot(k):
         g = k * ld.dgamma_ext
@@ -165,7 +165,7 @@ def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) 
     eps[inside, 2] = inc.eps0
     E = macro_strain(inc.gamma_ext)
     sig = el.gather(el.stress(eps[el.cells], E))
-    fw = FieldWriter(outdir / "fields" / "inclusion.xdmf", el)
+    fw = FieldWriter(outdir / "fields" / "inclusion.xdmf", box)
     fields = stress_fields("sigma", sig)
     fields["eps_pl_xy"] = eps[:, 2]
     fw.write(0.0, fields)
