@@ -5,11 +5,11 @@
 
 import gc
 
-import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
 import numpy as np
 import pytest
 from mpi4py import MPI
 
+import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
 from femplast.elasticity import PeriodicElasticity
 from femplast.mesh import gmsh_box, structured_box
 

@@ -1,10 +1,10 @@
 """Periodic boxes: canonical cell numbering, periodic node pairing and input validation."""
 
-import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
 import numpy as np
 import pytest
 from mpi4py import MPI
 
+import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
 from femplast import FemplastInputError
 from femplast.mesh import (
     L_DEFAULT,
@@ -59,8 +59,8 @@ def test_gmsh_box_is_periodic_and_numbered(gmsh_small):
     right = np.sort(x[np.abs(x[:, 0] - 1.0) < tol, 1])
     assert len(left) > 2 and np.allclose(left, right, atol=1e-9)
     # total cell area is the box area
-    from dolfinx import fem
     import ufl
+    from dolfinx import fem
 
     area = fem.assemble_scalar(fem.form(fem.Constant(box.mesh, 1.0) * ufl.dx(domain=box.mesh)))
     assert area == pytest.approx(1.0, rel=1e-12)

@@ -5,13 +5,12 @@ Usage: mpirun -n 2 python elastic_response.py OUT.npz GMSH_FILE
 ``compute`` is also imported by the test and run on MPI.COMM_SELF for the serial reference.
 """
 
-import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
-
 import sys
 
 import numpy as np
 from mpi4py import MPI
 
+import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
 from femplast.elasticity import PeriodicElasticity
 from femplast.mesh import gmsh_box, structured_box
 
