@@ -28,7 +28,7 @@ from numba import njit
 from femplast.slip import draw_amplitude, renew_cell
 
 # phases of the compiled loop
-PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
+PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
 # return codes
 RC_END, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_STOP = 0, 1, 2, 3, 4
 # slots of the integer state vector
@@ -37,7 +37,7 @@ NSTATE = 12
 # float parameters
 F_DGAM, F_CHI, F_ALPHAP, F_POFF, F_THR0, F_THR1, F_TOL, F_FIXEDDG = range(8)
 # int parameters
-I_THRKIND, I_KEND, I_KSTOP, I_MAXEV, I_FFT, I_EVLOG, I_NX, I_RENEW = range(8)
+I_THRKIND, I_KEND, I_KSTOP, I_MAXEV, I_FFT, I_EVLOG, I_NX, I_RENEW, I_NCOMP = range(9)
 # record columns (float): k, size, steps, mean (d,s,p) before, mean (d,s,p) after, <eps_pl> xx,yy,xy
 REC_COLS = 12
 
@@ -75,21 +75,30 @@ def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off):
 
 @njit(cache=True)
 def _drifted(c, sig, ref, margin, alpha_p, tol):
+    # same arithmetic as the fused test in propagator_add, so both paths flag the same cells
     dd = sig[0, c] - ref[0, c]
     ds = sig[1, c] - ref[1, c]
-    drift = math.sqrt(dd * dd + ds * ds)
+    m = margin[c] - tol
     if alpha_p != 0.0:
-        drift += alpha_p * abs(sig[2, c] - ref[2, c])
-    return drift >= margin[c] - tol
+        m -= alpha_p * abs(sig[2, c] - ref[2, c])
+    return m <= 0.0 or dd * dd + ds * ds >= m * m
+
+
+@njit(cache=True)
+def drift_pass(sig, ref, margin, flag, alpha_p, tol):
+    """Flag every cell whose stress drift since its last scan may have used up its margin."""
+    for c in range(sig.shape[1]):
+        if _drifted(c, sig, ref, margin, alpha_p, tol):
+            flag[c] = 1
 
 
 @njit(cache=True)
 def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell, act_sys,
-               alpha_p, p_off, tol):
-    """Rescan flagged or drifted cells; collect active cells in ascending order."""
+               alpha_p, p_off):
+    """Rescan flagged cells; collect the active ones in ascending cell order."""
     na = 0
     for c in range(sig.shape[1]):
-        if flag[c] or _drifted(c, sig, ref, margin, alpha_p, tol):
+        if flag[c]:
             flag[c] = 0
             arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off)
             if margin[c] < 0.0:
@@ -166,22 +175,55 @@ def _mean(sig, R, gam, w, out, off):
 
 
 @njit(cache=True)
-def propagator_add(sig, K, c, nx, gs, gc):
-    """sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c] with periodic wrap on the n x n grid."""
+def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, margin, flag, tol):
+    """``sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c]`` on the periodic n x n grid.
+
+    Only the first ``ncomp`` components are updated (2: d and s, when the pressure is not
+    needed by the dynamics). With ``check``, the drift test of every cell is fused into the
+    same pass (flag[i] = 1 when the cell must be rescanned), so one event touches the kernel,
+    the stress and the cell margins once.
+    """
     ny = sig.shape[1] // nx
     cy = c // nx
     cx = c - cy * nx
-    for comp in range(sig.shape[0]):
+    if ncomp == 3:
         for iy in range(ny):
             ky = iy - cy
             if ky < 0:
                 ky += ny
             row = iy * nx
+            for ix in range(nx):
+                kx = ix - cx
+                if kx < 0:
+                    kx += nx
+                sig[2, row + ix] += gs * K[0, 2, ky, kx] + gc * K[1, 2, ky, kx]
+    for iy in range(ny):
+        ky = iy - cy
+        if ky < 0:
+            ky += ny
+        row = iy * nx
+        if not check:
             for ix in range(cx):
-                sig[comp, row + ix] += gs * K[0, comp, ky, ix - cx + nx] + gc * K[1, comp, ky,
-                                                                              ix - cx + nx]
+                sig[0, row + ix] += gs * K[0, 0, ky, ix - cx + nx] + gc * K[1, 0, ky, ix - cx + nx]
+                sig[1, row + ix] += gs * K[0, 1, ky, ix - cx + nx] + gc * K[1, 1, ky, ix - cx + nx]
             for ix in range(cx, nx):
-                sig[comp, row + ix] += gs * K[0, comp, ky, ix - cx] + gc * K[1, comp, ky, ix - cx]
+                sig[0, row + ix] += gs * K[0, 0, ky, ix - cx] + gc * K[1, 0, ky, ix - cx]
+                sig[1, row + ix] += gs * K[0, 1, ky, ix - cx] + gc * K[1, 1, ky, ix - cx]
+        else:
+            for ix in range(nx):
+                kx = ix - cx
+                if kx < 0:
+                    kx += nx
+                i = row + ix
+                d = sig[0, i] + (gs * K[0, 0, ky, kx] + gc * K[1, 0, ky, kx])
+                s = sig[1, i] + (gs * K[0, 1, ky, kx] + gc * K[1, 1, ky, kx])
+                sig[0, i] = d
+                sig[1, i] = s
+                dd = d - ref[0, i]
+                ds = s - ref[1, i]
+                m = margin[i] - tol
+                if m <= 0.0 or dd * dd + ds * ds >= m * m:
+                    flag[i] = 1
 
 
 @njit(cache=True)
@@ -225,7 +267,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             for c in range(sig.shape[1]):
                 flag[c] = 1
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell, act_sys,
-                            alpha_p, p_off, tol)
+                            alpha_p, p_off)
             st[S_NACT] = na
             r = st[S_NREC]
             rec[r, 0] = kn
@@ -290,13 +332,18 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 gs = pend_dg[i] * sin2[c, n]
                 gc = pend_dg[i] * cos2[c, n]
                 if mode == 0:
-                    propagator_add(sig, K, c, nx, gs, gc)
+                    propagator_add(sig, K, c, nx, gs, gc, ipar[I_NCOMP], i == na - 1, ref,
+                                   margin, flag, tol)
                 else:
                     dense_add(sig, D, c, gs, gc)
-            st[S_PHASE] = PH_AFTER
+            if mode != 0:
+                drift_pass(sig, ref, margin, flag, alpha_p, tol)
+            st[S_PHASE] = PH_AFTER_CHECKED
         elif ph == PH_EXTERNAL:
             return RC_EXTERNAL
-        else:  # PH_AFTER: renew the slipped cells, rescan what may have become unstable
+        else:  # PH_AFTER*: renew the slipped cells, rescan what may have become unstable
+            if ph == PH_AFTER:
+                drift_pass(sig, ref, margin, flag, alpha_p, tol)
             na = st[S_NPEND]
             if ipar[I_RENEW]:
                 for i in range(na):
@@ -306,7 +353,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 flag[act_cell[i]] = 1
             st[S_NPEND] = 0
             st[S_NACT] = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell,
-                                    act_sys, alpha_p, p_off, tol)
+                                    act_sys, alpha_p, p_off)
             st[S_PHASE] = PH_STEP
 
 
@@ -334,7 +381,8 @@ class AQSDriver:
         self.fpar = np.array([dgamma, p.chi, p.alpha_p, p.p_offset, p.thr_p0, p.thr_p1,
                               1e-12, p.fixed_dgamma])
         self.ipar = np.array([p.thr_kind, k_end, -1, max_events, model.redist.fft_threshold,
-                              int(event_log), model.nx, int(p.renew)], np.int64)
+                              int(event_log), model.nx, int(p.renew), model.ncomp_dynamic],
+                             np.int64)
         self.ref = np.zeros((3, nc))
         self.margin = np.full(nc, -np.inf)
         self.flag = np.ones(nc, np.int8)
@@ -379,7 +427,7 @@ class AQSDriver:
         sysn = self.act_sys[:na]
         gs = self.pend_dg[:na] * s.sin2[cells, sysn]
         gc = self.pend_dg[:na] * s.cos2[cells, sysn]
-        m.redist.apply(s.sig, cells, gs, gc, s.eps_pl)
+        m.redist.apply(s.sig, cells, gs, gc, s.eps_pl, m.ncomp_dynamic)
         self.st[S_PHASE] = PH_AFTER
 
     def advance(self, k_stop: int | None = None, max_events: int | None = None) -> int:
@@ -419,9 +467,11 @@ class AQSDriver:
                     continue
                 break
             if ks is not None and on_stop is not None and rc in (RC_STOP, RC_END):
+                self.model.refresh(self.state)
                 on_stop(ks)
             if rc == RC_END:
                 break
+        self.model.refresh(self.state)
         if on_progress:
             on_progress(self)
 

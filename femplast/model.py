@@ -80,6 +80,20 @@ class TensorialModel:
     def backend(self) -> str:
         return self.redist.kind
 
+    @property
+    def ncomp_dynamic(self) -> int:
+        """Stress components the event loop updates: (d, s), plus p when the dynamics need it.
+
+        With the propagator and pressure-independent thresholds the pressure is not updated
+        per event (a third less memory traffic); :meth:`refresh` recomputes it exactly.
+        """
+        return 3 if (self.params.alpha_p or self.redist.kind != "propagator") else 2
+
+    def refresh(self, state: State) -> None:
+        """Bring the pressure component of ``state.sig`` up to date (see ncomp_dynamic)."""
+        if self.ncomp_dynamic == 2:
+            state.sig[2] = state.sigma0[2] + self.redist.pressure_from_plastic(state.eps_pl)
+
     def load_response(self, alpha: float) -> np.ndarray:
         key = float(alpha)
         if key not in self._load_cache:
@@ -100,6 +114,7 @@ class TensorialModel:
 
     def total_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
         """Cell stress ``[xx, yy, xy]`` at external strain gamma_ext; shape (num_cells, 3)."""
+        self.refresh(state)
         return from_dsp(state.sig + gamma_ext * self.load_response(alpha_ext))
 
     def fe_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:

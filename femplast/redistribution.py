@@ -96,7 +96,7 @@ class Redistribution:
         sig = el.stress(eps_pl_xyz[el.cells])
         return np.ascontiguousarray(to_dsp(el.gather(sig)))
 
-    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz):
+    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz, ncomp: int = 3):
         """Add the stress change of simultaneous slips to ``sig`` (3, num_cells) in place."""
         raise NotImplementedError
 
@@ -134,14 +134,24 @@ class PropagatorRedistribution(Redistribution):
         self.fft_threshold = (int(fft_threshold) if fft_threshold is not None
                               else max(8, int(2.5 * np.log2(n * n))))
 
-    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz=None):
+    def _convolve(self, a: np.ndarray, comps: slice) -> np.ndarray:
         n = self.el.box.n
-        a = np.zeros((2, n * n))
+        ah = np.fft.rfft2(a.reshape(2, n, n), axes=(-2, -1))
+        dh = np.einsum("kmij,kij->mij", self.kernel_hat[:, comps], ah)
+        return np.fft.irfft2(dh, s=(n, n), axes=(-2, -1)).reshape(dh.shape[0], n * n)
+
+    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz=None, ncomp: int = 3):
+        """FFT convolution of the step's slips with the kernel (many simultaneous slips)."""
+        a = np.zeros((2, self.num_cells))
         np.add.at(a[0], cells, sin2dg)
         np.add.at(a[1], cells, cos2dg)
-        ah = np.fft.rfft2(a.reshape(2, n, n), axes=(-2, -1))
-        dh = np.einsum("kmij,kij->mij", self.kernel_hat, ah)
-        sig += np.fft.irfft2(dh, s=(n, n), axes=(-2, -1)).reshape(3, n * n)
+        sig[:ncomp] += self._convolve(a, slice(0, ncomp))
+
+    def pressure_from_plastic(self, eps_pl_xyz: np.ndarray) -> np.ndarray:
+        """p = (S_xx + S_yy)/2 of a traceless (pure shear) plastic strain field, by FFT."""
+        e = np.asarray(eps_pl_xyz)
+        a = np.stack([e[:, 1] - e[:, 0], 2.0 * e[:, 2]])
+        return self._convolve(a, slice(2, 3))[0]
 
     def apply_shifted(self, sig, cells, sin2dg, cos2dg):
         """Pure-numpy shifted adds, the reference of the compiled kernel (identical results)."""
@@ -179,7 +189,7 @@ class DenseRedistribution(Redistribution):
         idx = np.arange(nc)
         self.selfq = self_coefficients(D[idx, 0, :, idx], D[idx, 1, :, idx])
 
-    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz=None):
+    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz=None, ncomp: int = 3):
         for c, gs, gc in zip(cells, sin2dg, cos2dg, strict=True):
             sig += gs * self.dense[c, 0] + gc * self.dense[c, 1]
 
@@ -207,7 +217,7 @@ class DirectRedistribution(Redistribution):
                 q[c] = self_coefficients(r0[:, c], r1[:, c])
             self.selfq = q
 
-    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz):
+    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz, ncomp: int = 3):
         sig[:] = self.stress_from_plastic(eps_pl_xyz) + self.sigma0
 
 
