@@ -103,7 +103,6 @@ class RedistributionSection:
                        choices=("auto", "propagator", "dense", "direct"))
     dense_memory_mb: float = key(1024.0, "memory budget of the dense Green operator", "MiB",
                                  min=0)
-    compiled: bool = key(True, "use the numba kernels (false: pure numpy, identical results)")
 
 
 @dataclass
