@@ -16,7 +16,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m femplast",
         description="Run a femplast case (mesoscale elasto-plastic model on a periodic FE mesh). "
                     "Under 'mpirun -n P', realizations are spread over the ranks.",
-        epilog="Case keys: docs/case-reference.md (or --reference).")
+        epilog="Case keys: docs/case-reference.md (or --reference). Figures of a run: "
+               "python -m femplast plot OUTDIR [--out FIGDIR] [--quiet].")
     p.add_argument("case", nargs="?", help="YAML case file")
     p.add_argument("--out", help="output directory (new or empty; default runs/<case name>[-N])")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -31,6 +32,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["plot"]:  # python -m femplast plot OUTDIR [--out FIGDIR] [--quiet]
+        from femplast.postprocess.plot import main as plot_main
+
+        return plot_main(argv[1:])
     args = parser().parse_args(argv)
     from mpi4py import MPI
 

@@ -1,0 +1,31 @@
+"""Post-processing of femplast output directories: figures, field renders, an animation,
+index pages. Top layer: nothing in the solver layers imports it, and it imports none of them
+(only numpy, h5py, meshio, matplotlib, pyvista, pillow).
+
+Entry points: ``python -m femplast plot OUTDIR [--out FIGDIR] [--quiet]``,
+``python -m femplast.postprocess OUTDIR``, ``python postprocess/plot.py OUTDIR`` or
+:func:`plot_run`. Figures are data-driven: each family is drawn when its data is present.
+
+Formats of families written by other parts of femplast (assumed where not yet produced):
+
+* patch statistics: ``patches/rNNNN.h5``, 1-D datasets with one entry per patch test:
+  ``state`` (str or int), ``R``, ``alpha_deg``, ``tau_i``, ``tau_c``, ``dtau_c``,
+  ``delta_tau_c``, ``sigma_vm`` (at the root or in a ``patches`` group); or only
+  ``summary.json["patches"]``: a list of ``{state, R, alpha_deg, <q>_mean, <q>_std}`` (also
+  accepted: ``{"mean": {q: ..}, "std": {q: ..}}`` or ``{q: {"mean": .., "std": ..}}``);
+* Bauschinger: ``stages/<stage>/realizations/rNNNN.h5``, same layout as ``realizations/``;
+  the stage's loading angle is ``state.attrs["alpha_ext"]`` (degrees; 0 if absent) and the
+  stress is resolved on it;
+* scalar EPM: ``realizations/rNNNN.h5`` ``steps/`` with ``gamma_ext``, ``stress`` (1-D),
+  ``plastic_strain_variance``, ``mean_threshold``, ``LOC``, ``internal_stress_std``;
+* calibration sweep: a ``.csv`` (header row; ``#`` comments skipped) or ``.h5`` (1-D datasets
+  at the root or in a first-level group, or one compound dataset) in ``OUTDIR/calibration/``,
+  ``OUTDIR/sweep/`` or ``OUTDIR``, with columns ``k, lambda, chi, L_macro, L_meso_plus,
+  L_meso_minus, L_stat`` and optionally ``l`` (element length: one curve per l);
+* finite-size scaling: ``summary.json["finite_size"] = {"L": [...], "std_sigma_xy": [...]}``.
+"""
+
+from femplast.postprocess.data import NoRunError, RunData, load_run
+from femplast.postprocess.plot import main, plot_run
+
+__all__ = ["NoRunError", "RunData", "load_run", "main", "plot_run"]

@@ -1,0 +1,5 @@
+import sys
+
+from femplast.postprocess.plot import main
+
+sys.exit(main())

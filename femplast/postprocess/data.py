@@ -1,0 +1,306 @@
+"""Read what a femplast output directory holds, without importing the solver layers.
+
+Formats read (see ``docs/architecture.md`` and :mod:`femplast.postprocess`):
+
+* ``summary.json`` (optional: a run still being written has none);
+* ``realizations/rNNNN.h5``: ``steps/`` (``gamma_ext`` and ``stress`` [xx, yy, xy] or a scalar
+  stress; any further 1-D per-step dataset such as ``eps_pl``, ``n_events``, ``LOC``,
+  ``plastic_strain_variance``, ``mean_threshold``, ``internal_stress_std``), ``avalanches/``,
+  ``state/`` (attrs ``alpha_ext`` in degrees), ``events/`` (``--event-log``);
+* ``stages/<stage>/realizations/rNNNN.h5`` (Bauschinger tests), same layout;
+* ``patches/rNNNN.h5``: 1-D datasets, one entry per patch test (``state``, ``R``,
+  ``alpha_deg``, ``tau_i``, ``tau_c``, ``dtau_c``, ``delta_tau_c``, ``sigma_vm``);
+* a calibration sweep table (CSV or HDF5) with columns ``k, lambda, chi, L_macro, L_meso_plus,
+  L_meso_minus, L_stat`` (optional ``l``);
+* ``fields/*.xdmf`` (+ ``.h5``) cell-field time series.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PATCH_QUANTITIES = ("sigma_vm", "tau_i", "tau_c", "dtau_c", "delta_tau_c")
+CALIBRATION_COLUMNS = ("k", "lambda", "chi", "L_macro", "L_meso_plus", "L_meso_minus", "L_stat")
+SCALAR_OBSERVABLES = ("LOC", "plastic_strain_variance", "mean_threshold", "internal_stress_std")
+
+
+class NoRunError(ValueError):
+    """The directory holds no femplast output the plotter knows."""
+
+
+@dataclass
+class Realization:
+    """One realization file: per-step table, avalanches, event log, loading angle."""
+
+    name: str
+    gamma: np.ndarray
+    stress: np.ndarray | None  # (n, 3) [xx, yy, xy] or (n,) scalar
+    steps: dict[str, np.ndarray] = field(default_factory=dict)  # every steps/ dataset
+    avalanches: dict[str, np.ndarray] | None = None
+    events: dict[str, np.ndarray] | None = None
+    alpha_deg: float = 0.0
+
+    @property
+    def tensorial(self) -> bool:
+        return self.stress is not None and self.stress.ndim == 2
+
+    def resolved(self, stress: np.ndarray | None = None) -> np.ndarray:
+        """External stress resolved on the loading direction ``alpha_ext`` (= Sigma_xy for
+        alpha_ext = 0): ``sin(2 a) (S_yy - S_xx) / 2 + cos(2 a) S_xy``; a scalar stress as is."""
+        s = self.stress if stress is None else stress
+        if s is None:
+            raise ValueError(f"{self.name}: no stress")
+        if s.ndim == 1:
+            return s
+        a = np.deg2rad(2 * self.alpha_deg)
+        return np.sin(a) * 0.5 * (s[:, 1] - s[:, 0]) + np.cos(a) * s[:, 2]
+
+    def drops(self) -> np.ndarray:
+        """Stress drops of the avalanches (resolved, positive = drop); from the steps table
+        (negative per-step increments) when the file has no avalanche table."""
+        av = self.avalanches
+        if av and "stress_before" in av and len(av["stress_before"]):
+            return self.resolved(av["stress_before"]) - self.resolved(av["stress_after"])
+        if av and "drop_xy" in av:
+            return np.asarray(av["drop_xy"])
+        inc = np.diff(self.resolved())
+        return -inc[inc < 0]
+
+    def drop_gamma(self) -> np.ndarray:
+        av = self.avalanches
+        if av and "gamma_ext" in av:
+            return np.asarray(av["gamma_ext"])
+        inc = np.diff(self.resolved())
+        return self.gamma[1:][inc < 0]
+
+
+def _read_group(g) -> dict[str, np.ndarray]:
+    import h5py
+
+    return {k: np.asarray(v) for k, v in g.items() if isinstance(v, h5py.Dataset)}
+
+
+def read_realization(path: Path) -> Realization:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "steps" not in f:
+            raise NoRunError(f"{path}: no 'steps' group")
+        steps = _read_group(f["steps"])
+        alpha = 0.0
+        if "state" in f and "alpha_ext" in f["state"].attrs:
+            alpha = float(f["state"].attrs["alpha_ext"])
+        elif "alpha_ext" in f.attrs:
+            alpha = float(f.attrs["alpha_ext"])
+        av = _read_group(f["avalanches"]) if "avalanches" in f else None
+        ev = _read_group(f["events"]) if "events" in f else None
+    gamma = steps.get("gamma_ext")
+    if gamma is None:
+        raise NoRunError(f"{path}: steps/ has no gamma_ext")
+    return Realization(path.stem, gamma, steps.get("stress"), steps, av, ev, alpha)
+
+
+def read_realizations(folder: Path) -> list[Realization]:
+    return [read_realization(p) for p in sorted(folder.glob("r*.h5"))]
+
+
+def ensemble(reals: list[Realization], key: str | None = None):
+    """(gamma, values[realization, step]) on the common prefix of the step grids; ``key`` is a
+    steps dataset (1-D) or None for the resolved stress."""
+    rows = []
+    for r in reals:
+        if key is None:
+            if r.stress is None:
+                continue
+            rows.append((r.gamma, r.resolved()))
+        elif key in r.steps and r.steps[key].ndim == 1:
+            rows.append((r.gamma, r.steps[key]))
+    if not rows:
+        return None, None
+    n = min(len(v) for _, v in rows)
+    return rows[0][0][:n], np.vstack([v[:n] for _, v in rows])
+
+
+def read_patches(folder: Path) -> dict[str, np.ndarray] | None:
+    """Concatenated patch-test rows of every ``patches/r*.h5`` (``state`` as str)."""
+    import h5py
+
+    cols: dict[str, list[np.ndarray]] = {}
+    for p in sorted(folder.glob("*.h5")):
+        with h5py.File(p, "r") as f:
+            g = f["patches"] if "patches" in f else f
+            data = _read_group(g)
+        n = len(data.get("R", []))
+        for k, v in data.items():
+            if v.ndim == 1 and len(v) == n:
+                cols.setdefault(k, []).append(v)
+    if not cols or "R" not in cols:
+        return None
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    if "state" in out:
+        out["state"] = np.array([s.decode() if isinstance(s, bytes) else str(s)
+                                 for s in out["state"]])
+    else:
+        out["state"] = np.full(len(out["R"]), "all")
+    if "alpha_deg" not in out:
+        out["alpha_deg"] = np.zeros(len(out["R"]))
+    return out
+
+
+def patch_summary_rows(summary: dict) -> list[dict]:
+    """``summary["patches"]`` rows normalized to ``{state, R, alpha_deg, <q>_mean, <q>_std}``;
+    accepts flat keys (``tau_c_mean``) or nested ones (``{"mean": {"tau_c": ..}}`` or
+    ``{"tau_c": {"mean": ..}}``)."""
+    rows = []
+    for r in summary.get("patches") or []:
+        row = dict(state=str(r.get("state", "all")), R=float(r["R"]),
+                   alpha_deg=float(r.get("alpha_deg", 0.0)))
+        for q in PATCH_QUANTITIES:
+            for s in ("mean", "std"):
+                v = r.get(f"{q}_{s}")
+                if v is None and isinstance(r.get(s), dict):
+                    v = r[s].get(q)
+                if v is None and isinstance(r.get(q), dict):
+                    v = r[q].get(s)
+                if v is not None:
+                    row[f"{q}_{s}"] = float(v)
+        rows.append(row)
+    return rows
+
+
+def _table_from_csv(path: Path) -> dict[str, np.ndarray] | None:
+    with open(path, newline="") as fh:
+        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = list(csv.DictReader(lines))
+    if not rows:
+        return None
+    out = {}
+    for k in rows[0]:
+        try:
+            out[k.strip()] = np.array([float(r[k]) for r in rows])
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _table_from_h5(path: Path) -> dict[str, np.ndarray] | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            groups = [f] + [f[k] for k in f if isinstance(f[k], h5py.Group)]
+            for g in groups:
+                if "k" in g and "L_stat" in g:
+                    return {k: np.asarray(v, float) for k, v in _read_group(g).items()
+                            if v.ndim == 1}
+                for v in g.values():  # one compound dataset
+                    if isinstance(v, h5py.Dataset) and v.dtype.names and \
+                            {"k", "L_stat"} <= set(v.dtype.names):
+                        a = np.asarray(v)
+                        return {n: a[n].astype(float) for n in a.dtype.names}
+    except OSError:
+        return None
+    return None
+
+
+def find_calibration(outdir: Path) -> tuple[dict[str, np.ndarray], Path] | None:
+    """The first CSV/HDF5 table with at least columns ``k`` and ``L_stat`` in ``outdir``,
+    ``outdir/calibration`` or ``outdir/sweep``."""
+    for d in (outdir / "calibration", outdir / "sweep", outdir):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.suffix == ".csv":
+                t = _table_from_csv(p)
+            elif p.suffix in (".h5", ".hdf5") and p.parent.name != "realizations":
+                t = _table_from_h5(p)
+            else:
+                continue
+            if t and "k" in t and "L_stat" in t and len(t["k"]):
+                return t, p
+    return None
+
+
+@dataclass
+class RunData:
+    """Everything plottable in an output directory (absent families are None/empty)."""
+
+    outdir: Path
+    summary: dict | None
+    realizations: list[Realization]
+    stages: dict[str, list[Realization]]
+    patches: dict[str, np.ndarray] | None
+    patch_rows: list[dict]
+    calibration: dict[str, np.ndarray] | None
+    calibration_path: Path | None
+    finite_size: dict | None
+    xdmf: list[Path]
+
+    @property
+    def stationary_from(self) -> float | None:
+        try:
+            return float(self.summary["case"]["loading"]["stationary_from"])
+        except (TypeError, KeyError):
+            return None
+
+    @property
+    def name(self) -> str:
+        try:
+            return str(self.summary["case"]["name"])
+        except (TypeError, KeyError):
+            return self.outdir.name
+
+    def families(self) -> list[str]:
+        out = []
+        if self.realizations:
+            out.append("realizations")
+        if self.stages:
+            out.append("stages")
+        if self.patches is not None or self.patch_rows:
+            out.append("patches")
+        if self.calibration is not None:
+            out.append("calibration")
+        if self.finite_size:
+            out.append("finite_size")
+        if self.xdmf:
+            out.append("fields")
+        return out
+
+
+def load_run(outdir: str | Path) -> RunData:
+    """Read an output directory; :class:`NoRunError` if it holds nothing femplast wrote."""
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        raise NoRunError(f"{outdir}: no such directory")
+    summary = None
+    if (outdir / "summary.json").is_file():
+        summary = json.loads((outdir / "summary.json").read_text())
+    reals = read_realizations(outdir / "realizations")
+    stages = {}
+    if (outdir / "stages").is_dir():
+        for d in sorted(p for p in (outdir / "stages").iterdir() if p.is_dir()):
+            rs = read_realizations(d / "realizations")
+            if rs:
+                stages[d.name] = rs
+    patches = read_patches(outdir / "patches") if (outdir / "patches").is_dir() else None
+    rows = patch_summary_rows(summary) if summary else []
+    cal = find_calibration(outdir)
+    fs = (summary or {}).get("finite_size")
+    if fs and not ({"L", "std_sigma_xy"} <= set(fs) and len(fs["L"])):
+        fs = None
+    xdmf = sorted((outdir / "fields").glob("*.xdmf")) if (outdir / "fields").is_dir() else []
+    run = RunData(outdir, summary, reals, stages, patches, rows,
+                  cal[0] if cal else None, cal[1] if cal else None, fs, xdmf)
+    if not run.families():
+        what = "summary.json only" if summary else "nothing femplast writes"
+        raise NoRunError(
+            f"{outdir} holds no femplast run ({what}): expected realizations/rNNNN.h5, "
+            "stages/<stage>/realizations/, patches/, a calibration table (CSV/HDF5 with columns "
+            "k and L_stat), summary.json 'finite_size' or fields/*.xdmf. Run "
+            "'python -m femplast CASE.yaml --out DIR' first.")
+    return run

@@ -1,0 +1,128 @@
+"""``python -m femplast plot OUTDIR``: every figure, render and animation a run supports, plus
+an index page; progress bar on stderr; exit code 2 for a directory that holds no run."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from femplast.postprocess import figures, renders
+from femplast.postprocess.data import NoRunError, RunData, load_run
+from femplast.postprocess.figures import Entry, Saver
+from femplast.postprocess.index import write_index
+
+EXIT_NO_RUN = 2
+EXIT_SOME_FAILED = 1
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (one line per item when stderr is not a terminal)."""
+
+    def __init__(self, total: int, quiet: bool = False, label: str = "plot"):
+        self.total, self.quiet, self.label = total, quiet, label
+        self.n = 0
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, what: str):
+        self.n += 1
+        if self.quiet:
+            return
+        dt = time.perf_counter() - self.t0
+        if self.tty:
+            cols = shutil.get_terminal_size((100, 20)).columns
+            w = 24
+            fill = int(w * self.n / max(self.total, 1))
+            line = (f"[{self.label}] [{'#' * fill}{'.' * (w - fill)}] {self.n}/{self.total} "
+                    f"{dt:5.1f}s {what}")
+            print("\r" + line[: cols - 1].ljust(cols - 1), end="", file=sys.stderr, flush=True)
+            if self.n >= self.total:
+                print(file=sys.stderr)
+        else:
+            print(f"[{self.label} {self.n}/{self.total} {dt:5.1f}s] {what}", file=sys.stderr,
+                  flush=True)
+
+
+def plot_jobs(run: RunData, saver: Saver, all_realizations: bool = False,
+              renders_on: bool = True):
+    """(name, callable returning [Entry]) for everything this run supports."""
+    jobs = [(fn.__name__, lambda fn=fn: fn(run, saver))
+            for fn in figures.FIGURES if figures.applies(fn, run)]
+    if not renders_on:
+        return jobs
+    rdir = saver.figdir / "renders"
+    xdmf = run.xdmf
+    if not all_realizations:  # the first realization and any non-realization series
+        reals = [p for p in xdmf if p.stem.startswith("r") and p.stem[1:].isdigit()]
+        xdmf = [p for p in xdmf if p not in reals] + reals[:1]
+    for p in xdmf:
+        _, _, _, _, data = renders.read_series(p)
+        names = sorted(data[0] if data else [],
+                       key=lambda k: (not k.startswith("eps_pl"), k != "dtau_c_min", k))
+        for k in names:
+            jobs.append((f"render {p.stem} {k}", lambda p=p, k=k: [
+                renders.render_field(p, k, rdir / f"{p.stem}_{k}.png")]))
+    if any(r.events for r in run.realizations) or run.xdmf:
+        jobs.append(("animation", lambda: [e for e in [renders.animation_job(run, rdir)] if e]))
+    return jobs
+
+
+def plot_run(outdir, figdir=None, quiet: bool = False, formats=("png",), renders_on=True,
+             all_realizations: bool = False, strict: bool = False):
+    """Write every figure of ``outdir`` into ``figdir`` (default ``OUTDIR/figures``).
+
+    Returns (entries, failures, index.html path). A failing figure is reported and skipped
+    (``strict``: raised)."""
+    run = load_run(outdir)
+    figdir = Path(figdir) if figdir else run.outdir / "figures"
+    saver = Saver(figdir, formats)
+    jobs = plot_jobs(run, saver, all_realizations, renders_on)
+    bar = ProgressBar(len(jobs), quiet)
+    entries: list[Entry] = []
+    failures: list[tuple[str, str]] = []
+    for name, job in jobs:
+        try:
+            entries += job()
+        except Exception as exc:  # one bad family must not cost the others
+            if strict:
+                raise
+            failures.append((name, f"{type(exc).__name__}: {exc}"))
+        bar.step(name)
+    index = write_index(run, figdir, entries, failures)[0]
+    return entries, failures, index
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m femplast plot",
+        description="Figures, field renders, a plastic-strain animation and an index page for "
+                    "a femplast output directory (whatever it holds: realizations, Bauschinger "
+                    "stages, patches, calibration sweep, finite-size summary, fields).")
+    p.add_argument("outdir", help="output directory of a run (python -m femplast CASE --out)")
+    p.add_argument("--out", help="figure directory (default OUTDIR/figures)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--formats", default="png",
+                   help="comma-separated figure formats, e.g. png,pdf (default png)")
+    p.add_argument("--no-renders", action="store_true", help="matplotlib figures only")
+    p.add_argument("--all-realizations", action="store_true",
+                   help="render the fields of every realization (default: the first)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
+    try:
+        entries, failures, index = plot_run(args.outdir, args.out, args.quiet, formats,
+                                            not args.no_renders, args.all_realizations)
+    except NoRunError as exc:
+        print(f"femplast plot: error: {exc}", file=sys.stderr)
+        return EXIT_NO_RUN
+    for name, err in failures:
+        print(f"femplast plot: {name} failed: {err}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{len(entries)} files -> {index}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else 0

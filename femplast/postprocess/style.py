@@ -1,0 +1,86 @@
+"""One figure style for every femplast plot: sizes, fonts, colours, symbols and units.
+
+Units are the Lennard-Jones units of the atomistic reference (``docs/case-reference.md``):
+lengths in sigma_SL, stresses in eps_SL / sigma_SL^2, angles in degrees; strains are
+dimensionless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+from cycler import cycler  # noqa: E402
+
+COLORS = ["#c0392b", "#2471a3", "#229954", "#d68910", "#7d3c98", "#17a589", "#5d6d7e",
+          "#a04000"]
+SINGLE = (3.4, 2.6)  # one journal column, inches
+DOUBLE = 7.0  # two columns
+
+RC = {
+    "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight", "savefig.pad_inches": 0.03,
+    "font.size": 9, "axes.labelsize": 9, "axes.titlesize": 9, "legend.fontsize": 7.5,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "mathtext.fontset": "dejavusans",
+    "axes.linewidth": 0.8, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "xtick.direction": "in", "ytick.direction": "in", "xtick.top": True, "ytick.right": True,
+    "legend.frameon": False, "axes.grid": False, "axes.prop_cycle": cycler(color=COLORS),
+    "figure.facecolor": "white", "axes.facecolor": "white", "savefig.facecolor": "white",
+}
+
+# symbols (LaTeX via mathtext) and units
+U_STRESS = r"$\epsilon_{\rm SL}\,\sigma_{\rm SL}^{-2}$"
+U_LENGTH = r"$\sigma_{\rm SL}$"
+GAMMA = r"external strain $\gamma^{\rm ext}$"
+
+
+def stress_symbol(alpha_deg: float = 0.0, what: str = "") -> str:
+    """``Sigma^ext_xy`` for alpha_ext = 0, else the stress resolved on alpha_ext."""
+    sub = "xy" if abs(alpha_deg) < 1e-9 else r"\alpha"
+    pre = {"": "", "drop": r"\delta", "inc": r"\Delta"}[what]
+    return rf"${pre}\Sigma^{{\rm ext}}_{{{sub}}}$"
+
+
+def stress_label(alpha_deg: float = 0.0, what: str = "") -> str:
+    name = {"": "external stress", "drop": "stress drop", "inc": "stress increment"}[what]
+    return f"{name} {stress_symbol(alpha_deg, what)} [{U_STRESS}]"
+
+
+PATCH_LABELS = {
+    "sigma_vm": (r"$\tilde\Sigma_{\rm vm}$", "von Mises stress"),
+    "tau_i": (r"$\tilde\tau_i$", "resolved shear stress"),
+    "tau_c": (r"$\tilde\tau_c$", "yield stress"),
+    "dtau_c": (r"$\Delta\tilde\tau_c$", "distance to threshold"),
+    "delta_tau_c": (r"$\delta\tilde\tau_c$", "stress drop"),
+}
+
+SCALAR_LABELS = {
+    "LOC": ("localization index LOC", ""),
+    "plastic_strain_variance": (r"plastic strain variance $\langle\delta\varepsilon_{\rm pl}^2"
+                                r"\rangle$", ""),
+    "mean_threshold": (r"mean threshold $\langle\sigma_c\rangle$", f" [{U_STRESS}]"),
+    "internal_stress_std": (r"internal stress std $\sigma_{\rm int}$", f" [{U_STRESS}]"),
+}
+
+FIELD_LABELS = {
+    "sigma_xx": "sigma_xx (stress xx)", "sigma_yy": "sigma_yy (stress yy)",
+    "sigma_xy": "sigma_xy (shear stress)", "sigma_vm": "sigma_vm (von Mises)",
+    "pressure": "pressure", "eps_pl_xx": "eps_pl_xx (plastic strain)",
+    "eps_pl_yy": "eps_pl_yy (plastic strain)", "eps_pl_xy": "eps_pl_xy (plastic strain)",
+    "dtau_c_min": "dtau_c_min (distance to threshold)",
+}
+
+
+@contextlib.contextmanager
+def style():
+    with plt.rc_context(RC):
+        yield
+
+
+def panel_letters(axes, x=-0.2, y=1.02):
+    for i, ax in enumerate(axes):
+        ax.text(x, y, f"({chr(97 + i)})", transform=ax.transAxes, fontweight="bold",
+                va="bottom", ha="left")
