@@ -123,6 +123,33 @@ class RunSection:
 
 
 @dataclass
+class PatchesSection:
+    """Local yield-stress (patch) tests on submeshes (tensorial paper sec. 3.5; femplast.patches)."""
+
+    enabled: bool = key(False, "run patch tests on the probed states of every realization")
+    shape: str = key("square", "square: n x n cells (structured meshes, R = l n / sqrt(pi)); "
+                     "disk: cells whose barycentre lies within radius (any mesh)",
+                     choices=("square", "disk"))
+    n: list[int] = key([1, 2, 3, 4, 5, 6, 7, 8], "patch sizes, cells per side (shape: square)",
+                       min=1)
+    radius: list[float] = key([], "patch radii (shape: disk)", "LJ length", min=0, min_open=True)
+    spacing: float | None = key(None, "spacing of the regular grid of patch centres (snapped to "
+                                "the cell lattice on structured meshes); null: every lattice "
+                                "position (gmsh: the cell size)", "LJ length", min=0,
+                                min_open=True)
+    alpha: list[float] = key([float(a) for a in range(0, 180, 10)], "test orientations alpha "
+                             "of the boundary pure shear M(alpha): 0 forward, 90 backward",
+                             "deg", min=-180, max=180)
+    initial: bool = key(True, "probe the initial state (gamma_ext = 0, before loading)")
+    gamma_ext: list[float] = key([], "also probe the state after the avalanche at these "
+                                 "gamma_ext (those >= loading.stationary_from are also pooled "
+                                 "as 'stationary')", "-", min=0)
+    self_response: str = key("patch", "self-response used for the slip amplitude bound "
+                             "gamma_max (eq. 6) inside a patch: patch (frozen boundary) or "
+                             "model (periodic sample)", choices=("patch", "model"))
+
+
+@dataclass
 class Case:
     """A femplast case file."""
 
@@ -139,6 +166,7 @@ class Case:
     output: OutputSection = field(default_factory=OutputSection)
     run: RunSection = field(default_factory=RunSection)
     inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
+    patches: PatchesSection = field(default_factory=PatchesSection)
 
     source: Path | None = field(default=None, repr=False, metadata=dict(internal=True))
 
@@ -347,6 +375,35 @@ def _check_consistency(case: Case) -> None:
     for i, g in enumerate(case.output.snapshots):
         if not 0 <= g <= case.loading.gamma_max:
             raise FemplastInputError(f"output.snapshots[{i}]", g,
+                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
+    _check_patches(case)
+
+
+def _check_patches(case: Case) -> None:
+    pa, m = case.patches, case.mesh
+    if not pa.enabled:
+        return
+    if case.model != "tensorial":
+        raise FemplastInputError("patches.enabled", True, "only with model: tensorial")
+    if pa.shape == "square":
+        if m.kind == "gmsh":
+            raise FemplastInputError("patches.shape", "square", "'disk' on gmsh meshes")
+        if not pa.n:
+            raise FemplastInputError("patches.n", pa.n, "at least one size")
+        for i, n in enumerate(pa.n):
+            if n > m.n:
+                raise FemplastInputError(f"patches.n[{i}]", n, f"<= mesh.n = {m.n}")
+    elif not pa.radius:
+        raise FemplastInputError("patches.radius", pa.radius, "at least one radius (shape: "
+                                 "disk)")
+    if not pa.alpha:
+        raise FemplastInputError("patches.alpha", pa.alpha, "at least one orientation")
+    if not pa.initial and not pa.gamma_ext:
+        raise FemplastInputError("patches.gamma_ext", pa.gamma_ext, "at least one gamma_ext "
+                                 "when patches.initial is false")
+    for i, g in enumerate(pa.gamma_ext):
+        if g > case.loading.gamma_max:
+            raise FemplastInputError(f"patches.gamma_ext[{i}]", g,
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
 
 

@@ -1,0 +1,824 @@
+"""Local yield-stress (patch) tests on submeshes (tensorial paper, sec. 2.2, 3.5, 4.2, A.4-A.6).
+
+A *patch* is a set of contiguous cells: ``n x n`` squares of a structured mesh (equivalent
+radius ``R = l n / sqrt(pi)``) or the cells whose barycentre lies in a disk of radius ``R``.
+It is isolated from the rest of the sample: its boundary nodes are frozen in their current
+configuration and follow an affine pure shear increment ``u = gamma~ M(alpha) x``. By
+linearity the stress of patch cell ``i`` during a test is
+
+    Sigma_i = Sigma_i(current) + gamma~ U_i(alpha) + sum_j G_ij : d_eps_pl_j
+
+with ``U`` the response of the patch (Dirichlet boundary) to a unit affine boundary strain and
+``G`` the patch's Green operator (homogeneous Dirichlet boundary). Both come from FE solves on
+the submesh (``dolfinx.mesh.create_submesh``, P1 displacements, one MUMPS factorization under
+the options prefix ``femplast_patch_``).
+
+A test: ``gamma~`` grows from 0 until the first slip system of the patch reaches its threshold,
+found exactly (``gamma~* = min (tau_c - tau) / rate`` over systems with a positive rate, no
+stepping); then an avalanche runs at constant ``gamma~*`` with the model's rules (every active
+cell slips at once on its lowest-``dtau_c`` system, amplitudes from eq. 7, renewal of slipped
+cells) by the same compiled loop as the full sample (:func:`femplast.dynamics.aqs_advance`),
+with the patch's operators. Every test runs on a copy of the patch state: the sample is never
+changed. Its random numbers come from its own generator,
+``SeedSequence([seed, realization, state, size, position, alpha])``, so results do not depend
+on which tests run or in which order.
+
+Slip amplitude bound (eq. 6/15): ``gamma_max = -2 tau / ((C : (S - I) : M) : M)`` uses, by
+default, the self-response of the cell *inside the patch with its frozen boundary*
+(``self_response = "patch"``): the non-negative dissipation argument of appendix A.7 holds for
+the elastic environment the slip actually sees. It is stiffer than the periodic one, so
+``gamma_max`` is smaller, most for small patches (one cell: the patch is rigid around it).
+``self_response = "model"`` uses the sample's periodic self-response instead.
+
+On a structured mesh with uniform moduli every patch of a given shape is a translate of one
+reference patch: its Green operator and boundary responses are computed once per size and
+reused for every position and orientation (positions wrap around the periodic box). On gmsh
+meshes each disk is its own FE problem; disks crossing the periodic seam are skipped there
+(the submesh of a periodic mesh is cut along the seam) and counted.
+
+Recorded per test (stresses ``[xx, yy, xy]``, patch = area-weighted mean over its cells):
+``Sigma~i`` (start), ``Sigma~c`` (at the instability), ``Sigma~f`` (after the avalanche),
+``tau~ = M(alpha) : Sigma~``, ``dtau~c = tau~c - tau~i``, ``delta tau~c = tau~c - tau~f`` and the
+von Mises stress ``(1/2 Sigma~' : Sigma~')^(1/2) = sqrt(d^2 + s^2)`` of ``Sigma~i``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from femplast import FemplastInputError
+from femplast.elasticity import VOIGT_METRIC, apply_stiffness
+from femplast.redistribution import (
+    UNIT_C,
+    UNIT_S,
+    from_dsp,
+    self_coefficients,
+    to_dsp,
+)
+from femplast.slip import draw_amplitude, renew_cell
+
+SHAPES = ("square", "disk")
+SELF_RESPONSES = ("patch", "model")
+DEFAULT_ALPHAS = [float(a) for a in range(0, 180, 10)]
+QUANTITIES = ("tau_i", "tau_c", "dtau_c", "delta_tau_c", "von_mises")
+TIE_RTOL = 1e-12
+"""Systems within this relative distance of their threshold at gamma~* slip with the trigger."""
+
+
+def square_radius(n: int, h: float) -> float:
+    """Equivalent radius of an n x n patch of cells of side h (sec. 3.5): ``h n / sqrt(pi)``."""
+    return h * n / math.sqrt(math.pi)
+
+
+# ============================================================================ FE on a submesh
+class PatchFE:
+    """Linear elasticity of a patch (submesh of the model's mesh) with a Dirichlet boundary.
+
+    Per-cell arrays are in *patch order*: the order of ``cells`` (canonical indices).
+
+    Args:
+        box: the model's mesh; must live on a single rank (``MPI.COMM_SELF``, as the ensemble
+            runs realizations).
+        cells: canonical indices of the patch cells (patch order).
+        G, B: moduli of the patch cells (patch order), or scalars.
+        petsc_prefix: options prefix of the KSP (preonly + LU with MUMPS).
+    """
+
+    def __init__(self, box, cells, G, B, petsc_prefix: str = "femplast_patch_"):
+        import ufl
+        from dolfinx import fem
+        from dolfinx import mesh as dmesh
+        from dolfinx.fem.petsc import assemble_matrix, assemble_vector
+        from mpi4py import MPI
+        from petsc4py import PETSc
+
+        if box.comm.size != 1:
+            raise FemplastInputError("patches", f"mesh on {box.comm.size} ranks",
+                                     "a model mesh on MPI.COMM_SELF (one realization per rank)")
+        cells = np.asarray(cells, np.int64)
+        self.cells = cells
+        self.num_cells = npc = len(cells)
+        self.G = np.broadcast_to(np.asarray(G, float), (npc,)).copy()
+        self.B = np.broadcast_to(np.asarray(B, float), (npc,)).copy()
+        msh = box.mesh
+        tdim = msh.topology.dim
+        inv = np.full(box.num_cells, -1, np.int64)
+        inv[box.canonical] = np.arange(len(box.canonical))
+        parent = inv[cells]
+        if np.any(parent < 0) or len(np.unique(cells)) != npc:
+            raise FemplastInputError("patches", "cell set", "distinct cells of the mesh")
+        sub, emap, _, _ = dmesh.create_submesh(msh, tdim, parent.astype(np.int32))
+        self.mesh = sub
+        nsub = sub.topology.index_map(tdim).size_local
+        par_of_sub = np.asarray(emap.sub_topology_to_topology(
+            np.arange(nsub, dtype=np.int32), inverse=False), np.int64)
+        order = np.argsort(par_of_sub)
+        sub_of = order[np.searchsorted(par_of_sub[order], parent)]
+        assert np.array_equal(par_of_sub[sub_of], parent)
+
+        V = fem.functionspace(sub, ("Lagrange", 1, (2,)))
+        Q = fem.functionspace(sub, ("DG", 0, (3,)))
+        W = fem.functionspace(sub, ("DG", 0))
+        wblk = W.dofmap.list[sub_of, 0]
+        qblk = Q.dofmap.list[sub_of, 0]
+        Gf, Bf = fem.Function(W), fem.Function(W)
+        Gf.x.array[wblk] = self.G
+        Bf.x.array[wblk] = self.B
+
+        def eps(u):
+            return ufl.sym(ufl.grad(u))
+
+        def tens(q):
+            return ufl.as_matrix([[q[0], q[2]], [q[2], q[1]]])
+
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        q, w = ufl.TrialFunction(Q), ufl.TestFunction(Q)
+        dx = ufl.dx(metadata={"quadrature_degree": 2})
+        jit = dict(jit_comm=MPI.COMM_SELF)
+        a = fem.form(ufl.inner(Bf * ufl.tr(eps(u)) * ufl.Identity(2) + 2 * Gf * ufl.dev(eps(u)),
+                               eps(v)) * dx, **jit)
+        sub.topology.create_connectivity(tdim - 1, tdim)
+        facets = dmesh.exterior_facet_indices(sub.topology)
+        bdofs = fem.locate_dofs_topological(V, tdim - 1, facets)
+        bc = fem.dirichletbc(np.zeros(2), bdofs, V)
+        self.bdofs = (2 * np.repeat(bdofs, 2) + np.tile([0, 1], len(bdofs))).astype(np.int64)
+
+        def csr(M):
+            import scipy.sparse as sp
+
+            ip, ix, val = M.getValuesCSR()
+            return sp.csr_matrix((val, ix, ip), shape=M.getSize())
+
+        Kbc = assemble_matrix(a, bcs=[bc])
+        Kbc.assemble()
+        K = assemble_matrix(a)
+        K.assemble()
+        Bs = assemble_matrix(fem.form(ufl.inner(tens(q), eps(v)) * dx, **jit))
+        Bs.assemble()
+        Dm = assemble_matrix(fem.form(ufl.inner(eps(u), tens(w)) * dx, **jit))
+        Dm.assemble()
+        area = assemble_vector(fem.form(ufl.TestFunction(W) * dx, **jit))
+        self.area = area.array[wblk].copy()
+        qidx = (3 * qblk[:, None] + np.arange(3)).ravel()
+        self._K = csr(K)
+        self._Bq = csr(Bs)[:, qidx].tocsr()  # patch-cell stresses (flattened) -> nodal forces
+        scale = (1.0 / self.area[:, None] / VOIGT_METRIC).ravel()
+        self._E = (csr(Dm)[qidx].multiply(scale[:, None])).tocsr()  # dofs -> cell strains
+        for M in (K, Bs, Dm, area):
+            M.destroy()
+        self.ndofs = self._K.shape[0]
+        x = V.tabulate_dof_coordinates()[:, :2]
+        self.xdof = x - x.mean(axis=0)  # node coordinates (rigid translations do not matter)
+
+        ksp = PETSc.KSP().create(MPI.COMM_SELF)
+        ksp.setOptionsPrefix(petsc_prefix)
+        ksp.setOperators(Kbc)
+        ksp.setType("preonly")
+        ksp.getPC().setType("lu")
+        ksp.getPC().setFactorSolverType("mumps")
+        ksp.setFromOptions()
+        ksp.setUp()
+        self.ksp, self.Kbc = ksp, Kbc
+        self.num_solves = 0
+
+    # ------------------------------------------------------------------ algebra
+    def C(self, eps) -> np.ndarray:
+        return apply_stiffness(self.G, self.B, eps)
+
+    def _solve(self, F: np.ndarray) -> np.ndarray:
+        """Solve ``K_bc X = F`` for the columns of F (ndofs, m) at once."""
+        from mpi4py import MPI
+        from petsc4py import PETSc
+
+        F = np.atleast_2d(F.T).T
+        m = F.shape[1]
+        Bm = PETSc.Mat().createDense((self.ndofs, m), comm=MPI.COMM_SELF)
+        Bm.setUp()
+        Bm.getDenseArray()[:] = F
+        Bm.assemble()
+        Xm = PETSc.Mat().createDense((self.ndofs, m), comm=MPI.COMM_SELF)
+        Xm.setUp()
+        Xm.assemble()
+        self.ksp.matSolve(Bm, Xm)
+        X = Xm.getDenseArray().copy()
+        Bm.destroy()
+        Xm.destroy()
+        self.num_solves += m
+        return X
+
+    def boundary_displacement(self, E) -> np.ndarray:
+        """Nodal values (ndofs,) of the affine field ``u = E x`` (E as ``[xx, yy, xy]``)."""
+        E = np.asarray(E, float)
+        x, y = self.xdof[:, 0], self.xdof[:, 1]
+        u = np.empty(self.ndofs)
+        u[0::2] = E[0] * x + E[2] * y
+        u[1::2] = E[2] * x + E[1] * y
+        return u
+
+    def stress(self, eps_pl, E=(0.0, 0.0, 0.0)) -> np.ndarray:
+        """Cell stress ``C : (eps - eps_pl)`` (patch order, ``[xx, yy, xy]``) for an eigenstrain
+        field and the boundary displacement ``u = E x``: one fresh FE solve."""
+        eps_pl = np.asarray(eps_pl, float).reshape(self.num_cells, 3)
+        ub = self.boundary_displacement(E)
+        ub_only = np.zeros(self.ndofs)
+        ub_only[self.bdofs] = ub[self.bdofs]
+        f = self._Bq @ self.C(eps_pl).ravel() - self._K @ ub_only
+        f[self.bdofs] = ub_only[self.bdofs]
+        u = self._solve(f[:, None])[:, 0]
+        strain = (self._E @ u).reshape(-1, 3)
+        return self.C(strain - eps_pl)
+
+    def boundary_responses(self) -> np.ndarray:
+        """(2, 3, ncells) (d, s, p) stress per unit boundary strain UNIT_S and UNIT_C
+        (so that ``U(alpha) = sin 2alpha U[0] + cos 2alpha U[1]``)."""
+        z = np.zeros((self.num_cells, 3))
+        return np.stack([to_dsp(self.stress(z, unit)) for unit in (UNIT_S, UNIT_C)])
+
+    def green_operator(self) -> np.ndarray:
+        """Dense Green operator ``D[j, u, :, i]`` (ncells, 2, 3, ncells): (d, s, p) stress change
+        of cell i for the unit eigenstrain UNIT_S (u = 0) / UNIT_C (u = 1) in cell j, with a
+        frozen boundary; the layout of :class:`femplast.redistribution.DenseRedistribution`."""
+        npc = self.num_cells
+        units = np.stack([UNIT_S, UNIT_C])  # (2, 3)
+        Cu = self.C(np.broadcast_to(units[None], (npc, 2, 3)).transpose(1, 0, 2))  # (2, npc, 3)
+        Q = np.zeros((npc, 3, npc, 2))  # flattened cell stress (rows) per load case (j, u)
+        j = np.arange(npc)
+        for k in range(2):
+            Q[j, :, j, k] = Cu[k]
+        F = self._Bq @ Q.reshape(3 * npc, 2 * npc)
+        F[self.bdofs] = 0.0
+        X = self._solve(F)
+        strain = (self._E @ X).reshape(npc, 3, npc, 2)  # (i, comp, j, u)
+        sig = self.C(strain.transpose(2, 3, 0, 1))  # (j, u, i, comp)
+        sig[j, :, j, :] -= Cu.transpose(1, 0, 2)
+        return np.ascontiguousarray(np.moveaxis(to_dsp(sig), 0, 2))  # (j, u, comp, i)
+
+    def destroy(self):
+        self.ksp.destroy()
+        self.Kbc.destroy()
+
+
+# ============================================================================ patch operators
+@dataclass
+class PatchOperator:
+    """What a test needs of a patch's elasticity (patch order).
+
+    Attributes:
+        D: Green operator (np, 2, 3, np), see :meth:`PatchFE.green_operator`.
+        U: (2, 3, np) unit boundary-strain responses (UNIT_S, UNIT_C).
+        selfq: (np, 3) self-response coefficients of the cells inside the patch.
+        weights: (np,) area fractions.
+        fe: the FE problem (kept for direct solves; ``None`` once released).
+    """
+
+    D: np.ndarray
+    U: np.ndarray
+    selfq: np.ndarray
+    weights: np.ndarray
+    fe: PatchFE | None = None
+
+    @classmethod
+    def build(cls, fe: PatchFE, keep_fe: bool = False) -> PatchOperator:
+        D = fe.green_operator()
+        idx = np.arange(fe.num_cells)
+        selfq = self_coefficients(D[idx, 0, :, idx], D[idx, 1, :, idx])
+        op = cls(D, fe.boundary_responses(), np.ascontiguousarray(selfq),
+                 fe.area / fe.area.sum(), fe if keep_fe else None)
+        if not keep_fe:
+            fe.destroy()
+        return op
+
+    def response(self, alpha: float) -> np.ndarray:
+        """(d, s, p) stress per unit gamma~ of the boundary shear M(alpha); shape (3, np)."""
+        return np.ascontiguousarray(math.sin(2 * alpha) * self.U[0]
+                                    + math.cos(2 * alpha) * self.U[1])
+
+
+# ============================================================================ patch geometry
+@dataclass
+class PatchSet:
+    """All positions of one patch size.
+
+    Attributes:
+        label: ``n{n}`` (squares) or ``R{R}`` (disks).
+        size: n (squares) or the requested R (disks).
+        radius: equivalent radius ``sqrt(area / pi)`` (squares: ``l n / sqrt(pi)``).
+        centres: (P, 2) patch centres.
+        cells: (P, np) canonical cells of each position (patch order); for gmsh disks a list.
+        shared: True when every position is a translate of the reference (one operator).
+        ref: index of the reference position (shared) or -1.
+        skipped: gmsh disks crossing the periodic seam (not tested).
+        ids: position identifiers used in the per-test seeds (structured: the anchor cell
+            ``iy * n + ix``; gmsh: the index of the grid point), independent of which
+            positions are tested.
+    """
+
+    label: str
+    size: float
+    radius: float
+    centres: np.ndarray
+    cells: object
+    shared: bool
+    ref: int = -1
+    skipped: int = 0
+    ids: np.ndarray | None = None
+    ops: dict = field(default_factory=dict)
+
+
+def _grid_points(L: float, spacing: float | None, default: float) -> np.ndarray:
+    h = default if spacing is None else spacing
+    m = max(1, int(round(L / h)))
+    g = (np.arange(m) + 0.5) * (L / m)
+    X, Y = np.meshgrid(g, g)
+    return np.column_stack([X.ravel(), Y.ravel()])
+
+
+def structured_patches(box, shape: str, size, spacing: float | None = None) -> PatchSet:
+    """Patch positions on a structured mesh (quads or triangles, canonical order).
+
+    Squares: ``n x n`` cells anchored at the lattice; disks: the cells whose barycentre lies
+    within ``R`` of a cell centre. Every patch is a translate of the same offsets, wrapped
+    around the periodic box. ``spacing = None``: every lattice position; else the lattice
+    positions nearest to a regular grid of that spacing (duplicates removed).
+    """
+    nb, h, L = box.n, box.cell_size, box.L
+    per = 1 if box.kind == "quad" else 2
+    # barycentres of the cells of one square, relative to its lower-left corner (units of h)
+    sub = np.array([[0.5, 0.5]]) if per == 1 else np.array([[2 / 3, 1 / 3], [1 / 3, 2 / 3]])
+    if shape == "square":
+        n = int(size)
+        if not 1 <= n <= nb:
+            raise FemplastInputError("patches.n", n, f"in [1, mesh.n = {nb}]")
+        dj, di, t = np.meshgrid(np.arange(n), np.arange(n), np.arange(per), indexing="ij")
+        offs = np.column_stack([di.ravel(), dj.ravel(), t.ravel()])
+        centre_off = np.array([n / 2, n / 2])
+        label, radius = f"n{n}", square_radius(n, h)
+    else:
+        R = float(size)
+        m = int(math.ceil(R / h)) + 1
+        rng_ = np.arange(-m, m + 1)
+        dj, di, t = np.meshgrid(rng_, rng_, np.arange(per), indexing="ij")
+        offs = np.column_stack([di.ravel(), dj.ravel(), t.ravel()])
+        bary = offs[:, :2] + sub[offs[:, 2]]
+        keep = np.hypot(bary[:, 0] - 0.5, bary[:, 1] - 0.5) * h <= R
+        offs = offs[keep]
+        if len(offs) == 0:
+            raise FemplastInputError("patches.radius", R, f">= half a cell ({h / 2:.3g}): no "
+                                     "cell barycentre lies inside")
+        if np.ptp(offs[:, 0]) >= nb or np.ptp(offs[:, 1]) >= nb:
+            raise FemplastInputError("patches.radius", R, f"a disk narrower than the box "
+                                     f"(L = {L})")
+        centre_off = np.array([0.5, 0.5])
+        label = f"R{R:g}"
+        radius = math.sqrt(len(offs) / per * h * h / math.pi)
+    if spacing is None:
+        ay, ax = np.divmod(np.arange(nb * nb), nb)
+    else:
+        pts = _grid_points(L, spacing, h)
+        a = np.round(pts / h - centre_off).astype(np.int64) % nb
+        anchors = np.unique(a[:, 1] * nb + a[:, 0])
+        ay, ax = np.divmod(anchors, nb)
+    X = (ax[:, None] + offs[None, :, 0]) % nb
+    Y = (ay[:, None] + offs[None, :, 1]) % nb
+    cells = (Y * nb + X) * per + offs[None, :, 2]
+    centres = (np.column_stack([ax, ay]) + centre_off) * h % L
+    # the reference: an anchor whose patch does not cross the periodic seam
+    ref_anchor = (-offs[:, 0].min(), -offs[:, 1].min())
+    ref_cells = ((ref_anchor[1] + offs[:, 1]) * nb + ref_anchor[0] + offs[:, 0]) * per + offs[:, 2]
+    cells = np.vstack([cells, ref_cells[None]])
+    centres = np.vstack([centres, (np.array(ref_anchor) + centre_off)[None] * h])
+    return PatchSet(label, float(size), radius, centres, cells, True, ref=len(cells) - 1,
+                    ids=ay * nb + ax)
+
+
+def disk_patches(box, R: float, spacing: float | None = None) -> PatchSet:
+    """Disk patches on any mesh, one FE problem each; disks crossing the seam are skipped."""
+    L = box.L
+    mid = np.empty((box.num_cells, 2))
+    mid[box.canonical] = box.midpoints()
+    pts = _grid_points(L, spacing, box.cell_size)
+    cells, centres, ids, skipped = [], [], [], 0
+    for k, c in enumerate(pts):
+        d = mid - c
+        dper = d - L * np.round(d / L)
+        inside = np.hypot(dper[:, 0], dper[:, 1]) <= R
+        if not inside.any():
+            continue
+        if not np.allclose(d[inside], dper[inside]):  # wraps around the periodic seam
+            skipped += 1
+            continue
+        cells.append(np.flatnonzero(inside))
+        centres.append(c)
+        ids.append(k)
+    if not cells:
+        raise FemplastInputError("patches.radius", R, "a disk holding at least one cell and not "
+                                 "crossing the periodic seam everywhere (smaller R)")
+    area = np.pi * R * R
+    return PatchSet(f"R{R:g}", float(R), math.sqrt(area / math.pi), np.array(centres), cells,
+                    False, skipped=skipped, ids=np.array(ids))
+
+
+# ============================================================================ one test
+@dataclass
+class TestParams:
+    """Slip rules of the model used inside the patch (see :class:`femplast.model.ModelParams`)."""
+
+    chi: float
+    thr_kind: int
+    thr_p0: float
+    thr_p1: float
+    alpha_p: float = 0.0
+    p_offset: float = 0.0
+    fixed_dgamma: float = 0.0
+    renew: bool = True
+    max_events: int = 1_000_000
+
+    @classmethod
+    def from_model(cls, p) -> TestParams:
+        return cls(p.chi, p.thr_kind, p.thr_p0, p.thr_p1, p.alpha_p, p.p_offset,
+                   p.fixed_dgamma, p.renew)
+
+
+def instability(sig, R, sin2, cos2, tauc, alpha_p: float = 0.0, p_off: float = 0.0):
+    """Exact critical boundary strain of patches (vectorized over leading axes).
+
+    Args:
+        sig: (3, ..., np) current (d, s, p) stress of the patch cells.
+        R: (3, np) stress per unit gamma~.
+        sin2, cos2, tauc: (..., np, N) slip systems.
+
+    Returns:
+        (gamma*, trigger cell, trigger system), each of shape ``...``; ``gamma* = inf`` when no
+        system is loaded by the test. Systems already beyond threshold give ``gamma* = 0``.
+    """
+    d, s, p = sig[0][..., None], sig[1][..., None], sig[2][..., None]
+    a = tauc - (sin2 * d + cos2 * s)
+    if alpha_p:
+        a = a + alpha_p * (p_off - p)
+    r = sin2 * R[0][:, None] + cos2 * R[1][:, None] + alpha_p * R[2][:, None]
+    pos = r > 0
+    g = np.where(pos, a / np.where(pos, r, 1.0), np.inf)
+    g = np.where(a < 0, 0.0, g)
+    flat = g.reshape(g.shape[:-2] + (-1,))
+    k = np.argmin(flat, axis=-1)
+    gstar = np.take_along_axis(flat, k[..., None], axis=-1)[..., 0]
+    N = sin2.shape[-1]
+    return gstar, k // N, k % N
+
+
+def _dtau(sig, R, gam, sin2, cos2, tauc, alpha_p, p_off):
+    tot = sig + gam * R
+    dt = tauc - (sin2 * tot[0][:, None] + cos2 * tot[1][:, None])
+    if alpha_p:
+        dt = dt + alpha_p * (p_off - tot[2])[:, None]
+    return dt
+
+
+# The avalanche inside a patch: the rules of femplast.dynamics (simultaneous slips of every
+# active cell on its lowest-dtau_c system, eq. 7 amplitudes, renewal after the redistribution),
+# written out here on a small dense problem (a full rescan per relaxation step is cheap) so
+# that the patch code does not depend on the internals of the sample's event loop. Random
+# numbers are consumed in the same order: amplitudes in ascending cell order, then renewals.
+@njit(cache=True)
+def _slip(rng, gam, sig, R, eps_pl, sin2, cos2, selfq, act_cell, act_sys, na, chi, fixed_dg,
+          dg_out):
+    for i in range(na):
+        c = act_cell[i]
+        n = act_sys[i]
+        s2 = sin2[c, n]
+        c2 = cos2[c, n]
+        tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
+        den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
+        if fixed_dg > 0.0:
+            dg = fixed_dg
+        else:
+            gmax = -2.0 * tau / den
+            dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
+        dg_out[i] = dg
+        eps_pl[c, 0] -= 0.5 * s2 * dg
+        eps_pl[c, 1] += 0.5 * s2 * dg
+        eps_pl[c, 2] += 0.5 * c2 * dg
+
+
+@njit(cache=True)
+def _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na, renew, kind,
+                p0, p1, alpha_p, p_off):
+    """Renew the slipped cells, then rescan every cell; returns the new number of active."""
+    if renew:
+        for i in range(na):
+            renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, kind, p0, p1)
+    nn = 0
+    for c in range(sig.shape[1]):
+        d = sig[0, c] + gam * R[0, c]
+        s = sig[1, c] + gam * R[1, c]
+        shift = 0.0
+        if alpha_p != 0.0:
+            shift = alpha_p * (p_off - (sig[2, c] + gam * R[2, c]))
+        best = np.inf
+        arg = 0
+        for n in range(sin2.shape[1]):
+            dtc = tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s)
+            if dtc < best:
+                best = dtc
+                arg = n
+        if best < 0.0:
+            act_cell[nn] = c
+            act_sys[nn] = arg
+            nn += 1
+    return nn
+
+
+@njit(cache=True)
+def _avalanche_dense(rng, gam, sig, R, eps_pl, theta, sin2, cos2, tauc, selfq, D, act_cell,
+                     act_sys, na, fpar, ipar):
+    """Relax at constant gam with the dense Green operator; returns (events, steps, active)."""
+    dg = np.empty(sig.shape[1])
+    events = 0
+    steps = 0
+    while na > 0 and events < ipar[1]:
+        _slip(rng, gam, sig, R, eps_pl, sin2, cos2, selfq, act_cell, act_sys, na, fpar[0],
+              fpar[1], dg)
+        events += na
+        steps += 1
+        for i in range(na):
+            c = act_cell[i]
+            n = act_sys[i]
+            gs = dg[i] * sin2[c, n]
+            gc = dg[i] * cos2[c, n]
+            for comp in range(3):
+                for j in range(sig.shape[1]):
+                    sig[comp, j] += gs * D[c, 0, comp, j] + gc * D[c, 1, comp, j]
+        na = _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na,
+                         ipar[0], ipar[2], fpar[2], fpar[3], fpar[4], fpar[5])
+    return events, steps, na
+
+
+@dataclass
+class TestResult:
+    gamma_c: float
+    sigma_c: np.ndarray  # (3,) [xx, yy, xy]
+    sigma_f: np.ndarray
+    n_events: int
+    n_steps: int
+    trigger: int  # patch-local cell
+    complete: bool
+
+
+def patch_test(op: PatchOperator, alpha: float, sig, eps_pl, theta, sin2, cos2, tauc,
+               params: TestParams, rng: np.random.Generator, selfq=None,
+               direct: bool = False, gamma_star=None) -> TestResult:
+    """One shear test of orientation ``alpha`` (radians) on a patch; arrays are modified in
+    place, so pass copies. ``sig`` (3, np) is the current (d, s, p) stress of the patch cells.
+
+    At ``gamma~*`` the trigger slips together with every cell whose lowest system is within
+    ``TIE_RTOL`` (relative) of its threshold (exact ties, e.g. identical cells, slip at once).
+
+    ``direct``: redistribute each relaxation step with a fresh FE solve on the submesh
+    (``op.fe``) instead of the Green operator (reference path; identical to round-off).
+    """
+    R = op.response(alpha)
+    ap, po = params.alpha_p, params.p_offset
+    if gamma_star is None:
+        gamma_star = float(instability(sig, R, sin2, cos2, tauc, ap, po)[0])
+    gam = float(gamma_star)
+    w = op.weights
+    if not np.isfinite(gam):
+        nan = np.full(3, np.nan)
+        return TestResult(gam, nan, nan, 0, 0, -1, False)
+    sigma_c = from_dsp(sig @ w + gam * (R @ w))
+    npc = sig.shape[1]
+    dt = _dtau(sig, R, gam, sin2, cos2, tauc, ap, po)
+    arg = np.argmin(dt, axis=1)
+    m = dt[np.arange(npc), arg]
+    scale = 1.0 + np.abs(tauc).max() + np.abs(sig[:2]).max() + gam * np.abs(R[:2]).max()
+    trig = int(np.argmin(m))
+    active = np.flatnonzero(m <= TIE_RTOL * scale)
+    if trig not in active:
+        active = np.sort(np.append(active, trig))
+    na = len(active)
+    act_cell = np.zeros(npc, np.int64)
+    act_sys = np.zeros(npc, np.int64)
+    act_cell[:na] = active
+    act_sys[:na] = arg[active]
+    fpar = np.array([params.chi, params.fixed_dgamma, params.thr_p0, params.thr_p1, ap, po])
+    ipar = np.array([int(params.renew), params.max_events, params.thr_kind], np.int64)
+    sq = np.ascontiguousarray(op.selfq if selfq is None else selfq)
+    R = np.ascontiguousarray(R)
+    if not direct:
+        ev, steps, na = _avalanche_dense(rng, gam, sig, R, eps_pl, theta, sin2, cos2, tauc, sq,
+                                         op.D, act_cell, act_sys, na, fpar, ipar)
+    else:
+        sig0, epl0 = sig.copy(), eps_pl.copy()
+        dg = np.empty(npc)
+        ev = steps = 0
+        while na > 0 and ev < params.max_events:
+            _slip(rng, gam, sig, R, eps_pl, sin2, cos2, sq, act_cell, act_sys, na, params.chi,
+                  params.fixed_dgamma, dg)
+            ev += na
+            steps += 1
+            sig[:] = sig0 + to_dsp(op.fe.stress(eps_pl - epl0))
+            na = _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na,
+                             int(params.renew), params.thr_kind, params.thr_p0, params.thr_p1,
+                             ap, po)
+    sigma_f = from_dsp(sig @ w + gam * (R @ w))
+    return TestResult(gam, sigma_c, sigma_f, int(ev), int(steps), trig, na == 0)
+
+
+# ============================================================================ analysis
+def resolved(alpha, sig_xyz) -> np.ndarray:
+    """``M(alpha) : Sigma`` for stresses ``[xx, yy, xy]`` (..., 3)."""
+    s = np.asarray(sig_xyz)
+    return (math.sin(2 * alpha) * 0.5 * (s[..., 1] - s[..., 0])
+            + math.cos(2 * alpha) * s[..., 2])
+
+
+def von_mises(sig_xyz) -> np.ndarray:
+    s = np.asarray(sig_xyz)
+    return np.sqrt(0.25 * (s[..., 0] - s[..., 1]) ** 2 + s[..., 2] ** 2)
+
+
+class PatchAnalysis:
+    """Patch tests of a model's states: positions, operators (cached per size) and tables.
+
+    Args:
+        model: the :class:`femplast.model.TensorialModel` (mesh on one rank).
+        shape: ``"square"`` (structured meshes) or ``"disk"``.
+        sizes: n per side (squares) or radii R (disks).
+        alphas_deg: test orientations in degrees (0 forward, 90 backward).
+        spacing: grid spacing of patch centres (None: every lattice position / cell size).
+        self_response: ``"patch"`` or ``"model"`` (see the module docstring).
+    """
+
+    def __init__(self, model, shape: str = "square", sizes=(1,), alphas_deg=DEFAULT_ALPHAS,
+                 spacing: float | None = None, self_response: str = "patch"):
+        box = model.box
+        if shape not in SHAPES:
+            raise FemplastInputError("patches.shape", shape, f"one of {SHAPES}")
+        if shape == "square" and not box.structured:
+            raise FemplastInputError("patches.shape", shape, "'disk' on gmsh meshes")
+        if self_response not in SELF_RESPONSES:
+            raise FemplastInputError("patches.self_response", self_response,
+                                     f"one of {SELF_RESPONSES}")
+        self.model, self.shape = model, shape
+        self.alphas_deg = [float(a) for a in alphas_deg]
+        self.alphas = np.deg2rad(self.alphas_deg)
+        self.self_response = self_response
+        self.params = TestParams.from_model(model.params)
+        el = model.el
+        self._G, self._B = el.gather(el.G), el.gather(el.B)
+        shared = box.structured and el.uniform
+        self.sets: list[PatchSet] = []
+        for s in sizes:
+            if shared:
+                self.sets.append(structured_patches(box, shape, s, spacing))
+            else:
+                self.sets.append(disk_patches(box, float(s), spacing))
+        self.operator_time = 0.0
+        self.test_time = 0.0
+        self.num_tests = 0
+
+    def operator(self, ps: PatchSet, pos: int, keep_fe: bool = False) -> PatchOperator:
+        import time
+
+        key = ps.ref if ps.shared else pos
+        if key not in ps.ops or (keep_fe and ps.ops[key].fe is None):
+            t0 = time.perf_counter()
+            cells = ps.cells[key]
+            fe = PatchFE(self.model.box, cells, self._G[cells], self._B[cells])
+            op = PatchOperator.build(fe, keep_fe)
+            if not ps.shared and not keep_fe:
+                ps.ops.clear()  # gmsh: one operator per position, not kept
+            ps.ops[key] = op
+            self.operator_time += time.perf_counter() - t0
+        return ps.ops[key]
+
+    def positions(self, ps: PatchSet) -> range:
+        """Positions tested (the shared reference is an extra entry, not tested)."""
+        return range(len(ps.cells) - (1 if ps.shared else 0))
+
+    def analyse(self, state, gamma_ext: float, alpha_ext: float, key=(0, 0, 0)) -> list[dict]:
+        """Test every patch and orientation on ``state`` at external strain ``gamma_ext``.
+
+        ``key = (seed, realization, state_index)`` seeds the per-test generators with
+        ``SeedSequence([*key, 1000 size, position id, 1000 alpha_deg mod 360000])``, so a test's
+        result does not depend on which other sizes, positions or orientations are tested. The
+        state is not modified. Returns one table (dict of arrays) per size.
+        """
+        import time
+
+        m = self.model
+        total = state.sig + gamma_ext * m.load_response(alpha_ext)  # (3, nc) current stress
+        p = self.params
+        out = []
+        for ps in self.sets:
+            t0 = time.perf_counter()
+            pos_ids = list(self.positions(ps))
+            P, A = len(pos_ids), len(self.alphas)
+            res = {k: np.full((P, A), np.nan) for k in ("gamma_c", "tau_i", "tau_c", "tau_f",
+                                                         "dtau_c", "delta_tau_c")}
+            res["sigma_c"] = np.full((P, A, 3), np.nan)
+            res["sigma_f"] = np.full((P, A, 3), np.nan)
+            res["n_events"] = np.zeros((P, A), np.int64)
+            res["trigger_cell"] = np.full((P, A), -1, np.int64)
+            res["complete"] = np.zeros((P, A), bool)
+            res["sigma_i"] = np.zeros((P, 3))
+            gstar_all = None
+            size_key = int(round(ps.size * 1000))
+            alpha_keys = [int(round(a * 1000)) % 360000 for a in self.alphas_deg]
+            if ps.shared:
+                op = self.operator(ps, ps.ref)
+                cells = ps.cells[:P]
+                sig_p = total[:, cells]  # (3, P, np)
+                gstar_all = np.stack([instability(sig_p, op.response(a), state.sin2[cells],
+                                                  state.cos2[cells], state.tauc[cells],
+                                                  p.alpha_p, p.p_offset)[0]
+                                      for a in self.alphas], axis=-1)  # (P, A)
+            for ip, pos in enumerate(pos_ids):
+                op = self.operator(ps, pos)
+                cells = np.asarray(ps.cells[pos])
+                w = op.weights
+                sig0 = np.ascontiguousarray(total[:, cells])
+                res["sigma_i"][ip] = from_dsp(sig0 @ w)
+                selfq = (op.selfq if self.self_response == "patch"
+                         else np.ascontiguousarray(m.redist.selfq[cells]))
+                for ia, a in enumerate(self.alphas):
+                    rng = np.random.default_rng(np.random.SeedSequence(
+                        [int(k) for k in key] + [size_key, int(ps.ids[pos]), alpha_keys[ia]]))
+                    r = patch_test(op, a, sig0.copy(), state.eps_pl[cells].copy(),
+                                   state.theta[cells].copy(), state.sin2[cells].copy(),
+                                   state.cos2[cells].copy(), state.tauc[cells].copy(), p, rng,
+                                   selfq=selfq,
+                                   gamma_star=None if gstar_all is None else gstar_all[ip, ia])
+                    res["gamma_c"][ip, ia] = r.gamma_c
+                    res["sigma_c"][ip, ia] = r.sigma_c
+                    res["sigma_f"][ip, ia] = r.sigma_f
+                    res["n_events"][ip, ia] = r.n_events
+                    res["trigger_cell"][ip, ia] = cells[r.trigger] if r.trigger >= 0 else -1
+                    res["complete"][ip, ia] = r.complete
+            for ia, a in enumerate(self.alphas):
+                res["tau_i"][:, ia] = resolved(a, res["sigma_i"])
+                res["tau_c"][:, ia] = resolved(a, res["sigma_c"][:, ia])
+                res["tau_f"][:, ia] = resolved(a, res["sigma_f"][:, ia])
+            res["dtau_c"] = res["tau_c"] - res["tau_i"]
+            res["delta_tau_c"] = res["tau_c"] - res["tau_f"]
+            res["von_mises"] = von_mises(res["sigma_i"])
+            res["centre"] = np.asarray(ps.centres[:P])
+            res["cells"] = (np.asarray(ps.cells[:P]) if ps.shared
+                            else np.array([len(c) for c in ps.cells]))
+            res["label"], res["size"], res["radius"] = ps.label, ps.size, ps.radius
+            res["skipped"] = ps.skipped
+            self.test_time += time.perf_counter() - t0
+            self.num_tests += P * A
+            out.append(res)
+        return out
+
+
+# ============================================================================ statistics
+def table_sums(tables: list[dict]) -> dict:
+    """Per (size label, alpha): count, sum and sum of squares of each quantity (finite only)."""
+    out = {}
+    for t in tables:
+        vals = {q: (np.broadcast_to(t[q][:, None], t["tau_i"].shape) if q == "von_mises"
+                    else t[q]) for q in QUANTITIES}
+        ok = np.isfinite(t["tau_c"]) & t["complete"]
+        ent = dict(size=t["size"], radius=t["radius"], n=ok.sum(axis=0).astype(float))
+        for q, v in vals.items():
+            vz = np.where(ok, v, 0.0)
+            ent[q] = np.stack([vz.sum(axis=0), (vz * vz).sum(axis=0)])
+        out[t["label"]] = ent
+    return out
+
+
+def merge_sums(a: dict | None, b: dict) -> dict:
+    if a is None:
+        return {k: {q: (np.array(v, float) if not isinstance(v, (str, float, int)) else v)
+                    for q, v in e.items()} for k, e in b.items()}
+    for k, e in b.items():
+        if k not in a:
+            a[k] = {q: v for q, v in e.items()}
+            continue
+        a[k]["n"] = a[k]["n"] + e["n"]
+        for q in QUANTITIES:
+            a[k][q] = a[k][q] + e[q]
+    return a
+
+
+def summary_entries(state: str, gamma_ext, sums: dict, alphas_deg) -> list[dict]:
+    """summary.json entries: mean and std per (state, size, alpha)."""
+    out = []
+    for label, e in sums.items():
+        for ia, a in enumerate(alphas_deg):
+            n = float(e["n"][ia])
+            ent = dict(state=state, gamma_ext=gamma_ext, size=label, R=float(e["radius"]),
+                       alpha=float(a), count=int(n))
+            for q in QUANTITIES:
+                s1, s2 = e[q][0][ia], e[q][1][ia]
+                mean = s1 / n if n else float("nan")
+                var = max(s2 / n - mean * mean, 0.0) if n else float("nan")
+                ent[q] = dict(mean=float(mean), std=float(math.sqrt(var)) if n else float("nan"))
+            out.append(ent)
+    return out
