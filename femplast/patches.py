@@ -822,3 +822,123 @@ def summary_entries(state: str, gamma_ext, sums: dict, alphas_deg) -> list[dict]
                 ent[q] = dict(mean=float(mean), std=float(math.sqrt(var)) if n else float("nan"))
             out.append(ent)
     return out
+
+
+# ============================================================================ runner hook
+def analysis_for(case, model) -> PatchAnalysis:
+    """The :class:`PatchAnalysis` of a case, built once per model (operators are cached)."""
+    pa = case.patches
+    cached = getattr(model, "_femplast_patch_analysis", None)
+    if cached is None:
+        sizes = pa.n if pa.shape == "square" else pa.radius
+        cached = PatchAnalysis(model, pa.shape, sizes, pa.alpha, pa.spacing, pa.self_response)
+        model._femplast_patch_analysis = cached
+    return cached
+
+
+class PatchProbe:
+    """Patch tests of one realization at the states chosen in the case's ``patches:`` section.
+
+    State 0 is the initial state (before loading), states 1.. the stable states after the
+    avalanche at each ``patches.gamma_ext`` (ascending). The runner calls :meth:`initial`
+    before driving, adds :attr:`stops` to the driver's stops and :meth:`wrap` around its
+    ``on_stop``; then :meth:`write` and :attr:`sums` (for summary.json).
+    """
+
+    def __init__(self, case, model, index: int):
+        self.case, self.model, self.index = case, model, int(index)
+        self.analysis = analysis_for(case, model)
+        ld = case.loading
+        self.dgamma = ld.dgamma_ext
+        self.alpha_ext = math.radians(ld.alpha_ext)
+        self.stops = sorted({int(round(g / ld.dgamma_ext)) for g in case.patches.gamma_ext})
+        self.records: list[tuple[int, str, float, list[dict]]] = []
+        self.sums: dict[str, dict] = {}
+        self.wall = 0.0
+
+    def _probe(self, state, k: int, label: str, sid: int):
+        import time
+
+        t0 = time.perf_counter()
+        g = k * self.dgamma
+        tables = self.analysis.analyse(state, g, self.alpha_ext,
+                                       (self.case.run.seed, self.index, sid))
+        self.records.append((sid, label, g, tables))
+        s = table_sums(tables)
+        self.sums[label] = merge_sums(self.sums.get(label), s)
+        if label != "initial" and g >= self.case.loading.stationary_from:
+            self.sums["stationary"] = merge_sums(self.sums.get("stationary"), table_sums(tables))
+        self.wall += time.perf_counter() - t0
+
+    def initial(self, state):
+        if self.case.patches.initial:
+            self._probe(state, 0, "initial", 0)
+
+    def wrap(self, state, on_stop=None, other_stops=()):
+        """An ``on_stop(k)`` that probes at the patch stops and calls ``on_stop`` at its own."""
+        other = set(other_stops)
+
+        def f(k):
+            if on_stop is not None and k in other:
+                on_stop(k)
+            if k in self.stops:
+                sid = 1 + self.stops.index(k)
+                self._probe(state, k, f"gamma_ext={k * self.dgamma:g}", sid)
+
+        return f
+
+    def write(self, outdir):
+        """``OUTDIR/patches/rNNNN.h5``: one group per probed state, one subgroup per size."""
+        from pathlib import Path
+
+        import femplast
+        from femplast.io import H5Writer, write_group
+
+        d = Path(outdir) / "patches"
+        d.mkdir(parents=True, exist_ok=True)
+        a = self.analysis
+        with H5Writer(d / f"r{self.index:04d}.h5") as f:
+            f.attrs.update(dict(realization=self.index, seed=self.case.run.seed,
+                                femplast_version=femplast.__version__, shape=a.shape,
+                                self_response=a.self_response, wall_time=self.wall,
+                                doc="patch tests (femplast.patches): stresses [xx, yy, xy]; "
+                                    "per position x alpha: gamma_c, sigma_c, sigma_f, tau_i, "
+                                    "tau_c, tau_f, dtau_c = tau_c - tau_i, delta_tau_c = "
+                                    "tau_c - tau_f; per position: sigma_i, von_mises, centre, "
+                                    "cells"))
+            for sid, label, g, tables in self.records:
+                grp = f.require_group(f"s{sid}")
+                grp.attrs.update(dict(label=label, gamma_ext=g))
+                for t in tables:
+                    data = {k: v for k, v in t.items()
+                            if isinstance(v, np.ndarray)}
+                    data["alpha"] = np.asarray(a.alphas_deg)
+                    write_group(grp, t["label"], data,
+                                dict(size=t["size"], R=t["radius"], skipped=t["skipped"]))
+
+
+def merge_probe_sums(all_sums) -> dict:
+    """Merge :attr:`PatchProbe.sums` of several realizations."""
+    out: dict[str, dict] = {}
+    for sums in all_sums:
+        for label, s in sums.items():
+            out[label] = merge_sums(out.get(label), s)
+    return out
+
+
+def summary_section(case, all_sums, wall=0.0) -> dict:
+    """The ``patches`` entry of summary.json: mean and std per (state, size, alpha)."""
+    merged = merge_probe_sums(all_sums)
+    pa = case.patches
+    entries = []
+    for label, s in merged.items():
+        g = None if label in ("initial", "stationary") else float(label.split("=", 1)[1])
+        entries += summary_entries(label, g, s, pa.alpha)
+    return dict(shape=pa.shape, sizes=pa.n if pa.shape == "square" else pa.radius,
+                alpha=pa.alpha, self_response=pa.self_response, states=list(merged),
+                wall_time=wall,
+                doc="per (state, size, alpha): count of tests, mean and std of tau_i, tau_c, "
+                    "dtau_c = tau_c - tau_i, delta_tau_c = tau_c - tau_f, von_mises(Sigma_i); "
+                    "R = equivalent radius; 'stationary' pools the probed gamma_ext >= "
+                    "loading.stationary_from",
+                entries=entries)
