@@ -154,7 +154,9 @@ class Case:
     """A femplast case file."""
 
     model: str = key("tensorial", "tensorial: slip-system EPM under AQS; inclusion: elastic "
-                     "field of one sheared inclusion", choices=("tensorial", "inclusion"))
+                     "field of one sheared inclusion; scalar: scalar EPM with renewal "
+                     "(rejuvenation) under synchronous extremal dynamics (section scalar)",
+                     choices=("tensorial", "inclusion", "scalar"))
     name: str | None = key(None, "case name (default: the file name)")
     description: str = key("", "free text")
     mesh: MeshSection = field(default_factory=MeshSection)
@@ -167,6 +169,7 @@ class Case:
     run: RunSection = field(default_factory=RunSection)
     inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
     patches: PatchesSection = field(default_factory=PatchesSection)
+    scalar: ScalarSection = field(default_factory=lambda: ScalarSection())
 
     source: Path | None = field(default=None, repr=False, metadata=dict(internal=True))
 
@@ -185,6 +188,83 @@ class InclusionSection:
 
 
 Case.__annotations__["inclusion"] = InclusionSection
+
+
+@dataclass
+class ThresholdsSection:
+    """A scalar distribution (femplast.distributions): parametric or tabulated from a CSV file."""
+
+    kind: str = key("weibull", "weibull (scale, shape); gauss (mean, std of the Gaussian before "
+                    "its truncation at 0); gamma (shape, scale); uniform (low, high); samples "
+                    "(CSV file, one value per row); histogram (CSV rows 'centre, weight' or "
+                    "'left, right, weight')",
+                    choices=("weibull", "gauss", "gamma", "uniform", "samples", "histogram"))
+    scale: float | None = key(1.4, "Weibull scale lambda / gamma scale", "LJ stress", min=0,
+                              min_open=True)
+    shape: float | None = key(3.0, "Weibull shape k / gamma shape", min=0, min_open=True)
+    mean: float | None = key(None, "gauss: mean before truncation", "LJ stress")
+    std: float | None = key(None, "gauss: std before truncation", "LJ stress", min=0,
+                            min_open=True)
+    low: float | None = key(None, "uniform: lower bound", "LJ stress")
+    high: float | None = key(None, "uniform: upper bound", "LJ stress")
+    file: str | None = key(None, "samples/histogram: CSV file (relative to the case file); "
+                           "non-numeric rows and '#' lines are skipped")
+    column: int = key(0, "samples: column of the CSV file", min=0)
+
+
+@dataclass
+class RenewalSection(ThresholdsSection):
+    """Renewal distribution p_r of the thresholds after a slip (same keys as thresholds)."""
+
+    kind: str = key("same", "same: p_r = p_i (disorder scenario, no rejuvenation); otherwise a "
+                    "distribution as in scalar.thresholds (rejuvenation)",
+                    choices=("same", "weibull", "gauss", "gamma", "uniform", "samples",
+                             "histogram"))
+    scale: float | None = key(None, "Weibull scale lambda / gamma scale", "LJ stress", min=0,
+                              min_open=True)
+    shape: float | None = key(None, "Weibull shape k / gamma shape", min=0, min_open=True)
+
+
+@dataclass
+class ScalarFitSection:
+    """Fit of the slip law to target stresses (femplast.scalar.fit_slip)."""
+
+    flow_stress: float | None = key(None, "target flow stress (mean stress for gamma_ext >= "
+                                    "loading.stationary_from); when given, c0 (and c1 if "
+                                    "peak_stress is given) are fitted over run.realizations "
+                                    "before the final run, which uses the fitted values",
+                                    "LJ stress")
+    flow_stress_err: float = key(0.0, "1-sigma uncertainty of the target flow stress",
+                                 "LJ stress", min=0)
+    peak_stress: float | None = key(None, "target peak stress (maximum of the ensemble-mean "
+                                    "stress-strain curve): fit (c0, c1) instead of c0 alone",
+                                    "LJ stress")
+    peak_stress_err: float = key(0.0, "1-sigma uncertainty of the target peak stress",
+                                 "LJ stress", min=0)
+    max_evaluations: int = key(16, "budget of ensemble evaluations of the fit", min=4)
+
+
+@dataclass
+class ScalarSection:
+    """model: scalar - scalar EPM with landscape-informed thresholds (femplast.scalar)."""
+
+    kernel: str = key("fourier", "redistribution kernel: fourier (continuum periodic Eshelby "
+                      "kernel of square cells, eq. 1-2) or fe (femplast FE propagator projected "
+                      "on xy); both: sum = -2 G (zero mode), per unit tensorial eps_xy slip",
+                      choices=("fourier", "fe"))
+    fe_refine: int = key(4, "kernel fe: FE elements per lattice-cell side", min=1, max=16)
+    c0: float = key(0.05, "slip law eps0(sigma_c) = c0 + c1 sigma_c^2 (eq. 12): mean of the "
+                    "exponential slip, tensorial eps_xy", "-", min=0)
+    c1: float = key(0.0, "slip-threshold correlation c1 (0: uncorrelated)", "1/LJ stress^2",
+                    min=0)
+    thresholds: ThresholdsSection = field(default_factory=lambda: ThresholdsSection())
+    renewal: RenewalSection = field(default_factory=lambda: RenewalSection())
+    internal_stress_std: float = key(0.0, "std w_g of the initial Gaussian internal stress "
+                                     "(mechanically compatible, zero mean); 0: none",
+                                     "LJ stress", min=0)
+    curve_points: int = key(401, "strain points of the ensemble-mean curves in summary.json",
+                            min=11)
+    fit: ScalarFitSection = field(default_factory=lambda: ScalarFitSection())
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -377,6 +457,35 @@ def _check_consistency(case: Case) -> None:
             raise FemplastInputError(f"output.snapshots[{i}]", g,
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
     _check_patches(case)
+    _check_scalar(case)
+
+
+def _check_scalar(case: Case) -> None:
+    sc = case.scalar
+    if case.model != "scalar":
+        return
+    if case.mesh.kind != "quad":
+        raise FemplastInputError("mesh.kind", case.mesh.kind, "'quad' with model: scalar (an "
+                                 "N x N lattice, N = mesh.n)")
+    if case.loading.alpha_ext != 0:
+        raise FemplastInputError("loading.alpha_ext", case.loading.alpha_ext, "0 with model: "
+                                 "scalar (thresholds are forward xy thresholds, theta = 0)")
+    if case.redistribution.backend not in ("auto", "propagator"):
+        raise FemplastInputError("redistribution.backend", case.redistribution.backend,
+                                 "auto with model: scalar (the kernel is scalar.kernel)")
+    if case.initial.state is not None:
+        raise FemplastInputError("initial.state", case.initial.state, "null with model: scalar")
+    if sc.c0 + sc.c1 <= 0:
+        raise FemplastInputError("scalar.c0", sc.c0, "> 0 when scalar.c1 = 0 (mean slip > 0)")
+    if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:
+        raise FemplastInputError("scalar.fit.peak_stress", sc.fit.peak_stress,
+                                 "only with scalar.fit.flow_stress")
+    if sc.fit.flow_stress is not None and case.run.realizations < 2:
+        raise FemplastInputError("run.realizations", case.run.realizations,
+                                 ">= 2 with scalar.fit (the fit needs ensemble errors)")
+    from femplast.scalar import distributions_from_case
+
+    distributions_from_case(case)
 
 
 def _check_patches(case: Case) -> None:

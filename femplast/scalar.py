@@ -1,0 +1,682 @@
+"""Scalar elasto-plastic model with landscape-informed thresholds and rejuvenation
+(scalar paper, sec. III-VI).
+
+Model (one scalar shear stress and one forward threshold per cell of an N x N bi-periodic
+lattice, cell index ``iy * N + ix`` as femplast's structured quads):
+
+* Stress: ``sigma_i = sig_i + G gamma_ext`` with ``sig`` the internal stress (redistribution
+  plus the optional frozen-in field ``sigma0``) and ``gamma_ext`` the engineering simple shear
+  (``sigma = 2 mu eps_el`` with the tensorial ``eps = gamma / 2``; ``G = mu``).
+* Slip: a cell with ``sigma_i >= sigma_c,i`` slips by ``d(eps_p)`` drawn from the exponential
+  law of mean ``eps0(sigma_c) = c0 + c1 sigma_c^2`` (eq. 11-12; ``c1 = 0`` uncorrelated), using
+  the threshold it just exceeded. **``d(eps_p)`` is the tensorial xy plastic strain** (the
+  eigenstrain ``(0, 0, d(eps_p))`` in femplast's ``[xx, yy, xy]``), so the macroscopic stress
+  drops by ``2 mu d(eps_p) / N^2`` at fixed strain and the macroscopic stress is
+  ``Sigma = G gamma_ext - 2 G <eps_p> + <sigma0>``.
+* Renewal: after its slip the cell's threshold is redrawn from ``p_r``; initial thresholds come
+  from ``p_i`` (``p_r = p_i``: disorder scenario; ``p_r != p_i``: rejuvenation).
+* Redistribution: ``sig += d(eps_p) K(. - c)`` with the translation-invariant kernel ``K``
+  (stress change per unit slip, grid ``[iy, ix]``, source in cell (0, 0)):
+
+  - ``fourier``: the continuum periodic Eshelby kernel of a uniformly slipping square cell,
+    averaged over the receiving cells (eq. 1-2 on the lattice):
+    ``K^(k) = sum_m G^(k + 2 pi m) sinc^2(qx/2) sinc^2(qy/2)`` with
+    ``G^(q) = -2 mu beta 4 qx^2 qy^2 / q^4``, ``beta = K_b / (K_b + mu)`` (= 1 / (1 + mu/K)),
+    alias sum truncated at ``|m_x|, |m_y| <= 48``.
+  - ``fe``: femplast's FE propagator (:class:`femplast.redistribution.PropagatorRedistribution`
+    on a structured quad box) projected on xy: ``2 kernel[1][1]`` per unit tensorial eps_xy,
+    computed on a box of ``N * fe_refine`` elements per side and averaged over the
+    ``fe_refine^2`` elements of each lattice cell. It converges to the ``fourier`` kernel as
+    ``fe_refine`` grows (self term for mu = 14.7, K = 52: -14.43, -12.10, -10.82, -10.34 for
+    refine 1, 2, 4, 8 vs -10.11).
+
+  Both kernels have the same zero mode: ``sum_i K_i = -2 mu`` exactly (the mean stress drops by
+  ``2 mu d(eps_p) / N^2`` at fixed external strain), and a negative self term.
+
+Dynamics (sec. III.A, synchronous extremal quasistatic): from a stable state, ``gamma_ext``
+grows until the weakest cell (smallest ``x_i = sigma_c,i - sigma_i``) reaches its threshold;
+then every unstable cell slips at once (ascending cell order; per cell one uniform for the slip
+then one for the new threshold), stresses are redistributed, and this is repeated until no cell
+is unstable (one avalanche); then the next loading. The loop is compiled with numba; steps with
+many simultaneous slips use an FFT convolution in Python.
+
+Observables after each avalanche (columns of :data:`REC_NAMES`): macroscopic stress before and
+after, mean and variance of ``eps_p``, mean threshold, localization index LOC (eq. 13) of the
+local total strain ``eps_i = sigma_i / (2 mu) + eps_p,i``, std of the internal stress field,
+avalanche size and number of synchronous steps.
+
+LOC (eq. 13) is ``1 / (N PR)`` with the participation ratio ``PR = (sum e^2)^2 / (N^2 sum e^4)``
+over the N^2 cells, i.e. ``LOC = N sum e^4 / (sum e^2)^2``: 1 for a single band of uniform
+strain one cell wide, 1/N for a uniform field.
+
+Dimensionless parameters (summary.json): disorder strength ``s = std(p_r) / (mu* <eps0>_r)``
+(eq. 3, ``mu* = mu / (1 + mu/K)``, ``<eps0>_r = c0 + c1 <sigma_c^2>_r``) and age
+``r = (<sigma_c>_i - <sigma_c>_r) / <sigma_c>_r`` (eq. 6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from femplast import FemplastInputError
+from femplast.distributions import Distribution, draw, ndtri
+
+KERNELS = ("fourier", "fe")
+
+# phases / return codes of the compiled loop
+PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
+RC_STOP, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_RUNAWAY = 0, 1, 2, 3, 4
+S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS = range(6)
+F_G, F_C0, F_C1, F_GSTOP = range(4)
+I_N, I_FFT, I_BUDGET, I_MAXAV = range(4)
+REC_NAMES = ("gamma_ext", "stress_before", "stress", "eps_pl_mean", "eps_pl_var", "tau_c_mean",
+             "loc", "sigma_std", "size", "relaxation_steps")
+REC_COLS = len(REC_NAMES)
+
+
+# ----------------------------------------------------------------------------- kernels
+def fourier_kernel(n: int, G: float, B: float, aliases: int = 48) -> np.ndarray:
+    """Cell-averaged continuum periodic Eshelby kernel (n, n) per unit tensorial eps_xy slip."""
+    k = np.fft.fftfreq(n) * 2 * np.pi
+    beta = B / (B + G)
+    a = np.arange(-aliases, aliases + 1) * 2 * np.pi
+    qy = (k[:, None] + a[None, :]).T[:, :, None]  # (2M+1, n, 1): rows iy
+    sy = np.sinc(qy / (2 * np.pi)) ** 2
+    acc = np.zeros((n, n))
+    for ax in a:
+        qx = (k + ax)[None, None, :]
+        q2 = qx * qx + qy * qy
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = -8.0 * G * beta * qx * qx * qy * qy / (q2 * q2)
+        g[q2 == 0] = -2.0 * G  # zero mode: macroscopic drop at fixed strain
+        acc += np.sum(g * sy * np.sinc(qx / (2 * np.pi)) ** 2, axis=0)
+    return np.ascontiguousarray(np.fft.ifft2(acc).real)
+
+
+def fe_kernel(n: int, G: float, B: float, refine: int = 1, L: float = 1.0) -> np.ndarray:
+    """femplast's FE propagator projected on xy, (n, n) per unit tensorial eps_xy slip."""
+    from mpi4py import MPI
+
+    from femplast.elasticity import PeriodicElasticity
+    from femplast.mesh import structured_box
+    from femplast.redistribution import PropagatorRedistribution
+
+    m = int(refine)
+    box = structured_box(n * m, L, "quad", MPI.COMM_SELF)
+    el = PeriodicElasticity(box, G, B)
+    Kf = 2.0 * PropagatorRedistribution(el).kernel[1][1]
+    el.destroy()
+    if m == 1:
+        return np.ascontiguousarray(Kf)
+    S = sum(np.roll(Kf, (a, b), axis=(0, 1)) for a in range(m) for b in range(m))
+    T = sum(np.roll(S, (-a, -b), axis=(0, 1)) for a in range(m) for b in range(m)) / m**2
+    return np.ascontiguousarray(T[::m, ::m])
+
+
+def loc_index(field) -> float:
+    """Localization index LOC = N sum e^4 / (sum e^2)^2 of an N x N field (eq. 13)."""
+    e = np.asarray(field, float)
+    n = int(round(math.sqrt(e.size)))
+    s2 = np.sum(e * e)
+    return float(n * np.sum(e**4) / s2**2) if s2 > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- compiled loop
+@njit(cache=True)
+def _shift_add(sig, K, c, n, amp):
+    cy = c // n
+    cx = c - cy * n
+    for iy in range(n):
+        ky = iy - cy
+        if ky < 0:
+            ky += n
+        row = iy * n
+        for ix in range(n):
+            kx = ix - cx
+            if kx < 0:
+                kx += n
+            sig[row + ix] += amp * K[ky, kx]
+
+
+@njit(cache=True)
+def _record(rec, r, gam, sig, epl, thr, G, n):
+    nc = sig.shape[0]
+    ms = 0.0
+    me = 0.0
+    mt = 0.0
+    for c in range(nc):
+        ms += sig[c]
+        me += epl[c]
+        mt += thr[c]
+    ms /= nc
+    me /= nc
+    mt /= nc
+    ve = 0.0
+    vs = 0.0
+    s2 = 0.0
+    s4 = 0.0
+    for c in range(nc):
+        ve += (epl[c] - me) ** 2
+        vs += (sig[c] - ms) ** 2
+        e = (sig[c] + G * gam) / (2.0 * G) + epl[c]
+        s2 += e * e
+        s4 += e * e * e * e
+    rec[r, 2] = ms + G * gam
+    rec[r, 3] = me
+    rec[r, 4] = ve / nc
+    rec[r, 5] = mt
+    rec[r, 6] = n * s4 / (s2 * s2) if s2 > 0.0 else np.nan
+    rec[r, 7] = math.sqrt(vs / nc)
+
+
+@njit(cache=True)
+def scalar_advance(rng, st, fs, fpar, ipar, sig, epl, thr, K, act, pend, rec,
+                   rkind, rpar, rtu, rtx):
+    """Advance the synchronous extremal dynamics up to ``gamma_stop`` (see module doc)."""
+    G = fpar[F_G]
+    c0 = fpar[F_C0]
+    c1 = fpar[F_C1]
+    gstop = fpar[F_GSTOP]
+    n = ipar[I_N]
+    nc = sig.shape[0]
+    events0 = st[S_EVENTS]
+    while True:
+        ph = st[S_PHASE]
+        gam = fs[0]
+        if ph == PH_LOAD:
+            if st[S_NREC] >= rec.shape[0]:
+                return RC_RECFULL
+            xmin = np.inf
+            imin = 0
+            for c in range(nc):
+                x = thr[c] - (sig[c] + G * gam)
+                if x < xmin:
+                    xmin = x
+                    imin = c
+            if xmin > 0.0:
+                gnew = gam + xmin / G
+                if gnew >= gstop:
+                    fs[0] = gstop
+                    return RC_STOP
+                gam = gnew
+                fs[0] = gam
+            na = 0
+            for c in range(nc):
+                if c == imin or thr[c] - (sig[c] + G * gam) < 0.0:
+                    act[na] = c
+                    na += 1
+            r = st[S_NREC]
+            ms = 0.0
+            for c in range(nc):
+                ms += sig[c]
+            rec[r, 0] = gam
+            rec[r, 1] = ms / nc + G * gam
+            st[S_NACT] = na
+            st[S_AVSIZE] = 0
+            st[S_NSTEPS] = 0
+            st[S_PHASE] = PH_STEP
+        elif ph == PH_STEP:
+            na = st[S_NACT]
+            if na == 0:
+                r = st[S_NREC]
+                _record(rec, r, gam, sig, epl, thr, G, n)
+                rec[r, 8] = st[S_AVSIZE]
+                rec[r, 9] = st[S_NSTEPS]
+                st[S_NREC] = r + 1
+                st[S_PHASE] = PH_LOAD
+                continue
+            if st[S_EVENTS] - events0 >= ipar[I_BUDGET]:
+                return RC_BUDGET
+            if st[S_AVSIZE] > ipar[I_MAXAV]:
+                return RC_RUNAWAY
+            for i in range(na):
+                c = act[i]
+                e0 = c0 + c1 * thr[c] * thr[c]
+                de = -e0 * math.log1p(-rng.random())
+                epl[c] += de
+                pend[i] = de
+                thr[c] = draw(rng, rkind, rpar, rtu, rtx)
+            st[S_EVENTS] += na
+            st[S_AVSIZE] += na
+            st[S_NSTEPS] += 1
+            if na > ipar[I_FFT]:
+                st[S_PHASE] = PH_EXTERNAL
+                return RC_EXTERNAL
+            for i in range(na):
+                _shift_add(sig, K, act[i], n, pend[i])
+            st[S_PHASE] = PH_AFTER
+        elif ph == PH_EXTERNAL:
+            return RC_EXTERNAL
+        else:  # PH_AFTER: collect the unstable cells
+            na = 0
+            for c in range(nc):
+                if thr[c] - (sig[c] + G * gam) < 0.0:
+                    act[na] = c
+                    na += 1
+            st[S_NACT] = na
+            st[S_PHASE] = PH_STEP
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class ScalarState:
+    """One realization: internal stress (incl. sigma0), plastic strain, thresholds, strain."""
+
+    sig: np.ndarray
+    sigma0: np.ndarray
+    epl: np.ndarray
+    thr: np.ndarray
+    rng: np.random.Generator
+    gamma: float = 0.0
+
+
+class ScalarModel:
+    """Lattice, kernel and parameters shared by realizations.
+
+    Args:
+        n: lattice side N.
+        G, B: shear modulus mu and 2D bulk modulus K.
+        c0, c1: slip law eps0(sigma_c) = c0 + c1 sigma_c^2 (tensorial eps_xy).
+        thresholds: initial threshold distribution p_i.
+        renewal: renewal distribution p_r (None: p_r = p_i).
+        kernel: 'fourier' or 'fe' (or an (n, n) array).
+        fe_refine: FE elements per lattice-cell side for the 'fe' kernel.
+        w_g: std of the initial internal stress field (0: none).
+    """
+
+    def __init__(self, n: int, G: float, B: float, c0: float, c1: float,
+                 thresholds: Distribution, renewal: Distribution | None = None,
+                 kernel="fourier", fe_refine: int = 1, w_g: float = 0.0):
+        if isinstance(kernel, str):
+            if kernel not in KERNELS:
+                raise FemplastInputError("scalar.kernel", kernel, "one of " + ", ".join(KERNELS))
+            self.kernel_kind = kernel
+            K = fourier_kernel(n, G, B) if kernel == "fourier" else fe_kernel(n, G, B, fe_refine)
+        else:
+            self.kernel_kind = "array"
+            K = np.asarray(kernel, float)
+        if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
+            raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
+        self.n, self.G, self.B = int(n), float(G), float(B)
+        self.c0, self.c1 = float(c0), float(c1)
+        self.K = np.ascontiguousarray(K)
+        self.K_hat = np.fft.rfft2(self.K)
+        self.p_i = thresholds
+        self.p_r = renewal if renewal is not None else thresholds
+        self.rejuvenation = renewal is not None
+        self.w_g = float(w_g)
+        self.num_cells = self.n * self.n
+        self.fft_threshold = max(8, int(2.5 * np.log2(self.num_cells)))
+
+    def with_slip(self, c0: float, c1: float) -> ScalarModel:
+        """The same model (kernel reused) with other slip coefficients."""
+        new = ScalarModel.__new__(ScalarModel)
+        new.__dict__.update(self.__dict__)
+        if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
+            raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
+        new.c0, new.c1 = float(c0), float(c1)
+        return new
+
+    # ---------------------------------------------------------------- parameters
+    @property
+    def self_drop(self) -> float:
+        """Stress drop in the slipping cell per unit slip, -K[0, 0]."""
+        return float(-self.K[0, 0])
+
+    @property
+    def mu_star(self) -> float:
+        return self.G / (1.0 + self.G / self.B)
+
+    def eps0_mean(self, dist: Distribution | None = None) -> float:
+        m, m2 = (dist or self.p_r).moments()
+        return self.c0 + self.c1 * m2
+
+    def disorder_strength(self) -> float:
+        """s = std(p_r) / (mu* <eps0>_r) (eq. 3)."""
+        return self.p_r.std / (self.mu_star * self.eps0_mean())
+
+    def age(self) -> float:
+        """r = (<sigma_c>_i - <sigma_c>_r) / <sigma_c>_r (eq. 6)."""
+        mr = self.p_r.mean
+        return (self.p_i.mean - mr) / mr
+
+    def parameters(self) -> dict:
+        return dict(N=self.n, G=self.G, B=self.B, c0=self.c0, c1=self.c1, kernel=self.kernel_kind,
+                    self_drop_per_unit_slip=self.self_drop,
+                    kernel_sum=float(self.K.sum()), mu_star=self.mu_star,
+                    eps0_mean_renewal=self.eps0_mean(), eps0_mean_initial=self.eps0_mean(self.p_i),
+                    disorder_strength_s=self.disorder_strength(), age_r=self.age(),
+                    rejuvenation=self.rejuvenation, internal_stress_std=self.w_g,
+                    thresholds_initial=self.p_i.describe(),
+                    thresholds_renewal=self.p_r.describe())
+
+    # ---------------------------------------------------------------- states
+    def convolve(self, amp: np.ndarray) -> np.ndarray:
+        """Stress (N^2,) of the slip field ``amp`` (N^2,) through the kernel (FFT)."""
+        n = self.n
+        return np.fft.irfft2(np.fft.rfft2(amp.reshape(n, n)) * self.K_hat, s=(n, n)).ravel()
+
+    def internal_stress(self, rng: np.random.Generator) -> np.ndarray:
+        """A mechanically compatible Gaussian internal stress field of std w_g and zero mean:
+        the kernel's stress of a white-noise eigenstrain field (standard normals drawn by
+        inverse CDF), mean removed, rescaled."""
+        z = np.array([ndtri(u) for u in rng.random(self.num_cells)])
+        s = self.convolve(z)
+        s -= s.mean()
+        sd = s.std()
+        return s * (self.w_g / sd) if sd > 0 else s
+
+    def new_state(self, rng: np.random.Generator) -> ScalarState:
+        """Thresholds from p_i (N^2 draws), then the internal stress field if w_g > 0."""
+        thr = self.p_i.sample(rng, self.num_cells)
+        sigma0 = self.internal_stress(rng) if self.w_g > 0 else np.zeros(self.num_cells)
+        return ScalarState(sig=sigma0.copy(), sigma0=sigma0, epl=np.zeros(self.num_cells),
+                           thr=thr, rng=rng)
+
+    def initial_record(self, s: ScalarState) -> np.ndarray:
+        rec = np.zeros((1, REC_COLS))
+        _record(rec, 0, s.gamma, s.sig, s.epl, s.thr, self.G, self.n)
+        rec[0, 0] = s.gamma
+        rec[0, 1] = rec[0, 2]
+        return rec[0]
+
+
+class ScalarDriver:
+    """Run one realization of a :class:`ScalarModel` state (synchronous extremal dynamics)."""
+
+    def __init__(self, model: ScalarModel, state: ScalarState, rec_capacity: int = 4096,
+                 budget: int = 200000):
+        self.model, self.state = model, state
+        nc = model.num_cells
+        self.st = np.zeros(6, np.int64)
+        self.fs = np.array([state.gamma])
+        self.fpar = np.array([model.G, model.c0, model.c1, 0.0])
+        self.ipar = np.array([model.n, model.fft_threshold, budget, 1000 * nc], np.int64)
+        self.act = np.zeros(nc, np.int64)
+        self.pend = np.zeros(nc)
+        self.rec = np.zeros((rec_capacity, REC_COLS))
+        self.records = [model.initial_record(state)[None, :]]
+
+    @property
+    def gamma_ext(self) -> float:
+        return float(self.fs[0])
+
+    @property
+    def num_events(self) -> int:
+        return int(self.st[S_EVENTS])
+
+    def _flush(self):
+        k = int(self.st[S_NREC])
+        if k:
+            self.records.append(self.rec[:k].copy())
+            self.st[S_NREC] = 0
+
+    def advance(self, gamma_stop: float) -> int:
+        m, s = self.model, self.state
+        self.fpar[F_GSTOP] = gamma_stop
+        rk, rp, rtu, rtx = m.p_r.args
+        while True:
+            rc = scalar_advance(s.rng, self.st, self.fs, self.fpar, self.ipar, s.sig, s.epl,
+                                s.thr, m.K, self.act, self.pend, self.rec, rk, rp, rtu, rtx)
+            if rc == RC_EXTERNAL:
+                na = int(self.st[S_NACT])
+                amp = np.zeros(m.num_cells)
+                np.add.at(amp, self.act[:na], self.pend[:na])
+                s.sig += m.convolve(amp)
+                self.st[S_PHASE] = PH_AFTER
+                continue
+            if rc == RC_RECFULL:
+                self._flush()
+                continue
+            if rc == RC_RUNAWAY:
+                raise RuntimeError(f"avalanche of more than {self.ipar[I_MAXAV]} slips at "
+                                   f"gamma_ext = {self.gamma_ext:.6g}: no stable state")
+            s.gamma = self.gamma_ext
+            return rc
+
+    def run(self, gamma_max: float, stops=(), on_stop=None, on_progress=None):
+        """Run to ``gamma_max``, calling ``on_stop(g)`` at each stop (stable state there)."""
+        for g in sorted(x for x in set(stops) if 0 <= x <= gamma_max) + [gamma_max]:
+            while self.advance(g) == RC_BUDGET:
+                if on_progress:
+                    on_progress(self)
+            if on_stop is not None and g in stops:
+                on_stop(g)
+        if on_progress:
+            on_progress(self)
+        self._flush()
+
+    def table(self) -> np.ndarray:
+        """Records: row 0 the initial state, then one row per avalanche (:data:`REC_NAMES`)."""
+        self._flush()
+        return np.vstack(self.records)
+
+
+def run_one(model: ScalarModel, rng: np.random.Generator, gamma_max: float) -> np.ndarray:
+    st = model.new_state(rng)
+    drv = ScalarDriver(model, st)
+    drv.run(gamma_max)
+    return drv.table()
+
+
+# ----------------------------------------------------------------------------- from a case
+def _dist(sec, key: str, base):
+    from femplast.distributions import from_options
+
+    return from_options(sec.kind, key, scale=sec.scale, shape=sec.shape, mean=sec.mean,
+                        std=sec.std, low=sec.low, high=sec.high, file=sec.file,
+                        column=sec.column, base=base)
+
+
+def distributions_from_case(case) -> tuple[Distribution, Distribution | None]:
+    """(p_i, p_r or None for 'same') of a case's ``scalar`` section (validates them)."""
+    base = case.source.parent if case.source is not None else None
+    sc = case.scalar
+    p_i = _dist(sc.thresholds, "scalar.thresholds", base)
+    p_r = None if sc.renewal.kind == "same" else _dist(sc.renewal, "scalar.renewal", base)
+    return p_i, p_r
+
+
+def model_from_case(case) -> ScalarModel:
+    sc = case.scalar
+    p_i, p_r = distributions_from_case(case)
+    return ScalarModel(case.mesh.n, case.elasticity.G, case.elasticity.B, sc.c0, sc.c1, p_i,
+                       p_r, sc.kernel, sc.fe_refine, sc.internal_stress_std)
+
+
+# ----------------------------------------------------------------------------- curves
+CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std")
+
+
+def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.ndarray]:
+    """Observables of one realization at the strains ``grid``: the stress exactly (elastic
+    branches of slope G between avalanches), the others as after the last avalanche."""
+    g = rec[:, 0]
+    idx = np.searchsorted(g, grid, side="right") - 1
+    idx = np.maximum(idx, 0)  # row 0 is the initial state at gamma = 0
+    out = {"stress": rec[idx, 2] + G * (grid - g[idx])}
+    for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7)):
+        out[name] = rec[idx, col]
+    return out
+
+
+def realization_rng(seed: int, index: int) -> np.random.Generator:
+    from femplast.model import realization_rng as rr
+
+    return rr(seed, index)
+
+
+def ensemble(model: ScalarModel, seed: int, indices, gamma_max: float, grid: np.ndarray,
+             comm=None) -> dict[str, np.ndarray]:
+    """Curves (realizations, grid) of the realizations ``indices``, spread over ``comm``."""
+    indices = list(indices)
+    mine = indices if comm is None else indices[comm.rank::comm.size]
+    res = {i: curves_on_grid(run_one(model, realization_rng(seed, i), gamma_max), grid, model.G)
+           for i in mine}
+    if comm is not None and comm.size > 1:
+        allr = comm.allgather(res)
+        res = {k: v for d in allr for k, v in d.items()}
+    return {name: np.array([res[i][name] for i in indices]) for name in CURVE_NAMES}
+
+
+def statistics(curves: dict, grid: np.ndarray, stationary_from: float) -> dict:
+    """Flow stress, stress peak, LOC maximum with standard errors over realizations."""
+    S = curves["stress"]
+    nr = S.shape[0]
+    se = 1.0 / math.sqrt(nr)
+    flow_r = S[:, grid >= stationary_from].mean(axis=1)
+    mean = S.mean(axis=0)
+    ip = int(np.argmax(mean))
+    peak_r = S[:, ip]
+    loc = np.nanmean(curves["loc"], axis=0) if np.isfinite(curves["loc"]).any() else None
+    out = dict(realizations=nr, stationary_from=stationary_from,
+               flow_stress=float(flow_r.mean()),
+               flow_stress_err=float(flow_r.std(ddof=1) * se) if nr > 1 else float("nan"),
+               peak_stress=float(mean[ip]),
+               peak_stress_err=float(peak_r.std(ddof=1) * se) if nr > 1 else float("nan"),
+               gamma_peak=float(grid[ip]),
+               overshoot=float(mean[ip] - flow_r.mean()),
+               flow_per_realization=flow_r, peak_per_realization=peak_r)
+    if loc is not None:
+        il = int(np.nanargmax(loc))
+        out.update(loc_max=float(loc[il]), gamma_loc_max=float(grid[il]),
+                   loc_final=float(loc[-1]))
+    tc = curves["tau_c_mean"].mean(axis=0)
+    out.update(tau_c_mean_initial=float(tc[0]), tau_c_mean_final=float(tc[-1]),
+               tau_c_mean_max=float(tc.max()), gamma_tau_c_max=float(grid[int(np.argmax(tc))]),
+               eps_pl_var_final=float(curves["eps_pl_var"].mean(axis=0)[-1]),
+               sigma_std_final=float(curves["sigma_std"].mean(axis=0)[-1]))
+    return out
+
+
+# ----------------------------------------------------------------------------- fit
+def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
+             grid: np.ndarray, stationary_from: float, flow_stress: float,
+             flow_stress_err: float = 0.0, peak_stress: float | None = None,
+             peak_stress_err: float = 0.0, max_evaluations: int = 16, comm=None,
+             log=None) -> dict:
+    """Fit c0 (c1 fixed) to a target flow stress, or (c0, c1) to flow and peak stresses.
+
+    Every evaluation runs the same ``realizations`` (common random numbers). One parameter:
+    bracketing secant (Illinois) on ``F(c0) = flow_stress``, then the local slope ``dF/dc0`` by
+    a central difference (+-10 %). Two parameters: Newton with a forward-difference Jacobian.
+    Uncertainty (1 sigma): the ensemble standard errors of the flow (and peak) stress and the
+    targets' stated errors propagated through the inverse Jacobian; ``*_err95`` = 1.96 sigma.
+    """
+    idx = range(realizations)
+    evals = []
+
+    def evaluate(c0, c1):
+        m = model.with_slip(c0, c1)
+        st = statistics(ensemble(m, seed, idx, gamma_max, grid, comm), grid, stationary_from)
+        evals.append(dict(c0=c0, c1=c1, flow_stress=st["flow_stress"],
+                          peak_stress=st["peak_stress"]))
+        if log:
+            log(f"fit: c0 = {c0:.5g}, c1 = {c1:.5g} -> flow {st['flow_stress']:.4f} "
+                f"+- {st['flow_stress_err']:.4f}, peak {st['peak_stress']:.4f}")
+        return st
+
+    def fail(msg):
+        raise FemplastInputError("scalar.fit.flow_stress", flow_stress, msg)
+
+    if peak_stress is None:
+        c1 = model.c1
+        a = model.c0 if model.c0 > 0 else 0.05
+        sa = evaluate(a, c1)
+        fa = sa["flow_stress"] - flow_stress
+        # F decreases with c0: step towards the target until bracketed
+        b, fb, sb = a, fa, sa
+        for _ in range(8):
+            b = b * 2.0 if fb > 0 else b / 2.0
+            sb = evaluate(b, c1)
+            fb = sb["flow_stress"] - flow_stress
+            if fa * fb <= 0:
+                break
+            a, fa, sa = b, fb, sb
+        else:
+            fail(f"a flow stress reached for c0 in [{min(e['c0'] for e in evals):.3g}, "
+                 f"{max(e['c0'] for e in evals):.3g}] (got "
+                 f"{min(e['flow_stress'] for e in evals):.4g} .. "
+                 f"{max(e['flow_stress'] for e in evals):.4g})")
+        se = sa["flow_stress_err"]
+        side = 0
+        best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
+        while len(evals) < max_evaluations - 2 and abs(best[1]["flow_stress"] - flow_stress) \
+                > 0.1 * se:
+            c = (a * fb - b * fa) / (fb - fa)
+            sc = evaluate(c, c1)
+            fc = sc["flow_stress"] - flow_stress
+            if abs(fc) < abs(best[1]["flow_stress"] - flow_stress):
+                best = (c, sc)
+            if fc * fb < 0:
+                a, fa = b, fb
+                b, fb = c, fc
+                side = 0
+            else:
+                b, fb = c, fc
+                if side == 1:
+                    fa *= 0.5
+                side = 1
+        c0 = best[0]
+        h = 0.1 * c0
+        sp, sm = evaluate(c0 + h, c1), evaluate(c0 - h, c1)
+        slope = (sp["flow_stress"] - sm["flow_stress"]) / (2 * h)
+        sF = math.hypot(best[1]["flow_stress_err"], flow_stress_err)
+        sig = sF / abs(slope) if slope != 0 else float("inf")
+        return dict(parameters=["c0"], c0=c0, c1=c1, c0_err=sig, c0_err95=1.96 * sig,
+                    flow_stress=best[1]["flow_stress"],
+                    flow_stress_err=best[1]["flow_stress_err"],
+                    target_flow_stress=flow_stress, target_flow_stress_err=flow_stress_err,
+                    dflow_dc0=slope, realizations=realizations, seed=seed, evaluations=evals)
+
+    # two parameters: Newton on (c0, c1) -> (flow, peak)
+    m2 = model.p_i.moments()[1]
+    x = np.array([model.c0 if model.c0 > 0 else 0.03, model.c1])
+    scale = np.array([max(x[0], 1e-3), max(x[0], 1e-3) / m2])
+    target = np.array([flow_stress, peak_stress])
+
+    def vec(st):
+        return np.array([st["flow_stress"], st["peak_stress"]])
+
+    st = evaluate(*x)
+    J = None
+    for _ in range(max(1, (max_evaluations - 1) // 3)):
+        y = vec(st)
+        J = np.empty((2, 2))
+        for j in range(2):
+            xp = x.copy()
+            xp[j] += 0.1 * scale[j]
+            J[:, j] = (vec(evaluate(*xp)) - y) / (0.1 * scale[j])
+        r = y - target
+        errs = np.array([st["flow_stress_err"], st["peak_stress_err"]])
+        if np.all(np.abs(r) < 0.5 * errs):
+            break
+        try:
+            dx = -np.linalg.solve(J, r)
+        except np.linalg.LinAlgError:
+            fail("a Jacobian of full rank (flow and peak do not depend independently on c0, c1)")
+        lim = 2.0 * scale
+        dx = np.clip(dx, -lim, lim)
+        x = np.maximum(x + dx, [1e-6, 0.0])
+        scale = np.array([max(x[0], 1e-3), max(x[0], 1e-3) / m2])
+        st = evaluate(*x)
+    F, P = st["flow_per_realization"], st["peak_per_realization"]
+    C = np.cov(np.vstack([F, P])) / len(F) + np.diag([flow_stress_err**2, peak_stress_err**2])
+    Ji = np.linalg.inv(J)
+    cov = Ji @ C @ Ji.T
+    e = np.sqrt(np.diag(cov))
+    return dict(parameters=["c0", "c1"], c0=float(x[0]), c1=float(x[1]), c0_err=float(e[0]),
+                c1_err=float(e[1]), c0_err95=float(1.96 * e[0]), c1_err95=float(1.96 * e[1]),
+                covariance=cov.tolist(), flow_stress=st["flow_stress"],
+                flow_stress_err=st["flow_stress_err"], peak_stress=st["peak_stress"],
+                peak_stress_err=st["peak_stress_err"], target_flow_stress=flow_stress,
+                target_peak_stress=peak_stress, jacobian=J.tolist(),
+                realizations=realizations, seed=seed, evaluations=evals)
+
+
+__all__ = ["ScalarModel", "ScalarState", "ScalarDriver", "fourier_kernel", "fe_kernel",
+           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "REC_NAMES"]
