@@ -51,7 +51,7 @@ def _pressure_shift(c, gam, sig, R, alpha_p, p_off):
 
 
 @njit(cache=True)
-def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off):
+def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, p_off):
     """Scan all systems of cell ``c``; reset its reference stress and margin.
 
     Returns the argmin system (its dtau_c is ``margin[c]``).
@@ -70,6 +70,8 @@ def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off):
     ref[1, c] = sig[1, c]
     ref[2, c] = sig[2, c]
     margin[c] = best
+    m = best - tol
+    mm[c] = m * m if m > 0.0 else -1.0
     return arg
 
 
@@ -93,14 +95,15 @@ def drift_pass(sig, ref, margin, flag, alpha_p, tol):
 
 
 @njit(cache=True)
-def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell, act_sys,
+def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell, act_sys,
                alpha_p, p_off):
     """Rescan flagged cells; collect the active ones in ascending cell order."""
     na = 0
     for c in range(sig.shape[1]):
         if flag[c]:
             flag[c] = 0
-            arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, alpha_p, p_off)
+            arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p,
+                             p_off)
             if margin[c] < 0.0:
                 act_cell[na] = c
                 act_sys[na] = arg
@@ -175,13 +178,14 @@ def _mean(sig, R, gam, w, out, off):
 
 
 @njit(cache=True)
-def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, margin, flag, tol):
+def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, mm, flag):
     """``sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c]`` on the periodic n x n grid.
 
     Only the first ``ncomp`` components are updated (2: d and s, when the pressure is not
     needed by the dynamics). With ``check``, the drift test of every cell is fused into the
     same pass (flag[i] = 1 when the cell must be rescanned), so one event touches the kernel,
-    the stress and the cell margins once.
+    the stress and the cell margins once. ``mm`` is ``(margin - tol)^2``, or -1 where
+    ``margin - tol <= 0`` (see :func:`full_check`), so the test is one comparison.
     """
     ny = sig.shape[1] // nx
     cy = c // nx
@@ -210,20 +214,23 @@ def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, margin, flag, tol):
                 sig[0, row + ix] += gs * K[0, 0, ky, ix - cx] + gc * K[1, 0, ky, ix - cx]
                 sig[1, row + ix] += gs * K[0, 1, ky, ix - cx] + gc * K[1, 1, ky, ix - cx]
         else:
-            for ix in range(nx):
-                kx = ix - cx
-                if kx < 0:
-                    kx += nx
-                i = row + ix
-                d = sig[0, i] + (gs * K[0, 0, ky, kx] + gc * K[1, 0, ky, kx])
-                s = sig[1, i] + (gs * K[0, 1, ky, kx] + gc * K[1, 1, ky, kx])
-                sig[0, i] = d
-                sig[1, i] = s
-                dd = d - ref[0, i]
-                ds = s - ref[1, i]
-                m = margin[i] - tol
-                if m <= 0.0 or dd * dd + ds * ds >= m * m:
-                    flag[i] = 1
+            _add_check_row(sig, K, ky, row, 0, cx, nx - cx, gs, gc, ref, mm, flag)
+            _add_check_row(sig, K, ky, row, cx, nx, -cx, gs, gc, ref, mm, flag)
+
+
+@njit(cache=True, inline="always")
+def _add_check_row(sig, K, ky, row, lo, hi, koff, gs, gc, ref, mm, flag):
+    # branch-free so that LLVM vectorizes it: flag |= drift^2 >= (margin - tol)^2
+    for ix in range(lo, hi):
+        i = row + ix
+        kx = ix + koff
+        d = sig[0, i] + (gs * K[0, 0, ky, kx] + gc * K[1, 0, ky, kx])
+        s = sig[1, i] + (gs * K[0, 1, ky, kx] + gc * K[1, 1, ky, kx])
+        sig[0, i] = d
+        sig[1, i] = s
+        dd = d - ref[0, i]
+        ds = s - ref[1, i]
+        flag[i] |= np.int8(dd * dd + ds * ds >= mm[i])
 
 
 @njit(cache=True)
@@ -235,7 +242,7 @@ def dense_add(sig, D, c, gs, gc):
 
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
-                margin, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f):
+                margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f):
     """Advance the AQS state machine; see the module docstring for the return codes."""
     dgam = fpar[F_DGAM]
     chi = fpar[F_CHI]
@@ -266,8 +273,8 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             gam = kn * dgam
             for c in range(sig.shape[1]):
                 flag[c] = 1
-            na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell, act_sys,
-                            alpha_p, p_off)
+            na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
+                            act_sys, alpha_p, p_off)
             st[S_NACT] = na
             r = st[S_NREC]
             rec[r, 0] = kn
@@ -333,7 +340,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 gc = pend_dg[i] * cos2[c, n]
                 if mode == 0:
                     propagator_add(sig, K, c, nx, gs, gc, ipar[I_NCOMP], i == na - 1, ref,
-                                   margin, flag, tol)
+                                   mm, flag)
                 else:
                     dense_add(sig, D, c, gs, gc)
             if mode != 0:
@@ -352,8 +359,8 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             for i in range(na):
                 flag[act_cell[i]] = 1
             st[S_NPEND] = 0
-            st[S_NACT] = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, flag, act_cell,
-                                    act_sys, alpha_p, p_off)
+            st[S_NACT] = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag,
+                                    act_cell, act_sys, alpha_p, p_off)
             st[S_PHASE] = PH_STEP
 
 
@@ -385,6 +392,7 @@ class AQSDriver:
                              np.int64)
         self.ref = np.zeros((3, nc))
         self.margin = np.full(nc, -np.inf)
+        self.mm = np.full(nc, -1.0)
         self.flag = np.ones(nc, np.int8)
         self.act_cell = np.zeros(nc, np.int64)
         self.act_sys = np.zeros(nc, np.int64)
@@ -442,7 +450,7 @@ class AQSDriver:
         while True:
             rc = aqs_advance(s.rng, m.redist.mode, self.st, self.fpar, self.ipar, s.sig, self.R,
                              s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
-                             self.margin, self.flag, m.redist.selfq, m.redist.kernel,
+                             self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
                              self.ev_i, self.ev_f)
             if rc == RC_EXTERNAL:

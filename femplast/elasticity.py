@@ -233,11 +233,13 @@ class PeriodicElasticity:
 
         P, self.n_reduced = periodic_prolongation(V, box.L)
         self.P = P
-        self.K = K
         self.Kp = K.PtAP(P)
         self.PtBs = P.transposeMatMult(Bs)
         self.DmP = Dm.matMult(P)
-        self.Bs, self.Dm = Bs, Dm
+        # only the reduced operators are used from here on: free the full ones before the
+        # factorization, which sets the peak memory
+        for mat in (K, Bs, Dm):
+            mat.destroy()
 
         ksp = PETSc.KSP().create(comm)
         ksp.setOptionsPrefix(petsc_prefix)
@@ -252,9 +254,9 @@ class PeriodicElasticity:
         ksp.setFromOptions()
         ksp.setUp()
         self.ksp = ksp
-        self._q = Bs.createVecRight()
+        self._q = self.PtBs.createVecRight()
         self._b, self._x = self.Kp.createVecLeft(), self.Kp.createVecRight()
-        self._e = Dm.createVecLeft()
+        self._e = self.DmP.createVecLeft()
         self.num_solves = 0
 
     # ------------------------------------------------------------------ per-cell algebra
@@ -367,5 +369,5 @@ class PeriodicElasticity:
         return out
 
     def destroy(self):
-        for obj in (self.ksp, self.Kp, self.PtBs, self.DmP, self.P, self.K, self.Bs, self.Dm):
+        for obj in (self.ksp, self.Kp, self.PtBs, self.DmP, self.P):
             obj.destroy()
