@@ -424,7 +424,7 @@ def disk_patches(box, R: float, spacing: float | None = None) -> PatchSet:
 
 # ============================================================================ one test
 @dataclass
-class TestParams:
+class SlipRules:
     """Slip rules of the model used inside the patch (see :class:`femplast.model.ModelParams`)."""
 
     chi: float
@@ -438,7 +438,7 @@ class TestParams:
     max_events: int = 1_000_000
 
     @classmethod
-    def from_model(cls, p) -> TestParams:
+    def from_model(cls, p) -> SlipRules:
         return cls(p.chi, p.thr_kind, p.thr_p0, p.thr_p1, p.alpha_p, p.p_offset,
                    p.fixed_dgamma, p.renew)
 
@@ -569,7 +569,7 @@ class TestResult:
 
 
 def patch_test(op: PatchOperator, alpha: float, sig, eps_pl, theta, sin2, cos2, tauc,
-               params: TestParams, rng: np.random.Generator, selfq=None,
+               params: SlipRules, rng: np.random.Generator, selfq=None,
                direct: bool = False, gamma_star=None) -> TestResult:
     """One shear test of orientation ``alpha`` (radians) on a patch; arrays are modified in
     place, so pass copies. ``sig`` (3, np) is the current (d, s, p) stress of the patch cells.
@@ -667,7 +667,7 @@ class PatchAnalysis:
         self.alphas_deg = [float(a) for a in alphas_deg]
         self.alphas = np.deg2rad(self.alphas_deg)
         self.self_response = self_response
-        self.params = TestParams.from_model(model.params)
+        self.params = SlipRules.from_model(model.params)
         el = model.el
         self._G, self._B = el.gather(el.G), el.gather(el.B)
         shared = box.structured and el.uniform

@@ -1,0 +1,211 @@
+"""Patch (local yield-stress) tests on submeshes: exact thresholds, shared operator vs fresh FE,
+stability of the probed samples, one-cell patches, reproducibility, runner outputs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
+from femplast import FemplastInputError
+from femplast.dynamics import AQSDriver
+from femplast.mesh import structured_box
+from femplast.model import TensorialModel, realization_rng
+from femplast.patches import (
+    PatchAnalysis,
+    PatchFE,
+    PatchOperator,
+    SlipRules,
+    patch_test,
+    resolved,
+)
+
+G0, B0 = 13.2, 59.0
+
+
+@pytest.fixture(scope="module")
+def model8():
+    box = structured_box(8, 52.8, "quad", MPI.COMM_SELF)
+    return TensorialModel.build(box, G0, B0, N=36)
+
+
+@pytest.fixture(scope="module")
+def loaded(model8):
+    """(state at gamma_ext = 0, state after the avalanche at gamma_ext = 0.3)."""
+    st = model8.new_state(realization_rng(7, 0))
+    init = st.copy()
+    drv = AQSDriver(model8, st, 0.0, 1e-4, 3000)
+    drv.run()
+    return init, st
+
+
+def _one_system_state(model, alpha, tau_c):
+    """Stress-free state whose every cell has one soft system at angle alpha."""
+    st = model.new_state(realization_rng(0, 0))
+    th = alpha + 0.25 * np.pi * np.arange(model.params.N)
+    th = (th + 0.5 * np.pi) % np.pi - 0.5 * np.pi
+    st.theta[:] = th
+    st.sin2[:], st.cos2[:] = np.sin(2 * th), np.cos(2 * th)
+    st.tauc[:] = 1e9
+    st.tauc[:, 0] = tau_c
+    return st
+
+
+@pytest.mark.parametrize("kind", ["quad", "tri"])
+@pytest.mark.parametrize("alpha_deg", [0.0, 30.0, 90.0, 135.0])
+def test_uniform_patch_yields_at_threshold(kind, alpha_deg):
+    box = structured_box(6, 6.0, kind, MPI.COMM_SELF)
+    model = TensorialModel.build(box, G0, B0, N=4)
+    tau_c = 0.8
+    st = _one_system_state(model, math.radians(alpha_deg), tau_c)
+    pa = PatchAnalysis(model, "square", [1, 3], [alpha_deg])
+    for t in pa.analyse(st, 0.0, 0.0, (1, 0, 0)):
+        # uniform moduli: the patch strains affinely, tau = G gamma~ on the soft system
+        assert np.allclose(t["gamma_c"], tau_c / G0, rtol=1e-12, atol=0)
+        assert np.allclose(t["tau_c"], tau_c, rtol=1e-12, atol=0)
+        assert np.allclose(t["tau_i"], 0.0, atol=1e-14)
+        assert np.all(t["complete"])
+        # every cell sits at threshold: all slip in the first relaxation step
+        assert np.all(t["n_events"] >= t["cells"].shape[1])
+        assert np.all(t["delta_tau_c"] > 0)
+
+
+def test_gmsh_disk_yields_at_threshold(tmp_path):
+    from femplast.mesh import gmsh_box, write_gmsh_box
+
+    box = gmsh_box(write_gmsh_box(tmp_path / "b.msh", 30.0, 4.0), comm=MPI.COMM_SELF)
+    model = TensorialModel.build(box, G0, B0, N=4, backend="dense")
+    st = _one_system_state(model, math.radians(20.0), 0.5)
+    pa = PatchAnalysis(model, "disk", [7.0], [20.0, 110.0], spacing=10.0)
+    (t,) = pa.analyse(st, 0.0, 0.0, (1, 0, 0))
+    assert len(t["tau_c"]) >= 1 and t["skipped"] >= 1  # seam-crossing disks are skipped
+    # alpha = 20: the soft system is aligned; alpha = 110: anti-aligned, the others are hard
+    assert np.allclose(t["tau_c"][:, 0], 0.5, rtol=1e-10)
+    assert np.allclose(t["gamma_c"][:, 0], 0.5 / G0, rtol=1e-10)
+    assert np.all(t["gamma_c"][:, 1] > 1e6)
+
+
+def test_shared_operator_equals_fresh_fe(model8, loaded):
+    _, st = loaded
+    pa = PatchAnalysis(model8, "square", [3], [0.0, 90.0])
+    ps = pa.sets[0]
+    op = pa.operator(ps, ps.ref)
+    pos = 8 * 3 + 2  # anchor (2, 3): an interior patch, cells differ from the reference
+    cells = ps.cells[pos]
+    fresh = PatchOperator.build(PatchFE(model8.box, cells, G0, B0), keep_fe=True)
+    assert np.abs(fresh.D - op.D).max() < 1e-10 * np.abs(op.D).max()
+    assert np.abs(fresh.U - op.U).max() < 1e-10 * G0
+    tot = st.sig + 0.3 * model8.load_response(0.0)  # current stress at gamma_ext = 0.3
+    p = SlipRules.from_model(model8.params)
+    for a in (0.0, math.pi / 2):
+        res = []
+        for o, direct in ((op, False), (fresh, True)):
+            rng = np.random.default_rng(5)
+            res.append(patch_test(o, a, tot[:, cells].copy(), st.eps_pl[cells].copy(),
+                                  st.theta[cells].copy(), st.sin2[cells].copy(),
+                                  st.cos2[cells].copy(), st.tauc[cells].copy(), p, rng,
+                                  direct=direct))
+        r0, r1 = res
+        assert r0.n_events == r1.n_events and r0.n_events >= 1
+        assert abs(r0.gamma_c - r1.gamma_c) < 1e-12
+        assert np.allclose(r0.sigma_c, r1.sigma_c, atol=1e-10)
+        assert np.allclose(r0.sigma_f, r1.sigma_f, atol=1e-9)
+    fresh.fe.destroy()
+
+
+def test_stable_samples_have_positive_distance(model8, loaded):
+    init, st = loaded
+    pa = PatchAnalysis(model8, "square", [1, 2, 4], [0.0, 45.0, 90.0, 170.0], spacing=13.2)
+    for sid, (s, g) in enumerate(((init, 0.0), (st, 0.3))):
+        sig_before = s.sig.copy()
+        tauc_before = s.tauc.copy()
+        for t in pa.analyse(s, g, 0.0, (3, 0, sid)):
+            assert np.all(np.isfinite(t["dtau_c"]))
+            assert np.all(t["dtau_c"] > 0)
+            assert np.all(t["gamma_c"] > 0)
+            assert np.all(t["complete"])
+            assert np.allclose(t["dtau_c"], t["tau_c"] - t["tau_i"])
+        # tests never change the sample
+        assert np.array_equal(s.sig, sig_before) and np.array_equal(s.tauc, tauc_before)
+
+
+def test_one_cell_patch_is_the_cells_distance_along_alpha(model8, loaded):
+    _, st = loaded
+    g = 0.3
+    alphas = [0.0, 40.0, 90.0, 150.0]
+    pa = PatchAnalysis(model8, "square", [1], alphas)
+    (t,) = pa.analyse(st, g, 0.0, (0, 0, 1))
+    tot = st.sig + g * model8.load_response(0.0)
+    cells = t["cells"][:, 0]
+    for ia, ad in enumerate(alphas):
+        a = math.radians(ad)
+        dt = st.tauc - (st.sin2 * tot[0][:, None] + st.cos2 * tot[1][:, None])
+        c = np.cos(2 * (st.theta - a))
+        dist = np.where(c > 0, dt / np.where(c > 0, c, 1), np.inf).min(axis=1)
+        assert np.allclose(t["dtau_c"][:, ia], dist[cells], rtol=1e-10)
+        assert np.allclose(t["tau_i"][:, ia], resolved(a, np.stack(
+            [tot[2] - tot[0], tot[2] + tot[0], tot[1]], axis=-1))[cells], atol=1e-12)
+
+
+def test_results_do_not_depend_on_what_else_is_tested(model8, loaded):
+    _, st = loaded
+    full = PatchAnalysis(model8, "square", [1, 3], [0.0, 90.0]).analyse(st, 0.3, 0.0, (1, 2, 3))
+    part = PatchAnalysis(model8, "square", [3], [90.0], spacing=2 * 6.6).analyse(
+        st, 0.3, 0.0, (1, 2, 3))[0]
+    f3 = full[1]
+    ids = [np.flatnonzero((f3["cells"] == c).all(axis=1))[0] for c in part["cells"]]
+    assert np.array_equal(f3["tau_f"][ids, 1], part["tau_f"][:, 0])
+    assert np.array_equal(f3["n_events"][ids, 1], part["n_events"][:, 0])
+
+
+def test_patch_uses_its_own_dirichlet_self_response(model8):
+    pa = PatchAnalysis(model8, "square", [1], [0.0])
+    op = pa.operator(pa.sets[0], pa.sets[0].ref)
+    # one cell with all nodes fixed: zero total strain, dSigma = -C : eps_pl
+    assert np.allclose(op.selfq[0], [-G0, 0.0, -G0], atol=1e-10)
+    assert np.allclose(op.U[:, :2, 0], [[G0, 0.0], [0.0, G0]], atol=1e-10)
+    assert np.all(np.abs(model8.redist.selfq[0, [0, 2]]) < G0)  # periodic: softer
+
+
+def test_case_section_checks():
+    from femplast.case import case_from_dict
+
+    base = {"mesh": {"kind": "quad", "n": 6}, "loading": {"gamma_max": 0.5,
+                                                          "stationary_from": 0.2}}
+    bad = [({"patches": {"enabled": True, "n": [7]}}, "patches.n[0]"),
+           ({"patches": {"enabled": True, "shape": "disk"}}, "patches.radius"),
+           ({"patches": {"enabled": True, "n": [2], "gamma_ext": [0.6]}}, "patches.gamma_ext[0]"),
+           ({"patches": {"enabled": True, "n": [2], "initial": False}}, "patches.gamma_ext"),
+           ({"patches": {"enabled": True, "n": [2], "alpha": [200.0]}}, "patches.alpha[0]")]
+    for extra, keyname in bad:
+        with pytest.raises(FemplastInputError) as e:
+            case_from_dict({**base, **extra})
+        assert e.value.key == keyname
+
+
+def test_runner_writes_tables_and_summary(tmp_path):
+    from pathlib import Path
+
+    import h5py
+
+    from femplast.case import load_case
+    from femplast.runner import run_case
+
+    path = Path(__file__).parents[1] / "cases" / "patches_small.yaml"
+    case = load_case(path, ["run.realizations=2", "loading.gamma_max=0.3",
+                            "loading.stationary_from=0.1", "patches.gamma_ext=[0.2, 0.3]"])
+    s = run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)
+    with h5py.File(tmp_path / "out" / "patches" / "r0001.h5") as f:
+        assert f["s0"].attrs["label"] == "initial"
+        t = f["s2/n2"]
+        assert t["tau_c"].shape == (36, len(case.patches.alpha))
+        assert np.all(np.asarray(t["dtau_c"]) > 0)
+    ent = json.loads((tmp_path / "out" / "summary.json").read_text())["patches"]["entries"]
+    states = {e["state"] for e in ent}
+    assert states == {"initial", "gamma_ext=0.2", "gamma_ext=0.3", "stationary"}
+    e = next(e for e in ent if e["state"] == "stationary" and e["size"] == "n2"
+             and e["alpha"] == 0.0)
+    assert e["count"] == 2 * 2 * 36 and e["dtau_c"]["mean"] > 0 and e["tau_c"]["std"] > 0
+    assert s["patches"]["states"]
