@@ -151,6 +151,81 @@ def periodic_prolongation(V, L: float):
     return P, bs * m_glob
 
 
+def elasticity_forms(V, Q, G, B):
+    """The bilinear forms of the elastic problem (shared by every discretization in femplast).
+
+    Returns:
+        ``(a_K, a_Bs, a_Dm)``: stiffness ``int C:eps(u):eps(v)``; cell stress (DG0 3-vector
+        ``q``) to nodal forces ``int T(q):eps(v)``; displacement to cell strain moments
+        ``int eps(u):T(w)`` (``T`` maps ``[xx, yy, xy]`` to the symmetric tensor).
+    """
+    import ufl
+
+    def eps(u):
+        return ufl.sym(ufl.grad(u))
+
+    def sigma(e):
+        return B * ufl.tr(e) * ufl.Identity(2) + 2 * G * ufl.dev(e)
+
+    def tens(q):
+        return ufl.as_matrix([[q[0], q[2]], [q[2], q[1]]])
+
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    q, w = ufl.TrialFunction(Q), ufl.TestFunction(Q)
+    dx = ufl.dx(metadata={"quadrature_degree": 2})
+    return (ufl.inner(sigma(eps(u)), eps(v)) * dx, ufl.inner(tens(q), eps(v)) * dx,
+            ufl.inner(eps(u), tens(w)) * dx)
+
+
+def quad_stencils(h: float, G: float, B: float):
+    """Element stencils of the structured quad discretization with cell size ``h``.
+
+    Assembled by dolfinx on a 4 x 4 patch with the forms of :func:`elasticity_forms`, read at an
+    interior node / cell, so they are exactly the stencils of the periodic problem:
+
+    Returns:
+        ``S[a + 1, b + 1]`` (2x2): coupling of a node with its neighbour at offset (a, b);
+        ``F[a, b]`` (2x3): force on node (a, b) of a cell per unit cell stress ``[xx, yy, xy]``;
+        ``D[a, b]`` (3x2): cell-averaged strain per unit displacement of its node (a, b).
+    """
+    from dolfinx import fem, mesh
+    from dolfinx.fem.petsc import assemble_matrix
+
+    comm = MPI.COMM_SELF
+    msh = mesh.create_rectangle(comm, [np.zeros(2), np.array([4 * h, 4 * h])], (4, 4),
+                                cell_type=mesh.CellType.quadrilateral)
+    V = fem.functionspace(msh, ("Lagrange", 1, (2,)))
+    Q = fem.functionspace(msh, ("DG", 0, (3,)))
+    mats = []
+    for a in elasticity_forms(V, Q, fem.Constant(msh, float(G)), fem.Constant(msh, float(B))):
+        A = assemble_matrix(fem.form(a, jit_comm=comm))
+        A.assemble()
+        mats.append(A.convert("dense").getDenseArray().copy())
+        A.destroy()
+    K, Bs, Dm = mats
+    node = np.rint(V.tabulate_dof_coordinates()[:, :2] / h).astype(int)
+    x = msh.geometry.x
+    mid = x[msh.geometry.dofmaps[0]].mean(axis=1)[:, :2] / h
+    cell = np.floor(mid).astype(int)
+    node_of = {tuple(p): i for i, p in enumerate(node)}
+    c11 = Q.dofmap.list[int(np.flatnonzero((cell[:, 0] == 1) & (cell[:, 1] == 1))[0]), 0]
+    S = np.zeros((3, 3, 2, 2))
+    F = np.zeros((2, 2, 2, 3))
+    D = np.zeros((2, 2, 3, 2))
+    r0 = node_of[(2, 2)]
+    for a in (-1, 0, 1):
+        for b in (-1, 0, 1):
+            j = node_of[(2 + a, 2 + b)]
+            S[a + 1, b + 1] = K[2 * r0:2 * r0 + 2, 2 * j:2 * j + 2]
+    area = h * h
+    for a in (0, 1):
+        for b in (0, 1):
+            j = node_of[(1 + a, 1 + b)]
+            F[a, b] = Bs[2 * j:2 * j + 2, 3 * c11:3 * c11 + 3]
+            D[a, b] = Dm[3 * c11:3 * c11 + 3, 2 * j:2 * j + 2] / area / VOIGT_METRIC[:, None]
+    return S, F, D
+
+
 class PeriodicElasticity:
     """Bi-periodic linear elasticity of a :class:`~femplast.mesh.BoxMesh`, factorized once.
 
@@ -198,26 +273,16 @@ class PeriodicElasticity:
         Bf.x.scatter_forward()
         self._Gf, self._Bf = Gf, Bf
 
-        def eps(u):
-            return ufl.sym(ufl.grad(u))
-
-        def sigma(e):
-            return Bf * ufl.tr(e) * ufl.Identity(2) + 2 * Gf * ufl.dev(e)
-
-        def tens(q):
-            return ufl.as_matrix([[q[0], q[2]], [q[2], q[1]]])
-
-        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-        q, w = ufl.TrialFunction(Q), ufl.TestFunction(Q)
-        dx = ufl.dx(metadata={"quadrature_degree": 2})
-        K = assemble_matrix(fem.form(ufl.inner(sigma(eps(u)), eps(v)) * dx))
+        a_K, a_Bs, a_Dm = elasticity_forms(V, Q, Gf, Bf)
+        K = assemble_matrix(fem.form(a_K))
         K.assemble()
         # stress field (cell-wise constant) -> nodal forces; rhs of u~ is Bs @ C:(eps_pl - E)
-        Bs = assemble_matrix(fem.form(ufl.inner(tens(q), eps(v)) * dx))
+        Bs = assemble_matrix(fem.form(a_Bs))
         Bs.assemble()
         # displacement -> cell-averaged strain (rows scaled by 1 / cell area below)
-        Dm = assemble_matrix(fem.form(ufl.inner(eps(u), tens(w)) * dx))
+        Dm = assemble_matrix(fem.form(a_Dm))
         Dm.assemble()
+        dx = ufl.dx(metadata={"quadrature_degree": 2})
         area = assemble_vector(fem.form(ufl.TestFunction(W) * dx))
         area.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         self.area = area.array[wblk].copy()

@@ -59,10 +59,11 @@ class State:
 class TensorialModel:
     """Mesh + elasticity + redistribution + slip parameters, shared by realizations."""
 
-    def __init__(self, box: BoxMesh, elasticity: PeriodicElasticity, params: ModelParams,
-                 backend: str = "auto", dense_memory_mb: float = 1024.0):
-        self.box, self.el, self.params = box, elasticity, params
-        self.redist = make_redistribution(elasticity, backend, dense_memory_mb)
+    def __init__(self, box: BoxMesh, G, B, params: ModelParams, backend: str = "auto",
+                 dense_memory_mb: float = 1024.0, elasticity: PeriodicElasticity | None = None):
+        self.box, self.params = box, params
+        self.G, self.B = G, B
+        self.redist = make_redistribution(box, G, B, backend, dense_memory_mb, elasticity)
         self.num_cells = box.num_cells
         self.nx = box.n if box.n else 0
         self.weights = self.redist.weights
@@ -71,10 +72,14 @@ class TensorialModel:
     @classmethod
     def build(cls, box: BoxMesh, G=13.2, B=59.0, N: int | None = None, rho_s: float = 0.8,
               backend: str = "auto", dense_memory_mb: float = 1024.0, **params):
-        el = PeriodicElasticity(box, G, B)
         if N is None:
             N = systems_per_cell(box.cell_size, rho_s)
-        return cls(box, el, ModelParams(N=N, **params), backend, dense_memory_mb)
+        return cls(box, G, B, ModelParams(N=N, **params), backend, dense_memory_mb)
+
+    @property
+    def el(self) -> PeriodicElasticity:
+        """The factorized FE problem (built on first use; the propagator does not need it)."""
+        return self.redist.el
 
     @property
     def backend(self) -> str:

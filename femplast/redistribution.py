@@ -59,6 +59,51 @@ def self_coefficients(k0_self: np.ndarray, k1_self: np.ndarray) -> np.ndarray:
     return np.stack([k0[..., 0], k1[..., 0] + k0[..., 1], k1[..., 1]], axis=-1)
 
 
+def fft_unit_responses(n: int, h: float, G: float, B: float, units) -> list[np.ndarray]:
+    """Exact FE stress responses on the periodic n x n quad grid, solved in Fourier space.
+
+    The stiffness of a structured periodic mesh with uniform moduli is block-circulant, so the
+    FE equations ``K u = F C eps_pl`` decouple into one 2x2 system per wavevector. The stencils
+    are assembled by dolfinx (:func:`femplast.elasticity.quad_stencils`): this is the same
+    discrete problem as the factorized solve, to round-off, in O(n^2 log n) time and O(n^2)
+    memory (no factorization: n = 512 needs no more memory than its kernel).
+
+    Args:
+        units: eigenstrains ``[xx, yy, xy]`` placed in cell 0 (lower-left node at the origin).
+
+    Returns:
+        per unit, the stress change ``[xx, yy, xy]`` of every cell, shape (n * n, 3), canonical
+        order ``iy * n + ix``.
+    """
+    from femplast.elasticity import apply_stiffness, quad_stencils
+
+    S, F, D = quad_stencils(h, G, B)
+    k = 2 * np.pi * np.fft.fftfreq(n)
+    kx, ky = np.meshgrid(k, k, indexing="ij")  # arrays indexed [ix, iy]
+    Kh = np.zeros((n, n, 2, 2), complex)
+    for a in (-1, 0, 1):
+        for b in (-1, 0, 1):
+            Kh += S[a + 1, b + 1] * np.exp(1j * (kx * a + ky * b))[..., None, None]
+    Dh = np.zeros((n, n, 3, 2), complex)
+    Fh = np.zeros((n, n, 2, 3), complex)
+    for a in (0, 1):
+        for b in (0, 1):
+            ph = np.exp(1j * (kx * a + ky * b))[..., None, None]
+            Dh += D[a, b] * ph
+            Fh += F[a, b] * np.conj(ph)
+    Kh[0, 0] = np.eye(2)  # the mean displacement is free (rigid translation): set to zero
+    out = []
+    for e in units:
+        sig_e = apply_stiffness(G, B, np.asarray(e, float))
+        fh = Fh @ sig_e
+        fh[0, 0] = 0.0
+        uh = np.linalg.solve(Kh, fh[..., None])
+        eps = np.fft.ifft2((Dh @ uh)[..., 0], axes=(0, 1)).real
+        eps[0, 0] -= e
+        out.append(apply_stiffness(G, B, eps).transpose(1, 0, 2).reshape(n * n, 3))
+    return out
+
+
 class Redistribution:
     """Common interface; see the module docstring.
 
@@ -67,28 +112,45 @@ class Redistribution:
         mode: how the compiled AQS loop uses it (inline kernel, inline dense, or external).
         selfq: (num_cells, 3) self-response coefficients (see :func:`self_coefficients`).
         kernel: (2, 3, n, n) for the propagator; ``dense``: (cells, 2, 3, cells).
+        weights: area fraction of each cell (canonical order).
     """
 
     kind = "base"
     mode = MODE_EXTERNAL
 
-    def __init__(self, elasticity: PeriodicElasticity):
-        self.el = elasticity
-        self.num_cells = elasticity.box.num_cells
+    def __init__(self, box, G, B, elasticity: PeriodicElasticity | None = None):
+        self.box = box
+        self._el = elasticity
+        self.num_cells = box.num_cells
+        self.G, self.B = G, B
+        self.uniform = np.ndim(G) == 0 and np.ndim(B) == 0
         self.kernel = np.zeros((2, 3, 1, 1))
         self.dense = np.zeros((1, 2, 3, 1))
         self.fft_threshold = 1 << 62
-        w = elasticity.gather(elasticity.area) / elasticity.box_area
-        self.weights = np.ascontiguousarray(w)
+        if box.structured:
+            self.weights = np.full(self.num_cells, 1.0 / self.num_cells)
+        else:
+            el = self.el
+            self.weights = np.ascontiguousarray(el.gather(el.area) / el.box_area)
+
+    @property
+    def el(self) -> PeriodicElasticity:
+        """The factorized FE problem (built on first use: the propagator never needs it)."""
+        if self._el is None:
+            self._el = PeriodicElasticity(self.box, self.G, self.B)
+        return self._el
 
     def load_response(self, alpha: float) -> np.ndarray:
         """Stress (d, s, p) per cell per unit gamma_ext of the pure shear M(alpha)."""
         E = M_vector(alpha)
-        if self.el.uniform:
-            sig = self.el.C(np.broadcast_to(E, (self.el.num_local, 3)))
-        else:
-            sig = self.el.stress(np.zeros((self.el.num_local, 3)), E)
-        return np.ascontiguousarray(to_dsp(self.el.gather(sig)))
+        if self.uniform:
+            from femplast.elasticity import apply_stiffness
+
+            sig = np.broadcast_to(apply_stiffness(self.G, self.B, E), (self.num_cells, 3))
+            return np.ascontiguousarray(to_dsp(sig))
+        el = self.el
+        sig = el.stress(np.zeros((el.num_local, 3)), E)
+        return np.ascontiguousarray(to_dsp(el.gather(sig)))
 
     def stress_from_plastic(self, eps_pl_xyz: np.ndarray) -> np.ndarray:
         """FE stress (d, s, p) of a total eigenstrain field (num_cells, 3), zero E (collective)."""
@@ -114,28 +176,32 @@ class Redistribution:
 
 
 class PropagatorRedistribution(Redistribution):
-    """Translation-invariant FE propagator on a structured quad mesh with uniform moduli."""
+    """Translation-invariant FE propagator on a structured quad mesh with uniform moduli.
+
+    The kernel is the exact FE response to the two unit shear eigenstrains in one cell, solved
+    in Fourier space (:func:`fft_unit_responses`); an event is an O(cells) shifted add.
+    """
 
     kind = "propagator"
     mode = MODE_PROPAGATOR
 
-    def __init__(self, elasticity: PeriodicElasticity, fft_threshold: int | None = None):
-        super().__init__(elasticity)
-        box = elasticity.box
-        if box.kind != "quad" or not elasticity.uniform:
+    def __init__(self, box, G: float, B: float, fft_threshold: int | None = None):
+        if box.kind != "quad" or np.ndim(G) or np.ndim(B):
             raise FemplastInputError("redistribution.backend", "propagator",
                                      "a structured quad mesh with uniform moduli")
+        super().__init__(box, float(G), float(B))
         n = box.n
-        r0, r1 = self._responses(0)
+        r0, r1 = (to_dsp(r) for r in fft_unit_responses(n, box.L / n, self.G, self.B,
+                                                        (UNIT_S, UNIT_C)))
         self.kernel = np.ascontiguousarray(np.stack([r0, r1]).reshape(2, 3, n, n))
         self.kernel_hat = np.fft.rfft2(self.kernel, axes=(-2, -1))
         self.selfq = np.tile(self_coefficients(r0[:, 0], r1[:, 0]), (n * n, 1))
-        # an FFT step costs ~ a few n^2 log n; a shifted add 6 n^2
+        # an FFT step costs about as much as a few shifted adds (measured in benchmarks/)
         self.fft_threshold = (int(fft_threshold) if fft_threshold is not None
                               else max(8, int(2.5 * np.log2(n * n))))
 
     def _convolve(self, a: np.ndarray, comps: slice) -> np.ndarray:
-        n = self.el.box.n
+        n = self.box.n
         ah = np.fft.rfft2(a.reshape(2, n, n), axes=(-2, -1))
         dh = np.einsum("kmij,kij->mij", self.kernel_hat[:, comps], ah)
         return np.fft.irfft2(dh, s=(n, n), axes=(-2, -1)).reshape(dh.shape[0], n * n)
@@ -155,7 +221,7 @@ class PropagatorRedistribution(Redistribution):
 
     def apply_shifted(self, sig, cells, sin2dg, cos2dg):
         """Pure-numpy shifted adds, the reference of the compiled kernel (identical results)."""
-        n = self.el.box.n
+        n = self.box.n
         K = self.kernel
         s3 = sig.reshape(3, n, n)
         for c, gs, gc in zip(cells, sin2dg, cos2dg, strict=True):
@@ -175,8 +241,9 @@ class DenseRedistribution(Redistribution):
     def memory_bytes(num_cells: int) -> int:
         return 8 * 6 * num_cells * num_cells
 
-    def __init__(self, elasticity: PeriodicElasticity, memory_mb: float = 1024.0):
-        super().__init__(elasticity)
+    def __init__(self, box, G, B, memory_mb: float = 1024.0,
+                 elasticity: PeriodicElasticity | None = None):
+        super().__init__(box, G, B, elasticity)
         nc = self.num_cells
         need = self.memory_bytes(nc) / 2**20
         if need > memory_mb:
@@ -200,13 +267,14 @@ class DirectRedistribution(Redistribution):
     kind = "direct"
     mode = MODE_EXTERNAL
 
-    def __init__(self, elasticity: PeriodicElasticity, sigma0_dsp: np.ndarray | None = None):
-        super().__init__(elasticity)
-        el, box = elasticity, elasticity.box
+    def __init__(self, box, G, B, sigma0_dsp: np.ndarray | None = None,
+                 elasticity: PeriodicElasticity | None = None):
+        super().__init__(box, G, B, elasticity)
+        el = self.el
         self.sigma0 = (np.zeros((3, self.num_cells)) if sigma0_dsp is None
                        else np.asarray(sigma0_dsp, float))
         # self-responses: one cell per sublattice when translation invariance holds
-        if box.structured and el.uniform:
+        if box.structured and self.uniform:
             per = 1 if box.kind == "quad" else 2
             q = [self_coefficients(*(r[:, c] for r in self._responses(c))) for c in range(per)]
             self.selfq = np.tile(np.array(q), (self.num_cells // per, 1))
@@ -221,17 +289,23 @@ class DirectRedistribution(Redistribution):
         sig[:] = self.stress_from_plastic(eps_pl_xyz) + self.sigma0
 
 
-def make_redistribution(elasticity: PeriodicElasticity, backend: str = "auto",
-                        dense_memory_mb: float = 1024.0, sigma0_dsp=None) -> Redistribution:
-    """Choose and build a backend; ``auto`` picks the fastest valid one and logs why."""
-    box = elasticity.box
+def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float = 1024.0,
+                        elasticity: PeriodicElasticity | None = None) -> Redistribution:
+    """Choose and build a backend; ``auto`` picks the fastest valid one and logs why.
+
+    Args:
+        box: the mesh.
+        G, B: moduli, scalars (uniform) or one value per cell in canonical order.
+        elasticity: an already built FE problem to reuse (dense/direct), optional.
+    """
     if backend not in BACKENDS:
         raise FemplastInputError("redistribution.backend", backend, f"one of {BACKENDS}")
+    uniform = np.ndim(G) == 0 and np.ndim(B) == 0
     if backend == "auto":
-        if box.kind == "quad" and elasticity.uniform and box.comm.size == 1:
+        if box.kind == "quad" and uniform and box.comm.size == 1:
             backend, why = "propagator", "structured quads with uniform moduli"
         elif (DenseRedistribution.memory_bytes(box.num_cells) / 2**20 <= dense_memory_mb
-              and box.num_cells <= 4096 and box.comm.size == 1):
+              and box.comm.size == 1):
             backend, why = "dense", (f"{box.num_cells} cells fit the {dense_memory_mb:.0f} MiB "
                                      "dense budget")
         else:
@@ -242,10 +316,10 @@ def make_redistribution(elasticity: PeriodicElasticity, backend: str = "auto",
         raise FemplastInputError("redistribution.backend", backend,
                                  "'direct' for a sample distributed over MPI ranks")
     if backend == "propagator":
-        return PropagatorRedistribution(elasticity)
+        return PropagatorRedistribution(box, G, B)
     if backend == "dense":
-        return DenseRedistribution(elasticity, dense_memory_mb)
-    return DirectRedistribution(elasticity, sigma0_dsp)
+        return DenseRedistribution(box, G, B, dense_memory_mb, elasticity)
+    return DirectRedistribution(box, G, B, elasticity=elasticity)
 
 
 __all__ = ["MPI", "make_redistribution", "to_dsp", "from_dsp"]
