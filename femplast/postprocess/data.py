@@ -27,6 +27,9 @@ import numpy as np
 PATCH_QUANTITIES = ("sigma_vm", "tau_i", "tau_c", "dtau_c", "delta_tau_c")
 CALIBRATION_COLUMNS = ("k", "lambda", "chi", "L_macro", "L_meso_plus", "L_meso_minus", "L_stat")
 SCALAR_OBSERVABLES = ("LOC", "plastic_strain_variance", "mean_threshold", "internal_stress_std")
+# other spellings accepted for the same quantities (femplast.scalar record names, patches.py)
+ALIASES = {"loc": "LOC", "eps_pl_var": "plastic_strain_variance", "tau_c_mean": "mean_threshold",
+           "sigma_std": "internal_stress_std", "von_mises": "sigma_vm", "alpha": "alpha_deg"}
 
 
 class NoRunError(ValueError):
@@ -68,6 +71,8 @@ class Realization:
             return self.resolved(av["stress_before"]) - self.resolved(av["stress_after"])
         if av and "drop_xy" in av:
             return np.asarray(av["drop_xy"])
+        if "stress_before" in self.steps:  # one row per avalanche (scalar model)
+            return self.resolved(self.steps["stress_before"]) - self.resolved()
         inc = np.diff(self.resolved())
         return -inc[inc < 0]
 
@@ -75,8 +80,19 @@ class Realization:
         av = self.avalanches
         if av and "gamma_ext" in av:
             return np.asarray(av["gamma_ext"])
+        if "stress_before" in self.steps:
+            return self.gamma
         inc = np.diff(self.resolved())
         return self.gamma[1:][inc < 0]
+
+    def sizes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(gamma_ext, size) of the avalanches, when recorded."""
+        av = self.avalanches
+        if av and "size" in av and "gamma_ext" in av:
+            return np.asarray(av["gamma_ext"]), np.asarray(av["size"])
+        if "size" in self.steps:
+            return self.gamma, self.steps["size"]
+        return None
 
 
 def _read_group(g) -> dict[str, np.ndarray]:
@@ -92,6 +108,9 @@ def read_realization(path: Path) -> Realization:
         if "steps" not in f:
             raise NoRunError(f"{path}: no 'steps' group")
         steps = _read_group(f["steps"])
+        for a, k in ALIASES.items():
+            if a in steps and k not in steps:
+                steps[k] = steps[a]
         alpha = 0.0
         if "state" in f and "alpha_ext" in f["state"].attrs:
             alpha = float(f["state"].attrs["alpha_ext"])
@@ -123,7 +142,13 @@ def ensemble(reals: list[Realization], key: str | None = None):
     if not rows:
         return None, None
     n = min(len(v) for _, v in rows)
-    return rows[0][0][:n], np.vstack([v[:n] for _, v in rows])
+    g0 = rows[0][0][:n]
+    if all(np.allclose(g[:n], g0) for g, _ in rows):
+        return g0, np.vstack([v[:n] for _, v in rows])
+    # irregular strains (one row per avalanche): interpolate on a common grid
+    top = min(float(g[-1]) for g, _ in rows)
+    grid = np.linspace(max(float(g[0]) for g, _ in rows), top, 500)
+    return grid, np.vstack([np.interp(grid, g, v) for g, v in rows])
 
 
 def read_patches(folder: Path) -> dict[str, np.ndarray] | None:
@@ -135,6 +160,9 @@ def read_patches(folder: Path) -> dict[str, np.ndarray] | None:
         with h5py.File(p, "r") as f:
             g = f["patches"] if "patches" in f else f
             data = _read_group(g)
+        for a, k in ALIASES.items():
+            if a in data and k not in data:
+                data[k] = data[a]
         n = len(data.get("R", []))
         for k, v in data.items():
             if v.ndim == 1 and len(v) == n:
@@ -157,7 +185,14 @@ def patch_summary_rows(summary: dict) -> list[dict]:
     accepts flat keys (``tau_c_mean``) or nested ones (``{"mean": {"tau_c": ..}}`` or
     ``{"tau_c": {"mean": ..}}``)."""
     rows = []
-    for r in summary.get("patches") or []:
+    entries = summary.get("patches") or []
+    if isinstance(entries, dict):  # e.g. {"entries": [...]} or {state: [...]}
+        entries = entries.get("entries") or [e for v in entries.values() if isinstance(v, list)
+                                             for e in v]
+    for r in entries:
+        if not isinstance(r, dict) or "R" not in r:
+            continue
+        r = {ALIASES.get(k, k) if ALIASES.get(k, k) not in r else k: v for k, v in r.items()}
         row = dict(state=str(r.get("state", "all")), R=float(r["R"]),
                    alpha_deg=float(r.get("alpha_deg", 0.0)))
         for q in PATCH_QUANTITIES:

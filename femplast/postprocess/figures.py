@@ -75,7 +75,8 @@ def _density(ax, x, bins=40, log=False, **kw):
     h, e = np.histogram(x, edges, density=True)
     c = np.sqrt(e[1:] * e[:-1]) if log else 0.5 * (e[1:] + e[:-1])
     ok = h > 0
-    ax.plot(c[ok], h[ok], "o-", ms=3, **kw)
+    kw.setdefault("ls", "-")
+    ax.plot(c[ok], h[ok], marker="o", ms=3, **kw)
 
 
 def _band(ax, g, vals, color, label, n_thin=8):
@@ -135,8 +136,9 @@ def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
         inc.append(np.diff(s)[m[1:]])
         dg = r.drop_gamma()
         drops.append(r.drops()[dg > g0] if len(dg) else r.drops())
-        if r.avalanches and "size" in r.avalanches:
-            sizes.append(r.avalanches["size"][r.avalanches["gamma_ext"] > g0])
+        sz = r.sizes()
+        if sz is not None:
+            sizes.append(sz[1][sz[0] > g0])
     sig, inc, drops = np.concatenate(sig), np.concatenate(inc), np.concatenate(drops)
     sizes = np.concatenate(sizes) if sizes else None
     n = 4 if sizes is not None else 3

@@ -1,0 +1,264 @@
+"""Post-processing: figures, renders, animation and index for the quickstart run; every other
+figure family on synthetic data in the documented formats; the ParaView time series."""
+
+from pathlib import Path
+
+import h5py
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from PIL import Image
+
+from femplast.cli import main as cli_main
+from femplast.postprocess import NoRunError, load_run, plot_run
+from femplast.postprocess.figures import fit_parabola
+from femplast.postprocess.renders import animation_job, plastic_strain_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART_FIELDS = {"sigma_xx", "sigma_yy", "sigma_xy", "sigma_vm", "pressure", "eps_pl_xx",
+                     "eps_pl_yy", "eps_pl_xy", "dtau_c_min"}
+SNAPSHOTS = [0.1, 0.5, 1.0]
+MIN_VARIANCE = 2e-3  # an all-white or single-colour image has ~0
+
+
+def pixel_variance(path: Path) -> float:
+    img = mpimg.imread(path)
+    return float(np.asarray(img, float)[..., :3].var())
+
+
+def gif_frames(path: Path) -> list[np.ndarray]:
+    im = Image.open(path)
+    out = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        out.append(np.asarray(im.convert("RGB"), float) / 255)
+    return out
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs") / "run"
+    assert cli_main([str(ROOT / "cases" / "quickstart.yaml"), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def quickstart_plots(quickstart):
+    entries, failures, index = plot_run(quickstart, quiet=True, strict=True)
+    return entries, failures, index
+
+
+def test_quickstart_figures_not_blank(quickstart, quickstart_plots):
+    entries, failures, index = quickstart_plots
+    assert failures == []
+    figdir = quickstart / "figures"
+    figs = {e.path.stem for e in entries if e.kind == "figure"}
+    assert figs == {"stress_strain", "densities", "rms_deviation", "plastic_activity"}
+    renders = [e.path for e in entries if e.kind == "render"]
+    # the first realization's XDMF: one render per field, each with a panel per snapshot
+    assert {p.stem for p in renders} == {f"r0000_{k}" for k in QUICKSTART_FIELDS}
+    assert sorted(p.name for p in figdir.glob("*.png")) == sorted(f"{f}.png" for f in figs)
+    for p in [e.path for e in entries if e.kind != "animation"]:
+        assert p.is_file()
+        v = pixel_variance(p)
+        assert v > MIN_VARIANCE, (p.name, v)
+    w, h = Image.open(figdir / "renders" / "r0000_eps_pl_xy.png").size
+    assert w > 2.5 * h  # three snapshot panels side by side (+ colour bar)
+    # animation from the snapshots (no event log): one frame per snapshot (+ held last frame)
+    (gif,) = [e.path for e in entries if e.kind == "animation"]
+    frames = gif_frames(gif)
+    assert len(frames) >= len(SNAPSHOTS)
+    assert np.abs(frames[len(SNAPSHOTS) - 1] - frames[0]).mean() > 0.01  # eps_pl grows
+    # index pages link every file, with relative links that resolve
+    html = index.read_text()
+    md = (figdir / "index.md").read_text()
+    for e in entries:
+        rel = e.path.relative_to(figdir).as_posix()
+        assert f"src='{rel}'" in html and f"]({rel})" in md
+    assert "../fields/r0000.xdmf" in html
+    assert (figdir / "../fields/r0000.xdmf").resolve().is_file()
+
+
+def test_quickstart_timeseries_open_in_meshio_and_pyvista(quickstart):
+    import meshio
+    import pyvista as pv
+
+    xdmfs = sorted((quickstart / "fields").glob("*.xdmf"))
+    assert len(xdmfs) == 4  # one per realization
+    with meshio.xdmf.TimeSeriesReader(str(xdmfs[0])) as rd:
+        points, cells = rd.read_points_cells()
+        assert rd.num_steps == len(SNAPSHOTS)
+        assert cells[0].type == "quad" and len(cells[0].data) == 64 and len(points) == 81
+        for i, t in enumerate(SNAPSHOTS):
+            tt, _, cd = rd.read_data(i)
+            assert tt == pytest.approx(t)
+            assert set(cd) == QUICKSTART_FIELDS
+            assert all(len(v[0]) == 64 for v in cd.values())
+    reader = pv.get_reader(str(xdmfs[0]))
+    assert reader.time_values == pytest.approx(SNAPSHOTS)
+    reader.set_active_time_value(SNAPSHOTS[-1])
+    mesh = reader.read()
+    assert mesh.n_cells == 64
+    assert set(mesh.cell_data.keys()) == QUICKSTART_FIELDS
+    # the last snapshot is the final state of the realization file
+    with h5py.File(quickstart / "realizations" / "r0000.h5") as f:
+        np.testing.assert_allclose(mesh.cell_data["eps_pl_xy"], f["state/eps_pl"][:, 2])
+
+
+def test_cli_plot_subcommand_and_no_run_error(quickstart, tmp_path, capsys):
+    figdir = tmp_path / "figs"
+    assert cli_main(["plot", str(quickstart), "--out", str(figdir), "--quiet",
+                     "--no-renders", "--formats", "png,pdf"]) == 0
+    assert len(list(figdir.glob("*.png"))) == 4 and len(list(figdir.glob("*.pdf"))) == 4
+    assert not (figdir / "renders").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    capsys.readouterr()
+    assert cli_main(["plot", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no femplast run" in err and "realizations/rNNNN.h5" in err
+    assert cli_main(["plot", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(NoRunError):
+        load_run(empty)
+
+
+def test_event_log_animation_rebuilds_plastic_strain(tmp_path):
+    out = tmp_path / "run"
+    assert cli_main([str(ROOT / "cases" / "quickstart.yaml"), "--out", str(out), "--quiet",
+                     "--event-log", "--realizations", "1", "--set",
+                     "loading.gamma_max=0.2", "--set", "loading.stationary_from=0.1", "--set",
+                     "output.snapshots=[0.2]"]) == 0
+    run = load_run(out)
+    r = run.realizations[0]
+    k_end = len(r.gamma) - 1
+    vals = plastic_strain_frames(r.events, 64, np.array([k_end // 2, k_end]), 0.0)
+    with h5py.File(out / "realizations" / "r0000.h5") as f:
+        np.testing.assert_allclose(vals[-1], f["state/eps_pl"][:, 2], atol=1e-12)
+        mean_half = f["steps/eps_pl"][k_end // 2, 2]
+    assert vals[0].mean() == pytest.approx(mean_half, abs=1e-12)  # uniform cells: plain mean
+    entry = animation_job(run, tmp_path / "renders")
+    assert entry.kind == "animation" and "event log" in entry.caption
+    frames = gif_frames(entry.path)
+    assert len(frames) >= 40  # rebuilt at 48 strains, not only the one snapshot
+    assert np.abs(frames[-1] - frames[0]).mean() > 0.01
+
+
+# ----------------------------------------------------------------------------- synthetic data
+def write_steps(path: Path, gamma, stress, alpha_ext=0.0, **extra):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("steps")
+        g["gamma_ext"] = gamma
+        g["stress"] = stress
+        for k, v in extra.items():
+            g[k] = v
+        f.create_group("state").attrs["alpha_ext"] = alpha_ext
+
+
+def test_patch_figures_from_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        rows = dict(state=[], R=[], alpha_deg=[])
+        for state, R, a in [(s, R, a) for s in ("quench", "stationary") for R in (3.7, 7.4, 15.0)
+                            for a in (0, 45, 90, 135)]:
+            rows["state"] += [state] * 20
+            rows["R"] += [R] * 20
+            rows["alpha_deg"] += [a] * 20
+        n = len(rows["R"])
+        (tmp_path / "patches").mkdir(exist_ok=True)
+        with h5py.File(tmp_path / "patches" / f"r{i:04d}.h5", "w") as f:
+            f["state"] = np.array(rows["state"], dtype="S")
+            f["R"] = rows["R"]
+            f["alpha_deg"] = rows["alpha_deg"]
+            tau_c = 1.0 + 0.3 * np.cos(np.deg2rad(2 * np.array(rows["alpha_deg"]))) \
+                + 0.1 * rng.standard_normal(n)
+            f["tau_c"] = tau_c
+            f["tau_i"] = 0.5 * rng.standard_normal(n)
+            f["dtau_c"] = tau_c - f["tau_i"][:]
+            f["delta_tau_c"] = 0.2 * tau_c
+            f["sigma_vm"] = np.abs(rng.standard_normal(n))
+    run = load_run(tmp_path)
+    assert run.families() == ["patches"]
+    assert len(run.patches["R"]) == 2 * 2 * 3 * 4 * 20
+    entries, failures, _ = plot_run(tmp_path, quiet=True, strict=True)
+    assert {e.path.stem for e in entries} == {"patches_mean", "patches_std",
+                                              "patches_drop_vs_yield"}
+    for e in entries:
+        assert pixel_variance(e.path) > MIN_VARIANCE
+
+
+def test_patch_figures_from_summary_only(tmp_path):
+    import json
+
+    # the nested layout femplast.patches writes ({q: {mean, std}}, 'alpha', 'von_mises')
+    rows = [dict(state=s, R=R, alpha=a, size=f"n{R}", count=10,
+                 **{q: dict(mean=1.0 + 0.01 * R + 0.001 * a, std=0.1)
+                    for q in ("tau_i", "tau_c", "dtau_c", "delta_tau_c", "von_mises")})
+            for s in ("quench", "stationary") for R in (3, 6) for a in (0, 90)]
+    (tmp_path / "summary.json").write_text(json.dumps({"patches": rows}))
+    run = load_run(tmp_path)
+    assert len(run.patch_rows) == 8 and run.patch_rows[0]["sigma_vm_mean"] == pytest.approx(1.03)
+    assert run.patch_rows[-1]["alpha_deg"] == 90.0
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True)
+    assert {e.path.stem for e in entries} == {"patches_mean", "patches_std",
+                                              "patches_drop_vs_yield"}
+
+
+def test_calibration_parabola_and_landscape(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = ["k,lambda,chi,L_macro,L_meso_plus,L_meso_minus,L_stat"]
+    for k in np.round(np.arange(1.0, 3.01, 0.1), 2):
+        for lam in (1.8, 2.0, 2.2):
+            for chi in (2.0, 2.25, 2.5):
+                Ls = 0.16 + 0.4 * (k - 2.18) ** 2 + 0.05 * abs(lam - 2.0) + 0.05 * abs(chi - 2.25)
+                Ls += 0.002 * rng.standard_normal()
+                lines.append(f"{k},{lam},{chi},{0.1 + 0.01 * rng.random()},{Ls / 2},{Ls * 1.5},"
+                             f"{Ls}")
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / "sweep.csv").write_text("\n".join(lines) + "\n")
+    run = load_run(tmp_path)
+    assert run.families() == ["calibration"]
+    best_k = np.unique(run.calibration["k"])
+    fit = fit_parabola(best_k, 0.16 + 0.4 * (best_k - 2.18) ** 2)
+    assert fit[0] == pytest.approx(2.18, abs=1e-9)
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True)
+    (e,) = entries
+    assert e.path.name == "calibration.png" and pixel_variance(e.path) > MIN_VARIANCE
+    k_hat = float(e.caption.split("k_hat = ")[1].split(",")[0])
+    assert k_hat == pytest.approx(2.18, abs=0.05)
+    assert "lambda_hat = 2," in e.caption and "chi_hat = 2.25" in e.caption
+
+
+def test_bauschinger_scalar_and_finite_size(tmp_path):
+    import json
+
+    g = np.linspace(0, 0.2, 2001)
+    for stage, a, tau_y in (("reload_0", 0.0, 0.6), ("reverse_90", 90.0, 0.3)):
+        for i in range(3):
+            s = np.minimum(13.2 * g, tau_y + 0.5 * g) + 0.01 * i
+            st = np.zeros((len(g), 3))
+            # resolved on alpha_ext: cos(2a) S_xy + sin(2a) (S_yy - S_xx) / 2
+            st[:, 2] = s if a == 0 else -s
+            write_steps(tmp_path / "stages" / stage / "realizations" / f"r{i:04d}.h5", g, st, a)
+    gs = np.sort(np.random.default_rng(2).uniform(0, 1, 400))  # one row per avalanche
+    for i in range(2):
+        write_steps(tmp_path / "realizations" / f"r{i:04d}.h5", gs, np.tanh(5 * gs),
+                    LOC=0.1 + 0.5 * gs * np.exp(-gs), plastic_strain_variance=gs ** 2,
+                    mean_threshold=1 - 0.3 * gs, internal_stress_std=0.2 + 0 * gs,
+                    stress_before=np.tanh(5 * gs) + 0.01, size=np.ones(400, int))
+    L = np.array([20.0, 40.0, 80.0, 160.0])
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"finite_size": {"L": L.tolist(), "std_sigma_xy": (3 * L ** -0.94).tolist()}}))
+    run = load_run(tmp_path)
+    assert run.families() == ["realizations", "stages", "finite_size"]
+    ga, va = run.stages["reverse_90"][0].gamma, run.stages["reverse_90"][0].resolved()
+    assert va[-1] == pytest.approx(0.3 + 0.5 * ga[-1])  # resolved stress is positive
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True)
+    names = {e.path.stem for e in entries}
+    assert {"bauschinger", "scalar_evolution", "finite_size", "stress_strain",
+            "densities"} <= names
+    (fs,) = [e for e in entries if e.path.stem == "finite_size"]
+    assert "exponent -0.940" in fs.caption
+    for e in entries:
+        assert pixel_variance(e.path) > MIN_VARIANCE, e.path.name
