@@ -262,8 +262,12 @@ def scalar_evolution(run: RunData, saver: Saver) -> list[Entry]:
         return []
     n = len(present)
     with S.style():
-        fig, ax = plt.subplots(1, n, figsize=(min(S.DOUBLE, 2.4 * n + 0.4), 2.5), squeeze=False)
-        ax = ax[0]
+        nr, nc = (2, 2) if n > 2 else (1, n)
+        fig, ax = plt.subplots(nr, nc, figsize=(min(S.DOUBLE, 3.5 * nc), 2.5 * nr),
+                               squeeze=False)
+        ax = ax.ravel()
+        for x in ax[n:]:
+            x.axis("off")
         for i, k in enumerate(present):
             g, v = ensemble(run.realizations, k)
             _band(ax[i], g, v, S.COLORS[i], f"mean of {len(v)}")
@@ -271,7 +275,7 @@ def scalar_evolution(run: RunData, saver: Saver) -> list[Entry]:
             ax[i].set_ylabel(name + unit)
             ax[i].set_xlabel(S.GAMMA)
         ax[0].legend(loc="best")
-        S.panel_letters(ax, x=-0.3)
+        S.panel_letters(ax[:n], x=-0.25)
         fig.tight_layout()
         cap = ("Scalar-model observables versus strain (mean over realizations, band of one "
                "standard deviation): " + ", ".join(present) + ".")
@@ -357,7 +361,8 @@ def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
                     for a in show_a:
                         m = (raw["state"] == s) & (raw["R"] == Rmax) & (raw["alpha_deg"] == a)
                         if q in raw and m.any():
-                            _density(ax, raw[q][m], bins=25, color=S.COLORS[si % 8],
+                            _density(ax, raw[q][m], bins=int(np.clip(np.sqrt(m.sum()), 8, 30)),
+                                     color=S.COLORS[si % 8],
                                      ls=ls.get(a, ":"), label=f"{s}, {a:g}°")
                 ax.set_xlabel(f"{name} {sym} [{S.U_STRESS}]")
                 ax.set_ylabel(f"$P(${sym}$)$, R = {Rmax:g}")
@@ -493,19 +498,19 @@ def calibration(run: RunData, saver: Saver) -> list[Entry]:
             k, L = best["k"][mb], best["L_stat"][mb]
             o = np.argsort(k)
             ax[1].plot(k[o], L[o], "o", color=c, label=lab or r"$L_{\rm stat}$ (best per k)")
+            ax[1].set_ylim(top=L.max() + 0.35 * (L.max() - L.min()))
             fit = fit_parabola(k, L)
             if fit:
                 kh, Lh, coef, used = fit
                 xx = np.linspace(k[used].min(), k[used].max(), 100)
-                ax[1].plot(xx, np.polyval(coef, xx), "-", color=c, lw=0.9)
-                ax[1].plot([kh], [Lh], "*", ms=10, color=c)
                 lam = np.interp(kh, k[o], best["lambda"][mb][o]) if "lambda" in best else np.nan
                 chi = np.interp(kh, k[o], best["chi"][mb][o]) if "chi" in best else np.nan
+                ax[1].plot(xx, np.polyval(coef, xx), "-", color=c, lw=0.9,
+                           label=rf"parabola: $\hat k$ = {kh:.2f}, $\hat\lambda$ = {lam:.2f}, "
+                                 rf"$\hat\chi$ = {chi:.2f}")
+                ax[1].plot([kh], [Lh], "*", ms=10, color=c)
                 notes.append(f"{lab + ': ' if lab else ''}k_hat = {kh:.3g}, L_stat_hat = "
                              f"{Lh:.3g}, lambda_hat = {lam:.3g}, chi_hat = {chi:.3g}")
-                ax[1].annotate(rf"$\hat k$ = {kh:.2f}, $\hat\lambda$ = {lam:.2f}, "
-                               rf"$\hat\chi$ = {chi:.2f}", (kh, Lh), xytext=(0, -22),
-                               textcoords="offset points", ha="center", fontsize=7, color=c)
         ax[0].set_ylabel(clab["L_macro"])
         ax[1].set_ylabel(clab["L_stat"])
         lv0 = ls[0]
@@ -517,7 +522,7 @@ def calibration(run: RunData, saver: Saver) -> list[Entry]:
         ax[2].set_ylabel("relative error" + ("" if lv0 is None else f" (l = {lv0:g})"))
         for x in ax[:3]:
             x.set_xlabel(r"Weibull exponent $k$")
-            x.legend(fontsize=6.5)
+            x.legend(fontsize=6.5, loc="upper center" if x is ax[1] else "best")
         # landscape over (lambda, chi) at the k closest to the optimum
         if "lambda" in t and "chi" in t:
             fit = fit_parabola(best["k"][m0], best["L_stat"][m0])

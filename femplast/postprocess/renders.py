@@ -96,7 +96,7 @@ def _bar(pl, mesh, name, clim, cmap):
     _frame(pl, mesh, name, clim, cmap, "", False, opacity=0.0)
     pl.add_scalar_bar(title=name, vertical=True, fmt="%.3g", color="black",
                       title_font_size=15, label_font_size=13, position_x=0.08,
-                      position_y=0.1, width=0.38, height=0.78, n_labels=5)
+                      position_y=0.08, width=0.38, height=0.74, n_labels=5)
 
 
 def render_field(xdmf: Path, name: str, out: Path, times=None, panel=360) -> Entry:
@@ -108,7 +108,7 @@ def render_field(xdmf: Path, name: str, out: Path, times=None, panel=360) -> Ent
     clim, cmap = color_range(vals)
     n = len(idx)
     pl = _plotter((1, n + 1), (int(panel * (n + 0.45)), panel), [1.0] * n + [0.45])
-    edges = len(cells) <= 4096
+    edges = len(cells) <= 1024
     for j, (i, v) in enumerate(zip(idx, vals, strict=True)):
         pl.subplot(0, j)
         m = g.copy()
@@ -167,7 +167,7 @@ def animate(g, values: np.ndarray, gammas, out: Path, name="eps_pl_xy", size=(56
     pl.subplot(0, 1)
     _bar(pl, m.copy(), name, clim, cmap)
     pl.subplot(0, 0)
-    _frame(pl, m, name, clim, cmap, "", g.n_cells <= 4096)
+    _frame(pl, m, name, clim, cmap, "", g.n_cells <= 1024)
     frames = []
     for v, gm in zip(values, gammas, strict=True):
         m.cell_data[name] = v
