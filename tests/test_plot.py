@@ -262,3 +262,50 @@ def test_bauschinger_scalar_and_finite_size(tmp_path):
     assert "exponent -0.940" in fs.caption
     for e in entries:
         assert pixel_variance(e.path) > MIN_VARIANCE, e.path.name
+
+
+# ----------------------------------------------------------------------------- real outputs
+def test_patch_tables_of_a_real_run_match_its_summary(tmp_path):
+    from femplast.postprocess import figures
+
+    out = tmp_path / "run"
+    assert cli_main([str(ROOT / "cases" / "patches_small.yaml"), "--out", str(out),
+                     "--quiet"]) == 0
+    run = load_run(out)
+    rows = {(r["state"], round(r["R"], 9), r["alpha_deg"]): r for r in figures.patch_table(run)}
+    entries = run.summary["patches"]["entries"]
+    assert len(entries) == len(rows) > 0  # every (state, size, alpha), 'stationary' pooled
+    for e in entries:
+        r = rows[(e["state"], round(e["R"], 9), e["alpha"])]
+        assert r["n"] == e["count"]
+        for q, name in (("tau_c", "tau_c"), ("delta_tau_c", "delta_tau_c"),
+                        ("von_mises", "sigma_vm")):
+            assert r[f"{name}_mean"] == pytest.approx(e[q]["mean"], abs=1e-12)
+            assert r[f"{name}_std"] == pytest.approx(e[q]["std"], abs=1e-9)
+    (entry,) = figures.patches_std(run, figures.Saver(tmp_path / "figs"))
+    assert "initial, stationary" in entry.caption  # single probes folded into 'stationary'
+    assert pixel_variance(entry.path) > MIN_VARIANCE
+
+
+def test_scalar_run_figures(tmp_path):
+    from femplast.postprocess import figures
+
+    out = tmp_path / "run"
+    assert cli_main([str(ROOT / "cases" / "scalar_esl_soft.yaml"), "--out", str(out), "--quiet",
+                     "--realizations", "2", "--set", "scalar.fit.flow_stress=null",
+                     "--set", "output.fields=false"]) == 0
+    run = load_run(out)
+    r = run.realizations[0]
+    assert not r.uniform_steps and not r.tensorial
+    g, s = r.curve()  # saw-tooth: loading peak then post-avalanche stress at each row
+    assert len(g) == 2 * len(r.gamma) and (s[::2] >= s[1::2] - 1e-12).all()
+    assert [fn.__name__ for fn in figures.FIGURES if figures.applies(fn, run)] == [
+        "stress_strain", "macro_densities", "scalar_evolution"]
+    saver = figures.Saver(tmp_path / "figs")
+    (e,) = figures.scalar_evolution(run, saver)
+    assert all(k in e.caption for k in ("LOC", "plastic_strain_variance", "mean_threshold",
+                                        "internal_stress_std"))
+    (d,) = figures.macro_densities(run, saver)
+    assert "increments" not in d.caption  # no fixed loading step in extremal dynamics
+    for p in (e.path, d.path):
+        assert pixel_variance(p) > MIN_VARIANCE

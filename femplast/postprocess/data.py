@@ -49,6 +49,21 @@ class Realization:
     alpha_deg: float = 0.0
 
     @property
+    def uniform_steps(self) -> bool:
+        """Fixed strain increments (AQS steps), not one row per avalanche."""
+        d = np.diff(self.gamma)
+        return len(d) > 0 and bool(np.allclose(d, d[0], rtol=1e-6, atol=1e-12))
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gamma, resolved stress) for a stress-strain plot; with one row per avalanche and a
+        ``stress_before`` column, the loading peaks are interleaved (saw-tooth)."""
+        s = self.resolved()
+        if "stress_before" not in self.steps:
+            return self.gamma, s
+        b = self.resolved(self.steps["stress_before"])
+        return np.repeat(self.gamma, 2), np.column_stack([b, s]).ravel()
+
+    @property
     def tensorial(self) -> bool:
         return self.stress is not None and self.stress.ndim == 2
 
@@ -151,8 +166,49 @@ def ensemble(reals: list[Realization], key: str | None = None):
     return grid, np.vstack([np.interp(grid, g, v) for g, v in rows])
 
 
-def read_patches(folder: Path) -> dict[str, np.ndarray] | None:
-    """Concatenated patch-test rows of every ``patches/r*.h5`` (``state`` as str)."""
+def _patch_tables(f, stationary_from: float | None) -> list[dict[str, np.ndarray]]:
+    """Rows of the layout femplast.patches writes: groups ``s<i>`` (attrs ``label``,
+    ``gamma_ext``) holding one group per patch size (attr ``R``) with (position, alpha)
+    arrays ``tau_i, tau_c, dtau_c, delta_tau_c``, per-position ``von_mises``, ``alpha`` and
+    ``complete``. Probes at ``gamma_ext >= stationary_from`` are also pooled as 'stationary'."""
+    import h5py
+
+    out = []
+    for sg in f.values():
+        if not isinstance(sg, h5py.Group):
+            continue
+        label = sg.attrs.get("label", sg.name.strip("/"))
+        label = label.decode() if isinstance(label, bytes) else str(label)
+        gx = float(sg.attrs.get("gamma_ext", np.nan))
+        labels = [label]
+        if stationary_from is not None and label != "initial" and gx >= stationary_from:
+            labels.append("stationary")
+        for t in sg.values():
+            if not (isinstance(t, h5py.Group) and "tau_c" in t and "alpha" in t):
+                continue
+            alpha = np.asarray(t["alpha"], float)
+            tc = np.asarray(t["tau_c"], float)
+            P, A = tc.shape
+            ok = np.isfinite(tc)
+            if "complete" in t:
+                ok &= np.asarray(t["complete"], bool)
+            ok = ok.ravel()
+            rows = {"R": np.full(P * A, float(t.attrs["R"]))[ok],
+                    "alpha_deg": np.tile(alpha, P)[ok]}
+            for q in ("tau_i", "tau_c", "dtau_c", "delta_tau_c", "von_mises", "sigma_vm"):
+                if q in t:
+                    v = np.asarray(t[q], float)
+                    v = np.repeat(v, A) if v.ndim == 1 else v.ravel()
+                    rows[ALIASES.get(q, q)] = v[ok]
+            for lab in labels:
+                out.append(dict(rows, state=np.full(ok.sum(), lab)))
+    return out
+
+
+def read_patches(folder: Path, stationary_from: float | None = None
+                 ) -> dict[str, np.ndarray] | None:
+    """Concatenated patch-test rows of every ``patches/r*.h5`` (``state`` as str): 1-D rows
+    (documented format) or femplast.patches' per-state/per-size groups."""
     import h5py
 
     cols: dict[str, list[np.ndarray]] = {}
@@ -160,6 +216,11 @@ def read_patches(folder: Path) -> dict[str, np.ndarray] | None:
         with h5py.File(p, "r") as f:
             g = f["patches"] if "patches" in f else f
             data = _read_group(g)
+            if "R" not in data:
+                for t in _patch_tables(g, stationary_from):
+                    for k, v in t.items():
+                        cols.setdefault(k, []).append(v)
+                continue
         for a, k in ALIASES.items():
             if a in data and k not in data:
                 data[k] = data[a]
@@ -322,7 +383,11 @@ def load_run(outdir: str | Path) -> RunData:
             rs = read_realizations(d / "realizations")
             if rs:
                 stages[d.name] = rs
-    patches = read_patches(outdir / "patches") if (outdir / "patches").is_dir() else None
+    try:
+        g0 = float(summary["case"]["loading"]["stationary_from"])
+    except (TypeError, KeyError):
+        g0 = None
+    patches = read_patches(outdir / "patches", g0) if (outdir / "patches").is_dir() else None
     rows = patch_summary_rows(summary) if summary else []
     cal = find_calibration(outdir)
     fs = (summary or {}).get("finite_size")

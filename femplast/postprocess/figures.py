@@ -65,13 +65,14 @@ def _density(ax, x, bins=40, log=False, **kw):
     if len(x) == 0:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
         return
-    if log and x.max() > x.min():
+    if x.max() - x.min() <= 1e-12 * max(1.0, abs(x).max()):  # a delta: mark its position
+        kw.pop("ls", None)
+        ax.axvline(x[0], lw=1.5, **kw)
+        return
+    if log:
         edges = np.logspace(np.log10(x.min()), np.log10(x.max()) + 1e-9, bins)
-    elif x.max() > x.min():
+    else:
         edges = np.linspace(x.min(), x.max(), bins)
-    else:  # a single value: one narrow bin
-        w = max(abs(x[0]) * 1e-3, 1e-12)
-        edges = np.array([x[0] - w, x[0] + w])
     h, e = np.histogram(x, edges, density=True)
     c = np.sqrt(e[1:] * e[:-1]) if log else 0.5 * (e[1:] + e[:-1])
     ok = h > 0
@@ -105,7 +106,7 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
     with S.style():
         fig, ax = plt.subplots(1, 2, figsize=(S.DOUBLE, 2.7), sharey=True)
         r = reals[0]
-        ax[0].plot(r.gamma, r.resolved(), color=S.COLORS[0], lw=0.8)
+        ax[0].plot(*r.curve(), color=S.COLORS[0], lw=0.8)
         ax[0].set_title(f"single realization ({r.name})")
         _band(ax[1], g, vals, S.COLORS[1], f"mean of {len(vals)} realizations")
         ax[1].set_title("ensemble")
@@ -133,44 +134,53 @@ def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
         m, _ = _stationary(run, r.gamma)
         s = r.resolved()
         sig.append(s[m])
-        inc.append(np.diff(s)[m[1:]])
+        if r.uniform_steps:  # increments per fixed loading step (AQS)
+            inc.append(np.diff(s)[m[1:]])
         dg = r.drop_gamma()
         drops.append(r.drops()[dg > g0] if len(dg) else r.drops())
         sz = r.sizes()
         if sz is not None:
             sizes.append(sz[1][sz[0] > g0])
-    sig, inc, drops = np.concatenate(sig), np.concatenate(inc), np.concatenate(drops)
+    sig, drops = np.concatenate(sig), np.concatenate(drops)
+    inc = np.concatenate(inc) if inc else None
     sizes = np.concatenate(sizes) if sizes else None
-    n = 4 if sizes is not None else 3
+    panels = [p for p, ok in (("sig", True), ("drop", True), ("inc", inc is not None),
+                              ("size", sizes is not None)) if ok]
+    n = len(panels)
     with S.style():
-        fig, ax = plt.subplots(2, 2, figsize=(S.DOUBLE, 4.8))
-        ax = ax.ravel()
-        if n == 3:
-            ax[3].axis("off")
-        _density(ax[0], sig, color=S.COLORS[0])
-        ax[0].set_xlabel(S.stress_label(a))
-        ax[0].set_ylabel(rf"$P(${S.stress_symbol(a)}$)$")
-        _density(ax[1], drops, log=True, color=S.COLORS[1])
-        ax[1].set_xscale("log")
-        ax[1].set_yscale("log")
-        ax[1].set_xlabel(S.stress_label(a, "drop"))
-        ax[1].set_ylabel(rf"$P(${S.stress_symbol(a, 'drop')}$)$")
-        _density(ax[2], inc, color=S.COLORS[2])
-        ax[2].set_yscale("log")
-        ax[2].set_xlabel(S.stress_label(a, "inc"))
-        ax[2].set_ylabel(rf"$P(${S.stress_symbol(a, 'inc')}$)$")
+        fig, axs = plt.subplots(2, 2, figsize=(S.DOUBLE, 4.8))
+        axs = axs.ravel()
+        for x in axs[n:]:
+            x.axis("off")
+        ax = dict(zip(panels, axs, strict=False))
+        _density(ax["sig"], sig, color=S.COLORS[0])
+        ax["sig"].set_xlabel(S.stress_label(a))
+        ax["sig"].set_ylabel(rf"$P(${S.stress_symbol(a)}$)$")
+        _density(ax["drop"], drops, log=True, color=S.COLORS[1])
+        ax["drop"].set_xscale("log")
+        ax["drop"].set_yscale("log")
+        ax["drop"].set_xlabel(S.stress_label(a, "drop"))
+        ax["drop"].set_ylabel(rf"$P(${S.stress_symbol(a, 'drop')}$)$")
+        parts = [f"external stress ({len(sig)} values)", f"stress drops of avalanches "
+                 f"({len(drops)})"]
+        if inc is not None:
+            _density(ax["inc"], inc, color=S.COLORS[2])
+            ax["inc"].set_yscale("log")
+            ax["inc"].set_xlabel(S.stress_label(a, "inc"))
+            ax["inc"].set_ylabel(rf"$P(${S.stress_symbol(a, 'inc')}$)$")
+            parts.append("stress increments per loading step")
         if sizes is not None:
-            _density(ax[3], sizes, bins=20, log=True, color=S.COLORS[3])
-            ax[3].set_xscale("log")
-            ax[3].set_yscale("log")
-            ax[3].set_xlabel(r"avalanche size $S$ [slip events]")
-            ax[3].set_ylabel(r"$P(S)$")
-        S.panel_letters(ax[:n], x=-0.2)
+            _density(ax["size"], sizes, bins=20, log=True, color=S.COLORS[3])
+            ax["size"].set_xscale("log")
+            ax["size"].set_yscale("log")
+            ax["size"].set_xlabel(r"avalanche size $S$ [slip events]")
+            ax["size"].set_ylabel(r"$P(S)$")
+            parts.append(f"avalanche sizes ({len(sizes)})")
+        S.panel_letters(axs[:n], x=-0.2)
         fig.tight_layout()
         cap = (f"Probability densities in the stationary regime (gamma_ext > {g0:g}), "
-               f"{len(reals)} realizations: (a) external stress ({len(sig)} steps), (b) stress "
-               f"drops of avalanches ({len(drops)}), (c) stress increments per loading step"
-               + (f", (d) avalanche sizes ({len(sizes)})." if sizes is not None else "."))
+               f"{len(reals)} realizations: "
+               + ", ".join(f"({chr(97 + i)}) {t}" for i, t in enumerate(parts)) + ".")
         return [saver.save(fig, "densities", cap)]
 
 
@@ -199,7 +209,7 @@ def rms_deviation(reals: list[Realization], g0: float, widths=None):
 
 
 def rms(run: RunData, saver: Saver) -> list[Entry]:
-    reals = [r for r in run.realizations if r.stress is not None]
+    reals = [r for r in run.realizations if r.stress is not None and r.uniform_steps]
     if not reals:
         return []
     _, g0 = _stationary(run, reals[0].gamma)
@@ -332,6 +342,13 @@ def patch_table(run: RunData) -> list[dict]:
     return rows
 
 
+def _main_states(states: list[str]) -> list[str]:
+    """With a pooled 'stationary' state, its single probes (gamma_ext=...) are left out."""
+    if "stationary" in states:
+        return [s for s in states if not s.startswith("gamma_ext=")]
+    return states
+
+
 def _sel(rows, **kw):
     return [r for r in rows if all(np.isclose(r[k], v) if isinstance(v, float) else r[k] == v
                                    for k, v in kw.items())]
@@ -342,7 +359,7 @@ def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
     qs = [q for q in PATCH_QUANTITIES if any(f"{q}_{stat}" in r for r in rows)]
     if not qs:
         return []
-    states = list(dict.fromkeys(r["state"] for r in rows))
+    states = _main_states(list(dict.fromkeys(r["state"] for r in rows)))
     Rmax = max(r["R"] for r in rows)
     alphas = sorted({r["alpha_deg"] for r in rows})
     show_a = [a for a in (0.0, 90.0) if a in alphas] or alphas[:1]
@@ -365,7 +382,7 @@ def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
                                      color=S.COLORS[si % 8],
                                      ls=ls.get(a, ":"), label=f"{s}, {a:g}°")
                 ax.set_xlabel(f"{name} {sym} [{S.U_STRESS}]")
-                ax.set_ylabel(f"$P(${sym}$)$, R = {Rmax:g}")
+                ax.set_ylabel(f"$P(${sym}$)$, R = {Rmax:.3g}")
                 c0 = 1
             ax = axes[i, c0]
             for si, s in enumerate(states):
@@ -387,7 +404,7 @@ def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
                     ax.plot([r["alpha_deg"] for r in rr], [r[f"{q}_{stat}"] for r in rr], "o-",
                             color=S.COLORS[si % 8], label=s)
             ax.set_xlabel(r"shear orientation $\alpha$ [°]")
-            ax.set_ylabel(f"{sy}, R = {Rmax:g}")
+            ax.set_ylabel(f"{sy}, R = {Rmax:.3g}")
         axes[0, c0].legend(fontsize=6.5)
         axes[0, c0 + 1].legend(fontsize=6.5)
         S.panel_letters(axes.ravel(), x=-0.32)
@@ -397,7 +414,7 @@ def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
                + ("densities at the largest R (first column), " if ncol == 3 else "")
                + f"{what} versus patch radius R (alpha = {', '.join(f'{a:g}' for a in show_a)}"
                f" deg; solid forward, dashed backward) and versus orientation alpha at "
-               f"R = {Rmax:g}, for each state ({', '.join(states)}).")
+               f"R = {Rmax:.3g}, for each state ({', '.join(states)}).")
         return [saver.save(fig, f"patches_{stat}", cap)]
 
 
@@ -414,7 +431,7 @@ def patches_drop_vs_yield(run: RunData, saver: Saver) -> list[Entry]:
     if not rows:
         return []
     Rmax = max(r["R"] for r in rows)
-    states = list(dict.fromkeys(r["state"] for r in rows))
+    states = _main_states(list(dict.fromkeys(r["state"] for r in rows)))
     with S.style():
         fig, ax = plt.subplots(figsize=S.SINGLE)
         for si, s in enumerate(states):
@@ -430,7 +447,7 @@ def patches_drop_vs_yield(run: RunData, saver: Saver) -> list[Entry]:
         ax.set_ylabel(rf"$\langle\delta\tilde\tau_c\rangle$ [{S.U_STRESS}]")
         ax.legend()
         fig.tight_layout()
-        cap = (f"Mean local stress drop versus mean yield stress at R = {Rmax:g} over "
+        cap = (f"Mean local stress drop versus mean yield stress at R = {Rmax:.3g} over "
                "orientations alpha, per state (paper Fig. 5c).")
         return [saver.save(fig, "patches_drop_vs_yield", cap)]
 
@@ -586,7 +603,8 @@ def applies(fn, run: RunData) -> bool:
     """Whether a figure function has data in this run (cheap check, no plotting)."""
     tens = any(r.stress is not None for r in run.realizations)
     return {
-        stress_strain: tens, macro_densities: tens, rms: tens,
+        stress_strain: tens, macro_densities: tens,
+        rms: any(r.stress is not None and r.uniform_steps for r in run.realizations),
         plastic_activity: any({"eps_pl", "n_events"} & set(r.steps) for r in run.realizations),
         scalar_evolution: any(set(SCALAR_OBSERVABLES) & set(r.steps) for r in run.realizations),
         bauschinger: bool(run.stages),
