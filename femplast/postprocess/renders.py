@@ -151,8 +151,10 @@ def plastic_strain_frames(events: dict, num_cells: int, steps: np.ndarray, dgamm
 def write_gif(frames: list[np.ndarray], out: Path, ms: int = 150, hold: int = 6):
     from PIL import Image
 
-    ims = [Image.fromarray(f).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
-           for f in frames]
+    rgb = [Image.fromarray(f).convert("RGB") for f in frames]
+    # one palette for every frame (from the last, which spans the colour bar): no flicker
+    pal = rgb[-1].quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    ims = [im.quantize(palette=pal, dither=Image.Dither.NONE) for im in rgb]
     ims += [ims[-1]] * hold  # linger on the final state
     ims[0].save(out, save_all=True, append_images=ims[1:], duration=ms, loop=0, optimize=True)
 
