@@ -8,7 +8,12 @@ Entry points: ``python -m femplast plot OUTDIR [--out FIGDIR] [--quiet]``,
 
 Formats of families written by other parts of femplast (assumed where not yet produced):
 
-* patch statistics: ``patches/rNNNN.h5``, 1-D datasets with one entry per patch test:
+* patch statistics, as femplast.patches writes them (read and checked against its summary):
+  ``patches/rNNNN.h5`` groups ``s<i>`` (attrs ``label``, ``gamma_ext``) > one group per size
+  (attr ``R``) with (position, alpha) arrays ``tau_i, tau_c, dtau_c, delta_tau_c, complete``,
+  per-position ``von_mises`` and ``alpha``; probes at ``gamma_ext >= stationary_from`` are
+  pooled as state 'stationary' (as its summary does). Also accepted (the issue's format):
+  ``patches/rNNNN.h5`` with 1-D datasets, one entry per patch test:
   ``state`` (str or int), ``R``, ``alpha_deg``, ``tau_i``, ``tau_c``, ``dtau_c``,
   ``delta_tau_c``, ``sigma_vm`` (at the root or in a ``patches`` group); or only
   ``summary.json["patches"]``: a list of ``{state, R, alpha_deg, <q>_mean, <q>_std}`` (also
