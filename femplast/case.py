@@ -120,6 +120,10 @@ class RunSection:
 
     realizations: int = key(1, "number of independent realizations", min=1)
     seed: int = key(0, "base seed; realization i uses numpy SeedSequence([seed, i])", min=0)
+    parallel: str = key("realizations", "under mpirun: 'realizations' spreads realizations over "
+                        "ranks (one sample per rank); 'sample' distributes each sample's mesh "
+                        "over all ranks (FE solve with the direct backend; for samples too big "
+                        "for one core)", choices=("realizations", "sample"))
 
 
 @dataclass
@@ -449,6 +453,16 @@ def _check_consistency(case: Case) -> None:
     if case.initial.state is not None and not resolve_path(case, case.initial.state).is_file():
         raise FemplastInputError("initial.state", case.initial.state, "an existing state file")
     be = case.redistribution.backend
+    if case.run.parallel == "sample":
+        if be not in ("auto", "direct"):
+            raise FemplastInputError("redistribution.backend", be,
+                                     "'direct' or 'auto' with run.parallel: sample")
+        if case.model != "tensorial":
+            raise FemplastInputError("run.parallel", "sample", "only with model: tensorial")
+        if getattr(case, "patches", None) is not None and case.patches.enabled:
+            raise FemplastInputError("run.parallel", "sample",
+                                     "'realizations' when patches.enabled (patch tests run "
+                                     "on one rank)")
     if be == "propagator" and m.kind != "quad":
         raise FemplastInputError("redistribution.backend", be,
                                  "'propagator' needs mesh.kind: quad (use dense, direct or auto)")

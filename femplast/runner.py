@@ -71,7 +71,9 @@ def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp
 
 
 def run_realization(case: Case, model, index: int, outdir: Path, progress: Progress,
-                    initial=None, event_log: bool = False) -> dict:
+                    initial=None, event_log: bool = False, write: bool = True) -> dict:
+    """One realization (on this rank, or collectively when the model's mesh is distributed:
+    every rank then runs the same replicated dynamics and only ``write`` ranks write)."""
     from femplast.dynamics import AQSDriver
     from femplast.model import realization_rng
 
@@ -129,27 +131,30 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
     gam, stress, epl, nev = steps_table(rec, k_end, ld.dgamma_ext, Rm, int0, np.zeros(3))
     before = from_dsp(rec[:, 3:6].T)
     after = from_dsp(rec[:, 6:9].T)
-    (outdir / "realizations").mkdir(parents=True, exist_ok=True)
-    with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
-        f.attrs.update(dict(realization=index, seed=seed, femplast_version=femplast.__version__,
-                            backend=model.backend, wall_time=wall, num_events=drv.num_events))
-        write_group(f, "steps", dict(gamma_ext=gam, stress=stress, eps_pl=epl, n_events=nev),
-                    dict(doc="per increment after the avalanche: mean stress [xx,yy,xy], mean "
-                             "plastic strain [xx,yy,xy], slip events"))
-        write_group(f, "avalanches", dict(
-            step=rec[:, 0].astype(np.int64), gamma_ext=rec[:, 0] * ld.dgamma_ext,
-            size=rec[:, 1].astype(np.int64), relaxation_steps=rec[:, 2].astype(np.int64),
-            stress_before=before, stress_after=after, drop_xy=before[:, 2] - after[:, 2]))
-        g_end = drv.gamma_ext
-        write_group(f, "state", dict(
-            stress=model.total_stress(st, g_end, alpha), sigma0=from_dsp(st.sigma0),
-            eps_pl=st.eps_pl, theta=st.theta, tau_c=st.tauc),
-            dict(gamma_ext=g_end, alpha_ext=ld.alpha_ext,
-                 rng_state=json.dumps(st.rng.bit_generator.state)))
-        if event_log:
-            ei, ef = drv.event_table()
-            write_group(f, "events", dict(cell=ei[:, 0], step=ei[:, 1], theta=ef[:, 0],
-                                          d_gamma=ef[:, 1], tau=ef[:, 2], self_response=ef[:, 3]))
+    state_stress = model.total_stress(st, drv.gamma_ext, alpha)
+    if write:
+        (outdir / "realizations").mkdir(parents=True, exist_ok=True)
+        with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
+            f.attrs.update(dict(realization=index, seed=seed,
+                                femplast_version=femplast.__version__, backend=model.backend,
+                                wall_time=wall, num_events=drv.num_events))
+            write_group(f, "steps", dict(gamma_ext=gam, stress=stress, eps_pl=epl, n_events=nev),
+                        dict(doc="per increment after the avalanche: mean stress [xx,yy,xy], "
+                                 "mean plastic strain [xx,yy,xy], slip events"))
+            write_group(f, "avalanches", dict(
+                step=rec[:, 0].astype(np.int64), gamma_ext=rec[:, 0] * ld.dgamma_ext,
+                size=rec[:, 1].astype(np.int64), relaxation_steps=rec[:, 2].astype(np.int64),
+                stress_before=before, stress_after=after, drop_xy=before[:, 2] - after[:, 2]))
+            write_group(f, "state", dict(
+                stress=state_stress, sigma0=from_dsp(st.sigma0), eps_pl=st.eps_pl,
+                theta=st.theta, tau_c=st.tauc),
+                dict(gamma_ext=drv.gamma_ext, alpha_ext=ld.alpha_ext,
+                     rng_state=json.dumps(st.rng.bit_generator.state)))
+            if event_log:
+                ei, ef = drv.event_table()
+                write_group(f, "events", dict(cell=ei[:, 0], step=ei[:, 1], theta=ef[:, 0],
+                                              d_gamma=ef[:, 1], tau=ef[:, 2],
+                                              self_response=ef[:, 3]))
     g0 = case.loading.stationary_from
     stat = gam > g0
     av = rec[:, 0] * ld.dgamma_ext > g0
@@ -165,7 +170,7 @@ def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) 
     box = build_box(case, comm)
     el = PeriodicElasticity(box, case.elasticity.G, case.elasticity.B)
     inc = case.inclusion
-    mid = el.gather(box.midpoints())
+    mid = el.gather(box.midpoints()[el._dolfinx_cells])  # local canonical order
     r = np.hypot(mid[:, 0] - box.L / 2, mid[:, 1] - box.L / 2)
     inside = r <= inc.radius
     if not inside.any():
@@ -302,17 +307,20 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
     elif case.model == "scalar":
         summary.update(run_scalar(case, outdir, comm, progress))
     else:
-        model = build_model(case, MPI.COMM_SELF)
+        sample = case.run.parallel == "sample"
+        model = build_model(case, comm if sample else MPI.COMM_SELF)
         initial = None
         if case.initial.state:
             initial = load_initial_state(resolve_path(case, case.initial.state), model)
-        mine = range(comm.rank, case.run.realizations, comm.size)
+        mine = (range(case.run.realizations) if sample
+                else range(comm.rank, case.run.realizations, comm.size))
         results = []
         for i in mine:
-            results.append(run_realization(case, model, i, outdir, progress, initial, event_log))
+            results.append(run_realization(case, model, i, outdir, progress, initial, event_log,
+                                           write=not sample or comm.rank == 0))
             progress(f"realization {i + 1}/{case.run.realizations} done: "
                      f"{results[-1]['events']} events in {results[-1]['wall']:.2f} s", True)
-        allres = comm.gather(results, root=0)
+        allres = [results] if sample else comm.gather(results, root=0)
         if comm.rank == 0:
             res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
             sxy = np.concatenate([r["sxy"] for r in res])
