@@ -32,7 +32,7 @@ PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
 # return codes
 RC_END, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_STOP = 0, 1, 2, 3, 4
 # slots of the integer state vector
-S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS = range(9)
+S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE = range(10)
 NSTATE = 12
 # float parameters
 F_DGAM, F_CHI, F_ALPHAP, F_POFF, F_THR0, F_THR1, F_TOL, F_FIXEDDG = range(8)
@@ -252,7 +252,6 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
     kend = ipar[I_KEND]
     kstop = ipar[I_KSTOP]
     nx = ipar[I_NX]
-    events0 = st[S_EVENTS]
     while True:
         ph = st[S_PHASE]
         k = st[S_K]
@@ -299,7 +298,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 if k == kstop:
                     return RC_STOP
                 continue
-            if st[S_EVENTS] - events0 >= ipar[I_MAXEV]:
+            if st[S_EVENTS] - st[S_EVBASE] >= ipar[I_MAXEV]:
                 return RC_BUDGET
             for i in range(na):
                 c = act_cell[i]
@@ -447,6 +446,8 @@ class AQSDriver:
         self.ipar[I_KSTOP] = -1 if k_stop is None else int(k_stop)
         if max_events is not None:
             self.ipar[I_MAXEV] = int(max_events)
+        # the budget counts from here, across re-entries after external redistributions
+        self.st[S_EVBASE] = self.st[S_EVENTS]
         while True:
             rc = aqs_advance(s.rng, m.redist.mode, self.st, self.fpar, self.ipar, s.sig, self.R,
                              s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
