@@ -32,7 +32,8 @@ PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
 # return codes
 RC_END, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_STOP = 0, 1, 2, 3, 4
 # slots of the integer state vector
-S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE = range(10)
+S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE, S_SCANNED = (
+    range(11))
 NSTATE = 12
 # float parameters
 F_DGAM, F_CHI, F_ALPHAP, F_POFF, F_THR0, F_THR1, F_TOL, F_FIXEDDG = range(8)
@@ -124,43 +125,102 @@ def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
 
 
 @njit(cache=True)
-def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
-    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1."""
-    kmin = kend + 1
+def _cell_active_at(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    d = sig[0, c] + gam * R[0, c]
+    s = sig[1, c] + gam * R[1, c]
+    shift = _pressure_shift(c, gam, sig, R, alpha_p, p_off)
+    for n in range(sin2.shape[1]):
+        if tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s) < 0.0:
+            return True
+    return False
+
+
+@njit(cache=True)
+def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k, ref,
+                     margin, tol):
+    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1.
+
+    One pass estimates, per cell, the first unstable increment from the linear growth of
+    every system's resolved stress; the estimate can be off by one through round-off, so it is
+    settled with the exact activity test (the expression the stepwise protocol evaluates) on
+    the cells whose estimate is within one increment of the minimum. (A system whose stress
+    rate is below ~1e-12 could in principle tie within round-off without being a candidate.)
+    Cells whose margin (minus their drift since their last scan) cannot be used up by the load
+    before the best increment found so far are skipped: the load moves the stress by
+    ``dgam |R|`` per increment in the deviatoric plane, and ``(sin 2theta, cos 2theta)`` is a
+    unit vector.
+    """
+    kmin = kend + 2
     for c in range(sig.shape[1]):
+        rn = math.sqrt(R[0, c] * R[0, c] + R[1, c] * R[1, c]) + alpha_p * abs(R[2, c])
+        dd = sig[0, c] - ref[0, c]
+        ds = sig[1, c] - ref[1, c]
+        room = margin[c] - tol - math.sqrt(dd * dd + ds * ds)
+        if alpha_p != 0.0:
+            room -= alpha_p * abs(sig[2, c] - ref[2, c])
+        if room > 0.0 and (rn == 0.0 or room > (kmin + 2 - k0) * dgam * rn):
+            cell_k[c] = kend + 2
+            continue
         d0 = sig[0, c]
         s0 = sig[1, c]
         sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, p_off)
         rp = alpha_p * R[2, c]
+        kc = kend + 2
         for n in range(sin2.shape[1]):
             a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
             r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
             if r > 0.0:
                 g = a / r / dgam
-                if g < kmin:
+                if g < kc:
                     kn = int(math.floor(g)) + 1
                     if kn <= k0:
                         kn = k0 + 1
-                    if kn < kmin:
-                        kmin = kn
-    # the estimate can be off by one through round-off: settle it with the exact test
-    if kmin > kend:
+                    if kn < kc:
+                        kc = kn
+        cell_k[c] = kc
+        if kc < kmin:
+            kmin = kc
+    if kmin > kend + 1:
         kmin = kend + 1
-        if any_active_at(kend * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
-            kmin = kend
-        else:
-            return kend + 1
     while True:
-        if not any_active_at(kmin * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+        if kmin > kend:
+            # nothing expected before the end: confirm at kend with the candidates
+            kmin = kend
+            found = False
+            for c in range(sig.shape[1]):
+                if cell_k[c] <= kend + 1 and _cell_active_at(c, kend * dgam, sig, R, sin2,
+                                                            cos2, tauc, alpha_p, p_off):
+                    found = True
+                    break
+            if not found:
+                return kend + 1
+        active = False
+        earlier = False
+        for c in range(sig.shape[1]):
+            if cell_k[c] <= kmin + 1:
+                if not active and _cell_active_at(c, kmin * dgam, sig, R, sin2, cos2, tauc,
+                                                  alpha_p, p_off):
+                    active = True
+                if kmin - 1 > k0 and _cell_active_at(c, (kmin - 1) * dgam, sig, R, sin2, cos2,
+                                                     tauc, alpha_p, p_off):
+                    earlier = True
+                    break
+        if earlier:
+            kmin -= 1
+        elif not active:
             kmin += 1
             if kmin > kend:
                 return kend + 1
-            continue
-        if kmin - 1 > k0 and any_active_at((kmin - 1) * dgam, sig, R, sin2, cos2, tauc,
-                                           alpha_p, p_off):
-            kmin -= 1
-            continue
-        return kmin
+        else:
+            return kmin
+
+
+@njit(cache=True)
+def _shift_refs(ref, R, dgam_total):
+    """Express the reference stresses in the new loading frame: the load adds dgam_total * R."""
+    for j in range(ref.shape[0]):
+        for c in range(ref.shape[1]):
+            ref[j, c] -= dgam_total * R[j, c]
 
 
 @njit(cache=True)
@@ -242,7 +302,8 @@ def dense_add(sig, D, c, gs, gc):
 
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
-                margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f):
+                margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
+                cell_k):
     """Advance the AQS state machine; see the module docstring for the return codes."""
     dgam = fpar[F_DGAM]
     chi = fpar[F_CHI]
@@ -261,17 +322,33 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 return RC_END
             if st[S_NREC] >= rec.shape[0]:
                 return RC_RECFULL
+            if st[S_SCANNED] == 0:
+                # first scan of this driver: an initially unstable state relaxes at its own strain
+                st[S_SCANNED] = 1
+                na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag,
+                                act_cell, act_sys, alpha_p, p_off)
+                if na > 0:
+                    st[S_NACT] = na
+                    r = st[S_NREC]
+                    rec[r, 0] = k
+                    _mean(sig, R, gam, w, rec[r], 3)
+                    st[S_AVSIZE] = 0
+                    st[S_NSTEPS] = 0
+                    st[S_PHASE] = PH_STEP
+                    continue
             kl = kend if kstop < 0 or kstop > kend else kstop
             if k >= kl:
                 return RC_STOP
-            kn = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
+            kn = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k,
+                                  ref, margin, tol)
             if kn > kl:
+                _shift_refs(ref, R, kl * dgam - gam)
                 st[S_K] = kl
                 continue
             st[S_K] = kn
+            _shift_refs(ref, R, kn * dgam - gam)
             gam = kn * dgam
-            for c in range(sig.shape[1]):
-                flag[c] = 1
+            drift_pass(sig, ref, margin, flag, alpha_p, tol)
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
                             act_sys, alpha_p, p_off)
             st[S_NACT] = na
@@ -320,6 +397,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                     e = st[S_NEV]
                     ev_i[e, 0] = c
                     ev_i[e, 1] = k
+                    ev_i[e, 2] = st[S_NSTEPS]
                     ev_f[e, 0] = theta[c, n]
                     ev_f[e, 1] = dg
                     ev_f[e, 2] = tau
@@ -392,13 +470,14 @@ class AQSDriver:
         self.ref = np.zeros((3, nc))
         self.margin = np.full(nc, -np.inf)
         self.mm = np.full(nc, -1.0)
+        self.cell_k = np.zeros(nc, np.int64)
         self.flag = np.ones(nc, np.int8)
         self.act_cell = np.zeros(nc, np.int64)
         self.act_sys = np.zeros(nc, np.int64)
         self.pend_dg = np.zeros(nc)
         self.rec = np.zeros((rec_capacity, REC_COLS))
         cap = 1 << 16 if event_log else 1
-        self.ev_i = np.zeros((cap, 2), np.int64)
+        self.ev_i = np.zeros((cap, 3), np.int64)
         self.ev_f = np.zeros((cap, 4))
         self.records: list[np.ndarray] = []
         self.events_i: list[np.ndarray] = []
@@ -453,7 +532,7 @@ class AQSDriver:
                              s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
                              self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
-                             self.ev_i, self.ev_f)
+                             self.ev_i, self.ev_f, self.cell_k)
             if rc == RC_EXTERNAL:
                 self._external()
                 continue
@@ -491,7 +570,34 @@ class AQSDriver:
         return np.vstack(self.records) if self.records else np.zeros((0, REC_COLS))
 
     def event_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per event: ints (cell, increment k, relaxation step within the avalanche) and floats
+        (theta, d_gamma, tau before the step, self-response (C:(S-I):M):M)."""
         self._flush()
         if not self.events_i:
-            return np.zeros((0, 2), np.int64), np.zeros((0, 4))
+            return np.zeros((0, 3), np.int64), np.zeros((0, 4))
         return np.vstack(self.events_i), np.vstack(self.events_f)
+
+
+def apply_slips(model, state, cells, theta, dgamma) -> None:
+    """Apply simultaneous slips ``dgamma M(theta)`` in ``cells`` with the model's backend.
+
+    The same code path as the event loop (compiled shifted add, dense column add, or the
+    external FE solve), for prescribed event sequences (tests, benchmarks, KMC).
+    """
+    cells = np.asarray(cells, np.int64)
+    theta, dgamma = np.asarray(theta, float), np.asarray(dgamma, float)
+    s2, c2 = np.sin(2 * theta), np.cos(2 * theta)
+    np.add.at(state.eps_pl[:, 0], cells, -0.5 * s2 * dgamma)
+    np.add.at(state.eps_pl[:, 1], cells, 0.5 * s2 * dgamma)
+    np.add.at(state.eps_pl[:, 2], cells, 0.5 * c2 * dgamma)
+    red = model.redist
+    if red.mode == 2:
+        red.apply(state.sig, cells, s2 * dgamma, c2 * dgamma, state.eps_pl, 3)
+        return
+    dummy = np.zeros((3, 1))
+    for c, gs, gc in zip(cells, s2 * dgamma, c2 * dgamma, strict=True):
+        if red.mode == 0:
+            propagator_add(state.sig, red.kernel, c, model.nx, gs, gc, 3, False, dummy,
+                           dummy[0], np.zeros(1, np.int8))
+        else:
+            dense_add(state.sig, red.dense, c, gs, gc)

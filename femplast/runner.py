@@ -152,7 +152,8 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
                      rng_state=json.dumps(st.rng.bit_generator.state)))
             if event_log:
                 ei, ef = drv.event_table()
-                write_group(f, "events", dict(cell=ei[:, 0], step=ei[:, 1], theta=ef[:, 0],
+                write_group(f, "events", dict(cell=ei[:, 0], step=ei[:, 1],
+                                              relaxation_step=ei[:, 2], theta=ef[:, 0],
                                               d_gamma=ef[:, 1], tau=ef[:, 2],
                                               self_response=ef[:, 3]))
     g0 = case.loading.stationary_from
