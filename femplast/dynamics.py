@@ -224,17 +224,14 @@ def _shift_refs(ref, R, dgam_total):
 
 
 @njit(cache=True)
-def _mean(sig, R, gam, w, out, off):
-    a = 0.0
-    b = 0.0
-    c3 = 0.0
-    for c in range(sig.shape[1]):
-        a += w[c] * (sig[0, c] + gam * R[0, c])
-        b += w[c] * (sig[1, c] + gam * R[1, c])
-        c3 += w[c] * (sig[2, c] + gam * R[2, c])
-    out[off] = a
-    out[off + 1] = b
-    out[off + 2] = c3
+def _shift_refs_and_flag(ref, R, dgam_total, sig, margin, flag, alpha_p, tol):
+    """:func:`_shift_refs` and :func:`drift_pass` in one pass over the cells."""
+    for c in range(ref.shape[1]):
+        ref[0, c] -= dgam_total * R[0, c]
+        ref[1, c] -= dgam_total * R[1, c]
+        ref[2, c] -= dgam_total * R[2, c]
+        if _drifted(c, sig, ref, margin, alpha_p, tol):
+            flag[c] = 1
 
 
 @njit(cache=True)
@@ -303,7 +300,7 @@ def dense_add(sig, D, c, gs, gc):
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
                 margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
-                cell_k):
+                cell_k, kmean, fst):
     """Advance the AQS state machine; see the module docstring for the return codes."""
     dgam = fpar[F_DGAM]
     chi = fpar[F_CHI]
@@ -331,7 +328,8 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                     st[S_NACT] = na
                     r = st[S_NREC]
                     rec[r, 0] = k
-                    _mean(sig, R, gam, w, rec[r], 3)
+                    for j in range(3):
+                        rec[r, 3 + j] = fst[j] + gam * fst[6 + j]
                     st[S_AVSIZE] = 0
                     st[S_NSTEPS] = 0
                     st[S_PHASE] = PH_STEP
@@ -346,15 +344,15 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 st[S_K] = kl
                 continue
             st[S_K] = kn
-            _shift_refs(ref, R, kn * dgam - gam)
+            _shift_refs_and_flag(ref, R, kn * dgam - gam, sig, margin, flag, alpha_p, tol)
             gam = kn * dgam
-            drift_pass(sig, ref, margin, flag, alpha_p, tol)
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
                             act_sys, alpha_p, p_off)
             st[S_NACT] = na
             r = st[S_NREC]
             rec[r, 0] = kn
-            _mean(sig, R, gam, w, rec[r], 3)
+            for j in range(3):
+                rec[r, 3 + j] = fst[j] + gam * fst[6 + j]
             st[S_AVSIZE] = 0
             st[S_NSTEPS] = 0
             st[S_PHASE] = PH_STEP
@@ -364,12 +362,9 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 r = st[S_NREC]
                 rec[r, 1] = st[S_AVSIZE]
                 rec[r, 2] = st[S_NSTEPS]
-                _mean(sig, R, gam, w, rec[r], 6)
                 for j in range(3):
-                    acc = 0.0
-                    for c in range(sig.shape[1]):
-                        acc += w[c] * eps_pl[c, j]
-                    rec[r, 9 + j] = acc
+                    rec[r, 6 + j] = fst[j] + gam * fst[6 + j]
+                    rec[r, 9 + j] = fst[3 + j]
                 st[S_NREC] = r + 1
                 st[S_PHASE] = PH_LOAD
                 if k == kstop:
@@ -393,6 +388,9 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 eps_pl[c, 0] -= 0.5 * s2 * dg
                 eps_pl[c, 1] += 0.5 * s2 * dg
                 eps_pl[c, 2] += 0.5 * c2 * dg
+                fst[3] -= w[c] * 0.5 * s2 * dg
+                fst[4] += w[c] * 0.5 * s2 * dg
+                fst[5] += w[c] * 0.5 * c2 * dg
                 if ipar[I_EVLOG] and st[S_NEV] < ev_i.shape[0]:
                     e = st[S_NEV]
                     ev_i[e, 0] = c
@@ -420,6 +418,8 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                                    mm, flag)
                 else:
                     dense_add(sig, D, c, gs, gc)
+                for j in range(3):  # running box average (the kernel's mean is exact)
+                    fst[j] += gs * kmean[c, 0, j] + gc * kmean[c, 1, j]
             if mode != 0:
                 drift_pass(sig, ref, margin, flag, alpha_p, tol)
             st[S_PHASE] = PH_AFTER_CHECKED
@@ -471,6 +471,9 @@ class AQSDriver:
         self.margin = np.full(nc, -np.inf)
         self.mm = np.full(nc, -1.0)
         self.cell_k = np.zeros(nc, np.int64)
+        # running box averages: internal stress (d, s, p), plastic strain, load response
+        w = model.weights
+        self.fst = np.concatenate([state.sig @ w, w @ state.eps_pl, self.R @ w])
         self.flag = np.ones(nc, np.int8)
         self.act_cell = np.zeros(nc, np.int64)
         self.act_sys = np.zeros(nc, np.int64)
@@ -514,6 +517,7 @@ class AQSDriver:
         gs = self.pend_dg[:na] * s.sin2[cells, sysn]
         gc = self.pend_dg[:na] * s.cos2[cells, sysn]
         m.redist.apply(s.sig, cells, gs, gc, s.eps_pl, m.ncomp_dynamic)
+        self.fst[0:3] = s.sig @ m.weights
         self.st[S_PHASE] = PH_AFTER
 
     def advance(self, k_stop: int | None = None, max_events: int | None = None) -> int:
@@ -532,7 +536,7 @@ class AQSDriver:
                              s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
                              self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
-                             self.ev_i, self.ev_f, self.cell_k)
+                             self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst)
             if rc == RC_EXTERNAL:
                 self._external()
                 continue

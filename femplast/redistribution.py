@@ -126,6 +126,8 @@ class Redistribution:
         self.uniform = np.ndim(G) == 0 and np.ndim(B) == 0
         self.kernel = np.zeros((2, 3, 1, 1))
         self.dense = np.zeros((1, 2, 3, 1))
+        # box average of the response to each cell's two unit slips (inline backends)
+        self.kmean = np.zeros((self.num_cells, 2, 3))
         self.fft_threshold = 1 << 62
         if box.structured:
             self.weights = np.full(self.num_cells, 1.0 / self.num_cells)
@@ -196,6 +198,7 @@ class PropagatorRedistribution(Redistribution):
         self.kernel = np.ascontiguousarray(np.stack([r0, r1]).reshape(2, 3, n, n))
         self.kernel_hat = np.fft.rfft2(self.kernel, axes=(-2, -1))
         self.selfq = np.tile(self_coefficients(r0[:, 0], r1[:, 0]), (n * n, 1))
+        self.kmean[:] = self.kernel.reshape(2, 3, n * n) @ self.weights
         # an FFT step costs about as much as a few shifted adds (measured in benchmarks/)
         self.fft_threshold = (int(fft_threshold) if fft_threshold is not None
                               else max(8, int(2.5 * np.log2(n * n))))
@@ -253,6 +256,7 @@ class DenseRedistribution(Redistribution):
         for c in range(nc):
             D[c, 0], D[c, 1] = self._responses(c)
         self.dense = D
+        self.kmean = np.ascontiguousarray(D @ self.weights)
         idx = np.arange(nc)
         self.selfq = self_coefficients(D[idx, 0, :, idx], D[idx, 1, :, idx])
 

@@ -96,6 +96,12 @@ def test_equilibrium_and_mean_stress_after_avalanches(backend):
     expected = apply_stiffness(G0, B0, macro_strain(g) - st.eps_pl.mean(axis=0))
     np.testing.assert_allclose(mean, expected, atol=1e-12)
     assert drv.num_events > 100
+    # the avalanche records' running averages equal fresh averages of the fields
+    rec = drv.avalanche_table()
+    k_last = rec[-1, 0]
+    fresh = st.sig.mean(axis=1) + k_last * 1e-4 * drv.R.mean(axis=1)
+    np.testing.assert_allclose(rec[-1, 6:9], fresh, atol=1e-12)
+    np.testing.assert_allclose(rec[-1, 9:12], st.eps_pl.mean(axis=0), atol=1e-14)
 
 
 def test_same_seed_same_trajectory(quad_model):
