@@ -1,0 +1,131 @@
+"""Running cases end to end (femplast.runner, femplast.cli): ensembles, MPI, outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import femplast  # noqa: F401
+from femplast.case import load_case
+from femplast.runner import run_case
+
+ROOT = Path(__file__).resolve().parents[1]
+MPIRUN = str(Path(sys.executable).parent / "mpirun")
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs") / "out"
+    case = load_case(ROOT / "cases" / "quickstart.yaml", ["output.snapshots=[]"])
+    summary = run_case(case, out, MPI.COMM_SELF, quiet=True)
+    return case, out, summary
+
+
+def test_quickstart_outputs_and_summary(quickstart):
+    case, out, summary = quickstart
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["backend"] == "propagator" and summary["femplast_version"]
+    assert len(summary["seeds"]) == case.run.realizations
+    st = summary["stationary"]
+    assert 0.3 < st["sigma_xy_mean"] < 0.8 and st["sigma_xy_std"] > 0
+    assert st["stress_drop_mean"] > 0 and st["slip_events_per_unit_strain"] > 100
+    with h5py.File(out / "realizations" / "r0000.h5") as f:
+        k_end = round(case.loading.gamma_max / case.loading.dgamma_ext)
+        assert f["steps/gamma_ext"].shape == (k_end + 1,)
+        assert f["steps/stress"].shape == (k_end + 1, 3)
+        drops = f["avalanches/drop_xy"][:]
+        assert np.all(drops > 0)  # every avalanche lowers the shear stress at fixed strain
+        assert f["steps/n_events"][:].sum() == f.attrs["num_events"]
+
+
+def test_quickstart_reaches_a_stationary_regime(quickstart):
+    """Mean Sigma_xy over the two halves of gamma_ext in (0.5, max) agree within their
+    standard errors (realizations are independent: errors from the spread across them)."""
+    case, out, _ = quickstart
+    halves = []
+    for i in range(case.run.realizations):
+        with h5py.File(out / "realizations" / f"r{i:04d}.h5") as f:
+            g, s = f["steps/gamma_ext"][:], f["steps/stress"][:, 2]
+        mid = 0.5 * (0.5 + case.loading.gamma_max)
+        halves.append([s[(g > 0.5) & (g <= mid)].mean(), s[g > mid].mean()])
+    h = np.array(halves)
+    m = h.mean(axis=0)
+    se = h.std(axis=0, ddof=1) / np.sqrt(len(h))
+    print(f"stationary halves: {m[0]:.4f} +- {se[0]:.4f}, {m[1]:.4f} +- {se[1]:.4f}")
+    assert abs(m[0] - m[1]) <= 2 * np.hypot(*se)
+    # and the start is a transient: the first 2% of the strain is below the plateau
+    with h5py.File(out / "realizations" / "r0000.h5") as f:
+        g, s = f["steps/gamma_ext"][:], f["steps/stress"][:, 2]
+    assert s[g <= 0.02].mean() < 0.5 * m.mean()
+
+
+def _same_outputs(a: Path, b: Path, names, atol=0.0):
+    for name in names:
+        with h5py.File(a / "realizations" / name) as fa, h5py.File(b / "realizations" / name) as fb:
+            for grp in ("steps", "avalanches", "state"):
+                for k in fa[grp]:
+                    x, y = fa[grp][k][:], fb[grp][k][:]
+                    if atol == 0.0:
+                        assert np.array_equal(x, y), (name, grp, k)
+                    else:
+                        assert x.shape == y.shape and np.allclose(x, y, rtol=0, atol=atol), k
+
+
+@pytest.mark.mpi
+def test_ensemble_serial_equals_mpirun(tmp_path):
+    args = ["cases/quickstart.yaml", "--quiet", "--realizations", "3", "--set",
+            "loading.gamma_max=0.4", "--set", "loading.stationary_from=0.2", "--set",
+            "output.snapshots=[0.4]"]
+    serial, par = tmp_path / "serial", tmp_path / "par"
+    subprocess.run([sys.executable, "-m", "femplast", *args, "--out", str(serial)], cwd=ROOT,
+                   check=True)
+    subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "femplast", *args, "--out",
+                    str(par)], cwd=ROOT, check=True)
+    _same_outputs(serial, par, [f"r{i:04d}.h5" for i in range(3)])
+    s1 = json.loads((serial / "summary.json").read_text())
+    s2 = json.loads((par / "summary.json").read_text())
+    assert s1["stationary"] == s2["stationary"] and s2["mpi_ranks"] == 2
+    for i in range(3):  # the fields too
+        with h5py.File(serial / "fields" / f"r{i:04d}.h5") as fa, \
+                h5py.File(par / "fields" / f"r{i:04d}.h5") as fb:
+            assert np.array_equal(fa["fields/0/eps_pl_xy"][:], fb["fields/0/eps_pl_xy"][:])
+
+
+@pytest.mark.mpi
+def test_one_sample_distributed_over_two_ranks(tmp_path):
+    """run.parallel: sample, direct backend on a mesh split over 2 ranks: the same events and
+    stresses (to round-off) as the serial direct run."""
+    args = ["cases/quickstart.yaml", "--quiet", "--realizations", "1", "--set",
+            "loading.gamma_max=0.25", "--set", "loading.stationary_from=0.1", "--set",
+            "output.snapshots=[]", "--set", "redistribution.backend=direct", "--event-log"]
+    serial, par = tmp_path / "serial", tmp_path / "par"
+    subprocess.run([sys.executable, "-m", "femplast", *args, "--out", str(serial)], cwd=ROOT,
+                   check=True)
+    subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "femplast", *args, "--out",
+                    str(par), "--set", "run.parallel=sample"], cwd=ROOT, check=True)
+    with h5py.File(serial / "realizations/r0000.h5") as fa, \
+            h5py.File(par / "realizations/r0000.h5") as fb:
+        assert fa.attrs["num_events"] == fb.attrs["num_events"] > 50
+        assert np.array_equal(fa["events/cell"][:], fb["events/cell"][:])
+        scale = np.abs(fa["state/stress"][:]).max()
+        assert np.abs(fa["state/stress"][:] - fb["state/stress"][:]).max() <= 1e-9 * scale
+
+
+@pytest.mark.mpi
+def test_prescribed_events_direct_backend_on_two_ranks(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "mpi_scripts"))
+    from prescribed_events import prescribed
+
+    serial = prescribed(MPI.COMM_SELF)
+    out = tmp_path / "p.npz"
+    subprocess.run([MPIRUN, "-n", "2", sys.executable,
+                    str(ROOT / "tests" / "mpi_scripts" / "prescribed_events.py"), str(out)],
+                   check=True)
+    par = np.load(out)
+    assert int(par["ranks"]) == 2
+    assert np.abs(par["sigma"] - serial).max() <= 1e-9 * np.abs(serial).max()
