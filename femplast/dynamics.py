@@ -155,10 +155,12 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
         rn = math.sqrt(R[0, c] * R[0, c] + R[1, c] * R[1, c]) + alpha_p * abs(R[2, c])
         dd = sig[0, c] - ref[0, c]
         ds = sig[1, c] - ref[1, c]
-        room = margin[c] - tol - math.sqrt(dd * dd + ds * ds)
+        # skip when margin - tol - |drift| > reach, i.e. (margin - tol - reach)^2 > |drift|^2
+        reach = (kmin + 2 - k0) * dgam * rn
+        room = margin[c] - tol - reach
         if alpha_p != 0.0:
             room -= alpha_p * abs(sig[2, c] - ref[2, c])
-        if room > 0.0 and (rn == 0.0 or room > (kmin + 2 - k0) * dgam * rn):
+        if room > 0.0 and room * room > dd * dd + ds * ds:
             cell_k[c] = kend + 2
             continue
         d0 = sig[0, c]
@@ -229,7 +231,8 @@ def _shift_refs_and_flag(ref, R, dgam_total, sig, margin, flag, alpha_p, tol):
     for c in range(ref.shape[1]):
         ref[0, c] -= dgam_total * R[0, c]
         ref[1, c] -= dgam_total * R[1, c]
-        ref[2, c] -= dgam_total * R[2, c]
+        if alpha_p != 0.0:  # the pressure reference only matters to pressure-sensitive cells
+            ref[2, c] -= dgam_total * R[2, c]
         if _drifted(c, sig, ref, margin, alpha_p, tol):
             flag[c] = 1
 
