@@ -113,24 +113,21 @@ def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_ce
 
 
 @njit(cache=True)
-def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
-    for c in range(sig.shape[1]):
-        d = sig[0, c] + gam * R[0, c]
-        s = sig[1, c] + gam * R[1, c]
-        shift = _pressure_shift(c, gam, sig, R, alpha_p, p_off)
-        for n in range(sin2.shape[1]):
-            if tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s) < 0.0:
-                return True
-    return False
-
-
-@njit(cache=True)
 def _cell_active_at(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
     d = sig[0, c] + gam * R[0, c]
     s = sig[1, c] + gam * R[1, c]
     shift = _pressure_shift(c, gam, sig, R, alpha_p, p_off)
     for n in range(sin2.shape[1]):
         if tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s) < 0.0:
+            return True
+    return False
+
+
+@njit(cache=True)
+def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    """Whether any system of any cell is active at gamma_ext = gam (exact test)."""
+    for c in range(sig.shape[1]):
+        if _cell_active_at(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
             return True
     return False
 
