@@ -56,8 +56,13 @@ class BoxMesh:
 
     @property
     def cell_size(self) -> float:
-        """Element length l = L / n (for gmsh meshes: sqrt of the mean cell area)."""
+        """Grid spacing l = L / n (for gmsh meshes: sqrt of the mean cell area)."""
         return self.L / self.n if self.n else self.L / np.sqrt(self.num_cells)
+
+    @property
+    def mean_cell_area(self) -> float:
+        """L^2 / cells: the area of one mesoscale element (half a square for triangles)."""
+        return self.L * self.L / self.num_cells
 
     def midpoints(self) -> np.ndarray:
         """Cell barycentres of the owned cells, shape (num_owned, 2)."""

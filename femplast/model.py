@@ -73,7 +73,7 @@ class TensorialModel:
     def build(cls, box: BoxMesh, G=13.2, B=59.0, N: int | None = None, rho_s: float = 0.8,
               backend: str = "auto", dense_memory_mb: float = 1024.0, **params):
         if N is None:
-            N = systems_per_cell(box.cell_size, rho_s)
+            N = systems_per_cell(np.sqrt(box.mean_cell_area), rho_s)
         return cls(box, G, B, ModelParams(N=N, **params), backend, dense_memory_mb)
 
     @property
