@@ -1,0 +1,790 @@
+"""Loading protocols: KMC preparation and quench, multi-stage loading (load, unload, hold),
+strain and stress control, branches (Bauschinger tests), checkpoints and resume.
+
+Stages and frames. A stage drives the state along one orientation ``alpha_ext`` from its own
+``gamma_ext = 0``. At the end of a stage the external part of the stress is folded into the
+internal stress, ``sig += gamma R(alpha)`` (and into ``sigma0``, so that the pressure refresh
+and the direct FE backend, which rebuild the stress from ``sigma0`` and the plastic strain, keep
+it), and the macroscopic strain is accumulated separately: ``E += gamma M(alpha)``
+(``state.E_macro``, ``[xx, yy, xy]`` tensorial). The next stage starts at ``gamma_ext = 0`` with
+``R(alpha_new)``. Outputs give ``gamma_ext`` of the stage, the accumulated ``E_macro`` and the
+true pre-stress (``sigma0`` minus the folded load).
+
+Kinds. ``load`` drives along ``alpha_ext`` to a strain (strain control: integer increments
+``k d(gamma_ext)`` as single-stage runs) or to a resolved external stress (stress control,
+below). ``unload`` is stress control to a zero external stress resolved on the previous
+orientation ``alpha_p``, along ``alpha_p + 90 deg`` (``M(alpha + pi/2) = -M(alpha)``) when that
+stress is positive, along ``alpha_p`` otherwise. ``hold`` keeps the strain; with a temperature
+it runs thermally activated events (:mod:`femplast.kmc`) at that strain. A stage starts from the
+previous stage's final state or, with ``start: NAME``, from a copy of that stage's final state
+(random generator included: branches from one saved state see the same random stream).
+
+Stress control. Between avalanches the box-averaged stress resolved on ``alpha``,
+``S(gamma) = A + B gamma``, is linear in ``gamma`` (``A = <tau(sig)>``, ``B = <tau(R)>``). From a
+stable state at ``gamma`` the target strain is ``gamma* = (S* - A) / B`` (continuous, not a
+multiple of an increment) and the next instability ``gamma_i`` is the smallest ``a_n / r_n``
+over all systems (``dtau_c,n(gamma) = a_n - r_n gamma``), settled upward by a few ulps until the
+exact activity test of the event loop finds an active system. If ``gamma_i <= gamma*`` the
+avalanche runs at ``gamma_i`` (the load that brings the sample to its next instability) and
+the procedure repeats; otherwise the stage ends at ``gamma*``, where ``S`` equals the target to
+round-off (|S - S*| ~ 1e-15 x |S*|, asserted < 1e-10 in the tests). If an avalanche leaves
+``S > S*``, ``gamma*`` lies behind: the strain moves back elastically when the sample is stable
+there, otherwise an avalanche runs at ``gamma*``. ``gamma`` of the stage caps the strain
+(default 1): a target above the flow stress ends at the cap (reported as not reached).
+Stress-controlled stages write one ``steps`` row per avalanche (``gamma_ext``, ``stress_before``
+at its onset, ``stress`` after it) between the initial and the final row.
+
+Checkpoints (:mod:`femplast.checkpoint`): every rank writes
+``OUTDIR/checkpoint/rank<r>-of-<size>.npz`` with the finished realizations' results and the
+running one (state arrays, random stream, KMC trees, driver arrays and records, stage index,
+saved branch states) every ``run.checkpoint_interval`` seconds, at the end of every
+realization, and on SIGINT/SIGTERM (then the run exits with 130/143). Finished stage files are
+written when the stage ends (atomic rename), so an interrupted run leaves complete files of the
+finished stages and realizations plus the checkpoint; ``--resume`` continues from it and
+produces bit-identical datasets. Resuming needs the same case and number of MPI ranks.
+
+Not supported here (the classic single-stage path has them): field snapshots, patch tests,
+event logs, ``run.parallel: sample``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+import femplast
+from femplast import FemplastInputError
+from femplast import checkpoint as ck
+from femplast.dynamics import F_DGAM, RC_END, RC_STOP, S_K, AQSDriver, any_active_at
+from femplast.elasticity import M_vector
+from femplast.io import H5Writer, write_group, write_json
+from femplast.kmc import KMC, quench, relax, sample_observables, write_quench
+from femplast.redistribution import from_dsp
+
+log = logging.getLogger("femplast")
+
+BUDGET = 5000  # events between safe points (interruption, checkpoints)
+SLICE = 1000  # strain increments between safe points
+CURVE_POINTS = 201
+
+
+@njit(cache=True)
+def instability_estimate(sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    """min over systems with a growing resolved stress of a_n / r_n (see the module doc)."""
+    best = np.inf
+    for c in range(sig.shape[1]):
+        sh0 = 0.0 if alpha_p == 0.0 else alpha_p * (p_off - sig[2, c])
+        rp = alpha_p * R[2, c]
+        for n in range(sin2.shape[1]):
+            r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
+            if r > 0.0:
+                a = tauc[c, n] + sh0 - (sin2[c, n] * sig[0, c] + cos2[c, n] * sig[1, c])
+                g = a / r
+                if g < best:
+                    best = g
+    return best
+
+
+def _wrap_deg(a: float) -> float:
+    a = math.fmod(a, 360.0)
+    if a > 180.0:
+        a -= 360.0
+    if a <= -180.0:
+        a += 360.0
+    return a
+
+
+def resolved(dsp_mean, alpha_deg: float) -> float:
+    a = math.radians(2 * alpha_deg)
+    return math.sin(a) * dsp_mean[0] + math.cos(a) * dsp_mean[1]
+
+
+def bind(model, state) -> None:
+    """The direct FE backend rebuilds stresses from the state's sigma0: point it there."""
+    if model.redist.kind == "direct":
+        model.redist.sigma0 = state.sigma0
+
+
+def init_protocol_state(model, state, alpha_deg: float) -> None:
+    nc = model.num_cells
+    state.E_macro = np.zeros(3)
+    state.sig_fold = np.zeros((3, nc))
+    state.alpha_last = np.array(float(alpha_deg))
+
+
+def fold(model, state, gamma: float, alpha_deg: float) -> None:
+    """Fold the external load of a finished stage into the internal stress (module doc)."""
+    model.refresh(state)
+    R = model.load_response(math.radians(alpha_deg))
+    state.sig += gamma * R
+    state.sigma0 += gamma * R
+    state.sig_fold += gamma * R
+    state.E_macro += gamma * M_vector(math.radians(alpha_deg))
+    state.alpha_last[...] = alpha_deg
+
+
+# ============================================================================ stages
+class Stage:
+    """A resolved stage: name, kind, orientation (deg), control and targets."""
+
+    def __init__(self, name, kind, alpha_deg, control, gamma=None, stress=None, dgamma=1e-4,
+                 start=None, temperature=0.0, events=0, implicit=False):
+        self.name, self.kind, self.alpha_deg, self.control = name, kind, alpha_deg, control
+        self.gamma, self.stress, self.dgamma, self.start = gamma, stress, dgamma, start
+        self.temperature, self.events, self.implicit = temperature, events, implicit
+
+
+def stages_from_case(case) -> list[Stage]:
+    ld = case.loading
+    if not case.stages:
+        return [Stage("load", "load", ld.alpha_ext, "strain", gamma=ld.gamma_max,
+                      dgamma=ld.dgamma_ext, implicit=True)]
+    out = []
+    for s in case.stages:
+        dg = s.dgamma_ext or ld.dgamma_ext
+        if s.kind == "load":
+            ctrl = "stress" if s.stress is not None else "strain"
+            out.append(Stage(s.name, "load", s.alpha_ext, ctrl, s.gamma, s.stress, dg, s.start))
+        elif s.kind == "unload":
+            out.append(Stage(s.name, "unload", None, "stress", s.gamma, 0.0, dg, s.start))
+        else:
+            out.append(Stage(s.name, "hold", None, "hold", None, None, dg, s.start,
+                             s.temperature, s.events))
+    return out
+
+
+def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp, epl0):
+    """Per-increment means after the avalanche from the avalanche records (as
+    femplast.runner.steps_table, also for a stage without avalanches)."""
+    k = np.arange(k_end + 1)
+    kr = rec[:, 0].astype(np.int64)
+    int_after = np.vstack([int0_dsp[None, :],
+                           rec[:, 6:9] - (kr * dgamma)[:, None] * R_mean_dsp[None, :]])
+    epl_after = np.vstack([epl0[None, :], rec[:, 9:12]])
+    idx = np.searchsorted(kr, k, side="right")  # 0: before the first avalanche
+    tot = int_after[idx] + (k * dgamma)[:, None] * R_mean_dsp[None, :]
+    nev = np.zeros(k_end + 1, np.int64)
+    np.add.at(nev, kr, rec[:, 1].astype(np.int64))
+    return k * dgamma, from_dsp(tot.T), epl_after[idx], nev
+
+
+class StageRun:
+    """Running one stage on one state; subclasses by control."""
+
+    def __init__(self, model, state, stage: Stage, alpha_deg: float):
+        self.model, self.state, self.stage, self.alpha_deg = model, state, stage, alpha_deg
+        model.refresh(state)
+        w = model.weights
+        self.int0 = state.sig @ w
+        self.epl0 = w @ state.eps_pl
+        self.done = False
+        self.drv: AQSDriver | None = None
+
+    @property
+    def alpha(self) -> float:
+        return math.radians(self.alpha_deg)
+
+    def checkpoint(self) -> dict:
+        return dict(int0=self.int0, epl0=self.epl0, done=int(self.done),
+                    alpha_deg=self.alpha_deg, drv=ck.driver_arrays(self.drv), **self._extra())
+
+    def restore(self, d: dict) -> None:
+        self.int0, self.epl0 = np.array(d["int0"]), np.array(d["epl0"])
+        self.done = bool(d["done"])
+        ck.restore_driver(self.drv, d["drv"])
+        self._restore_extra(d)
+
+    def _extra(self) -> dict:
+        return {}
+
+    def _restore_extra(self, d: dict) -> None:
+        pass
+
+    @property
+    def gamma_final(self) -> float:
+        return self.drv.gamma_ext
+
+    def mean_dsp(self) -> np.ndarray:
+        self.model.refresh(self.state)
+        return (self.state.sig + self.gamma_final * self.drv.R) @ self.model.weights
+
+
+class StrainStage(StageRun):
+    def __init__(self, model, state, stage, alpha_deg):
+        super().__init__(model, state, stage, alpha_deg)
+        self.k_end = int(round(stage.gamma / stage.dgamma))
+        self.drv = AQSDriver(model, state, self.alpha, stage.dgamma, self.k_end)
+
+    def run(self, tick) -> None:
+        # slices of SLICE increments or BUDGET events between safe points; stopping at a
+        # stable state and going on does not change the trajectory
+        while not self.done:
+            rc = self.drv.advance(min(self.drv.k + SLICE, self.k_end), BUDGET)
+            if rc == RC_END or (rc == RC_STOP and self.drv.k >= self.k_end):
+                self.done = True
+                break
+            tick()
+
+    def tables(self) -> dict:
+        drv, m = self.drv, self.model
+        rec = drv.avalanche_table()
+        Rm = m.weights @ drv.R.T
+        gam, stress, epl, nev = steps_table(rec, self.k_end, self.stage.dgamma, Rm, self.int0,
+                                            self.epl0)
+        before, after = from_dsp(rec[:, 3:6].T), from_dsp(rec[:, 6:9].T)
+        return dict(steps=dict(gamma_ext=gam, stress=stress, eps_pl=epl, n_events=nev),
+                    avalanches=dict(step=rec[:, 0].astype(np.int64),
+                                    gamma_ext=rec[:, 0] * self.stage.dgamma,
+                                    size=rec[:, 1].astype(np.int64),
+                                    relaxation_steps=rec[:, 2].astype(np.int64),
+                                    stress_before=before, stress_after=after,
+                                    drop_xy=before[:, 2] - after[:, 2]))
+
+
+class StressStage(StageRun):
+    """Stress control to ``target`` (resolved on the stage's alpha), see the module doc."""
+
+    def __init__(self, model, state, stage, alpha_deg, target: float):
+        super().__init__(model, state, stage, alpha_deg)
+        self.target = float(target)
+        self.cap = float(stage.gamma) if stage.gamma is not None else 1.0
+        self.drv = AQSDriver(model, state, self.alpha, 1.0, 2)
+        self._set_gamma(0.0)
+        self.av_gamma: list[float] = []
+        self.reached = False
+        self.initial_relaxed = False
+        self.s2a, self.c2a = math.sin(2 * self.alpha), math.cos(2 * self.alpha)
+
+    def _set_gamma(self, g: float) -> None:
+        # gamma_ext = k * dgamma with k = 1: the strain is exactly g
+        self.drv.fpar[F_DGAM] = g
+        self.drv.dgamma = g
+        self.drv.st[S_K] = 1
+
+    @property
+    def g(self) -> float:
+        return float(self.drv.fpar[F_DGAM])
+
+    def coefficients(self) -> tuple[float, float]:
+        m, s = self.model, self.state
+        w = m.weights
+        A = w @ (self.s2a * s.sig[0] + self.c2a * s.sig[1])
+        B = w @ (self.s2a * self.drv.R[0] + self.c2a * self.drv.R[1])
+        return float(A), float(B)
+
+    def stress_now(self) -> float:
+        A, B = self.coefficients()
+        return A + B * self.g
+
+    def _active(self, g: float) -> bool:
+        s, p = self.state, self.model.params
+        return bool(any_active_at(g, s.sig, self.drv.R, s.sin2, s.cos2, s.tauc, p.alpha_p,
+                                  p.p_offset))
+
+    def next_instability(self, g0: float) -> float:
+        s, p = self.state, self.model.params
+        g = float(instability_estimate(s.sig, self.drv.R, s.sin2, s.cos2, s.tauc, p.alpha_p,
+                                       p.p_offset))
+        if not math.isfinite(g):
+            return math.inf
+        g = max(g, g0)
+        step = max(abs(np.spacing(g)), 1e-300)
+        while not self._active(g):
+            g += step
+            step *= 2.0
+        return g
+
+    def _avalanche(self, g: float, tick) -> None:
+        self._set_gamma(g)
+        if relax(self.drv) > 0:
+            self.av_gamma.append(g)
+        tick()
+
+    def run(self, tick) -> None:
+        if not self.initial_relaxed:  # a copied or folded state is stable: normally no-op
+            self.initial_relaxed = True
+            self._avalanche(self.g, tick)
+        guard = 0
+        while not self.done:
+            A, B = self.coefficients()
+            if B <= 0:
+                raise FemplastInputError(f"stages.{self.stage.name}", self.alpha_deg,
+                                         "an orientation along which the load raises the "
+                                         "resolved stress")
+            gstar = (self.target - A) / B
+            g = self.g
+            if gstar >= g:
+                gi = self.next_instability(g)
+                if gi <= min(gstar, self.cap):
+                    self._avalanche(gi, tick)
+                    continue
+                self.reached = gstar <= self.cap
+                self._set_gamma(min(gstar, self.cap))
+                self.done = True
+            else:
+                guard += 1
+                if guard > 1000:
+                    raise RuntimeError("stress control: no stable state at the target")
+                if not self._active(gstar) and gstar >= 0.0:
+                    self._set_gamma(gstar)
+                    self.reached = True
+                    self.done = True
+                elif gstar < 0.0:  # the target lies before the stage's start: stop there
+                    self.reached = False
+                    self.done = True
+                else:
+                    self._avalanche(gstar, tick)
+
+    @property
+    def error(self) -> float:
+        return self.stress_now() - self.target
+
+    def _extra(self) -> dict:
+        return dict(av_gamma=np.array(self.av_gamma, float), reached=int(self.reached),
+                    initial_relaxed=int(self.initial_relaxed))
+
+    def _restore_extra(self, d: dict) -> None:
+        self.av_gamma = [float(x) for x in np.asarray(d["av_gamma"])]
+        self.reached = bool(d["reached"])
+        self.initial_relaxed = bool(d["initial_relaxed"])
+
+    def tables(self) -> dict:
+        rec = self.drv.avalanche_table()
+        n = len(rec)
+        assert n == len(self.av_gamma), (n, len(self.av_gamma))
+        Rm = self.model.weights @ self.drv.R.T
+        s0 = from_dsp(self.int0)
+        gam = np.concatenate([[0.0], self.av_gamma, [self.g]])
+        before = from_dsp(rec[:, 3:6].T) if n else np.zeros((0, 3))
+        after = from_dsp(rec[:, 6:9].T) if n else np.zeros((0, 3))
+        final = from_dsp(self.mean_dsp())
+        stress = np.vstack([s0[None], after, final[None]])
+        sb = np.vstack([s0[None], before, final[None]])
+        epl_end = self.model.weights @ self.state.eps_pl
+        epl = np.vstack([self.epl0[None], rec[:, 9:12], epl_end[None]])
+        nev = np.concatenate([[0], rec[:, 1].astype(np.int64), [0]]).astype(np.int64)
+        del Rm
+        return dict(steps=dict(gamma_ext=gam, stress=stress, stress_before=sb, eps_pl=epl,
+                               n_events=nev),
+                    avalanches=dict(step=np.arange(1, n + 1, dtype=np.int64),
+                                    gamma_ext=np.array(self.av_gamma, float),
+                                    size=rec[:, 1].astype(np.int64),
+                                    relaxation_steps=rec[:, 2].astype(np.int64),
+                                    stress_before=before, stress_after=after,
+                                    drop_xy=before[:, 2] - after[:, 2]))
+
+
+class HoldStage(StageRun):
+    """Fixed strain; thermally activated events by KMC when the temperature is > 0."""
+
+    def __init__(self, model, state, stage, alpha_deg, Va: float = 1.0):
+        super().__init__(model, state, stage, alpha_deg)
+        self.drv = AQSDriver(model, state, self.alpha, 1.0, 1)
+        self.kmc = None
+        if stage.temperature > 0 and stage.events > 0:
+            self.kmc = KMC(self.drv, stage.temperature, Va, window=max(stage.events, 10),
+                           tolerance=1.0)
+
+    def run(self, tick) -> None:
+        if self.kmc is not None and not self.done:
+            self.kmc.run(self.stage.events, until_stationary=False,
+                         on_budget=lambda k: tick(), budget=200)
+        self.done = True
+
+    def _extra(self) -> dict:
+        return dict(kmc=self.kmc.checkpoint()) if self.kmc is not None else {}
+
+    def _restore_extra(self, d: dict) -> None:
+        if self.kmc is not None:
+            self.kmc.restore(d["kmc"])
+
+    def tables(self) -> dict:
+        rec = self.drv.avalanche_table()
+        before, after = from_dsp(rec[:, 3:6].T), from_dsp(rec[:, 6:9].T)
+        final = from_dsp(self.mean_dsp())
+        epl = self.model.weights @ self.state.eps_pl
+        return dict(steps=dict(gamma_ext=np.zeros(2), stress=np.vstack([from_dsp(self.int0),
+                                                                        final]),
+                               eps_pl=np.vstack([self.epl0, epl]),
+                               n_events=np.array([0, self.drv.num_events], np.int64)),
+                    avalanches=dict(step=np.arange(1, len(rec) + 1, dtype=np.int64),
+                                    gamma_ext=np.zeros(len(rec)),
+                                    size=rec[:, 1].astype(np.int64),
+                                    relaxation_steps=rec[:, 2].astype(np.int64),
+                                    stress_before=before, stress_after=after,
+                                    drop_xy=before[:, 2] - after[:, 2]))
+
+
+# ============================================================================ realization
+class RealizationRun:
+    """KMC preparation (optional), then the stages, for realization ``index``."""
+
+    def __init__(self, case, model, index: int, outdir: Path, stages: list[Stage], initial,
+                 progress):
+        from femplast.model import realization_rng
+
+        self.case, self.model, self.index, self.outdir = case, model, index, outdir
+        self.stages, self.progress = stages, progress
+        self.needed = {s.start for s in stages if s.start}
+        rng = realization_rng(case.run.seed, index)
+        st = model.new_state(rng, None if initial is None else initial[0])
+        if initial is not None:
+            st.theta[:] = initial[1]
+            st.tauc[:] = initial[2]
+            st.sin2[:] = np.sin(2 * st.theta)
+            st.cos2[:] = np.cos(2 * st.theta)
+        init_protocol_state(model, st, case.loading.alpha_ext)
+        self.state = st
+        self.saved: dict = {}
+        self.kmc_on = case.kmc.enabled or case.model == "quench"
+        self.phase = "kmc" if self.kmc_on else "stages"
+        self.stage_idx = 0
+        self.run_obj: StageRun | None = None
+        self.kmc: KMC | None = None
+        self.kmc_drv: AQSDriver | None = None
+        self.result: dict = dict(index=index, events=0, wall=0.0, stages={}, kmc=None)
+        self.t0 = time.perf_counter()
+        if self.kmc_on:
+            self._new_kmc()
+
+    @property
+    def name(self) -> str:
+        return f"r{self.index:04d}"
+
+    def _new_kmc(self):
+        k = self.case.kmc
+        self.kmc_drv = AQSDriver(self.model, self.state, 0.0, 1.0, 1)
+        self.kmc = KMC(self.kmc_drv, k.temperature, k.Va,
+                       window=int(round(k.window * self.model.num_cells)),
+                       tolerance=k.tolerance)
+
+    # ------------------------------------------------------------------ running
+    def run(self, tick) -> dict:
+        bind(self.model, self.state)
+        if self.phase == "kmc":
+            self._run_kmc(tick)
+        while self.phase == "stages" and self.stage_idx < len(self.stages):
+            self._run_stage(tick)
+        self.phase = "done"
+        self.result["wall"] += time.perf_counter() - self.t0
+        self.t0 = time.perf_counter()
+        return self.result
+
+    def _run_kmc(self, tick):
+        k, kmc = self.case.kmc, self.kmc
+        t0 = time.perf_counter()
+
+        def on_budget(km):
+            self.progress(f"realization {self.index + 1}/{self.case.run.realizations}: KMC "
+                          f"{km.events} events at T = {k.temperature}, "
+                          f"{km.events / max(time.perf_counter() - t0, 1e-9):,.0f} ev/s")
+            tick()
+
+        why = kmc.run(k.max_events, until_stationary=k.stop == "stationary",
+                      on_budget=on_budget, budget=200)
+        liquid = sample_observables(self.model, self.state)
+        obs = quench(self.model, self.state, self.kmc_drv)
+        info = dict(temperature=k.temperature, Va=k.Va, stopped_by=why,
+                    stationary_at_event=kmc.stationary_at, window_events=kmc.window,
+                    tolerance=k.tolerance, **{f"kmc_{a}": b for a, b in kmc.stats.items()},
+                    **{f"liquid_{a}": b for a, b in liquid.items()},
+                    **{f"quenched_{a}": b for a, b in obs.items()})
+        self.result["kmc"] = dict(info)
+        self.result["events"] += kmc.drv.num_events
+        if k.save:
+            (self.outdir / "quench").mkdir(parents=True, exist_ok=True)
+            info.update(windows=kmc.windows, samples=kmc.samples, realization=self.index,
+                        seed=self.case.run.seed)
+            write_quench(self.outdir / "quench" / f"{self.name}.h5", self.model, self.state,
+                         info)
+        msg = (f"realization {self.index + 1}: KMC {kmc.events} events ("
+               + (f"stationary at {kmc.stationary_at}" if kmc.stationary_at is not None
+                  else "not stationary") + f"), quenched: mean |stress| "
+               f"{obs['mean_abs_stress']:.4f}, mean dtau_c,min {obs['mean_dtau_c_min']:.4f}")
+        self.progress(msg, True)
+        self.kmc = self.kmc_drv = None
+        self.phase = "stages"
+        if self.case.model == "quench":
+            self.stages = []
+
+    def _start_stage(self) -> StageRun:
+        sg = self.stages[self.stage_idx]
+        if sg.start is not None:
+            self.state = self.saved[sg.start].copy()
+        st = self.state
+        bind(self.model, st)
+        prev = float(st.alpha_last)
+        if sg.kind == "load":
+            alpha = sg.alpha_deg
+            if sg.control == "strain":
+                return StrainStage(self.model, st, sg, alpha)
+            return StressStage(self.model, st, sg, alpha, sg.stress)
+        if sg.kind == "unload":
+            self.model.refresh(st)
+            s_prev = resolved(st.sig @ self.model.weights, prev)
+            alpha = _wrap_deg(prev + 90.0) if s_prev > 0 else prev
+            return StressStage(self.model, st, sg, alpha, 0.0)
+        return HoldStage(self.model, st, sg, prev, self.case.kmc.Va)
+
+    def _run_stage(self, tick):
+        if self.run_obj is None:
+            self.run_obj = self._start_stage()
+        ro = self.run_obj
+        ro.run(tick)
+        sg = ro.stage
+        tabs = ro.tables()
+        mean = ro.mean_dsp()
+        res = dict(kind=sg.kind, control=sg.control, alpha_ext=ro.alpha_deg,
+                   gamma_final=ro.gamma_final, stress_final=resolved(mean, ro.alpha_deg),
+                   events=ro.drv.num_events, start=sg.start or "")
+        if isinstance(ro, StressStage):
+            res.update(target=ro.target, reached=int(ro.reached), stress_error=ro.error)
+        tg = tabs["steps"]["gamma_ext"]
+        tr = tabs["steps"]["stress"]
+        a2 = math.radians(2 * ro.alpha_deg)
+        res["curve_gamma"] = tg
+        res["curve_stress"] = math.sin(a2) * 0.5 * (tr[:, 1] - tr[:, 0]) + math.cos(a2) * tr[:, 2]
+        if sg.implicit:
+            g0 = self.case.loading.stationary_from
+            av = tabs["avalanches"]
+            sel = av["gamma_ext"] > g0
+            res.update(sxy=tr[tg > g0, 2], drops=av["drop_xy"][sel],
+                       events_stat=int(av["size"][sel].sum()))
+        self._write_stage(ro, tabs, mean)
+        self.result["stages"][sg.name] = res
+        self.result["events"] += ro.drv.num_events
+        fold(self.model, self.state, ro.gamma_final, ro.alpha_deg)
+        if sg.name in self.needed:
+            self.saved[sg.name] = self.state.copy()
+        self.progress(f"realization {self.index + 1}/{self.case.run.realizations}: stage "
+                      f"{sg.name} done ({res['events']} events, gamma_ext "
+                      f"{ro.gamma_final:.5g}, stress {res['stress_final']:.5g})", True)
+        self.run_obj = None
+        self.stage_idx += 1
+
+    def _write_stage(self, ro: StageRun, tabs: dict, mean_dsp) -> None:
+        sg, st, m = ro.stage, self.state, self.model
+        if sg.implicit:
+            path = self.outdir / "realizations" / f"{self.name}.h5"
+        else:
+            path = self.outdir / "stages" / sg.name / "realizations" / f"{self.name}.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stress = m.total_stress(st, ro.gamma_final, ro.alpha)
+        E = st.E_macro + ro.gamma_final * M_vector(ro.alpha)
+        attrs = dict(gamma_ext=ro.gamma_final, alpha_ext=ro.alpha_deg, E_macro=E,
+                     rng_state=json.dumps(st.rng.bit_generator.state), stage=sg.name,
+                     kind=sg.kind, control=sg.control, start=sg.start or "")
+        if isinstance(ro, StressStage):
+            attrs.update(target_stress=ro.target, reached=ro.reached, stress_error=ro.error)
+        with H5Writer(path) as f:
+            f.attrs.update(dict(realization=self.index, seed=self.case.run.seed,
+                                femplast_version=femplast.__version__, backend=m.backend,
+                                num_events=ro.drv.num_events, stage=sg.name))
+            write_group(f, "steps", tabs["steps"],
+                        dict(doc="gamma_ext of the stage; mean stress [xx,yy,xy] and plastic "
+                                 "strain after the avalanche; stress control: one row per "
+                                 "avalanche (stress_before at its onset)"))
+            write_group(f, "avalanches", tabs["avalanches"])
+            write_group(f, "state", dict(stress=stress, sigma0=from_dsp(st.sigma0 - st.sig_fold),
+                                         eps_pl=st.eps_pl, theta=st.theta, tau_c=st.tauc),
+                        attrs)
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self) -> dict:
+        d = dict(index=self.index, phase=self.phase, stage_idx=self.stage_idx,
+                 state=ck.state_arrays(self.state),
+                 saved={k: ck.state_arrays(v) for k, v in self.saved.items()},
+                 result=self.result, wall=self.result["wall"] + time.perf_counter() - self.t0,
+                 stage=None if self.run_obj is None else self.run_obj.checkpoint(),
+                 kmc=None)
+        if self.phase == "kmc":
+            d["kmc"] = dict(kmc=self.kmc.checkpoint(), drv=ck.driver_arrays(self.kmc_drv))
+        return d
+
+    def restore(self, d: dict) -> None:
+        ck.restore_state(self.state, d["state"])
+        for k, v in d["saved"].items():
+            s = self.state.copy()
+            ck.restore_state(s, v)
+            self.saved[k] = s
+        self.phase, self.stage_idx = d["phase"], int(d["stage_idx"])
+        self.result = d["result"]
+        self.result["wall"] = float(d["wall"])
+        self.t0 = time.perf_counter()
+        bind(self.model, self.state)
+        if self.phase == "kmc":
+            self._new_kmc()
+            self.kmc.restore(d["kmc"]["kmc"])
+            ck.restore_driver(self.kmc_drv, d["kmc"]["drv"])
+        else:
+            self.kmc = self.kmc_drv = None
+            if self.case.model == "quench":
+                self.stages = []
+        if d["stage"] is not None:
+            sgd = d["stage"]
+            sg = self.stages[self.stage_idx]
+            alpha = float(sgd["alpha_deg"])
+            if sg.kind == "hold":
+                ro = HoldStage(self.model, self.state, sg, alpha, self.case.kmc.Va)
+            elif sg.control == "strain":
+                ro = StrainStage(self.model, self.state, sg, alpha)
+            else:
+                ro = StressStage(self.model, self.state, sg, alpha,
+                                 0.0 if sg.kind == "unload" else sg.stress)
+            ro.restore(sgd)
+            self.run_obj = ro
+
+
+# ============================================================================ the run
+def uses_protocol(case) -> bool:
+    """Whether a case runs through this module (see femplast.runner.run_case)."""
+    return case.model == "quench" or (case.model == "tensorial" and (
+        case.kmc.enabled or bool(case.stages) or case.run.checkpoint_interval > 0))
+
+
+def checkpoint_path(outdir: Path, comm) -> Path:
+    return Path(outdir) / "checkpoint" / f"rank{comm.rank:03d}-of-{comm.size:03d}.npz"
+
+
+def run_protocol(case, outdir: Path, comm, progress, resume: bool = False) -> dict:
+    """Run a protocol case on this rank's realizations; returns the summary part on rank 0.
+
+    Raises :class:`femplast.checkpoint.Interrupted` after writing the checkpoint when a
+    SIGINT/SIGTERM arrives.
+    """
+    from femplast.case import resolve_path
+    from femplast.runner import build_model, load_initial_state
+
+    if case.output.snapshots and case.output.fields and comm.rank == 0:
+        log.warning("output.snapshots are not written by runs with kmc, stages or checkpoints")
+    model = build_model(case, MPI_SELF())
+    initial = None
+    if case.initial.state:
+        initial = load_initial_state(resolve_path(case, case.initial.state), model)
+    stages = stages_from_case(case)
+    mine = list(range(comm.rank, case.run.realizations, comm.size))
+    cpath = checkpoint_path(outdir, comm)
+    done: list[dict] = []
+    current = None
+    if resume and cpath.is_file():
+        data = ck.load(cpath)
+        done = list(data["done"])
+        if data["current"] is not None:
+            current = RealizationRun(case, model, int(data["current"]["index"]), outdir,
+                                     stages_from_case(case), initial, progress)
+            current.restore(data["current"])
+        progress(f"resumed from {cpath}: {len(done)} realization(s) done"
+                 + (f", realization {current.index + 1} in progress" if current else ""), True)
+    finished = {r["index"] for r in done}
+    holder = {"run": current}
+
+    def write():
+        cur = holder["run"]
+        ck.save(cpath, dict(nranks=comm.size, rank=comm.rank, done=done,
+                            current=None if cur is None else cur.checkpoint()))
+        return cpath
+
+    with ck.Interrupter(write, case.run.checkpoint_interval) as intr:
+        for i in mine:
+            if i in finished:
+                continue
+            if holder["run"] is None or holder["run"].index != i:
+                holder["run"] = RealizationRun(case, model, i, outdir, stages_from_case(case),
+                                               initial, progress)
+            res = holder["run"].run(intr.tick)
+            done.append(res)
+            holder["run"] = None
+            progress(f"realization {i + 1}/{case.run.realizations} done: {res['events']} "
+                     f"events in {res['wall']:.2f} s", True)
+            intr.tick(force=True)
+        write()
+    allres = comm.gather(done, root=0)
+    if comm.rank != 0:
+        return {}
+    res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
+    return summarize(case, model, stages, res)
+
+
+def MPI_SELF():
+    from mpi4py import MPI
+
+    return MPI.COMM_SELF
+
+
+def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
+    out = dict(backend=model.backend, slip_systems_per_cell=model.params.N,
+               num_cells=model.num_cells, seeds=[[case.run.seed, r["index"]] for r in res],
+               total_slip_events=int(sum(r["events"] for r in res)),
+               realization_wall_time=[r["wall"] for r in res])
+    if res and res[0]["kmc"] is not None:
+        keys = [k for k, v in res[0]["kmc"].items() if isinstance(v, (int, float))
+                and not isinstance(v, bool)]
+        out["kmc"] = dict(temperature=case.kmc.temperature, Va=case.kmc.Va,
+                          per_realization=[r["kmc"] for r in res],
+                          mean={k: float(np.mean([r["kmc"][k] for r in res
+                                                  if r["kmc"][k] is not None])) for k in keys})
+    st_out = {}
+    for sg in stages:
+        rows = [r["stages"][sg.name] for r in res if sg.name in r["stages"]]
+        if not rows:
+            continue
+        d = dict(kind=sg.kind, control=sg.control, start=sg.start,
+                 alpha_ext=[x["alpha_ext"] for x in rows],
+                 gamma_final_mean=float(np.mean([x["gamma_final"] for x in rows])),
+                 stress_final_mean=float(np.mean([x["stress_final"] for x in rows])),
+                 stress_final_std=float(np.std([x["stress_final"] for x in rows])),
+                 events_mean=float(np.mean([x["events"] for x in rows])))
+        if sg.control == "stress":
+            d.update(target=sg.stress, reached=int(sum(x["reached"] for x in rows)),
+                     max_abs_stress_error=float(max(abs(x["stress_error"]) for x in rows)))
+        if sg.control == "strain":
+            n = min(len(x["curve_gamma"]) for x in rows)
+            idx = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))
+            v = np.array([np.asarray(x["curve_stress"])[:n] for x in rows])
+            d["curve"] = dict(gamma_ext=np.asarray(rows[0]["curve_gamma"])[idx],
+                              mean=v.mean(axis=0)[idx], std=v.std(axis=0)[idx])
+        st_out[sg.name] = d
+        if sg.implicit:
+            sxy = np.concatenate([x["sxy"] for x in rows])
+            drops = np.concatenate([x["drops"] for x in rows])
+            span = case.loading.gamma_max - case.loading.stationary_from
+            out["stationary"] = dict(
+                gamma_from=case.loading.stationary_from,
+                sigma_xy_mean=float(sxy.mean()) if len(sxy) else 0.0,
+                sigma_xy_std=float(sxy.std()) if len(sxy) else 0.0,
+                stress_drop_mean=float(drops.mean()) if len(drops) else 0.0,
+                avalanches=int(len(drops)),
+                slip_events_per_unit_strain=float(np.mean([x["events_stat"] for x in rows])
+                                                  / span))
+    if st_out and not (len(stages) == 1 and stages[0].implicit):
+        out["stages"] = st_out
+    return out
+
+
+def check_resume(case, outdir: Path) -> None:
+    """A directory can be resumed: a checkpoint, no summary.json, the same case."""
+    from femplast.case import yaml
+
+    outdir = Path(outdir)
+    if (outdir / "summary.json").exists():
+        raise FemplastInputError("--resume", str(outdir), "an output directory of an "
+                                 "unfinished run (this one has summary.json: it is complete)")
+    if not (outdir / "checkpoint").is_dir():
+        raise FemplastInputError("--resume", str(outdir), "an output directory with a "
+                                 "checkpoint/ (written by runs with kmc, stages or "
+                                 "run.checkpoint_interval > 0)")
+    saved = yaml.safe_load((outdir / "case.yaml").read_text()) if (
+        outdir / "case.yaml").is_file() else None
+    if saved != yaml.safe_load(yaml.safe_dump(case.to_dict(), sort_keys=False)):
+        raise FemplastInputError("--resume", str(outdir), "the same case (and --set "
+                                 "overrides) as the interrupted run (OUTDIR/case.yaml)")
+
+
+__all__ = ["run_protocol", "uses_protocol", "check_resume", "StressStage", "StrainStage",
+           "Stage", "fold", "write_json"]

@@ -1,0 +1,121 @@
+"""Loading protocols (femplast.protocols): stress control, unloading, branches, folding."""
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+import femplast  # noqa: F401
+from femplast import FemplastInputError
+from femplast.case import case_from_dict
+from femplast.runner import run_case
+
+BASE = dict(model="tensorial", mesh=dict(kind="quad", n=8, L=52.8), slip=dict(N=16),
+            loading=dict(dgamma_ext=1e-4))
+
+
+def resolved(stress, alpha_deg):
+    a = np.deg2rad(2 * alpha_deg)
+    return np.sin(a) * 0.5 * (stress[..., 1] - stress[..., 0]) + np.cos(a) * stress[..., 2]
+
+
+def run(tmp_path, stages, realizations=1, **extra):
+    case = case_from_dict(dict(BASE, stages=stages, run=dict(realizations=realizations, seed=4),
+                               **extra))
+    out = tmp_path / "out"
+    return out, run_case(case, out, MPI.COMM_SELF, quiet=True)
+
+
+def test_stress_control_reaches_target_between_avalanches(tmp_path):
+    out, s = run(tmp_path, [dict(name="up", stress=0.45),
+                            dict(name="unload", kind="unload"),
+                            dict(name="back", alpha_ext=90, stress=0.3)], realizations=2)
+    errs = []
+    for name, target, alpha in (("up", 0.45, 0.0), ("unload", 0.0, 90.0), ("back", 0.3, 90)):
+        for r in (0, 1):
+            with h5py.File(out / "stages" / name / "realizations" / f"r000{r}.h5") as f:
+                a = f["state"].attrs["alpha_ext"]
+                assert a == alpha
+                tot = resolved(f["state/stress"][()].mean(axis=0), a)
+                steps = resolved(f["steps/stress"][()], a)
+                before = resolved(f["steps/stress_before"][()], a)
+                g = f["steps/gamma_ext"][()]
+                assert f["state"].attrs["reached"]
+                errs.append(abs(tot - target))
+                # avalanches start at or below the target, strain grows monotonically
+                assert (before[1:-1] <= target + 1e-10).all()
+                assert (np.diff(g) >= 0).all()
+                assert abs(steps[-1] - target) < 1e-10
+        assert s["stages"][name]["max_abs_stress_error"] < 1e-10
+    print(f"\nstress control: max |Sigma - target| = {max(errs):.2e} "
+          f"(up: {s['stages']['up']['events_mean']:.0f} events on average)")
+    assert max(errs) < 1e-10
+    assert s["stages"]["up"]["events_mean"] > 0  # avalanches happened on the way
+
+
+def test_bauschinger_reverse_branch_yields_earlier(tmp_path):
+    stages = [dict(name="load", gamma=0.6),
+              dict(name="unload", kind="unload"),
+              dict(name="forward", start="unload", alpha_ext=0, gamma=0.06),
+              dict(name="reverse", start="unload", alpha_ext=90, gamma=0.06)]
+    out, s = run(tmp_path, stages, realizations=6)
+    g_probe = 0.03
+    fw, rv = [], []
+    for r in range(6):
+        vals = {}
+        for name in ("forward", "reverse", "unload"):
+            with h5py.File(out / "stages" / name / "realizations" / f"r{r:04d}.h5") as f:
+                a = f["state"].attrs["alpha_ext"]
+                g = f["steps/gamma_ext"][()]
+                vals[name] = (g, resolved(f["steps/stress"][()], a), f["state/stress"][()])
+        # both branches start from the same unloaded state (zero external stress)
+        assert abs(vals["forward"][1][0]) < 1e-10 and abs(vals["reverse"][1][0]) < 1e-10
+        k = int(round(g_probe / 1e-4))
+        fw.append(vals["forward"][1][k])
+        rv.append(vals["reverse"][1][k])
+    fw, rv = np.mean(fw), np.mean(rv)
+    print(f"\nBauschinger (6 realizations, 8x8): resolved stress at reload strain {g_probe}: "
+          f"forward {fw:.4f}, reverse {rv:.4f}, margin {fw - rv:.4f}")
+    assert fw - rv > 0.05
+
+
+def test_folding_keeps_the_fe_stress(tmp_path):
+    """After stages in several orientations the stress equals a fresh FE solve."""
+    from femplast.mesh import structured_box
+    from femplast.model import TensorialModel, realization_rng
+    from femplast.protocols import Stage, StrainStage, StressStage, fold, init_protocol_state
+
+    box = structured_box(6, 6 * 6.6, "quad", MPI.COMM_SELF)
+    m = TensorialModel.build(box, N=8, backend="propagator")
+    st = m.new_state(realization_rng(2, 0))
+    init_protocol_state(m, st, 0.0)
+    E = np.zeros(3)
+    for sg, alpha in ((Stage("a", "load", 0.0, "strain", gamma=0.3, dgamma=1e-3), 0.0),
+                      (Stage("b", "load", 30.0, "stress", stress=0.2), 30.0),
+                      (Stage("c", "load", 90.0, "strain", gamma=0.1, dgamma=1e-3), 90.0)):
+        ro = (StrainStage(m, st, sg, alpha) if sg.control == "strain"
+              else StressStage(m, st, sg, alpha, sg.stress))
+        ro.run(lambda: None)
+        g = ro.gamma_final
+        fe = m.fe_stress(st, g, np.deg2rad(alpha))  # sigma0 holds the folded earlier loads
+        np.testing.assert_allclose(m.total_stress(st, g, np.deg2rad(alpha)), fe, atol=1e-9)
+        before = m.total_stress(st, g, np.deg2rad(alpha))
+        fold(m, st, g, alpha)
+        np.testing.assert_allclose(m.total_stress(st, 0.0, 0.0), before, atol=1e-12)
+        from femplast.elasticity import M_vector
+        E += g * M_vector(np.deg2rad(alpha))
+    np.testing.assert_allclose(st.E_macro, E)
+
+
+@pytest.mark.parametrize("stages, key", [
+    ([dict(name="a")], "stages[0].gamma"),
+    ([dict(name="a", gamma=0.1), dict(name="b", start="zz", gamma=0.1)], "stages[1].start"),
+    ([dict(name="a", gamma=0.1), dict(name="a", gamma=0.1)], "stages[1].name"),
+    ([dict(name="a b", gamma=0.1)], "stages[0].name"),
+    ([dict(name="u", kind="unload", stress=1.0)], "stages[0].stress"),
+    ([dict(name="h", kind="hold", temperature=0.3)], "stages[0].events"),
+])
+def test_bad_stage_lists(stages, key):
+    with pytest.raises(FemplastInputError) as e:
+        case_from_dict(dict(BASE, stages=stages))
+    assert e.value.key == key
