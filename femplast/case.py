@@ -124,6 +124,65 @@ class RunSection:
                         "ranks (one sample per rank); 'sample' distributes each sample's mesh "
                         "over all ranks (FE solve with the direct backend; for samples too big "
                         "for one core)", choices=("realizations", "sample"))
+    checkpoint_interval: float = key(0.0, "wall-clock time between checkpoints (full state and "
+                                     "random streams, OUTDIR/checkpoint/) of tensorial runs; "
+                                     "'python -m femplast CASE --out OUTDIR --resume' continues "
+                                     "bit-identically. 0: checkpoints only on SIGINT/SIGTERM "
+                                     "(runs with stages or kmc) and plain runs take the classic "
+                                     "path without checkpoints", "s", min=0)
+
+
+@dataclass
+class KmcSection:
+    """Glass preparation by kinetic Monte Carlo and quench (tensorial paper A.3; femplast.kmc)."""
+
+    enabled: bool = key(False, "prepare every realization as a super-cooled liquid by KMC at "
+                        "temperature, then quench it (T = 0 relaxation; its stress becomes the "
+                        "pre-stress Sigma0, plastic strain 0, slip systems kept) before loading; "
+                        "implied by model: quench")
+    temperature: float = key(0.25, "equilibration temperature kB T of the liquid (rates "
+                             "exp(-dtau_c Va / kB T), eq. 11; paper optimum 0.25 at Va = 1)",
+                             "LJ energy", min=0, min_open=True)
+    Va: float = key(1.0, "activation volume Va", "LJ area", min=0, min_open=True)
+    stop: str = key("stationary", "stationary: stop when the mean threshold and the stress std "
+                    "are stationary (or at max_events); max_events: run max_events events",
+                    choices=("stationary", "max_events"))
+    max_events: int = key(200000, "cap on the thermally activated events (events of the "
+                          "avalanches they trigger not counted)", min=1)
+    window: float = key(2.0, "thermal events per stationarity window, per cell", min=0,
+                        min_open=True)
+    tolerance: float = key(0.05, "stationary when the window means of <tau_c> and of the "
+                           "stress std change by less than this (relative) over two successive "
+                           "window pairs", min=0, min_open=True)
+    save: bool = key(True, "write the quenched sample of realization i to "
+                     "OUTDIR/quench/rNNNN.h5 (usable as initial.state)")
+
+
+@dataclass
+class StageSection:
+    """One stage of a loading protocol (femplast.protocols); stages run in the listed order."""
+
+    name: str = key("", "stage name (letters, digits, '-', '_'): outputs in "
+                    "OUTDIR/stages/<name>/realizations/")
+    kind: str = key("load", "load: along alpha_ext to the strain gamma (strain control) or to "
+                    "the resolved stress 'stress' (stress control); unload: stress control "
+                    "along the previous alpha_ext + 90 deg until the external stress resolved on "
+                    "the previous alpha_ext is 0; hold: fixed strain, with thermally activated "
+                    "events (KMC) when temperature > 0", choices=("load", "unload", "hold"))
+    start: str | None = key(None, "name of an earlier stage whose final state this stage starts "
+                            "from (branches, e.g. the two reloadings of a Bauschinger test); "
+                            "null: the previous stage")
+    alpha_ext: float = key(0.0, "loading orientation of a load stage: 0 forward simple shear, "
+                           "90 reverse", "deg", min=-180, max=180)
+    gamma: float | None = key(None, "load: external strain of the stage (strain control); with "
+                              "stress or for unload: a cap on the stage's strain (default 1)",
+                              "-", min=0, min_open=True)
+    stress: float | None = key(None, "load: target external stress resolved on alpha_ext "
+                               "(stress control)", "LJ stress")
+    dgamma_ext: float | None = key(None, "strain increment of strain control; null: "
+                                   "loading.dgamma_ext", "-", min=0, min_open=True, max=1)
+    temperature: float = key(0.0, "hold: kB T of thermally activated events", "LJ energy", min=0)
+    events: int = key(0, "hold: number of thermally activated events", min=0)
 
 
 @dataclass
@@ -159,8 +218,9 @@ class Case:
 
     model: str = key("tensorial", "tensorial: slip-system EPM under AQS; inclusion: elastic "
                      "field of one sheared inclusion; scalar: scalar EPM with renewal "
-                     "(rejuvenation) under synchronous extremal dynamics (section scalar)",
-                     choices=("tensorial", "inclusion", "scalar"))
+                     "(rejuvenation) under synchronous extremal dynamics (section scalar); "
+                     "quench: only the KMC preparation and quench of section kmc",
+                     choices=("tensorial", "inclusion", "scalar", "quench"))
     name: str | None = key(None, "case name (default: the file name)")
     description: str = key("", "free text")
     mesh: MeshSection = field(default_factory=MeshSection)
@@ -174,6 +234,10 @@ class Case:
     inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
     patches: PatchesSection = field(default_factory=PatchesSection)
     scalar: ScalarSection = field(default_factory=lambda: ScalarSection())
+    kmc: KmcSection = field(default_factory=KmcSection)
+    stages: list[StageSection] = key([], "loading protocol: a list of stages (section "
+                                     "stages[]); empty: one strain-controlled stage from "
+                                     "section loading, outputs in OUTDIR/realizations/")
 
     source: Path | None = field(default=None, repr=False, metadata=dict(internal=True))
 
@@ -302,6 +366,8 @@ def _type_name(tp) -> str:
         return " or ".join(names) + (" or null" if type(None) in args else "")
     if typing.get_origin(tp) is list:
         return f"list of {_type_name(args[0])}"
+    if _is_section(tp):
+        return "mapping"
     return {float: "number", int: "integer", str: "string", bool: "true/false"}.get(tp, str(tp))
 
 
@@ -316,6 +382,8 @@ def _coerce(dotted: str, tp, value, f):
     if typing.get_origin(tp) is list:
         if not isinstance(value, list):
             raise FemplastInputError(dotted, value, f"a {_type_name(tp)}")
+        if _is_section(args[0]):  # a list of sections (stages)
+            return [_build(args[0], v, f"{dotted}[{i}].") for i, v in enumerate(value)]
         return [_coerce(f"{dotted}[{i}]", args[0], v, f) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
@@ -374,6 +442,8 @@ def _to_dict(obj) -> dict:
         if f.metadata.get("internal"):
             continue
         v = getattr(obj, f.name)
+        if isinstance(v, list) and v and dataclasses.is_dataclass(v[0]):
+            v = [_to_dict(x) for x in v]
         out[f.name] = _to_dict(v) if dataclasses.is_dataclass(v) else v
     return out
 
@@ -472,6 +542,53 @@ def _check_consistency(case: Case) -> None:
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
     _check_patches(case)
     _check_scalar(case)
+    _check_protocol(case)
+
+
+def _check_protocol(case: Case) -> None:
+    """Sections kmc and stages (femplast.protocols)."""
+    import re
+
+    kmc_on = case.kmc.enabled or case.model == "quench"
+    if (kmc_on or case.stages) and case.model not in ("tensorial", "quench"):
+        raise FemplastInputError("model", case.model, "'tensorial' or 'quench' with kmc or "
+                                 "stages")
+    if case.model == "quench" and case.stages:
+        raise FemplastInputError("stages", "[...]", "empty with model: quench")
+    protocol = kmc_on or case.stages or case.run.checkpoint_interval > 0
+    if protocol and case.model in ("tensorial", "quench"):
+        if case.patches.enabled:
+            raise FemplastInputError("patches.enabled", True, "false with kmc, stages or "
+                                     "run.checkpoint_interval > 0")
+        if case.run.parallel == "sample":
+            raise FemplastInputError("run.parallel", "sample", "'realizations' with kmc, "
+                                     "stages or run.checkpoint_interval > 0")
+    names: list[str] = []
+    for i, sg in enumerate(case.stages):
+        k = f"stages[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", sg.name or ""):
+            raise FemplastInputError(f"{k}.name", sg.name, "a non-empty name of letters, "
+                                     "digits, '-' and '_'")
+        if sg.name in names:
+            raise FemplastInputError(f"{k}.name", sg.name, "a name not used by another stage")
+        if sg.start is not None and sg.start not in names:
+            raise FemplastInputError(f"{k}.start", sg.start, "the name of an earlier stage "
+                                     f"({', '.join(names) or 'none'}) or null")
+        names.append(sg.name)
+        if sg.kind == "load" and sg.gamma is None and sg.stress is None:
+            raise FemplastInputError(f"{k}.gamma", None, "a strain (strain control) or a "
+                                     "stress target with kind: load")
+        if sg.kind != "load" and sg.stress is not None:
+            raise FemplastInputError(f"{k}.stress", sg.stress, "null with kind: "
+                                     f"{sg.kind} (unload targets a zero stress)")
+        if sg.kind == "hold" and sg.gamma is not None:
+            raise FemplastInputError(f"{k}.gamma", sg.gamma, "null with kind: hold")
+        if sg.kind != "hold" and (sg.temperature or sg.events):
+            raise FemplastInputError(f"{k}.temperature", sg.temperature,
+                                     "0 (thermal events only in hold stages)")
+        if sg.kind == "hold" and (sg.temperature > 0) != (sg.events > 0):
+            raise FemplastInputError(f"{k}.events", sg.events, "> 0 together with a "
+                                     "temperature > 0 (or both 0)")
 
 
 def _check_scalar(case: Case) -> None:
@@ -548,6 +665,8 @@ def reference_markdown() -> str:
             if _is_section(tp):
                 subs.append((tp, f"{prefix}{f.name}."))
                 continue
+            if typing.get_origin(tp) is list and _is_section(typing.get_args(tp)[0]):
+                subs.append((typing.get_args(tp)[0], f"{prefix}{f.name}[]."))
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             m = f.metadata
             rows.append(f"| `{prefix}{f.name}` | {_type_name(tp)} | `{default!r}` | "

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from femplast import FemplastInputError
+from femplast.checkpoint import Interrupted
 
 EXIT_BAD_INPUT = 2
 
@@ -75,4 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"femplast: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:  # SIGINT/SIGTERM: checkpoint written (femplast.checkpoint)
+        print(f"femplast: {exc}", file=sys.stderr)
+        return exc.exit_code  # 130 (SIGINT) or 143 (SIGTERM)
     return 0
