@@ -213,6 +213,44 @@ class PatchesSection:
 
 
 @dataclass
+class SweepSection:
+    """Parameter sweep with calibration errors against reference data (femplast.sweep)."""
+
+    enabled: bool = key(False, "run a parameter sweep instead of one run: every grid point "
+                        "runs sweep.realizations realizations of this case with the point's "
+                        "values, in memory, on one rank (mpirun -n P spreads the points "
+                        "dynamically over the ranks); results in OUTDIR/sweep/ (table.csv, "
+                        "points/, finite_size.csv); --resume continues a killed sweep")
+    grid: dict = key({}, "grid axes 'key: spec' (points = their product, the last axis "
+                     "fastest); key k, lambda, chi (slip.weibull_k, slip.weibull_lambda, "
+                     "slip.chi) or a dotted numeric key of mesh, elasticity, slip, loading, "
+                     "redistribution; spec {start, stop, step} (stop included), a list or "
+                     "a number")
+    realizations: int | None = key(None, "realizations per point; null: run.realizations",
+                                   min=1)
+    seeds: str = key("common", "common: realization j of every point uses "
+                     "SeedSequence([run.seed, j]) (common random numbers: a smoother error "
+                     "landscape); per_point: point i uses the seed drawn from "
+                     "SeedSequence([run.seed, i]). Either way independent of the ranks",
+                     choices=("common", "per_point"))
+    reference: str | None = key(None, "reference data directory (macro.csv, optional "
+                                "local.csv, rms.csv, finite_size.csv; format in "
+                                "femplast.calibration), relative to the case file; null: "
+                                "statistics only, no errors")
+    errors: list[str] = key(["macro", "meso"], "errors against the reference: macro "
+                            "(L_macro = mean L[P] of the stationary sigma_xy, drops and "
+                            "increments, eq. 8), meso (L_meso_plus / L_meso_minus = mean L[F] "
+                            "of the 8 stationary patch statistics at alpha 0 / 90 and the "
+                            "largest patch size, eq. 9; needs patches.enabled). L_stat = "
+                            "(L_macro + (L+ + L-)/2)/2, or L_macro without meso",
+                            choices=("macro", "meso"))
+    finite_size: list[int] = key([], "also run the base parameters at these mesh.n (same "
+                                 "cell size: mesh.L scales with n), sweep.realizations each, "
+                                 "and fit std(Sigma_xy) ~ L^a (summary.json 'finite_size', "
+                                 "sweep/finite_size.csv)", min=1)
+
+
+@dataclass
 class Case:
     """A femplast case file."""
 
@@ -234,6 +272,7 @@ class Case:
     inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
     patches: PatchesSection = field(default_factory=PatchesSection)
     scalar: ScalarSection = field(default_factory=lambda: ScalarSection())
+    sweep: SweepSection = field(default_factory=SweepSection)
     kmc: KmcSection = field(default_factory=KmcSection)
     stages: list[StageSection] = key([], "loading protocol: a list of stages (section "
                                      "stages[]); empty: one strain-controlled stage from "
@@ -368,7 +407,8 @@ def _type_name(tp) -> str:
         return f"list of {_type_name(args[0])}"
     if _is_section(tp):
         return "mapping"
-    return {float: "number", int: "integer", str: "string", bool: "true/false"}.get(tp, str(tp))
+    return {float: "number", int: "integer", str: "string", bool: "true/false",
+            dict: "mapping"}.get(tp, str(tp))
 
 
 def _coerce(dotted: str, tp, value, f):
@@ -385,6 +425,10 @@ def _coerce(dotted: str, tp, value, f):
         if _is_section(args[0]):  # a list of sections (stages)
             return [_build(args[0], v, f"{dotted}[{i}].") for i, v in enumerate(value)]
         return [_coerce(f"{dotted}[{i}]", args[0], v, f) for i, v in enumerate(value)]
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise FemplastInputError(dotted, value, "a mapping of keys")
+        return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise FemplastInputError(dotted, value, "true or false")
@@ -543,6 +587,10 @@ def _check_consistency(case: Case) -> None:
     _check_patches(case)
     _check_scalar(case)
     _check_protocol(case)
+    if case.sweep.enabled:
+        from femplast.sweep import validate
+
+        validate(case)
 
 
 def _check_protocol(case: Case) -> None:

@@ -26,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--realizations", type=int, help="override run.realizations")
     p.add_argument("--seed", type=int, help="override run.seed")
     p.add_argument("--event-log", action="store_true", help="store every slip event")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in the existing --out directory (sweeps: "
+                        "points already finished are not recomputed)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--check", action="store_true", help="validate the case and exit")
     p.add_argument("--reference", action="store_true", help="print the case-key reference")
@@ -66,12 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         from femplast.io import choose_outdir
 
         outdir = None
-        if comm.rank == 0:
+        if args.resume:
+            from pathlib import Path
+
+            if args.out is None or not Path(args.out).is_dir():
+                raise FemplastInputError("--resume", args.out, "with --out naming the "
+                                         "existing output directory of the interrupted run")
+            outdir = Path(args.out)
+        elif comm.rank == 0:
             outdir = choose_outdir(args.out, case.name)
         outdir = comm.bcast(outdir, root=0)
         from femplast.runner import run_case
 
-        run_case(case, outdir, comm, quiet=args.quiet, event_log=args.event_log)
+        run_case(case, outdir, comm, quiet=args.quiet, event_log=args.event_log,
+                 resume=args.resume)
     except FemplastInputError as exc:
         if comm.rank == 0:
             print(f"femplast: error: {exc}", file=sys.stderr)

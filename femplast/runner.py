@@ -291,8 +291,9 @@ def run_scalar(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> 
 
 
 def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: bool = False,
-             event_log: bool = False) -> dict | None:
-    """Run ``case`` into ``outdir``; returns the summary on rank 0."""
+             event_log: bool = False, resume: bool = False) -> dict | None:
+    """Run ``case`` into ``outdir``; returns the summary on rank 0. ``resume``: continue an
+    interrupted run in ``outdir`` (sweeps: finished points are kept)."""
     progress = Progress(quiet or comm.rank != 0)
     t0 = time.perf_counter()
     summary = dict(case=case.to_dict(), femplast_version=femplast.__version__,
@@ -301,9 +302,16 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         outdir.mkdir(parents=True, exist_ok=True)
         from femplast.case import yaml
 
-        (outdir / "case.yaml").write_text(yaml.safe_dump(case.to_dict(), sort_keys=False))
+        if not (resume and (outdir / "case.yaml").exists()):  # resume: the run's own case
+            (outdir / "case.yaml").write_text(yaml.safe_dump(case.to_dict(), sort_keys=False))
     comm.barrier()
-    if case.model == "inclusion":
+    if case.sweep.enabled:  # parameter sweep (femplast.sweep)
+        from femplast.sweep import run_sweep
+
+        summary.update(run_sweep(case, outdir, comm, progress, resume=resume))
+    elif resume:
+        raise FemplastInputError("--resume", True, "only for sweeps (sweep.enabled) so far")
+    elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
     elif case.model == "scalar":
         summary.update(run_scalar(case, outdir, comm, progress))

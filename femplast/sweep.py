@@ -1,0 +1,764 @@
+"""Parameter sweeps: grid expansion, dynamic scheduling over MPI ranks, resumable point store,
+results table, optimum and emergent analyses (tensorial paper sec. 4-5; femplast.calibration).
+
+A case with ``sweep.enabled: true`` declares a grid over case keys (``k``, ``lambda``, ``chi``
+are short for ``slip.weibull_k``, ``slip.weibull_lambda``, ``slip.chi``); the rest of the case
+gives the base parameters. Point ``i`` of the grid (row-major over the axes in the order
+written, the last axis fastest) runs ``sweep.realizations`` realizations of the case with the
+point's values, in-process on one rank (model on ``MPI.COMM_SELF``, shared by all points with
+the same mesh and elasticity), without per-realization files. Realization ``j`` of a point
+uses ``SeedSequence([s, j])`` with ``s = run.seed`` (``sweep.seeds: common``: every point sees
+the same random numbers, the landscape is smoother) or ``s`` drawn from
+``SeedSequence([run.seed, i])`` (``per_point``); either way a point's result does not depend
+on the number of ranks or on which rank computes it, and equals a plain femplast run of the
+point's case with ``run.seed = s`` (same stationary samples).
+
+Outputs (``OUTDIR/sweep/``):
+
+* ``plan.json``: the resolved sweep (case, points), checked on ``--resume``;
+* ``points/pNNNNN.json``: one file per finished point (written atomically by the rank that
+  computed it): parameters, seeds, statistics (histogram counts on the reference bins, moments,
+  rms deviation, patch statistics), errors, wall time;
+* ``table.csv``: one row per grid point in point order (parameters, errors, statistics),
+  assembled from the point files, hence identical for any number of ranks or interruptions;
+* ``finite_size.csv``: one row per system size (``sweep.finite_size``).
+
+Scheduling: rank 0 hands out point indices on request (dynamic load balancing) and computes
+points itself, answering requests between realizations; a killed sweep restarted with
+``--resume`` skips every point whose file exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as _io
+import itertools
+import json
+import math
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from femplast import FemplastInputError
+from femplast import calibration as C
+
+ALIASES = {"k": "slip.weibull_k", "lambda": "slip.weibull_lambda", "chi": "slip.chi"}
+COLUMN_OF = {v: k for k, v in ALIASES.items()}
+NOT_GRIDDABLE = ("sweep", "run", "output", "patches", "model", "name", "description",
+                 "initial", "inclusion", "scalar")
+STAT_COLUMNS = ("sigma_xy_mean", "sigma_xy_std", "sigma_xy_std_err", "drop_xy_mean",
+                "avalanches_per_realization", "slip_events_per_unit_strain",
+                "tau_c_mean_plus", "delta_tau_c_mean_plus", "tau_c_mean_minus",
+                "delta_tau_c_mean_minus", "realizations")
+TAG_REQ, TAG_WORK = 7101, 7102
+
+
+# ============================================================================ grid
+def axis_values(spec, key: str) -> list[float]:
+    """Values of one grid axis: ``{start, stop, step}`` (stop included when it lies on the
+    grid, within 1e-9 of a step), a list, or one number."""
+    if isinstance(spec, dict):
+        extra = set(spec) - {"start", "stop", "step"}
+        if extra or not {"start", "stop", "step"} <= set(spec):
+            raise FemplastInputError(f"sweep.grid.{key}", spec,
+                                     "{start, stop, step}, a list of values or a number")
+        a, b, s = (spec[n] for n in ("start", "stop", "step"))
+        for n, v in (("start", a), ("stop", b), ("step", s)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise FemplastInputError(f"sweep.grid.{key}.{n}", v, "a finite number")
+        if s <= 0 or b < a:
+            raise FemplastInputError(f"sweep.grid.{key}", spec, "step > 0 and stop >= start")
+        n = int(math.floor((b - a) / s + 1e-9)) + 1
+        if n > 100000:
+            raise FemplastInputError(f"sweep.grid.{key}", spec, "at most 100000 values")
+        ints = all(isinstance(v, int) for v in (a, b, s))
+        return [a + i * s if ints else float(round(a + i * s, 12)) for i in range(n)]
+    if isinstance(spec, list):
+        if not spec:
+            raise FemplastInputError(f"sweep.grid.{key}", spec, "at least one value")
+        return list(spec)
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return [spec]
+    raise FemplastInputError(f"sweep.grid.{key}", spec,
+                             "{start, stop, step}, a list of values or a number")
+
+
+def dotted(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def column(name: str) -> str:
+    """Table column of a grid key: k, lambda, chi for the Weibull/amplitude keys, else the
+    dotted key."""
+    return COLUMN_OF.get(dotted(name), dotted(name))
+
+
+def grid_points(case) -> list[dict]:
+    """The grid points, each ``{column: value}``, in point order."""
+    sw = case.sweep
+    axes = [(column(k), axis_values(v, k)) for k, v in sw.grid.items()]
+    if not axes:
+        return []
+    names = [a for a, _ in axes]
+    return [dict(zip(names, vals, strict=True))
+            for vals in itertools.product(*(v for _, v in axes))]
+
+
+def plan(case) -> list[dict]:
+    """Every point of the sweep: the grid (kind ``grid``), then one point per finite-size
+    system (kind ``finite_size``, base parameters, ``mesh.n`` cells per side at the base
+    cell size)."""
+    pts = [dict(point=i, kind="grid", params=p) for i, p in enumerate(grid_points(case))]
+    for n in case.sweep.finite_size:
+        pts.append(dict(point=len(pts), kind="finite_size",
+                        params={"mesh.n": n,
+                                "mesh.L": float(f"{case.mesh.L / case.mesh.n * n:.12g}")}))
+    return pts
+
+
+def _set(d: dict, path: str, value):
+    parts = path.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
+def point_seed(case, index: int) -> int:
+    """run.seed of point ``index`` (see the module docstring)."""
+    if case.sweep.seeds == "common":
+        return int(case.run.seed)
+    ss = np.random.SeedSequence([int(case.run.seed), int(index)])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(2))
+
+
+def point_case(case, pt: dict):
+    """The plain case of one point: the base case with the point's values, no sweep, no
+    field output, ``sweep.realizations`` realizations, the point's seed; patches off for
+    finite-size points."""
+    from femplast.case import case_from_dict
+
+    d = case.to_dict()
+    d["sweep"] = {"enabled": False}
+    d["output"] = {"fields": False, "snapshots": []}
+    d["run"] = dict(d["run"], realizations=realizations_per_point(case),
+                    seed=point_seed(case, pt["point"]), parallel="realizations")
+    for k, v in pt["params"].items():
+        _set(d, dotted(k), v)
+    if pt["kind"] == "finite_size":
+        d["patches"] = dict(d["patches"], enabled=False)
+    try:
+        pc = case_from_dict(d, source=case.source)
+    except FemplastInputError as exc:
+        key = exc.key
+        for k in pt["params"]:
+            if dotted(k) == key:
+                key = f"sweep.grid.{k}"
+        raise FemplastInputError(key, exc.value, f"{exc.allowed} (grid point {pt['point']})"
+                                 ) from None
+    pc.name = f"{case.name}-p{pt['point']:05d}"
+    return pc
+
+
+def realizations_per_point(case) -> int:
+    return case.sweep.realizations or case.run.realizations
+
+
+def validate(case) -> None:
+    """Checks of the sweep section (called by femplast.case on loading)."""
+    sw = case.sweep
+    if not sw.enabled:
+        return
+    if case.model != "tensorial":
+        raise FemplastInputError("sweep.enabled", True, "only with model: tensorial")
+    if case.run.parallel != "realizations":
+        raise FemplastInputError("run.parallel", case.run.parallel,
+                                 "'realizations' with sweep.enabled (points run on one rank)")
+    if not sw.grid and not sw.finite_size:
+        raise FemplastInputError("sweep.grid", sw.grid, "at least one axis (or "
+                                 "sweep.finite_size)")
+    from femplast.case import Case
+
+    top = {f.name for f in dataclasses.fields(Case)}
+    base = case.to_dict()
+    axes = {}
+    for k, spec in sw.grid.items():
+        dk = dotted(str(k))
+        parts = dk.split(".")
+        if parts[0] not in top or parts[0] in NOT_GRIDDABLE or len(parts) != 2:
+            raise FemplastInputError(f"sweep.grid.{k}", spec, "k, lambda, chi or a dotted "
+                                     "numeric key of sections mesh, elasticity, slip, loading, "
+                                     "redistribution (e.g. loading.dgamma_ext)")
+        sec = base.get(parts[0])
+        if not isinstance(sec, dict) or parts[1] not in sec:
+            raise FemplastInputError(f"sweep.grid.{k}", spec, f"an existing key ({dk} is not "
+                                     "a case key)")
+        if column(k) in axes:
+            raise FemplastInputError(f"sweep.grid.{k}", spec, "each key once")
+        axes[column(k)] = axis_values(spec, str(k))
+    if sw.finite_size and case.mesh.kind == "gmsh":
+        raise FemplastInputError("sweep.finite_size", sw.finite_size, "structured meshes "
+                                 "(mesh.kind quad or tri)")
+    # every axis value, with the other axes at their first value, makes a valid case
+    first = {a: v[0] for a, v in axes.items()}
+    for a, vals in axes.items():
+        for v in {vals[0], vals[-1]} if len(vals) > 1 else {vals[0]}:
+            point_case(case, dict(point=0, kind="grid", params=dict(first, **{a: v})))
+    if sw.reference is not None:
+        _check_reference(case)
+
+
+def _check_reference(case):
+    from femplast.case import resolve_path
+
+    sw = case.sweep
+    path = resolve_path(case, sw.reference)
+    try:
+        ref = C.read_reference(path)
+    except (C.ReferenceError, OSError, KeyError, ValueError) as exc:
+        raise FemplastInputError("sweep.reference", sw.reference,
+                                 f"a reference directory in the format of "
+                                 f"femplast.calibration ({exc})") from None
+    if "meso" in sw.errors:
+        if not case.patches.enabled:
+            raise FemplastInputError("sweep.errors", sw.errors, "'meso' needs patches.enabled "
+                                     "(patch statistics per point)")
+        al = [C._wrap_deg(a) for a in case.patches.alpha]
+        if not any(abs(a) < 1e-9 for a in al) or not any(abs(abs(a) - 90) < 1e-9 for a in al):
+            raise FemplastInputError("patches.alpha", case.patches.alpha, "0 and 90 among the "
+                                     "orientations (L_meso_plus / L_meso_minus)")
+        if not any(g >= case.loading.stationary_from for g in case.patches.gamma_ext):
+            raise FemplastInputError("patches.gamma_ext", case.patches.gamma_ext,
+                                     "at least one value >= loading.stationary_from (the "
+                                     "mesoscale errors use stationary patch statistics)")
+        if not ref.local or ref.local_rows("stationary", 0.0) is None or \
+                ref.local_rows("stationary", 90.0) is None:
+            raise FemplastInputError("sweep.errors", sw.errors, f"'meso' needs "
+                                     f"{path}/local.csv with stationary rows at alpha 0 and 90")
+    return ref
+
+
+# ============================================================================ one point
+class ModelCache:
+    """Models by structure: everything in the case but the slip parameters k, lambda, chi and
+    the sections that do not enter the model (loading, run, output, patches, sweep); the slip
+    parameters are set per point. Keeps the two most recent."""
+
+    def __init__(self):
+        self.models: dict[str, object] = {}
+
+    @staticmethod
+    def key(pcase) -> str:
+        d = pcase.to_dict()
+        for k in ("loading", "run", "output", "patches", "sweep", "name", "description"):
+            d.pop(k, None)
+        d["slip"] = {k: v for k, v in d["slip"].items()
+                     if k not in ("weibull_k", "weibull_lambda", "chi")}
+        return json.dumps(d, sort_keys=True, default=str)
+
+    def get(self, pcase):
+        from femplast.patches import SlipRules
+        from femplast.runner import build_model, load_initial_state
+
+        key = self.key(pcase)
+        if key not in self.models:
+            if len(self.models) >= 2:
+                self.models.pop(next(iter(self.models)))
+            model = build_model(pcase, MPI.COMM_SELF)
+            model._sweep_initial = None
+            if pcase.initial.state:
+                from femplast.case import resolve_path
+
+                model._sweep_initial = load_initial_state(
+                    resolve_path(pcase, pcase.initial.state), model)
+            self.models[key] = model
+        model = self.models[key]
+        model.params = point_params(pcase, model)
+        pa = getattr(model, "_femplast_patch_analysis", None)
+        if pa is not None:
+            pa.params = SlipRules.from_model(model.params)
+        return model
+
+
+def point_params(pcase, model):
+    """The model's slip parameters for a point's case (as building the model would set them:
+    through femplast.variants' options when the variants module is present)."""
+    s = pcase.slip
+    try:
+        from femplast.variants import model_options
+    except ImportError:
+        return dataclasses.replace(model.params, chi=s.chi, thr_p0=s.weibull_lambda,
+                                   thr_p1=s.weibull_k)
+    opts = model_options(pcase, model.box)
+    names = {f.name for f in dataclasses.fields(model.params)} - {"N"}
+    return dataclasses.replace(model.params, **{k: v for k, v in opts.items() if k in names})
+
+
+def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
+    """One realization of a point, in memory: stationary external stress per step (resolved on
+    the loading direction), stress increments per step, stress drops of the avalanches,
+    slip events, patch statistics."""
+    from femplast.dynamics import AQSDriver
+    from femplast.model import realization_rng
+    from femplast.patches import resolved
+    from femplast.redistribution import from_dsp
+    from femplast.runner import steps_table
+
+    ld = pcase.loading
+    initial = model._sweep_initial
+    st = model.new_state(realization_rng(pcase.run.seed, j),
+                         None if initial is None else initial[0])
+    if initial is not None:
+        st.theta[:] = initial[1]
+        st.tauc[:] = initial[2]
+        st.sin2[:] = np.sin(2 * st.theta)
+        st.cos2[:] = np.cos(2 * st.theta)
+    alpha = math.radians(ld.alpha_ext)
+    k_end = int(round(ld.gamma_max / ld.dgamma_ext))
+    drv = AQSDriver(model, st, alpha, ld.dgamma_ext, k_end)
+    probe, stops, on_stop = None, [], None
+    if pcase.patches.enabled:
+        from femplast.patches import PatchProbe
+
+        probe = PatchProbe(pcase, model, j)
+        probe.initial(st)
+        on_stop, stops = probe.wrap(st), probe.stops
+    drv.run(stops=stops, on_stop=on_stop, on_progress=(lambda d: idle()) if idle else None)
+    rec = drv.avalanche_table()
+    Rm = model.weights @ drv.R.T
+    int0 = model.weights @ st.sigma0.T
+    gam, stress, _, _ = steps_table(rec, k_end, ld.dgamma_ext, Rm, int0, np.zeros(3))
+    s = resolved(alpha, stress)
+    stat = gam > ld.stationary_from
+    before, after = from_dsp(rec[:, 3:6].T), from_dsp(rec[:, 6:9].T)
+    av = rec[:, 0] * ld.dgamma_ext > ld.stationary_from
+    return dict(sigma_xy=s[stat], increment_xy=np.diff(s)[stat[1:]],
+                drop_xy=resolved(alpha, before[av]) - resolved(alpha, after[av]),
+                events=int(rec[av, 1].sum()), patches=None if probe is None else probe.sums)
+
+
+def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
+                  idle=None, keep_samples: bool = False) -> dict:
+    """Run one point's realizations and reduce them to its statistics and errors."""
+    t0 = time.perf_counter()
+    pc = point_case(case, pt)
+    model = models.get(pc)
+    ld = pc.loading
+    R = pc.run.realizations
+    n_stat = int(round(ld.gamma_max / ld.dgamma_ext)) - int(
+        math.floor(ld.stationary_from / ld.dgamma_ext + 1e-9))
+    widths = C.rms_widths(n_stat, ld.dgamma_ext, None if ref is None or ref.rms is None
+                          else ref.rms["dgamma"])
+    rms = C.RmsAccumulator(widths)
+    edges = {q: ref.macro[q].edges for q in C.MACRO_QUANTITIES} if ref is not None else {}
+    counts = {q: np.zeros(len(e) - 1, np.int64) for q, e in edges.items()}
+    totals = dict.fromkeys(C.MACRO_QUANTITIES, 0)
+    mom = {q: np.zeros((R, 3)) for q in C.MACRO_QUANTITIES}  # per realization: n, sum, sum2
+    events, patch_sums, samples = 0, [], {q: [] for q in C.MACRO_QUANTITIES}
+    for j in range(R):
+        r = run_realization_stats(pc, model, j, idle)
+        for q in C.MACRO_QUANTITIES:
+            v = r[q]
+            totals[q] += len(v)
+            mom[q][j] = (len(v), v.sum(), (v * v).sum())
+            if q in counts:
+                counts[q] += np.histogram(v, edges[q])[0]
+            if keep_samples:
+                samples[q].append(v)
+        rms.add(r["sigma_xy"])
+        events += r["events"]
+        if r["patches"] is not None:
+            patch_sums.append(r["patches"])
+        if idle:
+            idle()
+    sd, sd_err = C.std_with_jackknife(mom["sigma_xy"][:, 1], mom["sigma_xy"][:, 2],
+                                      mom["sigma_xy"][:, 0])
+    nd = totals["drop_xy"]
+    stats = dict(
+        sigma_xy_mean=float(mom["sigma_xy"][:, 1].sum() / max(totals["sigma_xy"], 1)),
+        sigma_xy_std=sd, sigma_xy_std_err=sd_err,
+        drop_xy_mean=float(mom["drop_xy"][:, 1].sum() / nd) if nd else math.nan,
+        avalanches_per_realization=nd / R,
+        slip_events_per_unit_strain=events / R / (ld.gamma_max - ld.stationary_from),
+        samples={q: int(totals[q]) for q in C.MACRO_QUANTITIES},
+        moments={q: mom[q].tolist() for q in C.MACRO_QUANTITIES},
+        counts={q: c.tolist() for q, c in counts.items()},
+        rms=rms.result(ld.dgamma_ext))
+    entries = []
+    if patch_sums:
+        from femplast.patches import summary_section
+
+        entries = summary_section(pc, patch_sums)["entries"]
+    for name, a in (("plus", 0.0), ("minus", 90.0)):
+        e = C.local_entry(entries, "stationary", a) if entries else None
+        stats[f"tau_c_mean_{name}"] = e["tau_c_mean"] if e else math.nan
+        stats[f"delta_tau_c_mean_{name}"] = e["delta_tau_c_mean"] if e else math.nan
+    errors = {}
+    if ref is not None and pt["kind"] == "grid":
+        errors = point_errors(case, counts, totals, entries, ref)
+    out = dict(point=pt["point"], kind=pt["kind"], params=pt["params"], seed=pc.run.seed,
+               realizations=R, num_cells=model.num_cells, L=pc.mesh.L, statistics=stats,
+               patches=entries, errors=errors, wall_time=time.perf_counter() - t0,
+               rank=MPI.COMM_WORLD.rank)
+    if keep_samples:
+        out["samples"] = {q: np.concatenate(v) if v else np.zeros(0) for q, v in samples.items()}
+    return out
+
+
+def point_errors(case, counts, totals, entries, ref) -> dict:
+    errs = C.macro_errors({q: np.asarray(c) for q, c in counts.items()}, totals, ref)
+    if "macro" not in case.sweep.errors:
+        for k in ("L_sigma_xy", "L_drop_xy", "L_increment_xy", "L_macro"):
+            errs[k] = math.nan
+    Lp = Lm = None
+    if "meso" in case.sweep.errors:
+        m = C.meso_errors(entries, ref)
+        errs.update(m)
+        Lp, Lm = m["L_meso_plus"], m["L_meso_minus"]
+    else:
+        errs["L_meso_plus"] = errs["L_meso_minus"] = math.nan
+    if "macro" in case.sweep.errors:
+        errs["L_stat"] = C.stat_error(errs["L_macro"], Lp, Lm)
+    else:
+        errs["L_stat"] = 0.5 * (Lp + Lm) if Lp is not None else math.nan
+    return errs
+
+
+# ============================================================================ scheduling
+class Scheduler:
+    """Dynamic load balancing: rank 0 owns the queue, computes points itself and answers the
+    other ranks' requests (one point per request) whenever :meth:`serve` runs."""
+
+    def __init__(self, comm: MPI.Comm, todo: list[int], log=None):
+        self.comm, self.todo, self.pos = comm, list(todo), 0
+        self.stopped, self.done, self.log = 0, 0, log
+        self.last: int | None = None
+
+    def _take(self) -> int:
+        if self.pos < len(self.todo):
+            self.pos += 1
+            return self.todo[self.pos - 1]
+        return -1
+
+    def serve(self, block: bool = False):
+        if self.comm.rank != 0 or self.comm.size == 1:
+            return
+        st = MPI.Status()
+        while block or self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=st):
+            if block:
+                self.comm.Probe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=st)
+            src = st.Get_source()
+            finished = self.comm.recv(source=src, tag=TAG_REQ)
+            if finished is not None:
+                self._finished(finished, src)
+            i = self._take()
+            self.comm.send(i, dest=src, tag=TAG_WORK)
+            if i < 0:
+                self.stopped += 1
+            block = False
+
+    def _finished(self, i: int, rank: int):
+        self.done += 1
+        if self.log:
+            self.log(f"point {i} done on rank {rank} ({self.done}/{len(self.todo)} this run)")
+
+    def next(self) -> int:
+        if self.comm.rank == 0:
+            if self.last is not None:
+                self._finished(self.last, 0)
+            self.serve()
+            i = self._take()
+        else:
+            self.comm.send(self.last, dest=0, tag=TAG_REQ)
+            i = self.comm.recv(source=0, tag=TAG_WORK)
+        self.last = i if i >= 0 else None
+        return i
+
+    def drain(self):
+        """Rank 0: answer requests until every other rank was told to stop."""
+        while self.comm.rank == 0 and self.stopped < self.comm.size - 1:
+            self.serve(block=True)
+
+
+# ============================================================================ sweep
+def point_path(outdir: Path, i: int) -> Path:
+    return outdir / "sweep" / "points" / f"p{i:05d}.json"
+
+
+def read_point(outdir: Path, pt: dict) -> dict | None:
+    p = point_path(outdir, pt["point"])
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    same = d.get("point") == pt["point"] and json.dumps(d.get("params"), sort_keys=True) == \
+        json.dumps(pt["params"], sort_keys=True)
+    return d if same else None
+
+
+def _plan_doc(case, points) -> dict:
+    d = case.to_dict()
+    d.pop("name", None)
+    d.pop("description", None)
+    return dict(case=d, points=points)
+
+
+def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None,
+              resume: bool = False) -> dict:
+    """Run (or resume) the sweep; returns the summary entries on rank 0 ({} elsewhere)."""
+    from femplast.case import resolve_path
+    from femplast.io import write_json
+
+    log = (lambda m: progress(m, True)) if progress else (lambda m: None)
+    t0 = time.perf_counter()
+    points = plan(case)
+    sdir = outdir / "sweep"
+    ref = C.read_reference(resolve_path(case, case.sweep.reference)) \
+        if case.sweep.reference else None
+    err = None
+    todo: list[int] = []
+    if comm.rank == 0:
+        doc = json.loads(json.dumps(_plan_doc(case, points)))
+        pf = sdir / "plan.json"
+        if pf.is_file():
+            old = json.loads(pf.read_text())
+            if not resume:
+                err = FemplastInputError("--out", str(outdir), "a new directory (it holds a "
+                                         "sweep; add --resume to continue it)")
+            elif old != doc:
+                diff = sorted(k for k in set(old["case"]) | set(doc["case"])
+                              if old["case"].get(k) != doc["case"].get(k))
+                if old["points"] != doc["points"]:
+                    diff.append("points")
+                err = FemplastInputError("--resume", str(outdir), "an output directory of the "
+                                         f"same sweep (differs in: {', '.join(diff)})")
+        if err is None:
+            (sdir / "points").mkdir(parents=True, exist_ok=True)
+            write_json(pf, doc)
+            todo = [p["point"] for p in points if read_point(outdir, p) is None]
+            log(f"sweep: {len(points)} points x {realizations_per_point(case)} realizations, "
+                f"{len(points) - len(todo)} already done, {len(todo)} to run on "
+                f"{comm.size} rank(s)")
+    err = comm.bcast(None if err is None else (err.key, err.value, err.allowed), root=0)
+    if err is not None:
+        raise FemplastInputError(*err)
+    # PETSc's initialization (first import of petsc4py / dolfinx) is collective on
+    # COMM_WORLD: do it on every rank now, not when a rank first builds a model
+    import dolfinx  # noqa: F401
+    from petsc4py import PETSc  # noqa: F401
+
+    comm.barrier()
+    sched = Scheduler(comm, todo, log)
+    models = ModelCache()
+    computed, busy = 0, 0.0
+    try:
+        while True:
+            i = sched.next()
+            if i < 0:
+                break
+            res = compute_point(case, points[i], models, ref, idle=sched.serve)
+            write_json(point_path(outdir, i), res)
+            computed += 1
+            busy += res["wall_time"]
+        sched.drain()
+    except Exception:  # one failing rank would leave the others waiting forever
+        traceback.print_exc()
+        comm.Abort(1)
+    counts = comm.gather((computed, busy), root=0)
+    if comm.rank != 0:
+        return {}
+    results = [read_point(outdir, p) for p in points]
+    missing = [p["point"] for p, r in zip(points, results, strict=True) if r is None]
+    if missing:
+        raise RuntimeError(f"sweep points missing after the run: {missing[:10]}")
+    return finish(case, outdir, points, results, ref, wall=time.perf_counter() - t0,
+                  per_rank=counts)
+
+
+# ============================================================================ table + analyses
+def table_rows(case, points, results) -> tuple[list[str], list[list]]:
+    axes = list(grid_points(case)[0]) if case.sweep.grid else []
+    cols = ["point", *axes, *C.ERROR_COLUMNS, *STAT_COLUMNS]
+    rows = []
+    for p, r in zip(points, results, strict=True):
+        if p["kind"] != "grid":
+            continue
+        st, er = r["statistics"], r["errors"]
+        row = [p["point"], *(p["params"][a] for a in axes)]
+        row += [er.get(c, math.nan) for c in C.ERROR_COLUMNS]
+        row += [r["realizations"] if c == "realizations" else st.get(c, math.nan)
+                for c in STAT_COLUMNS]
+        rows.append(row)
+    return cols, rows
+
+
+def write_csv(path: Path, cols, rows, header: list[str]):
+    from femplast.io import atomic_write_text
+
+    buf = _io.StringIO()
+    for h in header:
+        buf.write(f"# {h}\n")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([C._fmt(v) if not isinstance(v, (int, str)) else v for v in r])
+    atomic_write_text(path, buf.getvalue())
+
+
+def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> dict:
+    """Write table.csv / finite_size.csv and build the summary entries."""
+    sdir = outdir / "sweep"
+    cols, rows = table_rows(case, points, results)
+    refnote = "no reference" if ref is None else (
+        f"reference {case.sweep.reference}" + (" (SYNTHETIC)" if ref.synthetic else ""))
+    header = [f"femplast sweep table of case {case.name}: one row per grid point "
+              f"(femplast.sweep); {refnote}; errors: {', '.join(case.sweep.errors) or 'none'}"]
+    sw = dict(points=len(points), grid_points=len(rows),
+              realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
+              errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
+              wall_time=wall, point_wall_time=float(sum(r["wall_time"] for r in results)),
+              ranks=[dict(rank=i, points_computed=c, busy_time=b)
+                     for i, (c, b) in enumerate(per_rank)])
+    if rows:
+        write_csv(sdir / "table.csv", cols, rows, header)
+        table = {c: np.array([r[j] for r in rows], float) for j, c in enumerate(cols)}
+        sw["grid"] = {c: sorted(set(table[c].tolist())) for c in grid_points(case)[0]}
+        if ref is not None:
+            sw["reference"] = dict(path=case.sweep.reference, header=ref.header,
+                                   synthetic=ref.synthetic)
+            sw.update(optimum(table))
+            best = results[int(table["point"][np.nanargmin(table["L_stat"])])] \
+                if np.isfinite(table["L_stat"]).any() else None
+            if best is not None:
+                sw["emergent"] = emergent(best, ref)
+    out = dict(sweep=sw)
+    fs = [(p, r) for p, r in zip(points, results, strict=True) if p["kind"] == "finite_size"]
+    if fs:
+        Ls = [r["L"] for _, r in fs]
+        sd = [r["statistics"]["sigma_xy_std"] for _, r in fs]
+        se = [r["statistics"]["sigma_xy_std_err"] for _, r in fs]
+        fit = C.finite_size_fit(Ls, sd, se)
+        write_csv(sdir / "finite_size.csv", ("n", "L", "std_sigma_xy", "std_sigma_xy_err",
+                                             "sigma_xy_mean", "realizations"),
+                  [[p["params"]["mesh.n"], r["L"], r["statistics"]["sigma_xy_std"],
+                    r["statistics"]["sigma_xy_std_err"], r["statistics"]["sigma_xy_mean"],
+                    r["realizations"]] for p, r in fs],
+                  [f"femplast finite-size scaling of case {case.name}: std of the stationary "
+                   f"external stress per system size; fit std ~ L^a: a = "
+                   f"{fit['exponent']:.4g} +- {fit['exponent_err']:.2g}"])
+        out["finite_size"] = dict(n=[p["params"]["mesh.n"] for p, _ in fs], L=Ls,
+                                  std_sigma_xy=sd, std_sigma_xy_err=se, **fit)
+    return out
+
+
+def optimum(table: dict[str, np.ndarray]) -> dict:
+    """Best row, per-k best rows (by L_stat and by L_macro) and the parabola optimum."""
+    out = {}
+    ok = np.isfinite(table["L_stat"])
+    if not ok.any():
+        return out
+    i = int(np.nanargmin(table["L_stat"]))
+    out["best"] = {c: float(v[i]) for c, v in table.items()}
+    if "k" in table:
+        others = {c: table[c] for c in ("lambda", "chi") if c in table}
+        for by in ("L_stat", "L_macro"):
+            if not np.isfinite(table[by]).any():
+                continue
+            b = C.best_per_k(table, by)
+            out[f"best_per_k_{by}"] = [
+                {c: float(b[c][j]) for c in ("k", *others, "L_macro", "L_meso_plus",
+                                              "L_meso_minus", "L_stat")}
+                for j in range(len(b["k"]))]
+        b = C.best_per_k(table, "L_stat")
+        out["optimum"] = C.parabola_optimum(b["k"], b["L_stat"],
+                                            {c: b[c] for c in others})
+    return out
+
+
+def emergent(res: dict, ref: C.Reference) -> dict:
+    """Emergent observables of one point next to the reference's (sec. 5)."""
+    out = dict(point=res["point"], params=res["params"], rms=res["statistics"]["rms"])
+    if ref.rms is not None:
+        r = np.asarray(res["statistics"]["rms"]["r"], float)
+        if len(r) == len(ref.rms["r"]):
+            out["rms_reference"] = dict(dgamma=ref.rms["dgamma"].tolist(),
+                                        r=ref.rms["r"].tolist())
+            out["rms_relative_deviation"] = float(np.sqrt(np.nanmean(
+                (r / ref.rms["r"] - 1.0) ** 2)))
+    if res["patches"]:
+        out["drop_vs_yield"] = C.drop_vs_yield(res["patches"])
+    if ref.local:
+        out["drop_vs_yield_reference"] = C.drop_vs_yield(ref.local)
+    return out
+
+
+# ============================================================================ synthetic reference
+def make_reference(case, outdir: Path, finite_size=(), note: str = "") -> Path:
+    """A SYNTHETIC reference set made by femplast at the case's base parameters (slip section),
+    ``run.realizations`` realizations with seeds ``SeedSequence([run.seed, j])``: macro.csv
+    (histograms on :func:`femplast.calibration.default_edges` bins), local.csv (every patch
+    state, size and orientation of the case's ``patches:``), rms.csv, and finite_size.csv
+    when ``finite_size`` lists mesh.n values. Header lines say it is synthetic."""
+    import femplast
+    from femplast.case import case_from_dict, yaml
+
+    d = case.to_dict()
+    d["sweep"] = {"enabled": False}
+    base = case_from_dict(d, source=case.source)
+    base.name = case.name
+    models = ModelCache()
+    res = compute_point(base, dict(point=0, kind="grid", params={}), models, None,
+                        keep_samples=True)
+    m, s, ld, pa = base.mesh, base.slip, base.loading, base.patches
+    header = [
+        "SYNTHETIC reference data made by femplast (reference/make_synthetic.py), NOT "
+        "atomistic data: a stand-in to exercise and test the calibration",
+        f"femplast {femplast.__version__}; tensorial EPM, {m.kind} mesh {m.n} x {m.n}, "
+        f"L = {m.L:g}, l = {m.L / m.n:.4g}, N = {res_N(models, base)}, G = "
+        f"{base.elasticity.G:g}, B = {base.elasticity.B:g}",
+        f"parameters: k = {s.weibull_k:g}, lambda = {s.weibull_lambda:g}, chi = {s.chi:g}; "
+        f"AQS alpha_ext = {ld.alpha_ext:g}, dgamma_ext = {ld.dgamma_ext:g}, gamma_max = "
+        f"{ld.gamma_max:g}, stationary gamma_ext > {ld.stationary_from:g}",
+        f"{base.run.realizations} realizations, seeds SeedSequence([{base.run.seed}, j])",
+    ]
+    if pa.enabled:
+        header.append(f"patches: {pa.shape} n = {pa.n}, alpha = {pa.alpha}, initial = "
+                      f"{pa.initial}, stationary pooled over gamma_ext = {pa.gamma_ext}")
+    if note:
+        header.append(note)
+    macro = {}
+    for q in C.MACRO_QUANTITIES:
+        v = res["samples"][q]
+        e = C.default_edges(q, v)
+        macro[q] = C.Histogram(e, C.density(v, e))
+    local = None
+    if res["patches"]:
+        local = [C._flat(e) for e in res["patches"] if e["state"] in ("initial", "stationary")]
+        local.sort(key=lambda r: (r["state"], r["R"], r["alpha"]))
+    rms = res["statistics"]["rms"]
+    fs = None
+    if finite_size:
+        rows = []
+        for n in finite_size:
+            pt = dict(point=0, kind="finite_size",
+                      params={"mesh.n": n, "mesh.L": float(f"{m.L / m.n * n:.12g}")})
+            r = compute_point(base, pt, models, None)
+            rows.append((r["L"], r["statistics"]["sigma_xy_std"],
+                         r["statistics"]["sigma_xy_std_err"]))
+        fs = dict(zip(("L", "std_sigma_xy", "std_sigma_xy_err"),
+                      (np.array(c) for c in zip(*rows, strict=True)), strict=True))
+    path = C.write_reference(outdir, header, macro, local,
+                             dict(dgamma=np.asarray(rms["dgamma"]), r=np.asarray(rms["r"])), fs)
+    (path / "resolved_case.yaml").write_text(
+        "# SYNTHETIC reference: the femplast case that made this set\n"
+        + yaml.safe_dump(base.to_dict(), sort_keys=False))
+    return path
+
+
+def res_N(models: ModelCache, pcase) -> int:
+    return models.get(point_case(pcase, dict(point=0, kind="grid", params={}))).params.N
