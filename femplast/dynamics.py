@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from femplast.slip import draw_amplitude, renew_cell
+from femplast.slip import V_CAP, draw_amplitude, renew_cell
 
 # phases of the compiled loop
 PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
@@ -300,8 +300,13 @@ def dense_add(sig, D, c, gs, gc):
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
                 margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
-                cell_k, kmean, fst):
-    """Advance the AQS state machine; see the module docstring for the return codes."""
+                cell_k, kmean, fst, vpar=None, eacc=None):
+    """Advance the AQS state machine; see the module docstring for the return codes.
+
+    ``vpar`` (optional, with ``eacc``): the model-variant vector of
+    :func:`femplast.slip.variant_vector` (renewal modes, capped fixed amplitudes);
+    ``eacc`` (num_cells,): accumulated plastic strain per cell (sum of its d_gamma), updated.
+    """
     dgam = fpar[F_DGAM]
     chi = fpar[F_CHI]
     alpha_p = fpar[F_ALPHAP]
@@ -381,10 +386,16 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
                 if fpar[F_FIXEDDG] > 0.0:
                     dg = fpar[F_FIXEDDG]
+                    if vpar is not None:
+                        if vpar[V_CAP] != 0.0:  # no negative dissipation (eq. 6)
+                            gmax = -2.0 * tau / den
+                            dg = min(dg, gmax) if gmax > 0.0 else 0.0
                 else:
                     gmax = -2.0 * tau / den
                     dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
                 pend_dg[i] = dg
+                if eacc is not None:
+                    eacc[c] += dg
                 eps_pl[c, 0] -= 0.5 * s2 * dg
                 eps_pl[c, 1] += 0.5 * s2 * dg
                 eps_pl[c, 2] += 0.5 * c2 * dg
@@ -431,8 +442,13 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             na = st[S_NPEND]
             if ipar[I_RENEW]:
                 for i in range(na):
-                    renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, ipar[I_THRKIND],
-                               fpar[F_THR0], fpar[F_THR1])
+                    if vpar is None:
+                        renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, ipar[I_THRKIND],
+                                   fpar[F_THR0], fpar[F_THR1])
+                    else:
+                        renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, ipar[I_THRKIND],
+                                   fpar[F_THR0], fpar[F_THR1], vpar, pend_dg[i],
+                                   eacc[act_cell[i]])
             for i in range(na):
                 flag[act_cell[i]] = 1
             st[S_NPEND] = 0
@@ -516,7 +532,9 @@ class AQSDriver:
         sysn = self.act_sys[:na]
         gs = self.pend_dg[:na] * s.sin2[cells, sysn]
         gc = self.pend_dg[:na] * s.cos2[cells, sysn]
-        m.redist.apply(s.sig, cells, gs, gc, s.eps_pl, m.ncomp_dynamic)
+        # kernels that draw random numbers (shuffled, femplast.redistribution) use the state's
+        kw = {"rng": s.rng} if getattr(m.redist, "needs_rng", False) else {}
+        m.redist.apply(s.sig, cells, gs, gc, s.eps_pl, m.ncomp_dynamic, **kw)
         self.fst[0:3] = s.sig @ m.weights
         self.st[S_PHASE] = PH_AFTER
 
@@ -536,7 +554,8 @@ class AQSDriver:
                              s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
                              self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
-                             self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst)
+                             self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst,
+                             getattr(m.params, "vpar", None), s.eacc)
             if rc == RC_EXTERNAL:
                 self._external()
                 continue
@@ -596,7 +615,8 @@ def apply_slips(model, state, cells, theta, dgamma) -> None:
     np.add.at(state.eps_pl[:, 2], cells, 0.5 * c2 * dgamma)
     red = model.redist
     if red.mode == 2:
-        red.apply(state.sig, cells, s2 * dgamma, c2 * dgamma, state.eps_pl, 3)
+        kw = {"rng": state.rng} if getattr(red, "needs_rng", False) else {}
+        red.apply(state.sig, cells, s2 * dgamma, c2 * dgamma, state.eps_pl, 3, **kw)
         return
     dummy = np.zeros((3, 1))
     for c, gs, gc in zip(cells, s2 * dgamma, c2 * dgamma, strict=True):

@@ -31,6 +31,9 @@ class ModelParams:
     p_offset: float = 0.0  # hydrostatic offset <p> (model B)
     fixed_dgamma: float = 0.0  # constant slip amplitude (model F) when > 0
     renew: bool = True
+    # model variants (femplast.variants): renewal modes etc., slip.variant_vector; None: none
+    vpar: np.ndarray | None = None
+    prestress_std: float = 0.0  # std of Sigma_xy of a random compatible initial pre-stress
 
 
 class State:
@@ -45,6 +48,7 @@ class State:
         self.sin2 = np.zeros((num_cells, N))
         self.cos2 = np.ones((num_cells, N))
         self.tauc = np.zeros((num_cells, N))
+        self.eacc = np.zeros(num_cells)  # accumulated plastic strain (sum of d_gamma) per cell
 
     def copy(self) -> State:
         new = State.__new__(State)
@@ -109,7 +113,15 @@ class TensorialModel:
         """Stress-free (or pre-stressed) state with freshly drawn slip systems."""
         p = self.params
         st = State(self.num_cells, p.N, rng)
-        renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1)
+        if p.vpar is None:
+            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1)
+        else:
+            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1,
+                      p.vpar)
+        if sigma0_xyz is None and p.prestress_std > 0:
+            from femplast.variants import random_prestress
+
+            sigma0_xyz = random_prestress(self, rng, p.prestress_std)  # after the systems
         if sigma0_xyz is not None:
             st.sigma0 = to_dsp(sigma0_xyz)
             st.sig[:] = st.sigma0

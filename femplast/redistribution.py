@@ -293,6 +293,134 @@ class DirectRedistribution(Redistribution):
         sig[:] = self.stress_from_plastic(eps_pl_xyz) + self.sigma0
 
 
+class KernelVariant(Redistribution):
+    """An altered interaction kernel on top of an FE backend (model variants D, G, I of the
+    tensorial paper's appendix A.8; femplast.variants).
+
+    The yielding cell's own stress change is the FE one (so ``selfq``, gamma_max and the
+    dissipation bound are unchanged); only the changes in the *other* cells are altered.
+    Applied per relaxation step from Python (MODE_EXTERNAL), vectorized over the step's
+    slips. Everything else (moduli, load response, ``selfq``, weights, FE problem) is the base
+    backend's, which must provide columns: ``propagator`` or ``dense``.
+    """
+
+    mode = MODE_EXTERNAL
+    needs_rng = False
+
+    def __init__(self, base: Redistribution):
+        if base.mode not in (MODE_PROPAGATOR, MODE_DENSE):
+            raise FemplastInputError("redistribution.backend", base.kind,
+                                     f"propagator or dense with the {self.kind} kernel (it "
+                                     "needs the per-cell response columns)")
+        self.base = base
+        self.box, self.num_cells = base.box, base.num_cells
+        self.G, self.B, self.uniform = base.G, base.B, base.uniform
+        self.weights, self.selfq, self.kmean = base.weights, base.selfq, base.kmean
+        self.kernel = np.zeros((2, 3, 1, 1))
+        self.dense = np.zeros((1, 2, 3, 1))
+        self.fft_threshold = 1 << 62
+        self.kind = f"{self.kind}({base.kind})"
+
+    @property
+    def el(self) -> PeriodicElasticity:
+        return self.base.el
+
+    def load_response(self, alpha: float) -> np.ndarray:
+        return self.base.load_response(alpha)
+
+    def stress_from_plastic(self, eps_pl_xyz: np.ndarray) -> np.ndarray:
+        return self.base.stress_from_plastic(eps_pl_xyz)
+
+    def columns(self, cells, sin2dg, cos2dg) -> np.ndarray:
+        """FE stress change (d, s, p) of each slip in every cell: shape (slips, 3, cells)."""
+        cells = np.asarray(cells, np.int64)
+        gs, gc = np.asarray(sin2dg, float), np.asarray(cos2dg, float)
+        b = self.base
+        if b.mode == MODE_DENSE:
+            D = b.dense[cells]  # (na, 2, 3, nc)
+            return gs[:, None, None] * D[:, 0] + gc[:, None, None] * D[:, 1]
+        n = b.box.n
+        cy, cx = np.divmod(cells, n)
+        rows = (np.arange(n)[None, :] - cy[:, None]) % n  # (na, n)
+        cols = (np.arange(n)[None, :] - cx[:, None]) % n
+        K = b.kernel[:, :, rows[:, :, None], cols[:, None, :]]  # (2, 3, na, n, n)
+        out = gs[None, :, None, None] * K[0] + gc[None, :, None, None] * K[1]
+        return np.ascontiguousarray(out.transpose(1, 0, 2, 3).reshape(len(cells), 3, n * n))
+
+
+class ShuffledRedistribution(KernelVariant):
+    """Randomly shuffled kernel (models D, G): each slip's FE stress changes in the other cells
+    are permuted among those cells (whole (d, s, p) tensors move together); the yielding cell
+    keeps its own change. One fresh permutation per slip, drawn from the realization's
+    generator when the step is applied: ``rng.random((slips, cells - 1))`` argsorted per slip
+    (slips in the step's ascending cell order), after the step's amplitudes and before its
+    renewals. The multiset of stress changes of every slip, hence the box average, is the FE
+    kernel's (exact on equal-area cells)."""
+
+    kind = "shuffled"
+    needs_rng = True
+
+    def shuffled_columns(self, cells, sin2dg, cos2dg, rng) -> np.ndarray:
+        col = self.columns(cells, sin2dg, cos2dg)
+        na, nc = len(col), self.num_cells
+        cells = np.asarray(cells, np.int64)
+        perm = np.argsort(rng.random((na, nc - 1)), axis=1)
+        idx = np.arange(nc - 1)[None, :]
+        others = idx + (idx >= cells[:, None])  # every cell but the yielding one, ascending
+        src = np.take_along_axis(others, perm, axis=1)
+        ev = np.arange(na)[:, None]
+        out = col.copy()
+        out[ev, :, others] = col[ev, :, src]
+        return out
+
+    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz=None, ncomp: int = 3, rng=None):
+        if rng is None:
+            raise ValueError("the shuffled kernel needs the realization's generator (rng=)")
+        if len(cells):
+            sig[:ncomp] += self.shuffled_columns(cells, sin2dg, cos2dg, rng)[:, :ncomp].sum(0)
+
+
+class MeanFieldRedistribution(KernelVariant):
+    """Mean-field kernel (model I): each slip changes the other cells uniformly by the
+    area-weighted average of its FE stress change over them; the yielding cell keeps its own
+    change. The box average of every slip's change is the FE kernel's."""
+
+    kind = "mean_field"
+
+    def __init__(self, base: Redistribution):
+        super().__init__(base)
+        b = self.base
+        w = self.weights
+        nc = self.num_cells
+        if b.mode == MODE_DENSE:
+            idx = np.arange(nc)
+            self._own = np.ascontiguousarray(b.dense[idx, :, :, idx])  # (nc, 2, 3)
+        else:
+            self._own = np.broadcast_to(b.kernel[:, :, 0, 0], (nc, 2, 3))
+        # average over the other cells: (sum_i w_i K_i - w_c K_c) / (1 - w_c)
+        self._avg = (b.kmean - w[:, None, None] * self._own) / (1.0 - w)[:, None, None]
+
+    def mean_field_columns(self, cells, sin2dg, cos2dg) -> np.ndarray:
+        """(slips, 3, cells): the average outside, the FE self change in the yielding cell."""
+        cells = np.asarray(cells, np.int64)
+        gs, gc = np.asarray(sin2dg, float), np.asarray(cos2dg, float)
+        avg = gs[:, None] * self._avg[cells, 0] + gc[:, None] * self._avg[cells, 1]
+        own = gs[:, None] * self._own[cells, 0] + gc[:, None] * self._own[cells, 1]
+        out = np.repeat(avg[:, :, None], self.num_cells, axis=2)
+        out[np.arange(len(cells)), :, cells] = own
+        return out
+
+    def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz=None, ncomp: int = 3):
+        cells = np.asarray(cells, np.int64)
+        if not len(cells):
+            return
+        gs, gc = np.asarray(sin2dg, float), np.asarray(cos2dg, float)
+        avg = gs[:, None] * self._avg[cells, 0] + gc[:, None] * self._avg[cells, 1]  # (na, 3)
+        own = gs[:, None] * self._own[cells, 0] + gc[:, None] * self._own[cells, 1]
+        sig[:ncomp] += avg.sum(axis=0)[:ncomp, None]
+        np.add.at(sig[:ncomp].T, cells, (own - avg)[:, :ncomp])
+
+
 def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float = 1024.0,
                         elasticity: PeriodicElasticity | None = None) -> Redistribution:
     """Choose and build a backend; ``auto`` picks the fastest valid one and logs why.

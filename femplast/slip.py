@@ -42,12 +42,192 @@ def draw_amplitude(rng, gmax: float, chi: float) -> float:
     return gmax * (1.0 - (1.0 - u) ** (1.0 / chi))
 
 
+# ---------------------------------------------------------------------------- model variants
+# Renewal modes of the appendix A.8 / section 6 variants (femplast.variants). Their parameters
+# travel as one float vector ``vpar`` (layout V_*); ``vpar = None`` is the original renewal.
+SYSTEMS_RANDOM, SYSTEMS_TWO_FIXED = 0, 1
+(V_SYSTEMS, V_NGROUPS_MEAN, V_CORR_STRAIN, V_LAMBDA_SS, V_K_SS, V_STRUCT_STRAIN,
+ V_CAP) = range(7)
+NVPAR = 7
+
+
+def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
+                   corr_strain: float = 0.0, lambda_ss: float = 0.0, k_ss: float = 0.0,
+                   struct_strain: float = 0.0, cap: bool = False) -> np.ndarray:
+    """The ``vpar`` vector of :func:`renew_cell` and :func:`femplast.dynamics.aqs_advance`.
+
+    Args:
+        systems: SYSTEMS_RANDOM (groups of four random angles) or SYSTEMS_TWO_FIXED (two systems
+            at 0 and 90 deg sharing one threshold; the arrays then have two columns).
+        n_groups_mean: > 0: fluctuating number of systems, ``4 (1 + Poisson(n_groups_mean -
+            1))`` per cell and renewal, truncated at the number of columns (unused columns get
+            ``tau_c = +inf``); 0: every column is a system.
+        corr_strain: > 0: renewed thresholds correlate with the old ones, Gaussian copula
+            coefficient ``rho = exp(-d_gamma / corr_strain)`` (d_gamma: the slip that triggered
+            the renewal), marginal unchanged; 0: fresh draws.
+        lambda_ss, k_ss, struct_strain: evolving structure (struct_strain > 0): the Weibull
+            ``lambda(e) = lambda_ss + (lambda_q - lambda_ss) exp(-e / struct_strain)`` (same for
+            k) with ``lambda_q, k_q`` the quench values (p0, p1) and ``e`` the cell's
+            accumulated plastic strain (sum of its d_gamma).
+        cap: fixed slip amplitudes are capped at gamma_max (eq. 6).
+    """
+    v = np.zeros(NVPAR)
+    v[V_SYSTEMS], v[V_NGROUPS_MEAN], v[V_CORR_STRAIN] = systems, n_groups_mean, corr_strain
+    v[V_LAMBDA_SS], v[V_K_SS], v[V_STRUCT_STRAIN] = lambda_ss, k_ss, struct_strain
+    v[V_CAP] = 1.0 if cap else 0.0
+    return v
+
+
 @njit(cache=True)
-def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1):
-    """Renew the N systems of cell ``c``: N/4 random base angles, then N thresholds."""
+def ndtr(z: float) -> float:
+    """Standard normal CDF."""
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+@njit(cache=True)
+def ndtri(u: float) -> float:
+    """Inverse standard normal CDF: Acklam's rational approximation + one Halley step."""
+    if u <= 0.0:
+        return -np.inf
+    if u >= 1.0:
+        return np.inf
+    if u > 0.5:  # 1 - u is exact here: refine in the lower tail, where ndtr is accurate
+        return -_ndtri_low(1.0 - u)
+    return _ndtri_low(u)
+
+
+@njit(cache=True)
+def _ndtri_low(u: float) -> float:
+    a = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+         1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+    b = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+         6.680131188771972e+01, -1.328068155288572e+01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+         -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+         3.754408661907416e+00)
+    lo = 0.02425
+    if u < lo or u > 1.0 - lo:
+        q = math.sqrt(-2.0 * math.log(u if u < lo else 1.0 - u))
+        x = ((((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+             / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0))
+        if u > lo:
+            x = -x
+    else:
+        q = u - 0.5
+        r = q * q
+        x = ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+             / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0))
+    e = ndtr(x) - u
+    g = e * math.sqrt(2.0 * math.pi) * math.exp(0.5 * x * x)
+    return x - g / (1.0 + 0.5 * x * g)
+
+
+@njit(cache=True)
+def _weibull_z(t: float, lam: float, k: float) -> float:
+    """Normal score of threshold t under Weibull(lam, k): ndtri(F(t)), accurate in both tails."""
+    x = (t / lam) ** k
+    if x < math.log(2.0):
+        return ndtri(-math.expm1(-x))
+    return -ndtri(math.exp(-x))
+
+
+@njit(cache=True)
+def _weibull_from_z(z: float, lam: float, k: float) -> float:
+    if z < 0.0:
+        x = -math.log1p(-ndtr(z))
+    else:
+        x = -math.log(ndtr(-z))
+    return lam * x ** (1.0 / k)
+
+
+@njit(cache=True)
+def draw_threshold_corr(rng, kind: int, p0: float, p1: float, rho: float, old: float) -> float:
+    """A renewed threshold correlated with ``old`` (Gaussian copula, coefficient rho).
+
+    One uniform u as :func:`draw_threshold`; with ``rho = 0`` (or a non-finite old value) it is
+    the same draw. Otherwise ``z = rho z_old + sqrt(1 - rho^2) ndtri(u)`` with ``z_old`` the
+    normal score of ``old``, mapped back through the Weibull quantile: the Weibull marginal is
+    kept, the normal scores of old and new thresholds have correlation rho.
+    """
+    if kind == THRESHOLD_FIXED:
+        return p0
+    if rho <= 0.0 or not math.isfinite(old) or old <= 0.0:
+        return draw_threshold(rng, kind, p0, p1)
+    u = rng.random()
+    z = rho * _weibull_z(old, p0, p1) + math.sqrt(1.0 - rho * rho) * ndtri(u)
+    return _weibull_from_z(z, p0, p1)
+
+
+@njit(cache=True)
+def poisson_inv(u: float, mu: float, kmax: int) -> int:
+    """Inverse CDF of Poisson(mu) at u, truncated at kmax."""
+    p = math.exp(-mu)
+    F = p
+    k = 0
+    while u > F and k < kmax:
+        k += 1
+        p *= mu / k
+        F += p
+    return k
+
+
+@njit(cache=True)
+def structure_params(p0: float, p1: float, vpar, e: float):
+    """Weibull (lambda, k) of a cell with accumulated plastic strain e (evolving structure)."""
+    e0 = vpar[V_STRUCT_STRAIN]
+    if e0 <= 0.0:
+        return p0, p1
+    f = math.exp(-e / e0)
+    return vpar[V_LAMBDA_SS] + (p0 - vpar[V_LAMBDA_SS]) * f, vpar[V_K_SS] + (p1 - vpar[V_K_SS]) * f
+
+
+@njit(cache=True)
+def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0, e=0.0):
+    """Renew the systems of cell ``c``.
+
+    Original renewal (``vpar`` None): N/4 random base angles, then N thresholds (one uniform
+    each). With a variant vector ``vpar`` (:func:`variant_vector`; ``dg``: the slip amplitude
+    that triggered the renewal, ``e``: the cell's accumulated plastic strain), draws in order:
+    [one uniform for the number of groups, if it fluctuates], the base angles of the used
+    groups, one threshold per used system (SYSTEMS_TWO_FIXED: no angle draws, one threshold
+    shared by both systems). Default vpar settings reproduce the original draws exactly.
+    """
+    if vpar is None:
+        N = theta.shape[1]
+        for g in range(N // 4):
+            t0 = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
+            for j in range(4):
+                t = t0 + 0.25 * math.pi * j
+                if t > 0.5 * math.pi:
+                    t -= math.pi
+                theta[c, 4 * g + j] = t
+                sin2[c, 4 * g + j] = math.sin(2.0 * t)
+                cos2[c, 4 * g + j] = math.cos(2.0 * t)
+        for n in range(N):
+            tauc[c, n] = draw_threshold(rng, kind, p0, p1)
+        return
+    lam, k = structure_params(p0, p1, vpar, e)
+    rho = 0.0
+    if vpar[V_CORR_STRAIN] > 0.0:
+        rho = math.exp(-dg / vpar[V_CORR_STRAIN])
+    if int(vpar[V_SYSTEMS]) == SYSTEMS_TWO_FIXED:
+        theta[c, 0] = 0.0
+        sin2[c, 0] = 0.0
+        cos2[c, 0] = 1.0
+        theta[c, 1] = 0.5 * math.pi
+        sin2[c, 1] = 0.0  # exactly: the two systems resolve +Sigma_xy and -Sigma_xy
+        cos2[c, 1] = -1.0
+        t = draw_threshold_corr(rng, kind, lam, k, rho, tauc[c, 0])
+        tauc[c, 0] = t
+        tauc[c, 1] = t
+        return
     N = theta.shape[1]
-    for g in range(N // 4):
-        t0 = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
+    ng = N // 4
+    if vpar[V_NGROUPS_MEAN] > 0.0:
+        ng = 1 + poisson_inv(rng.random(), vpar[V_NGROUPS_MEAN] - 1.0, N // 4 - 1)
+    for g in range(ng):
+        t0 = 0.5 * math.pi - math.pi * rng.random()
         for j in range(4):
             t = t0 + 0.25 * math.pi * j
             if t > 0.5 * math.pi:
@@ -55,14 +235,25 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1):
             theta[c, 4 * g + j] = t
             sin2[c, 4 * g + j] = math.sin(2.0 * t)
             cos2[c, 4 * g + j] = math.cos(2.0 * t)
-    for n in range(N):
-        tauc[c, n] = draw_threshold(rng, kind, p0, p1)
+    for n in range(4 * ng):
+        tauc[c, n] = draw_threshold_corr(rng, kind, lam, k, rho, tauc[c, n])
+    for n in range(4 * ng, N):  # unused columns never activate
+        theta[c, n] = 0.0
+        sin2[c, n] = 0.0
+        cos2[c, n] = 1.0
+        tauc[c, n] = np.inf
 
 
 @njit(cache=True)
-def renew_all(rng, theta, sin2, cos2, tauc, kind, p0, p1):
-    for c in range(theta.shape[0]):
-        renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1)
+def renew_all(rng, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None):
+    """Draw the systems of every cell (initial state; with vpar: fresh, uncorrelated draws)."""
+    if vpar is None:
+        for c in range(theta.shape[0]):
+            renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1)
+    else:
+        tauc[:, :] = np.inf
+        for c in range(theta.shape[0]):
+            renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar, np.inf, 0.0)
 
 
 class SlipSystems:
