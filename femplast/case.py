@@ -251,6 +251,84 @@ class SweepSection:
 
 
 @dataclass
+class VariantSection:
+    """Model variants of the tensorial paper (appendix A.8, sec. 6; femplast.variants)."""
+
+    model: str = key("C", "preset: C original model; A quenched Weibull shear moduli; B "
+                     "pressure-sensitive thresholds; D shuffled kernel; E fixed homogeneous "
+                     "thresholds; F two systems at 0/90 deg with one shared threshold and fixed "
+                     "amplitudes; G F + shuffled kernel; H F + fixed thresholds; I mean-field "
+                     "kernel. It sets the switches below; explicit switches override it",
+                     choices=("C", "A", "B", "D", "E", "F", "G", "H", "I"))
+    moduli: str | None = key(None, "uniform (elasticity.G) or weibull: quenched per-cell G ~ "
+                             "Weibull with mean G_mean and shape G_shape (not evolving; "
+                             "redistribution dense or direct; Eshelby tensor and gamma_max per "
+                             "cell from its moduli); null: from the preset",
+                             choices=("uniform", "weibull"))
+    G_mean: float = key(18.4, "mean <G> of the Weibull shear moduli (scale = <G> / Gamma(1 + "
+                        "1/G_shape))", "LJ stress", min=0, min_open=True)
+    G_shape: float = key(1.3, "shape k_G of the Weibull shear moduli", min=0, min_open=True)
+    G_seed: int | None = key(None, "null: realization i draws its own moduli field from "
+                             "SeedSequence([run.seed, i, 1]) (one model per realization); an "
+                             "integer: one field from SeedSequence([G_seed]) shared by all "
+                             "realizations (required with kmc, stages or sweep)", min=0)
+    alpha_p: float | None = key(None, "pressure sensitivity: thresholds tau_c + alpha_p (p + "
+                                "p_mean), p = -(S_xx + S_yy)/2 the cell pressure "
+                                "(Drucker-Prager-like, model B: 0.2); null: from the preset "
+                                "(0 except B)", min=0)
+    p_mean: float = key(1.95, "hydrostatic pressure offset <p> added to the cell pressure "
+                        "(with alpha_p > 0)", "LJ stress")
+    kernel: str | None = key(None, "eshelby: FE interaction; shuffled: each slip's stress "
+                             "changes outside the yielding cell randomly permuted among the "
+                             "other cells (models D, G); mean_field: the other cells all get "
+                             "the average of those changes (model I); the yielding cell keeps "
+                             "its own change. shuffled/mean_field need redistribution "
+                             "propagator or dense; null: from the preset",
+                             choices=("eshelby", "shuffled", "mean_field"))
+    thresholds: str | None = key(None, "weibull (slip.weibull_lambda, slip.weibull_k, renewed "
+                                 "after each slip) or fixed: every threshold is tau_c, forever "
+                                 "(angles still renewed); null: from the preset",
+                                 choices=("weibull", "fixed"))
+    tau_c: float = key(0.925, "the homogeneous threshold of thresholds: fixed (model E "
+                       "optimum)", "LJ stress", min=0, min_open=True)
+    systems: str | None = key(None, "random: slip.N systems in groups of four random angles; "
+                              "two_fixed: two systems at 0 and 90 deg sharing one threshold "
+                              "(models F-H); null: from the preset",
+                              choices=("random", "two_fixed"))
+    amplitude: str | None = key(None, "power_law: eq. 7 with slip.chi; fixed: every slip is "
+                                "d_gamma_pl; null: from the preset",
+                                choices=("power_law", "fixed"))
+    d_gamma_pl: float = key(0.022, "the slip amplitude of amplitude: fixed (model F optimum)",
+                            "-", min=0, min_open=True)
+    d_gamma_cap: bool = key(True, "amplitude: fixed: cap d_gamma_pl at gamma_max (eq. 6) so "
+                            "that no slip dissipates negatively (the paper does not say "
+                            "whether its models F-H did)")
+    N_fluctuation: bool = key(False, "fluctuating number of systems: 4 (1 + Poisson(N/4 - 1)) "
+                              "per cell, redrawn at every renewal (mean N = slip.N or rho_s "
+                              "l^2; truncated at the 1 - 1e-6 quantile; not with systems: "
+                              "two_fixed)")
+    renewal_correlation_strain: float = key(0.0, "> 0: a renewed threshold is correlated with "
+                                            "the old one (Gaussian copula, coefficient rho = "
+                                            "exp(-d_gamma / this), d_gamma the triggering "
+                                            "slip; Weibull marginal kept); 0: independent",
+                                            "-", min=0)
+    structure_strain: float = key(0.0, "> 0: evolving structure - a cell's Weibull lambda and k "
+                                  "relax from slip.weibull_lambda/k (quench) to lambda_ss/k_ss "
+                                  "as exp(-e / structure_strain), e its accumulated plastic "
+                                  "strain (sum of its d_gamma); applied at renewals. Not "
+                                  "implemented: evolving moduli", "-", min=0)
+    lambda_ss: float | None = key(None, "steady-state Weibull lambda (structure_strain > 0)",
+                                  "LJ stress", min=0, min_open=True)
+    k_ss: float | None = key(None, "steady-state Weibull k (structure_strain > 0)", min=0,
+                             min_open=True)
+    prestress_std: float = key(0.0, "> 0: initial pre-stress Sigma0 = the FE stress of a "
+                               "random pure-shear eigenstrain field (zero mean), scaled to "
+                               "this std of Sigma_xy (a stand-in for the paper's KMC-quenched "
+                               "pre-stress, the only disorder of model H); ignored with "
+                               "initial.state", "LJ stress", min=0)
+
+
+@dataclass
 class Case:
     """A femplast case file."""
 
@@ -271,6 +349,7 @@ class Case:
     run: RunSection = field(default_factory=RunSection)
     inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
     patches: PatchesSection = field(default_factory=PatchesSection)
+    variant: VariantSection = field(default_factory=VariantSection)
     scalar: ScalarSection = field(default_factory=lambda: ScalarSection())
     sweep: SweepSection = field(default_factory=SweepSection)
     kmc: KmcSection = field(default_factory=KmcSection)
@@ -586,6 +665,9 @@ def _check_consistency(case: Case) -> None:
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
     _check_patches(case)
     _check_scalar(case)
+    from femplast.variants import check as _check_variant
+
+    _check_variant(case)
     _check_protocol(case)
     if case.sweep.enabled:
         from femplast.sweep import validate

@@ -15,6 +15,7 @@ from femplast import FemplastInputError
 from femplast.case import Case, resolve_path
 from femplast.io import FieldWriter, H5Writer, Progress, stress_fields, write_group, write_json
 from femplast.redistribution import from_dsp, to_dsp
+from femplast.variants import per_realization_model
 
 
 def build_box(case: Case, comm: MPI.Comm):
@@ -25,15 +26,13 @@ def build_box(case: Case, comm: MPI.Comm):
                             m.size, comm)
 
 
-def build_model(case: Case, comm: MPI.Comm):
-    from femplast.model import TensorialModel
+def build_model(case: Case, comm: MPI.Comm, index: int = 0):
+    """The tensorial model of a case, its model variant included (section variant,
+    femplast.variants); ``index``: the realization whose moduli field is drawn when every
+    realization has its own (variant.moduli: weibull without variant.G_seed)."""
+    from femplast.variants import build_model as build_variant_model
 
-    box = build_box(case, comm)
-    s = case.slip
-    return TensorialModel.build(box, G=case.elasticity.G, B=case.elasticity.B, N=s.N,
-                                rho_s=s.rho_s, backend=case.redistribution.backend,
-                                dense_memory_mb=case.redistribution.dense_memory_mb, chi=s.chi,
-                                thr_p0=s.weibull_lambda, thr_p1=s.weibull_k)
+    return build_variant_model(case, build_box(case, comm), index)
 
 
 def load_initial_state(path: Path, model, key: str = "initial.state"):
@@ -317,7 +316,7 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         summary.update(run_scalar(case, outdir, comm, progress))
     else:
         sample = case.run.parallel == "sample"
-        model = build_model(case, comm if sample else MPI.COMM_SELF)
+        model = build_model(case, comm if sample else MPI.COMM_SELF, 0 if sample else comm.rank)
         initial = None
         if case.initial.state:
             initial = load_initial_state(resolve_path(case, case.initial.state), model)
@@ -325,7 +324,10 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
                 else range(comm.rank, case.run.realizations, comm.size))
         results = []
         for i in mine:
-            results.append(run_realization(case, model, i, outdir, progress, initial, event_log,
+            rmodel = model  # variant moduli field per realization: its own model
+            if i != mine[0] and per_realization_model(case):
+                rmodel = build_model(case, comm if sample else MPI.COMM_SELF, i)
+            results.append(run_realization(case, rmodel, i, outdir, progress, initial, event_log,
                                            write=not sample or comm.rank == 0))
             progress(f"realization {i + 1}/{case.run.realizations} done: "
                      f"{results[-1]['events']} events in {results[-1]['wall']:.2f} s", True)

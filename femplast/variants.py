@@ -1,0 +1,259 @@
+"""Model variants of the tensorial paper (appendix A.8, section 6) as case options.
+
+The case section ``variant:`` (femplast.case.VariantSection) selects a preset ``model`` (C is
+the original model of sec. 3) and individual switches that override the preset and combine:
+
+=====  =================================================================================
+model  switches it sets
+=====  =================================================================================
+C      none (original model)
+A      ``moduli: weibull`` - quenched per-cell shear modulus G ~ Weibull(<G>, k_G)
+B      ``alpha_p: 0.2`` - pressure-sensitive thresholds tau_c + alpha_p (p + <p>)
+D      ``kernel: shuffled`` - each slip's stress changes outside its cell are shuffled
+E      ``thresholds: fixed`` - one homogeneous, never renewed threshold tau_c
+F      ``systems: two_fixed, amplitude: fixed`` - 0/90 deg systems, one shared threshold,
+       constant slip amplitude d_gamma_pl
+G      F + ``kernel: shuffled``
+H      F + ``thresholds: fixed``
+I      ``kernel: mean_field`` - each slip changes the other cells by its average change
+=====  =================================================================================
+
+Section 6 extras (any model): ``N_fluctuation`` (number of systems per cell fluctuates),
+``renewal_correlation_strain`` (renewed thresholds correlated with the old ones),
+``structure_strain`` + ``lambda_ss``/``k_ss`` (Weibull lambda and k relax from their quench
+values slip.weibull_lambda/k to steady-state values with the cell's accumulated plastic strain),
+``prestress_std`` (a random compatible initial pre-stress: a stand-in for the paper's quenched
+pre-stress, the only disorder of model H). Not implemented: evolving moduli (a modulus change
+moves every stress and the load response, so the dense operator, ``selfq`` and the loading
+jumps would have to be rebuilt per event).
+
+Random numbers: realization i's moduli field comes from its own stream
+``SeedSequence([run.seed, i, 1])`` (or ``SeedSequence([variant.G_seed])``, one field for all
+realizations), so the realization's generator ``SeedSequence([run.seed, i])`` draws exactly
+what it draws in model C: initial systems, then (prestress_std > 0) 2 x cells uniforms for the
+pre-stress, then the dynamics (amplitudes of a step in ascending cell order; for the shuffled
+kernel one permutation per slip of the step, :class:`femplast.redistribution.
+ShuffledRedistribution`; then the renewals, :func:`femplast.slip.renew_cell`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from femplast import FemplastInputError
+
+MODELS = ("C", "A", "B", "D", "E", "F", "G", "H", "I")
+PRESETS: dict[str, dict] = {
+    "C": {},
+    "A": dict(moduli="weibull"),
+    "B": dict(alpha_p=0.2),
+    "D": dict(kernel="shuffled"),
+    "E": dict(thresholds="fixed"),
+    "F": dict(systems="two_fixed", amplitude="fixed"),
+    "G": dict(systems="two_fixed", amplitude="fixed", kernel="shuffled"),
+    "H": dict(systems="two_fixed", amplitude="fixed", thresholds="fixed"),
+    "I": dict(kernel="mean_field"),
+}
+DEFAULTS = dict(moduli="uniform", alpha_p=0.0, kernel="eshelby", thresholds="weibull",
+                systems="random", amplitude="power_law")
+POISSON_TAIL = 1e-6  # fluctuating N: columns up to the 1 - 1e-6 quantile of the group count
+
+
+def resolve(v) -> dict:
+    """Effective switches of a ``variant`` section: explicit keys > preset > defaults."""
+    out = dict(DEFAULTS)
+    out.update(PRESETS[v.model])
+    for k in DEFAULTS:
+        if getattr(v, k) is not None:
+            out[k] = getattr(v, k)
+    return out
+
+
+def weibull_moduli(n: int, mean: float, shape: float, rng: np.random.Generator) -> np.ndarray:
+    """``n`` shear moduli ~ Weibull with the given mean and shape (scale = mean / Gamma(1 +
+    1/shape)), by inverse CDF from ``n`` uniform doubles."""
+    scale = mean / math.gamma(1.0 + 1.0 / shape)
+    return scale * (-np.log1p(-rng.random(n))) ** (1.0 / shape)
+
+
+def moduli_rng(case, index: int) -> np.random.Generator:
+    v = case.variant
+    if v.G_seed is not None:
+        return np.random.default_rng(np.random.SeedSequence([int(v.G_seed)]))
+    return np.random.default_rng(np.random.SeedSequence([int(case.run.seed), int(index), 1]))
+
+
+def per_realization_model(case) -> bool:
+    """Whether each realization needs its own model (its own moduli field)."""
+    return resolve(case.variant)["moduli"] == "weibull" and case.variant.G_seed is None
+
+
+def n_columns(N: int) -> tuple[int, float]:
+    """Fluctuating N: (columns, mean number of groups of four) for a nominal N."""
+    from scipy.stats import poisson
+
+    m = N / 4.0
+    extra = int(poisson.ppf(1.0 - POISSON_TAIL, m - 1.0)) if m > 1 else 0
+    return 4 * (1 + extra), m
+
+
+def model_options(case, box, index: int = 0) -> dict:
+    """Keyword arguments of :meth:`femplast.model.TensorialModel.build` for a case."""
+    from femplast.slip import (
+        SYSTEMS_RANDOM,
+        SYSTEMS_TWO_FIXED,
+        THRESHOLD_FIXED,
+        THRESHOLD_WEIBULL,
+        systems_per_cell,
+        variant_vector,
+    )
+
+    s, v = case.slip, case.variant
+    sw = resolve(v)
+    G = case.elasticity.G
+    if sw["moduli"] == "weibull":
+        G = weibull_moduli(box.num_cells, v.G_mean, v.G_shape, moduli_rng(case, index))
+    # as TensorialModel.build: rho_s times the mean cell area
+    N = s.N if s.N is not None else systems_per_cell(math.sqrt(box.mean_cell_area), s.rho_s)
+    ngm = 0.0
+    if sw["systems"] == "two_fixed":
+        N = 2
+    elif v.N_fluctuation:
+        N, ngm = n_columns(N)
+    fixed_thr = sw["thresholds"] == "fixed"
+    fixed_amp = sw["amplitude"] == "fixed"
+    opts = dict(G=G, N=N, chi=s.chi, thr_kind=THRESHOLD_FIXED if fixed_thr else THRESHOLD_WEIBULL,
+                thr_p0=v.tau_c if fixed_thr else s.weibull_lambda, thr_p1=s.weibull_k,
+                alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
+                fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std)
+    two = sw["systems"] == "two_fixed"
+    if two or ngm or v.renewal_correlation_strain or v.structure_strain or (fixed_amp and
+                                                                             v.d_gamma_cap):
+        opts["vpar"] = variant_vector(
+            SYSTEMS_TWO_FIXED if two else SYSTEMS_RANDOM, ngm, v.renewal_correlation_strain,
+            v.lambda_ss if v.lambda_ss is not None else s.weibull_lambda,
+            v.k_ss if v.k_ss is not None else s.weibull_k, v.structure_strain,
+            fixed_amp and v.d_gamma_cap)
+    return opts
+
+
+def wrap_kernel(model, kernel: str):
+    """Replace the model's redistribution by the shuffled or mean-field kernel on top of it."""
+    from femplast.redistribution import MeanFieldRedistribution, ShuffledRedistribution
+
+    if kernel == "shuffled":
+        model.redist = ShuffledRedistribution(model.redist)
+    elif kernel == "mean_field":
+        model.redist = MeanFieldRedistribution(model.redist)
+    return model
+
+
+def build_model(case, box, index: int = 0):
+    """The model of a tensorial case on ``box``, variant included (``index``: the realization
+    whose moduli field is drawn, when each realization has its own)."""
+    from femplast.model import TensorialModel
+
+    opts = model_options(case, box, index)
+    model = TensorialModel.build(box, B=case.elasticity.B, rho_s=case.slip.rho_s,
+                                 backend=case.redistribution.backend,
+                                 dense_memory_mb=case.redistribution.dense_memory_mb, **opts)
+    return wrap_kernel(model, resolve(case.variant)["kernel"])
+
+
+def compatible_stress(model, gs: np.ndarray, gc: np.ndarray) -> np.ndarray:
+    """FE stress (d, s, p) of the pure-shear eigenstrain field ``gs M_s + gc M_c`` per cell
+    (the unit eigenstrains of femplast.redistribution), with the model's Eshelby backend."""
+    from femplast.redistribution import MODE_DENSE, MODE_PROPAGATOR, UNIT_C, UNIT_S
+
+    base = getattr(model.redist, "base", model.redist)
+    nc = model.num_cells
+    if base.mode == MODE_PROPAGATOR:
+        out = np.zeros((3, nc))
+        base.apply(out, np.arange(nc), gs, gc)  # FFT convolution
+        return out
+    if base.mode == MODE_DENSE:
+        return np.einsum("cjki,jc->ki", base.dense, np.stack([gs, gc]))
+    eps = gs[:, None] * UNIT_S + gc[:, None] * UNIT_C
+    return base.stress_from_plastic(eps)
+
+
+def random_prestress(model, rng: np.random.Generator, std: float) -> np.ndarray:
+    """A random self-equilibrated pre-stress ``[xx, yy, xy]`` per cell with std(Sigma_xy) = std.
+
+    The FE stress of an uncorrelated Gaussian pure-shear eigenstrain field (both orientations;
+    2 x cells uniform doubles from ``rng`` by inverse CDF, its area-weighted mean removed, so
+    the box-average stress is zero for uniform moduli), rescaled. A stand-in for the quenched
+    pre-stress of the paper's KMC-prepared states (appendix A.3).
+    """
+    from scipy.special import ndtri
+
+    from femplast.redistribution import from_dsp
+
+    a = ndtri(rng.random((2, model.num_cells)))
+    a -= (a @ model.weights)[:, None]
+    sig = compatible_stress(model, a[0], a[1])
+    w = model.weights
+    sd = math.sqrt(float(w @ (sig[1] - w @ sig[1]) ** 2))
+    return from_dsp(sig * (std / sd))
+
+
+# ----------------------------------------------------------------------------- validation
+def check(case) -> None:
+    """Consistency of the variant section with the rest of the case (FemplastInputError)."""
+    v = case.variant
+    sw = resolve(v)
+    touched = v.model != "C" or any(getattr(v, k) is not None for k in DEFAULTS) or \
+        v.N_fluctuation or v.renewal_correlation_strain or v.structure_strain or \
+        v.prestress_std
+    if not touched:
+        return
+    if case.model not in ("tensorial", "quench"):
+        raise FemplastInputError("variant.model", v.model, "C (no variant) with model: "
+                                 f"{case.model} (variants are options of the tensorial model)")
+    be = case.redistribution.backend
+    if sw["kernel"] != "eshelby":
+        if be == "direct" or case.run.parallel == "sample":
+            raise FemplastInputError("redistribution.backend", be, "auto, propagator or dense "
+                                     f"with variant.kernel: {sw['kernel']} (it needs the "
+                                     "per-cell response columns; not run.parallel: sample)")
+    if sw["moduli"] == "weibull":
+        if be == "propagator":
+            raise FemplastInputError("redistribution.backend", be, "auto, dense or direct "
+                                     "with variant.moduli: weibull (heterogeneous moduli)")
+        shared_only = (getattr(getattr(case, "kmc", None), "enabled", False)
+                       or bool(getattr(case, "stages", None))
+                       or getattr(getattr(case, "sweep", None), "enabled", False)
+                       or case.model == "quench")
+        if shared_only and v.G_seed is None:
+            raise FemplastInputError("variant.G_seed", None, "an integer (one moduli field "
+                                     "shared by all realizations) with kmc, stages or sweep")
+    if sw["systems"] == "two_fixed":
+        if case.slip.N is not None:
+            raise FemplastInputError("slip.N", case.slip.N, "null with variant.systems: "
+                                     "two_fixed (two systems per cell)")
+        if v.N_fluctuation:
+            raise FemplastInputError("variant.N_fluctuation", True, "false with "
+                                     "variant.systems: two_fixed")
+    if sw["thresholds"] == "fixed":
+        for k in ("renewal_correlation_strain", "structure_strain"):
+            if getattr(v, k):
+                raise FemplastInputError(f"variant.{k}", getattr(v, k), "0 with "
+                                         "variant.thresholds: fixed (no threshold disorder)")
+    if v.structure_strain:
+        for k in ("lambda_ss", "k_ss"):
+            if getattr(v, k) is None:
+                raise FemplastInputError(f"variant.{k}", None, "a steady-state value (> 0) "
+                                         "with variant.structure_strain > 0")
+    if case.patches.enabled:
+        bad = [(k, sw[k]) for k, ok in (("kernel", "eshelby"), ("systems", "random"))
+               if sw[k] != ok]
+        bad += [(k, getattr(v, k)) for k in ("N_fluctuation", "renewal_correlation_strain",
+                                              "structure_strain") if getattr(v, k)]
+        if sw["amplitude"] == "fixed" and v.d_gamma_cap:
+            bad.append(("d_gamma_cap", True))
+        if bad:
+            raise FemplastInputError("patches.enabled", True, f"false with variant.{bad[0][0]}"
+                                     f": {bad[0][1]} (patch tests use the original kernel, "
+                                     "renewal and uncapped amplitudes)")
