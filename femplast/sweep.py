@@ -325,8 +325,16 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
 
         probe = PatchProbe(pcase, model, j)
         probe.initial(st)
-        on_stop, stops = probe.wrap(st), probe.stops
-    drv.run(stops=stops, on_stop=on_stop, on_progress=(lambda d: idle()) if idle else None)
+        stops, wrapped = probe.stops, probe.wrap(st)
+
+        def on_stop(k):
+            wrapped(k)
+            if idle:
+                idle()
+    # no event budget: an avalanche interrupted by the budget and resumed is recorded with a
+    # wrong step and stress_before (AQSDriver, seen on femplast 0.1.0), which would change
+    # the drops; rank 0 serves requests at the stops and between realizations instead
+    drv.run(stops=stops, on_stop=on_stop, budget=1 << 62)
     rec = drv.avalanche_table()
     Rm = model.weights @ drv.R.T
     int0 = model.weights @ st.sigma0.T
@@ -430,12 +438,13 @@ def point_errors(case, counts, totals, entries, ref) -> dict:
 # ============================================================================ scheduling
 class Scheduler:
     """Dynamic load balancing: rank 0 owns the queue, computes points itself and answers the
-    other ranks' requests (one point per request) whenever :meth:`serve` runs."""
+    other ranks' requests (one point per request) whenever :meth:`serve` runs (between
+    realizations and during long ones). The other ranks ask for their next point when they
+    start one, so the answer is waiting when they finish."""
 
     def __init__(self, comm: MPI.Comm, todo: list[int], log=None):
         self.comm, self.todo, self.pos = comm, list(todo), 0
-        self.stopped, self.done, self.log = 0, 0, log
-        self.last: int | None = None
+        self.stopped, self.log = 0, log
 
     def _take(self) -> int:
         if self.pos < len(self.todo):
@@ -444,6 +453,7 @@ class Scheduler:
         return -1
 
     def serve(self, block: bool = False):
+        """Rank 0: answer the pending requests (``block``: wait for at least one)."""
         if self.comm.rank != 0 or self.comm.size == 1:
             return
         st = MPI.Status()
@@ -451,31 +461,33 @@ class Scheduler:
             if block:
                 self.comm.Probe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=st)
             src = st.Get_source()
-            finished = self.comm.recv(source=src, tag=TAG_REQ)
-            if finished is not None:
-                self._finished(finished, src)
+            self.comm.recv(source=src, tag=TAG_REQ)
             i = self._take()
             self.comm.send(i, dest=src, tag=TAG_WORK)
             if i < 0:
                 self.stopped += 1
+            elif self.log:
+                self.log(f"point {i} -> rank {src} ({self.pos}/{len(self.todo)} handed out)")
             block = False
 
-    def _finished(self, i: int, rank: int):
-        self.done += 1
-        if self.log:
-            self.log(f"point {i} done on rank {rank} ({self.done}/{len(self.todo)} this run)")
-
-    def next(self) -> int:
+    def points(self):
+        """The point indices this rank computes, as they are handed out."""
         if self.comm.rank == 0:
-            if self.last is not None:
-                self._finished(self.last, 0)
-            self.serve()
-            i = self._take()
+            while True:
+                self.serve()
+                i = self._take()
+                if i < 0:
+                    return
+                if self.log:
+                    self.log(f"point {i} -> rank 0 ({self.pos}/{len(self.todo)} handed out)")
+                yield i
         else:
-            self.comm.send(self.last, dest=0, tag=TAG_REQ)
-            i = self.comm.recv(source=0, tag=TAG_WORK)
-        self.last = i if i >= 0 else None
-        return i
+            self.comm.send(None, dest=0, tag=TAG_REQ)
+            cur = self.comm.recv(source=0, tag=TAG_WORK)
+            while cur >= 0:
+                self.comm.send(None, dest=0, tag=TAG_REQ)  # the next one, ahead
+                yield cur
+                cur = self.comm.recv(source=0, tag=TAG_WORK)
 
     def drain(self):
         """Rank 0: answer requests until every other rank was told to stop."""
@@ -557,12 +569,10 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     models = ModelCache()
     computed, busy = 0, 0.0
     try:
-        while True:
-            i = sched.next()
-            if i < 0:
-                break
+        for i in sched.points():
             res = compute_point(case, points[i], models, ref, idle=sched.serve)
             write_json(point_path(outdir, i), res)
+            log(f"point {i} done in {res['wall_time']:.2f} s")
             computed += 1
             busy += res["wall_time"]
         sched.drain()

@@ -230,7 +230,6 @@ patches: {{enabled: true, n: [4], spacing: 13.2, alpha: [0, 90], initial: false,
 """
 
 
-@pytest.mark.heavy
 def test_parameter_recovery(tmp_path):
     """A synthetic reference made at known (k, lambda, chi) on an 8 x 8 system (seed 999) is
     recovered by a 3 x 3 x 3 sweep (other seeds): the best grid point is the truth and the
