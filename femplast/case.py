@@ -59,7 +59,8 @@ class SlipSection:
     """Slip systems of each cell (tensorial paper sec. 3.1-3.3; femplast.slip)."""
 
     N: int | None = key(None, "slip systems per cell, a multiple of 4; default: rho_s l^2 "
-                        "rounded to the nearest multiple of 4 (at least 4)", min=4)
+                        "rounded to the nearest multiple of 4 (at least 4), l^2 the cell "
+                        "area", min=4)
     rho_s: float = key(0.8, "density of slip systems (used when N is not given)", "1/LJ area",
                        min=0, min_open=True)
     weibull_lambda: float = key(2.05, "scale lambda of the Weibull threshold distribution (eq. 5)",

@@ -518,6 +518,9 @@ class AQSDriver:
         n = int(self.st[S_NREC])
         if n:
             self.records.append(self.rec[:n].copy())
+            if self.st[S_PHASE] != PH_LOAD:
+                # an avalanche interrupted by a budget keeps its partial row (start, before)
+                self.rec[0] = self.rec[n]
             self.st[S_NREC] = 0
         e = int(self.st[S_NEV])
         if e:

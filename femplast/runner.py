@@ -11,7 +11,7 @@ import numpy as np
 from mpi4py import MPI
 
 import femplast
-from femplast import FemplastInputError
+from femplast import FemplastInputError, protocols
 from femplast.case import Case, resolve_path
 from femplast.io import FieldWriter, H5Writer, Progress, stress_fields, write_group, write_json
 from femplast.redistribution import from_dsp, to_dsp
@@ -308,6 +308,10 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         from femplast.sweep import run_sweep
 
         summary.update(run_sweep(case, outdir, comm, progress, resume=resume))
+    elif protocols.uses_protocol(case):  # kmc, stages, checkpoints (femplast.protocols)
+        if resume:
+            protocols.check_resume(case, outdir)
+        summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume))
     elif resume:
         raise FemplastInputError("--resume", True, "only for sweeps (sweep.enabled) so far")
     elif case.model == "inclusion":

@@ -134,6 +134,8 @@ def test_stops_do_not_change_the_trajectory(quad_model):
     d2.run(stops=[500, 1234, 4000], on_stop=seen.append, budget=37)
     assert seen == [500, 1234, 4000]
     assert np.array_equal(d1.event_table()[1], d2.event_table()[1])
+    # budgets interrupt avalanches: their records must still be whole
+    assert np.array_equal(d1.avalanche_table(), d2.avalanche_table())
     assert np.array_equal(st1.sig, st2.sig)
 
 
