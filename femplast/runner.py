@@ -313,7 +313,8 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
             protocols.check_resume(case, outdir)
         summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume))
     elif resume:
-        raise FemplastInputError("--resume", True, "only for sweeps (sweep.enabled) so far")
+        raise FemplastInputError("--resume", True, "only for sweeps (sweep.enabled) and "
+                                 "protocol runs (kmc, stages, run.checkpoint_interval > 0)")
     elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
     elif case.model == "scalar":
