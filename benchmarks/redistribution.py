@@ -132,8 +132,8 @@ def same_events(n: int, events: int) -> dict:
 
 
 def _subprocess(fn: str, *args) -> dict:
-    code = (f"import json, sys; sys.path.insert(0, {repr(sys.path[0])}); import redistribution as b; "
-            f"print('@@' + json.dumps(b.{fn}(*{args!r})))")
+    code = (f"import json, sys; sys.path.insert(0, {repr(sys.path[0])}); "
+            f"import redistribution as b; print('@@' + json.dumps(b.{fn}(*{args!r})))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=sys.path[0], check=True)
     line = [x for x in res.stdout.splitlines() if x.startswith("@@")][-1]

@@ -36,7 +36,8 @@ class MeshSection:
     """The periodic square box and its cells (femplast.mesh)."""
 
     kind: str = key("quad", "cell shape: structured quadrilaterals, structured triangles (two per "
-                    "square) or an unstructured periodic gmsh mesh", choices=("quad", "tri", "gmsh"))
+                    "square) or an unstructured periodic gmsh mesh",
+                    choices=("quad", "tri", "gmsh"))
     n: int = key(15, "cells per box side (structured meshes; gmsh: sets size = L/n unless size "
                  "or file is given)", min=1)
     L: float = key(98.8045, "box side", "LJ length", min=0, min_open=True)
@@ -188,7 +189,7 @@ class StageSection:
 
 @dataclass
 class PatchesSection:
-    """Local yield-stress (patch) tests on submeshes (tensorial paper sec. 3.5; femplast.patches)."""
+    """Local yield-stress (patch) tests on submeshes (tensorial paper sec. 3.5; patches.py)."""
 
     enabled: bool = key(False, "run patch tests on the probed states of every realization")
     shape: str = key("square", "square: n x n cells (structured meshes, R = l n / sqrt(pi)); "

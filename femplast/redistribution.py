@@ -274,7 +274,6 @@ class DirectRedistribution(Redistribution):
     def __init__(self, box, G, B, sigma0_dsp: np.ndarray | None = None,
                  elasticity: PeriodicElasticity | None = None):
         super().__init__(box, G, B, elasticity)
-        el = self.el
         self.sigma0 = (np.zeros((3, self.num_cells)) if sigma0_dsp is None
                        else np.asarray(sigma0_dsp, float))
         # self-responses: one cell per sublattice when translation invariance holds

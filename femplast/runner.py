@@ -14,7 +14,7 @@ import femplast
 from femplast import FemplastInputError, protocols
 from femplast.case import Case, resolve_path
 from femplast.io import FieldWriter, H5Writer, Progress, stress_fields, write_group, write_json
-from femplast.redistribution import from_dsp, to_dsp
+from femplast.redistribution import from_dsp
 from femplast.variants import per_realization_model
 
 

@@ -21,9 +21,9 @@ THRESHOLD_WEIBULL = 0
 THRESHOLD_FIXED = 1
 
 
-def systems_per_cell(l: float, rho_s: float = 0.8) -> int:
+def systems_per_cell(cell_length: float, rho_s: float = 0.8) -> int:
     """N = rho_s l^2 rounded to the nearest multiple of 4, at least 4 (appendix A.2)."""
-    return max(4, 4 * int(round(rho_s * l * l / 4.0)))
+    return max(4, 4 * int(round(rho_s * cell_length**2 / 4.0)))
 
 
 @njit(cache=True)
