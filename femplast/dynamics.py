@@ -88,8 +88,15 @@ def _drifted(c, sig, ref, margin, alpha_p, tol):
 
 
 @njit(cache=True)
-def drift_pass(sig, ref, margin, flag, alpha_p, tol):
+def drift_pass(sig, ref, margin, mm, flag, alpha_p, tol):
     """Flag every cell whose stress drift since its last scan may have used up its margin."""
+    if alpha_p == 0.0:
+        # branch-free (vectorized) form of _drifted: mm = (margin - tol)^2, or -1
+        for c in range(sig.shape[1]):
+            dd = sig[0, c] - ref[0, c]
+            ds = sig[1, c] - ref[1, c]
+            flag[c] |= np.int8(dd * dd + ds * ds >= mm[c])
+        return
     for c in range(sig.shape[1]):
         if _drifted(c, sig, ref, margin, alpha_p, tol):
             flag[c] = 1
@@ -134,7 +141,7 @@ def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
 
 @njit(cache=True)
 def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k, ref,
-                     margin, tol):
+                     margin, tol, rn):
     """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1.
 
     One pass estimates, per cell, the first unstable increment from the linear growth of
@@ -145,15 +152,14 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
     Cells whose margin (minus their drift since their last scan) cannot be used up by the load
     before the best increment found so far are skipped: the load moves the stress by
     ``dgam |R|`` per increment in the deviatoric plane, and ``(sin 2theta, cos 2theta)`` is a
-    unit vector.
+    unit vector: ``rn[c] = |(R_d, R_s)| + alpha_p |R_p|`` (:func:`load_speed`).
     """
     kmin = kend + 2
     for c in range(sig.shape[1]):
-        rn = math.sqrt(R[0, c] * R[0, c] + R[1, c] * R[1, c]) + alpha_p * abs(R[2, c])
         dd = sig[0, c] - ref[0, c]
         ds = sig[1, c] - ref[1, c]
         # skip when margin - tol - |drift| > reach, i.e. (margin - tol - reach)^2 > |drift|^2
-        reach = (kmin + 2 - k0) * dgam * rn
+        reach = (kmin + 2 - k0) * dgam * rn[c]
         room = margin[c] - tol - reach
         if alpha_p != 0.0:
             room -= alpha_p * abs(sig[2, c] - ref[2, c])
@@ -214,6 +220,12 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
             return kmin
 
 
+def load_speed(R, alpha_p: float) -> np.ndarray:
+    """Per cell, the largest change of a resolved stress (or of a pressure-shifted distance to
+    threshold) per unit external strain: ``|(R_d, R_s)| + alpha_p |R_p|``."""
+    return np.ascontiguousarray(np.hypot(R[0], R[1]) + alpha_p * np.abs(R[2]))
+
+
 @njit(cache=True)
 def _shift_refs(ref, R, dgam_total):
     """Express the reference stresses in the new loading frame: the load adds dgam_total * R."""
@@ -223,8 +235,18 @@ def _shift_refs(ref, R, dgam_total):
 
 
 @njit(cache=True)
-def _shift_refs_and_flag(ref, R, dgam_total, sig, margin, flag, alpha_p, tol):
+def _shift_refs_and_flag(ref, R, dgam_total, sig, margin, mm, flag, alpha_p, tol):
     """:func:`_shift_refs` and :func:`drift_pass` in one pass over the cells."""
+    if alpha_p == 0.0:
+        for c in range(ref.shape[1]):
+            r0 = ref[0, c] - dgam_total * R[0, c]
+            r1 = ref[1, c] - dgam_total * R[1, c]
+            ref[0, c] = r0
+            ref[1, c] = r1
+            dd = sig[0, c] - r0
+            ds = sig[1, c] - r1
+            flag[c] |= np.int8(dd * dd + ds * ds >= mm[c])
+        return
     for c in range(ref.shape[1]):
         ref[0, c] -= dgam_total * R[0, c]
         ref[1, c] -= dgam_total * R[1, c]
@@ -300,7 +322,7 @@ def dense_add(sig, D, c, gs, gc):
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
                 margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
-                cell_k, kmean, fst, vpar=None, eacc=None):
+                cell_k, kmean, fst, rn, vpar=None, eacc=None):
     """Advance the AQS state machine; see the module docstring for the return codes.
 
     ``vpar`` (optional, with ``eacc``): the model-variant vector of
@@ -343,13 +365,13 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             if k >= kl:
                 return RC_STOP
             kn = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k,
-                                  ref, margin, tol)
+                                  ref, margin, tol, rn)
             if kn > kl:
                 _shift_refs(ref, R, kl * dgam - gam)
                 st[S_K] = kl
                 continue
             st[S_K] = kn
-            _shift_refs_and_flag(ref, R, kn * dgam - gam, sig, margin, flag, alpha_p, tol)
+            _shift_refs_and_flag(ref, R, kn * dgam - gam, sig, margin, mm, flag, alpha_p, tol)
             gam = kn * dgam
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
                             act_sys, alpha_p, p_off)
@@ -432,13 +454,13 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 for j in range(3):  # running box average (the kernel's mean is exact)
                     fst[j] += gs * kmean[c, 0, j] + gc * kmean[c, 1, j]
             if mode != 0:
-                drift_pass(sig, ref, margin, flag, alpha_p, tol)
+                drift_pass(sig, ref, margin, mm, flag, alpha_p, tol)
             st[S_PHASE] = PH_AFTER_CHECKED
         elif ph == PH_EXTERNAL:
             return RC_EXTERNAL
         else:  # PH_AFTER*: renew the slipped cells, rescan what may have become unstable
             if ph == PH_AFTER:
-                drift_pass(sig, ref, margin, flag, alpha_p, tol)
+                drift_pass(sig, ref, margin, mm, flag, alpha_p, tol)
             na = st[S_NPEND]
             if ipar[I_RENEW]:
                 for i in range(na):
@@ -487,6 +509,7 @@ class AQSDriver:
         self.margin = np.full(nc, -np.inf)
         self.mm = np.full(nc, -1.0)
         self.cell_k = np.zeros(nc, np.int64)
+        self.rn = load_speed(self.R, p.alpha_p)
         # running box averages: internal stress (d, s, p), plastic strain, load response
         w = model.weights
         self.fst = np.concatenate([state.sig @ w, w @ state.eps_pl, self.R @ w])
@@ -558,7 +581,7 @@ class AQSDriver:
                              self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
                              self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst,
-                             getattr(m.params, "vpar", None), s.eacc)
+                             self.rn, getattr(m.params, "vpar", None), s.eacc)
             if rc == RC_EXTERNAL:
                 self._external()
                 continue
