@@ -52,11 +52,8 @@ def _pressure_shift(c, gam, sig, R, alpha_p, p_off):
 
 
 @njit(cache=True)
-def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, p_off):
-    """Scan all systems of cell ``c``; reset its reference stress and margin.
-
-    Returns the argmin system (its dtau_c is ``margin[c]``).
-    """
+def cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    """Smallest distance to threshold of cell ``c`` at gamma_ext = gam, and its system."""
     d = sig[0, c] + gam * R[0, c]
     s = sig[1, c] + gam * R[1, c]
     shift = _pressure_shift(c, gam, sig, R, alpha_p, p_off)
@@ -67,6 +64,16 @@ def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, 
         if dtc < best:
             best = dtc
             arg = n
+    return best, arg
+
+
+@njit(cache=True)
+def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, p_off):
+    """Scan all systems of cell ``c``; reset its reference stress and margin.
+
+    Returns the argmin system (its dtau_c is ``margin[c]``).
+    """
+    best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
     ref[0, c] = sig[0, c]
     ref[1, c] = sig[1, c]
     ref[2, c] = sig[2, c]
@@ -320,6 +327,19 @@ def dense_add(sig, D, c, gs, gc):
 
 
 @njit(cache=True)
+def _start_avalanche(st, rec, fst, na, k, gam):
+    """Open the record of an avalanche at increment k (its box-average stress before)."""
+    st[S_NACT] = na
+    r = st[S_NREC]
+    rec[r, 0] = k
+    for j in range(3):
+        rec[r, 3 + j] = fst[j] + gam * fst[6 + j]
+    st[S_AVSIZE] = 0
+    st[S_NSTEPS] = 0
+    st[S_PHASE] = PH_STEP
+
+
+@njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
                 margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
                 cell_k, kmean, fst, rn, vpar=None, eacc=None):
@@ -352,14 +372,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag,
                                 act_cell, act_sys, alpha_p, p_off)
                 if na > 0:
-                    st[S_NACT] = na
-                    r = st[S_NREC]
-                    rec[r, 0] = k
-                    for j in range(3):
-                        rec[r, 3 + j] = fst[j] + gam * fst[6 + j]
-                    st[S_AVSIZE] = 0
-                    st[S_NSTEPS] = 0
-                    st[S_PHASE] = PH_STEP
+                    _start_avalanche(st, rec, fst, na, k, gam)
                     continue
             kl = kend if kstop < 0 or kstop > kend else kstop
             if k >= kl:
@@ -375,14 +388,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             gam = kn * dgam
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
                             act_sys, alpha_p, p_off)
-            st[S_NACT] = na
-            r = st[S_NREC]
-            rec[r, 0] = kn
-            for j in range(3):
-                rec[r, 3 + j] = fst[j] + gam * fst[6 + j]
-            st[S_AVSIZE] = 0
-            st[S_NSTEPS] = 0
-            st[S_PHASE] = PH_STEP
+            _start_avalanche(st, rec, fst, na, kn, gam)
         elif ph == PH_STEP:
             na = st[S_NACT]
             if na == 0:

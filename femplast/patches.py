@@ -51,6 +51,7 @@ import numpy as np
 from numba import njit
 
 from femplast import FemplastInputError
+from femplast.dynamics import cell_scan
 from femplast.elasticity import VOIGT_METRIC, apply_stiffness
 from femplast.redistribution import (
     UNIT_C,
@@ -513,18 +514,7 @@ def _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na
             renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, kind, p0, p1)
     nn = 0
     for c in range(sig.shape[1]):
-        d = sig[0, c] + gam * R[0, c]
-        s = sig[1, c] + gam * R[1, c]
-        shift = 0.0
-        if alpha_p != 0.0:
-            shift = alpha_p * (p_off - (sig[2, c] + gam * R[2, c]))
-        best = np.inf
-        arg = 0
-        for n in range(sin2.shape[1]):
-            dtc = tauc[c, n] + shift - (sin2[c, n] * d + cos2[c, n] * s)
-            if dtc < best:
-                best = dtc
-                arg = n
+        best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
         if best < 0.0:
             act_cell[nn] = c
             act_sys[nn] = arg
