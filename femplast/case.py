@@ -112,7 +112,9 @@ class OutputSection:
     """What is written to the output directory (femplast.io)."""
 
     snapshots: list[float] = key([], "gamma_ext at which cell fields are written (XDMF for "
-                                 "ParaView)", "-")
+                                 "ParaView, OUTDIR/fields/); runs with stages: empty (use "
+                                 "stages[i].snapshots); with kmc also the quenched state "
+                                 "(OUTDIR/quench/fields/)", "-")
     fields: bool = key(True, "write the field snapshots (false: none)")
 
 
@@ -185,6 +187,12 @@ class StageSection:
                                    "loading.dgamma_ext", "-", min=0, min_open=True, max=1)
     temperature: float = key(0.0, "hold: kB T of thermally activated events", "LJ energy", min=0)
     events: int = key(0, "hold: number of thermally activated events", min=0)
+    snapshots: list[float] = key([], "strain-controlled load: gamma_ext of the stage (from its "
+                                 "own 0, in [0, gamma]) at which cell fields are written. When "
+                                 "any stage has snapshots (and output.fields), every stage "
+                                 "writes OUTDIR/stages/<name>/fields/rNNNN.xdmf with these and "
+                                 "its final state, and kmc runs the quenched state "
+                                 "(OUTDIR/quench/fields/)", "-")
 
 
 @dataclass
@@ -721,6 +729,17 @@ def _check_protocol(case: Case) -> None:
         if sg.kind == "hold" and (sg.temperature > 0) != (sg.events > 0):
             raise FemplastInputError(f"{k}.events", sg.events, "> 0 together with a "
                                      "temperature > 0 (or both 0)")
+        if sg.snapshots and (sg.kind != "load" or sg.stress is not None):
+            raise FemplastInputError(f"{k}.snapshots", sg.snapshots, "empty unless kind: load "
+                                     "with strain control (other stages write their final "
+                                     "state)")
+        for j, g in enumerate(sg.snapshots):
+            if not 0 <= g <= (sg.gamma or 0.0):
+                raise FemplastInputError(f"{k}.snapshots[{j}]", g,
+                                         f"in [0, {k}.gamma = {sg.gamma}]")
+    if case.stages and case.output.snapshots:
+        raise FemplastInputError("output.snapshots", case.output.snapshots, "empty with "
+                                 "stages (snapshots are per stage: stages[i].snapshots)")
 
 
 def _check_scalar(case: Case) -> None:

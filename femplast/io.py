@@ -198,6 +198,25 @@ def stress_fields(prefix: str, sig_xyz: np.ndarray) -> dict[str, np.ndarray]:
             "pressure" if prefix == "sigma" else f"{prefix}_p": -0.5 * (xx + yy)}
 
 
+def snapshot_fields(model, state, gamma_ext: float, alpha_ext: float) -> dict[str, np.ndarray]:
+    """The cell fields of a snapshot of a tensorial state at external strain ``gamma_ext``
+    along ``alpha_ext`` (radians): total stress (sigma_*, pressure), plastic strain
+    (eps_pl_*) and the smallest distance to threshold (dtau_c_min)."""
+    f = stress_fields("sigma", model.total_stress(state, gamma_ext, alpha_ext))
+    f.update({"eps_pl_xx": state.eps_pl[:, 0], "eps_pl_yy": state.eps_pl[:, 1],
+              "eps_pl_xy": state.eps_pl[:, 2],
+              "dtau_c_min": model.distance_to_threshold(state, gamma_ext, alpha_ext)})
+    return {k: np.array(v, dtype=float) for k, v in f.items()}  # copies: the state moves on
+
+
+def write_fields(path: Path, box, snapshots) -> None:
+    """One XDMF time series (:class:`FieldWriter`) from ``(time, fields)`` pairs."""
+    fw = FieldWriter(path, box)
+    for t, f in snapshots:
+        fw.write(t, f)
+    fw.close()
+
+
 class Progress:
     """Terminal progress for long runs (stderr); silent when quiet."""
 

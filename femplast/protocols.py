@@ -43,8 +43,29 @@ written when the stage ends (atomic rename), so an interrupted run leaves comple
 finished stages and realizations plus the checkpoint; ``--resume`` continues from it and
 produces bit-identical datasets. Resuming needs the same case and number of MPI ranks.
 
-Not supported here (the classic single-stage path has them): field snapshots, patch tests,
-event logs, ``run.parallel: sample``.
+Field snapshots (when ``output.fields`` and some snapshot is asked for). ``stages[i].snapshots``
+are values of the stage's own ``gamma_ext`` (strain-controlled load stages; taken at the
+increments ``round(g / dgamma)`` as single-stage runs). Then every stage writes
+``OUTDIR/stages/<stage>/fields/rNNNN.xdmf`` (+ ``.h5``): its snapshots plus its final state
+(stress-controlled, unload and hold stages: the final state only; no duplicate when the last
+snapshot is the end), and KMC runs write the quenched state at ``gamma_ext = 0``
+(``OUTDIR/quench/fields/rNNNN.xdmf``). Runs without ``stages:`` (KMC or checkpoints only) take
+``output.snapshots`` of the one loading and write ``OUTDIR/fields/rNNNN.xdmf`` as single-stage
+runs do (the same values), plus the quench. Fields are those of
+:func:`femplast.io.snapshot_fields` (``sigma_*``, ``pressure``, ``eps_pl_*``, ``dtau_c_min``):
+total stress of the stage frame, plastic strain accumulated over all stages. Snapshots are
+kept in memory (and in the checkpoint) until the stage ends, then written as one time series
+with the stage's realization file, so a resumed run writes the same bytes.
+
+Event log (``--event-log``): each stage's realization file gets an ``events`` group with the
+datasets of single-stage runs (cell, step, relaxation_step, theta, d_gamma, tau,
+self_response); ``step`` is the avalanche's ``avalanches/step`` (strain control: the
+increment; stress control and hold: the avalanche number). Hold stages log the athermal
+events of the avalanches that thermal events trigger (the thermal slips themselves are in the
+avalanche sizes only); KMC preparation events are not logged.
+
+Not supported here (the classic single-stage path has them): patch tests,
+``run.parallel: sample``.
 """
 
 from __future__ import annotations
@@ -63,7 +84,7 @@ from femplast import FemplastInputError
 from femplast import checkpoint as ck
 from femplast.dynamics import F_DGAM, RC_END, RC_STOP, S_K, AQSDriver, any_active_at
 from femplast.elasticity import M_vector
-from femplast.io import H5Writer, write_group, write_json
+from femplast.io import H5Writer, snapshot_fields, write_fields, write_group, write_json
 from femplast.kmc import KMC, quench, relax, sample_observables, write_quench
 from femplast.redistribution import from_dsp
 
@@ -134,23 +155,31 @@ class Stage:
     """A resolved stage: name, kind, orientation (deg), control and targets."""
 
     def __init__(self, name, kind, alpha_deg, control, gamma=None, stress=None, dgamma=1e-4,
-                 start=None, temperature=0.0, events=0, implicit=False):
+                 start=None, temperature=0.0, events=0, implicit=False, snapshots=()):
         self.name, self.kind, self.alpha_deg, self.control = name, kind, alpha_deg, control
         self.gamma, self.stress, self.dgamma, self.start = gamma, stress, dgamma, start
         self.temperature, self.events, self.implicit = temperature, events, implicit
+        self.snapshots = [float(g) for g in snapshots]
+
+
+def fields_enabled(case) -> bool:
+    """Whether a protocol run writes cell fields (module doc: field snapshots)."""
+    return bool(case.output.fields and (case.output.snapshots
+                                        or any(s.snapshots for s in case.stages)))
 
 
 def stages_from_case(case) -> list[Stage]:
     ld = case.loading
     if not case.stages:
         return [Stage("load", "load", ld.alpha_ext, "strain", gamma=ld.gamma_max,
-                      dgamma=ld.dgamma_ext, implicit=True)]
+                      dgamma=ld.dgamma_ext, implicit=True, snapshots=case.output.snapshots)]
     out = []
     for s in case.stages:
         dg = s.dgamma_ext or ld.dgamma_ext
         if s.kind == "load":
             ctrl = "stress" if s.stress is not None else "strain"
-            out.append(Stage(s.name, "load", s.alpha_ext, ctrl, s.gamma, s.stress, dg, s.start))
+            out.append(Stage(s.name, "load", s.alpha_ext, ctrl, s.gamma, s.stress, dg, s.start,
+                             snapshots=s.snapshots))
         elif s.kind == "unload":
             out.append(Stage(s.name, "unload", None, "stress", s.gamma, 0.0, dg, s.start))
         else:
@@ -175,16 +204,21 @@ def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp
 
 
 class StageRun:
-    """Running one stage on one state; subclasses by control."""
+    """Running one stage on one state; subclasses by control. ``fields``: take the stage's
+    snapshots (kept in ``snaps`` as (gamma_ext, fields) pairs, checkpointed, written by the
+    realization when the stage ends); ``event_log``: the driver logs every slip event."""
 
-    def __init__(self, model, state, stage: Stage, alpha_deg: float):
+    def __init__(self, model, state, stage: Stage, alpha_deg: float, fields: bool = False,
+                 event_log: bool = False):
         self.model, self.state, self.stage, self.alpha_deg = model, state, stage, alpha_deg
+        self.fields, self.event_log = fields, event_log
         model.refresh(state)
         w = model.weights
         self.int0 = state.sig @ w
         self.epl0 = w @ state.eps_pl
         self.done = False
         self.drv: AQSDriver | None = None
+        self.snaps: list[tuple[float, dict]] = []
 
     @property
     def alpha(self) -> float:
@@ -192,13 +226,30 @@ class StageRun:
 
     def checkpoint(self) -> dict:
         return dict(int0=self.int0, epl0=self.epl0, done=int(self.done),
-                    alpha_deg=self.alpha_deg, drv=ck.driver_arrays(self.drv), **self._extra())
+                    alpha_deg=self.alpha_deg, drv=ck.driver_arrays(self.drv),
+                    snaps=[dict(t=t, fields=f) for t, f in self.snaps], **self._extra())
 
     def restore(self, d: dict) -> None:
         self.int0, self.epl0 = np.array(d["int0"]), np.array(d["epl0"])
         self.done = bool(d["done"])
         ck.restore_driver(self.drv, d["drv"])
+        self.snaps = [(float(x["t"]), dict(x["fields"])) for x in d.get("snaps", [])]
         self._restore_extra(d)
+
+    def snapshot(self) -> None:
+        """Cell fields of the current (stable) state at the stage's strain."""
+        g = self.gamma_final
+        self.snaps.append((g, snapshot_fields(self.model, self.state, g, self.alpha)))
+
+    def event_steps(self, ei: np.ndarray) -> np.ndarray:
+        """The ``step`` column of the event log: the avalanche's ``avalanches/step``."""
+        return ei[:, 1]
+
+    def _numbered_events(self, n_logged: int, logged_per_avalanche) -> np.ndarray:
+        # events are logged in avalanche order: number them 1, 2, ... by avalanche
+        ends = np.cumsum(logged_per_avalanche)
+        assert len(ends) == 0 or ends[-1] == n_logged, (n_logged, ends[-1:])
+        return np.searchsorted(ends, np.arange(n_logged), side="right").astype(np.int64) + 1
 
     def _extra(self) -> dict:
         return {}
@@ -216,20 +267,38 @@ class StageRun:
 
 
 class StrainStage(StageRun):
-    def __init__(self, model, state, stage, alpha_deg):
-        super().__init__(model, state, stage, alpha_deg)
+    def __init__(self, model, state, stage, alpha_deg, **kw):
+        super().__init__(model, state, stage, alpha_deg, **kw)
         self.k_end = int(round(stage.gamma / stage.dgamma))
-        self.drv = AQSDriver(model, state, self.alpha, stage.dgamma, self.k_end)
+        self.drv = AQSDriver(model, state, self.alpha, stage.dgamma, self.k_end,
+                             event_log=self.event_log)
+        # snapshot increments, as femplast.runner.run_realization: k = round(gamma / dgamma)
+        self.snap_k = sorted({int(round(g / stage.dgamma)) for g in stage.snapshots}
+                             if self.fields else ())
+        self.snap_i = 0
 
     def run(self, tick) -> None:
         # slices of SLICE increments or BUDGET events between safe points; stopping at a
         # stable state and going on does not change the trajectory
         while not self.done:
-            rc = self.drv.advance(min(self.drv.k + SLICE, self.k_end), BUDGET)
+            ks = min(self.drv.k + SLICE, self.k_end)
+            if self.snap_i < len(self.snap_k):
+                ks = min(ks, self.snap_k[self.snap_i])
+            rc = self.drv.advance(ks, BUDGET)
+            if rc in (RC_STOP, RC_END) and self.snap_i < len(self.snap_k) \
+                    and self.drv.k == self.snap_k[self.snap_i]:
+                self.snapshot()
+                self.snap_i += 1
             if rc == RC_END or (rc == RC_STOP and self.drv.k >= self.k_end):
                 self.done = True
                 break
             tick()
+
+    def _extra(self) -> dict:
+        return dict(snap_i=self.snap_i)
+
+    def _restore_extra(self, d: dict) -> None:
+        self.snap_i = int(d.get("snap_i", 0))
 
     def tables(self) -> dict:
         drv, m = self.drv, self.model
@@ -250,11 +319,11 @@ class StrainStage(StageRun):
 class StressStage(StageRun):
     """Stress control to ``target`` (resolved on the stage's alpha), see the module doc."""
 
-    def __init__(self, model, state, stage, alpha_deg, target: float):
-        super().__init__(model, state, stage, alpha_deg)
+    def __init__(self, model, state, stage, alpha_deg, target: float, **kw):
+        super().__init__(model, state, stage, alpha_deg, **kw)
         self.target = float(target)
         self.cap = float(stage.gamma) if stage.gamma is not None else 1.0
-        self.drv = AQSDriver(model, state, self.alpha, 1.0, 2)
+        self.drv = AQSDriver(model, state, self.alpha, 1.0, 2, event_log=self.event_log)
         self._set_gamma(0.0)
         self.av_gamma: list[float] = []
         self.reached = False
@@ -354,6 +423,10 @@ class StressStage(StageRun):
         self.reached = bool(d["reached"])
         self.initial_relaxed = bool(d["initial_relaxed"])
 
+    def event_steps(self, ei: np.ndarray) -> np.ndarray:
+        # the driver's increment is always 1 here: number the avalanches instead
+        return self._numbered_events(len(ei), self.drv.avalanche_table()[:, 1])
+
     def tables(self) -> dict:
         rec = self.drv.avalanche_table()
         n = len(rec)
@@ -383,9 +456,9 @@ class StressStage(StageRun):
 class HoldStage(StageRun):
     """Fixed strain; thermally activated events by KMC when the temperature is > 0."""
 
-    def __init__(self, model, state, stage, alpha_deg, Va: float = 1.0):
-        super().__init__(model, state, stage, alpha_deg)
-        self.drv = AQSDriver(model, state, self.alpha, 1.0, 1)
+    def __init__(self, model, state, stage, alpha_deg, Va: float = 1.0, **kw):
+        super().__init__(model, state, stage, alpha_deg, **kw)
+        self.drv = AQSDriver(model, state, self.alpha, 1.0, 1, event_log=self.event_log)
         self.kmc = None
         if stage.temperature > 0 and stage.events > 0:
             self.kmc = KMC(self.drv, stage.temperature, Va, window=max(stage.events, 10),
@@ -403,6 +476,10 @@ class HoldStage(StageRun):
     def _restore_extra(self, d: dict) -> None:
         if self.kmc is not None:
             self.kmc.restore(d["kmc"])
+
+    def event_steps(self, ei: np.ndarray) -> np.ndarray:
+        # one avalanche per thermal event; the thermal slip itself is not in the log
+        return self._numbered_events(len(ei), self.drv.avalanche_table()[:, 1] - 1)
 
     def tables(self) -> dict:
         rec = self.drv.avalanche_table()
@@ -426,11 +503,13 @@ class RealizationRun:
     """KMC preparation (optional), then the stages, for realization ``index``."""
 
     def __init__(self, case, model, index: int, outdir: Path, stages: list[Stage], initial,
-                 progress):
+                 progress, event_log: bool = False):
         from femplast.model import realization_rng
 
         self.case, self.model, self.index, self.outdir = case, model, index, outdir
         self.stages, self.progress = stages, progress
+        self.fields, self.event_log = fields_enabled(case), event_log
+        self.opts = dict(fields=self.fields, event_log=event_log)
         self.needed = {s.start for s in stages if s.start}
         rng = realization_rng(case.run.seed, index)
         st = model.new_state(rng, None if initial is None else initial[0])
@@ -503,6 +582,10 @@ class RealizationRun:
                         seed=self.case.run.seed)
             write_quench(self.outdir / "quench" / f"{self.name}.h5", self.model, self.state,
                          info)
+        if self.fields:  # the quenched state (gamma_ext 0 of the first stage)
+            alpha = math.radians(float(self.state.alpha_last))
+            write_fields(self.outdir / "quench" / "fields" / f"{self.name}.xdmf", self.model.box,
+                         [(0.0, snapshot_fields(self.model, self.state, 0.0, alpha))])
         msg = (f"realization {self.index + 1}: KMC {kmc.events} events ("
                + (f"stationary at {kmc.stationary_at}" if kmc.stationary_at is not None
                   else "not stationary") + f"), quenched: mean |stress| "
@@ -523,14 +606,14 @@ class RealizationRun:
         if sg.kind == "load":
             alpha = sg.alpha_deg
             if sg.control == "strain":
-                return StrainStage(self.model, st, sg, alpha)
-            return StressStage(self.model, st, sg, alpha, sg.stress)
+                return StrainStage(self.model, st, sg, alpha, **self.opts)
+            return StressStage(self.model, st, sg, alpha, sg.stress, **self.opts)
         if sg.kind == "unload":
             self.model.refresh(st)
             s_prev = resolved(st.sig @ self.model.weights, prev)
             alpha = _wrap_deg(prev + 90.0) if s_prev > 0 else prev
-            return StressStage(self.model, st, sg, alpha, 0.0)
-        return HoldStage(self.model, st, sg, prev, self.case.kmc.Va)
+            return StressStage(self.model, st, sg, alpha, 0.0, **self.opts)
+        return HoldStage(self.model, st, sg, prev, self.case.kmc.Va, **self.opts)
 
     def _run_stage(self, tick):
         if self.run_obj is None:
@@ -538,6 +621,9 @@ class RealizationRun:
         ro = self.run_obj
         ro.run(tick)
         sg = ro.stage
+        if self.fields and not sg.implicit and (not ro.snaps
+                                                or ro.snaps[-1][0] != ro.gamma_final):
+            ro.snapshot()  # the final state of the stage
         tabs = ro.tables()
         mean = ro.mean_dsp()
         res = dict(kind=sg.kind, control=sg.control, alpha_ext=ro.alpha_deg,
@@ -575,6 +661,8 @@ class RealizationRun:
         else:
             path = self.outdir / "stages" / sg.name / "realizations" / f"{self.name}.h5"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if ro.snaps:
+            write_fields(path.parent.parent / "fields" / f"{self.name}.xdmf", m.box, ro.snaps)
         stress = m.total_stress(st, ro.gamma_final, ro.alpha)
         E = st.E_macro + ro.gamma_final * M_vector(ro.alpha)
         attrs = dict(gamma_ext=ro.gamma_final, alpha_ext=ro.alpha_deg, E_macro=E,
@@ -594,6 +682,15 @@ class RealizationRun:
             write_group(f, "state", dict(stress=stress, sigma0=from_dsp(st.sigma0 - st.sig_fold),
                                          eps_pl=st.eps_pl, theta=st.theta, tau_c=st.tauc),
                         attrs)
+            if self.event_log:
+                ei, ef = ro.drv.event_table()
+                write_group(f, "events", dict(cell=ei[:, 0], step=ro.event_steps(ei),
+                                              relaxation_step=ei[:, 2], theta=ef[:, 0],
+                                              d_gamma=ef[:, 1], tau=ef[:, 2],
+                                              self_response=ef[:, 3]),
+                            dict(doc="every slip event of the stage; step: the avalanche's "
+                                     "avalanches/step (strain control: the increment; stress "
+                                     "control and hold: the avalanche number)"))
 
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> dict:
@@ -631,12 +728,12 @@ class RealizationRun:
             sg = self.stages[self.stage_idx]
             alpha = float(sgd["alpha_deg"])
             if sg.kind == "hold":
-                ro = HoldStage(self.model, self.state, sg, alpha, self.case.kmc.Va)
+                ro = HoldStage(self.model, self.state, sg, alpha, self.case.kmc.Va, **self.opts)
             elif sg.control == "strain":
-                ro = StrainStage(self.model, self.state, sg, alpha)
+                ro = StrainStage(self.model, self.state, sg, alpha, **self.opts)
             else:
                 ro = StressStage(self.model, self.state, sg, alpha,
-                                 0.0 if sg.kind == "unload" else sg.stress)
+                                 0.0 if sg.kind == "unload" else sg.stress, **self.opts)
             ro.restore(sgd)
             self.run_obj = ro
 
@@ -652,8 +749,10 @@ def checkpoint_path(outdir: Path, comm) -> Path:
     return Path(outdir) / "checkpoint" / f"rank{comm.rank:03d}-of-{comm.size:03d}.npz"
 
 
-def run_protocol(case, outdir: Path, comm, progress, resume: bool = False) -> dict:
+def run_protocol(case, outdir: Path, comm, progress, resume: bool = False,
+                 event_log: bool = False) -> dict:
     """Run a protocol case on this rank's realizations; returns the summary part on rank 0.
+    ``event_log``: every stage's realization file gets an ``events`` group (--event-log).
 
     Raises :class:`femplast.checkpoint.Interrupted` after writing the checkpoint when a
     SIGINT/SIGTERM arrives.
@@ -661,8 +760,6 @@ def run_protocol(case, outdir: Path, comm, progress, resume: bool = False) -> di
     from femplast.case import resolve_path
     from femplast.runner import build_model, load_initial_state
 
-    if case.output.snapshots and case.output.fields and comm.rank == 0:
-        log.warning("output.snapshots are not written by runs with kmc, stages or checkpoints")
     model = build_model(case, MPI_SELF())
     initial = None
     if case.initial.state:
@@ -677,7 +774,7 @@ def run_protocol(case, outdir: Path, comm, progress, resume: bool = False) -> di
         done = list(data["done"])
         if data["current"] is not None:
             current = RealizationRun(case, model, int(data["current"]["index"]), outdir,
-                                     stages_from_case(case), initial, progress)
+                                     stages_from_case(case), initial, progress, event_log)
             current.restore(data["current"])
         progress(f"resumed from {cpath}: {len(done)} realization(s) done"
                  + (f", realization {current.index + 1} in progress" if current else ""), True)
@@ -696,7 +793,7 @@ def run_protocol(case, outdir: Path, comm, progress, resume: bool = False) -> di
                 continue
             if holder["run"] is None or holder["run"].index != i:
                 holder["run"] = RealizationRun(case, model, i, outdir, stages_from_case(case),
-                                               initial, progress)
+                                               initial, progress, event_log)
             res = holder["run"].run(intr.tick)
             done.append(res)
             holder["run"] = None

@@ -13,7 +13,15 @@ from mpi4py import MPI
 import femplast
 from femplast import FemplastInputError, protocols
 from femplast.case import Case, resolve_path
-from femplast.io import FieldWriter, H5Writer, Progress, stress_fields, write_group, write_json
+from femplast.io import (
+    FieldWriter,
+    H5Writer,
+    Progress,
+    snapshot_fields,
+    stress_fields,
+    write_group,
+    write_json,
+)
 from femplast.redistribution import from_dsp
 from femplast.variants import per_realization_model
 
@@ -95,12 +103,7 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
 
     def snapshot(k):
         g = k * ld.dgamma_ext
-        sig = model.total_stress(st, g, alpha)
-        f = stress_fields("sigma", sig)
-        f.update({"eps_pl_xx": st.eps_pl[:, 0], "eps_pl_yy": st.eps_pl[:, 1],
-                  "eps_pl_xy": st.eps_pl[:, 2],
-                  "dtau_c_min": model.distance_to_threshold(st, g, alpha)})
-        fw.write(g, f)
+        fw.write(g, snapshot_fields(model, st, g, alpha))
 
     t0 = time.perf_counter()
 
@@ -311,7 +314,8 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
     elif protocols.uses_protocol(case):  # kmc, stages, checkpoints (femplast.protocols)
         if resume:
             protocols.check_resume(case, outdir)
-        summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume))
+        summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume,
+                                              event_log=event_log))
     elif resume:
         raise FemplastInputError("--resume", True, "only for sweeps (sweep.enabled) and "
                                  "protocol runs (kmc, stages, run.checkpoint_interval > 0)")

@@ -22,8 +22,10 @@ from femplast.runner import run_case
 CASE = dict(model="tensorial", mesh=dict(kind="quad", n=8, L=52.8), slip=dict(N=16),
             loading=dict(dgamma_ext=1e-4),
             kmc=dict(enabled=True, temperature=0.3, stop="max_events", max_events=1500),
-            stages=[dict(name="load", gamma=0.8), dict(name="unload", kind="unload"),
-                    dict(name="forward", start="unload", alpha_ext=0, gamma=0.1),
+            stages=[dict(name="load", gamma=0.8, snapshots=[0.1, 0.4]),
+                    dict(name="unload", kind="unload"),
+                    dict(name="forward", start="unload", alpha_ext=0, gamma=0.1,
+                         snapshots=[0.05]),
                     dict(name="reverse", start="unload", alpha_ext=90, stress=0.25),
                     dict(name="hold", kind="hold", temperature=0.2, events=200)],
             run=dict(realizations=3, seed=9, checkpoint_interval=0.05))
@@ -39,11 +41,21 @@ def datasets(out: Path) -> dict:
     return res
 
 
+def field_files(out: Path) -> list[Path]:
+    return sorted(p.relative_to(out) for p in out.rglob("*") if p.parent.name == "fields")
+
+
 def assert_same_outputs(a: Path, b: Path) -> int:
     da, db = datasets(a), datasets(b)
     assert sorted(da) == sorted(db)
     for k in da:
         assert np.array_equal(da[k], db[k]), k
+    # field snapshots (quench, every stage): the same files, byte for byte (XDMF and HDF5)
+    fa = field_files(a)
+    assert fa == field_files(b) and len(fa) == 2 * 3 * 6  # .xdmf + .h5, 3 realizations
+    for p in fa:
+        assert (a / p).read_bytes() == (b / p).read_bytes(), p
+    assert not list(b.rglob(".partial"))
     sa = json.loads((a / "summary.json").read_text())
     sb = json.loads((b / "summary.json").read_text())
     for k in ("stages", "kmc", "total_slip_events", "seeds"):
@@ -56,7 +68,7 @@ def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
     (d / "case.yaml").write_text(yaml.safe_dump(CASE))
     case = load_case(d / "case.yaml")
-    run_case(case, d / "out", MPI.COMM_SELF, quiet=True)
+    run_case(case, d / "out", MPI.COMM_SELF, quiet=True, event_log=True)
     return d / "case.yaml", d / "out"
 
 
@@ -89,13 +101,13 @@ def test_interrupt_and_resume_in_process(reference, tmp_path, monkeypatch, after
     case = load_case(case_file)
     out = tmp_path / "out"
     with pytest.raises(ck.Interrupted) as e:
-        run_case(case, out, MPI.COMM_SELF, quiet=True)
+        run_case(case, out, MPI.COMM_SELF, quiet=True, event_log=True)
     assert e.value.exit_code == 143
     assert not (out / "summary.json").exists()
     cp = ck.load(out / "checkpoint" / "rank000-of-001.npz")
     phase = cp["current"]["phase"] if cp["current"] else "between"
     monkeypatch.setattr(ck.Interrupter, "tick", tick)
-    run_case(load_case(case_file), out, MPI.COMM_SELF, quiet=True, resume=True)
+    run_case(load_case(case_file), out, MPI.COMM_SELF, quiet=True, resume=True, event_log=True)
     n = assert_same_outputs(ref, out)
     print(f"\ninterrupted after {after_ticks} safe points ({phase}, "
           f"{len(cp['done'])} done): {n} datasets bit-identical after --resume")
@@ -105,7 +117,8 @@ def test_sigterm_subprocess_then_resume(reference, tmp_path):
     case_file, ref = reference
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "femplast", str(case_file), "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "femplast", str(case_file), "--out", str(out), "--quiet",
+           "--event-log"]
     p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoint" / "rank000-of-001.npz"
     t0 = time.monotonic()

@@ -107,6 +107,49 @@ def test_folding_keeps_the_fe_stress(tmp_path):
     np.testing.assert_allclose(st.E_macro, E)
 
 
+def test_stage_snapshots_and_event_log(tmp_path):
+    """Two stages with snapshots: XDMF series meshio reads (snapshots + final state), equal to
+    the stage's final state; --event-log: an events group per stage."""
+    import meshio
+
+    stages = [dict(name="load", gamma=0.2, snapshots=[0.0, 0.05, 0.2]),
+              dict(name="reverse", alpha_ext=90, stress=0.2, gamma=0.3)]
+    case = case_from_dict(dict(BASE, stages=stages, run=dict(realizations=2, seed=4)))
+    out = tmp_path / "out"
+    run_case(case, out, MPI.COMM_SELF, quiet=True, event_log=True)
+    names = {"sigma_xx", "sigma_yy", "sigma_xy", "sigma_vm", "pressure", "eps_pl_xx",
+             "eps_pl_yy", "eps_pl_xy", "dtau_c_min"}
+    nsteps = {}
+    for name, times in (("load", [0.0, 0.05, 0.2]), ("reverse", None)):
+        for r in (0, 1):
+            xdmf = out / "stages" / name / "fields" / f"r000{r}.xdmf"
+            with h5py.File(out / "stages" / name / "realizations" / f"r000{r}.h5") as f:
+                state_stress, state_epl = f["state/stress"][()], f["state/eps_pl"][()]
+                g_final = f["state"].attrs["gamma_ext"]
+                size = f["avalanches/size"][()]
+                ev = {k: f["events"][k][()] for k in f["events"]}
+                av_step = f["avalanches/step"][()]
+            with meshio.xdmf.TimeSeriesReader(xdmf) as rd:
+                points, cells = rd.read_points_cells()
+                assert cells[0].type == "quad" and len(cells[0].data) == 64
+                steps = [rd.read_data(k) for k in range(rd.num_steps)]
+            t = [x[0] for x in steps]
+            assert t == (times if times is not None else [g_final])
+            nsteps[name] = len(t)
+            for _, _, cd in steps:
+                assert set(cd) == names
+                assert all(np.isfinite(v[0]).all() and len(v[0]) == 64 for v in cd.values())
+            last = steps[-1][2]
+            np.testing.assert_array_equal(last["sigma_xy"][0], state_stress[:, 2])
+            np.testing.assert_array_equal(last["eps_pl_xy"][0], state_epl[:, 2])
+            assert sorted(ev) == ["cell", "d_gamma", "relaxation_step", "self_response",
+                                  "step", "tau", "theta"]
+            assert len(ev["cell"]) == size.sum() > 0
+            assert set(ev["step"]) == set(av_step)  # events point at their avalanche
+    assert not list(out.rglob(".partial"))
+    print(f"\nstage fields: load {nsteps['load']} steps, reverse {nsteps['reverse']} (final)")
+
+
 @pytest.mark.parametrize("stages, key", [
     ([dict(name="a")], "stages[0].gamma"),
     ([dict(name="a", gamma=0.1), dict(name="b", start="zz", gamma=0.1)], "stages[1].start"),
@@ -114,8 +157,17 @@ def test_folding_keeps_the_fe_stress(tmp_path):
     ([dict(name="a b", gamma=0.1)], "stages[0].name"),
     ([dict(name="u", kind="unload", stress=1.0)], "stages[0].stress"),
     ([dict(name="h", kind="hold", temperature=0.3)], "stages[0].events"),
+    ([dict(name="a", stress=0.3, snapshots=[0.1])], "stages[0].snapshots"),
+    ([dict(name="a", gamma=0.1, snapshots=[0.2])], "stages[0].snapshots[0]"),
 ])
 def test_bad_stage_lists(stages, key):
     with pytest.raises(FemplastInputError) as e:
         case_from_dict(dict(BASE, stages=stages))
     assert e.value.key == key
+
+
+def test_output_snapshots_need_stage_snapshots_with_stages():
+    with pytest.raises(FemplastInputError) as e:
+        case_from_dict(dict(BASE, stages=[dict(name="a", gamma=0.1)],
+                            output=dict(snapshots=[0.05])))
+    assert e.value.key == "output.snapshots"
