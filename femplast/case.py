@@ -325,12 +325,21 @@ class VariantSection:
     structure_strain: float = key(0.0, "> 0: evolving structure - a cell's Weibull lambda and k "
                                   "relax from slip.weibull_lambda/k (quench) to lambda_ss/k_ss "
                                   "as exp(-e / structure_strain), e its accumulated plastic "
-                                  "strain (sum of its d_gamma); applied at renewals. Not "
-                                  "implemented: evolving moduli", "-", min=0)
+                                  "strain (sum of its d_gamma); applied at renewals. With G_ss "
+                                  "also the shear moduli", "-", min=0)
     lambda_ss: float | None = key(None, "steady-state Weibull lambda (structure_strain > 0)",
                                   "LJ stress", min=0, min_open=True)
     k_ss: float | None = key(None, "steady-state Weibull k (structure_strain > 0)", min=0,
                              min_open=True)
+    G_ss: float | None = key(None, "evolving moduli (structure_strain > 0): a cell's shear "
+                             "modulus relaxes from its quench value (elasticity.G or the "
+                             "Weibull field) as G_ss + (G_q - G_ss) exp(-e / structure_strain)"
+                             "; stresses, load response and self-responses follow after every "
+                             "relaxation step that changes a modulus (FE refactorization + 2 "
+                             "solves per cell). Needs redistribution direct (auto -> direct) "
+                             "and a plain run (no kmc, stages, checkpoints, sweep, patches, "
+                             "run.parallel: sample); null: G does not evolve", "LJ stress",
+                             min=0, min_open=True)
     prestress_std: float = key(0.0, "> 0: initial pre-stress Sigma0 = the FE stress of a "
                                "random pure-shear eigenstrain field (zero mean), scaled to "
                                "this std of Sigma_xy (a stand-in for the paper's KMC-quenched "

@@ -501,6 +501,12 @@ class AQSDriver:
     def __init__(self, model, state, alpha_ext: float, dgamma: float, k_end: int,
                  event_log: bool = False, rec_capacity: int = 4096, max_events: int = 20000):
         self.model, self.state = model, state
+        self.alpha_ext = float(alpha_ext)
+        # evolving moduli: the model's moduli are those of this state's accumulated strain
+        self.moduli_updates = 0
+        self.load_changes: list[tuple[int, np.ndarray]] = []  # (k, <R>) after moduli changes
+        if getattr(model, "evolving_moduli", False) and model.sync_moduli(state):
+            state.sig[:] = model.redist.stress_from_plastic(state.eps_pl) + state.sigma0
         self.R = model.load_response(alpha_ext)
         self.dgamma, self.k_end = float(dgamma), int(k_end)
         nc = model.num_cells
@@ -519,6 +525,7 @@ class AQSDriver:
         # running box averages: internal stress (d, s, p), plastic strain, load response
         w = model.weights
         self.fst = np.concatenate([state.sig @ w, w @ state.eps_pl, self.R @ w])
+        self._R0_mean = self.fst[6:9].copy()
         self.flag = np.ones(nc, np.int8)
         self.act_cell = np.zeros(nc, np.int64)
         self.act_sys = np.zeros(nc, np.int64)
@@ -566,9 +573,39 @@ class AQSDriver:
         gc = self.pend_dg[:na] * s.cos2[cells, sysn]
         # kernels that draw random numbers (shuffled, femplast.redistribution) use the state's
         kw = {"rng": s.rng} if getattr(m.redist, "needs_rng", False) else {}
+        if getattr(m, "evolving_moduli", False) and m.sync_moduli(s):
+            self._moduli_changed()  # before the solve: the direct backend solves with new C
         m.redist.apply(s.sig, cells, gs, gc, s.eps_pl, m.ncomp_dynamic, **kw)
         self.fst[0:3] = s.sig @ m.weights
         self.st[S_PHASE] = PH_AFTER
+
+    def _moduli_changed(self):
+        """The slipped cells' moduli changed (evolving moduli, sec. 6; direct backend).
+
+        The caller's direct solve then gives ``sig = C_new : (eps - eps_pl) + Sigma0`` at zero
+        macroscopic strain (the internal stress; by linearity the total is ``sig + gamma R``
+        with ``R`` the new load response). Load response, load speeds and box averages follow;
+        every reference stress and margin of the lazy stability check is invalidated, so the
+        next check rescans every cell.
+        """
+        m = self.model
+        self.R = m.load_response(self.alpha_ext)
+        self.rn = load_speed(self.R, m.params.alpha_p)
+        self.fst[6:9] = self.R @ m.weights
+        self.flag[:] = 1
+        self.margin[:] = -np.inf
+        self.mm[:] = -1.0
+        self.moduli_updates += 1
+        self.load_changes.append((self.k, self.fst[6:9].copy()))
+
+    def load_mean_per_increment(self) -> np.ndarray:
+        """Box-average load response (d, s, p) in effect after each increment's avalanche,
+        shape (k_end + 1, 3): constant unless the moduli evolve (``load_changes``)."""
+        out = np.empty((self.k_end + 1, 3))
+        out[:] = self._R0_mean
+        for k, Rm in self.load_changes:
+            out[k:] = Rm
+        return out
 
     def advance(self, k_stop: int | None = None, max_events: int | None = None) -> int:
         """Run until ``k_stop`` (stable state there), the end of the stage, or an event budget.

@@ -274,7 +274,9 @@ class PeriodicElasticity:
         self._Gf, self._Bf = Gf, Bf
 
         a_K, a_Bs, a_Dm = elasticity_forms(V, Q, Gf, Bf)
-        K = assemble_matrix(fem.form(a_K))
+        self._aK = fem.form(a_K)  # kept: update_moduli reassembles the stiffness
+        self._wblk = wblk
+        K = assemble_matrix(self._aK)
         K.assemble()
         # stress field (cell-wise constant) -> nodal forces; rhs of u~ is Bs @ C:(eps_pl - E)
         Bs = assemble_matrix(fem.form(a_Bs))
@@ -323,6 +325,31 @@ class PeriodicElasticity:
         self._b, self._x = self.Kp.createVecLeft(), self.Kp.createVecRight()
         self._e = self.DmP.createVecLeft()
         self.num_solves = 0
+
+    def update_moduli(self, G, B) -> None:
+        """Replace the per-cell moduli (collective; numbers or one value per cell, canonical).
+
+        Sets the DG0 fields, reassembles ``K``, recomputes ``K_p = P^T K P`` in place (same
+        sparsity) and refactorizes the KSP (MUMPS numeric factorization). The stress -> force
+        and strain operators do not depend on ``C`` (the stiffness is applied per cell by
+        :meth:`C`) and are kept.
+        """
+        from dolfinx.fem.petsc import assemble_matrix
+
+        G_all = _check_moduli("elasticity.G", G, self.box.num_cells)
+        B_all = _check_moduli("elasticity.B", B, self.box.num_cells)
+        self.uniform = bool(np.ptp(G_all) == 0 and np.ptp(B_all) == 0)
+        self.G = G_all[self.cells]
+        self.B = B_all[self.cells]
+        for f, v in ((self._Gf, self.G), (self._Bf, self.B)):
+            f.x.array[self._wblk] = v
+            f.x.scatter_forward()
+        K = assemble_matrix(self._aK)
+        K.assemble()
+        K.PtAP(self.P, result=self.Kp)
+        K.destroy()
+        self.ksp.setOperators(self.Kp)
+        self.ksp.setUp()
 
     # ------------------------------------------------------------------ per-cell algebra
     @property

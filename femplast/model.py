@@ -15,7 +15,13 @@ from mpi4py import MPI
 from femplast.elasticity import PeriodicElasticity
 from femplast.mesh import BoxMesh
 from femplast.redistribution import from_dsp, make_redistribution, to_dsp
-from femplast.slip import THRESHOLD_WEIBULL, SlipSystems, renew_all, systems_per_cell
+from femplast.slip import (
+    THRESHOLD_WEIBULL,
+    V_STRUCT_STRAIN,
+    SlipSystems,
+    renew_all,
+    systems_per_cell,
+)
 
 
 @dataclass
@@ -34,6 +40,9 @@ class ModelParams:
     # model variants (femplast.variants): renewal modes etc., slip.variant_vector; None: none
     vpar: np.ndarray | None = None
     prestress_std: float = 0.0  # std of Sigma_xy of a random compatible initial pre-stress
+    # evolving moduli (sec. 6): steady-state shear modulus (> 0, with vpar's structure strain);
+    # 0: G does not evolve. Needs the direct backend (auto -> direct).
+    G_ss: float = 0.0
 
 
 class State:
@@ -66,7 +75,15 @@ class TensorialModel:
     def __init__(self, box: BoxMesh, G, B, params: ModelParams, backend: str = "auto",
                  dense_memory_mb: float = 1024.0, elasticity: PeriodicElasticity | None = None):
         self.box, self.params = box, params
-        self.G, self.B = G, B
+        self.G, self.B = G, B  # quench moduli (the current ones are the backend's)
+        if self.evolving_moduli:
+            if backend == "auto":
+                backend = "direct"
+            if backend != "direct":
+                from femplast import FemplastInputError
+
+                raise FemplastInputError("redistribution.backend", backend, "direct (or auto) "
+                                         "with evolving moduli (variant.G_ss)")
         self.redist = make_redistribution(box, G, B, backend, dense_memory_mb, elasticity)
         self.num_cells = box.num_cells
         self.nx = box.n if box.n else 0
@@ -103,6 +120,36 @@ class TensorialModel:
         if self.ncomp_dynamic == 2:
             state.sig[2] = state.sigma0[2] + self.redist.pressure_from_plastic(state.eps_pl)
 
+    @property
+    def evolving_moduli(self) -> bool:
+        """Whether the shear moduli evolve with the accumulated plastic strain (sec. 6)."""
+        p = self.params
+        return bool(p.G_ss) and p.vpar is not None and p.vpar[V_STRUCT_STRAIN] > 0
+
+    def moduli(self, eacc: np.ndarray) -> np.ndarray:
+        """Shear modulus per cell (canonical) for accumulated plastic strains ``eacc``:
+        ``G_ss + (G_q - G_ss) exp(-e / structure_strain)``, exactly ``G_q`` where ``e = 0``."""
+        p = self.params
+        Gq = np.broadcast_to(np.asarray(self.G, float), (self.num_cells,))
+        e = np.asarray(eacc, float)
+        return np.where(e > 0, p.G_ss + (Gq - p.G_ss) * np.exp(-e / p.vpar[V_STRUCT_STRAIN]),
+                        Gq)
+
+    def sync_moduli(self, state: State) -> bool:
+        """Set the backend's moduli to those of ``state.eacc`` (evolving moduli; collective).
+
+        Returns whether they changed. After a change the FE problem is refactorized and
+        ``selfq`` recomputed (:meth:`femplast.redistribution.DirectRedistribution.
+        update_moduli`: 2 solves per cell), load responses are recomputed on request; the
+        caller brings the stresses up to date (:class:`femplast.dynamics.AQSDriver`).
+        """
+        G = self.moduli(state.eacc)
+        if np.array_equal(G, np.broadcast_to(np.asarray(self.redist.G, float), G.shape)):
+            return False
+        self.redist.update_moduli(G, self.B)
+        self._load_cache.clear()
+        return True
+
     def load_response(self, alpha: float) -> np.ndarray:
         key = float(alpha)
         if key not in self._load_cache:
@@ -113,6 +160,8 @@ class TensorialModel:
         """Stress-free (or pre-stressed) state with freshly drawn slip systems."""
         p = self.params
         st = State(self.num_cells, p.N, rng)
+        if self.evolving_moduli:  # a model reused by realizations: back to the quench moduli
+            self.sync_moduli(st)
         if p.vpar is None:
             renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1)
         else:

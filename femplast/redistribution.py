@@ -276,17 +276,37 @@ class DirectRedistribution(Redistribution):
         super().__init__(box, G, B, elasticity)
         self.sigma0 = (np.zeros((3, self.num_cells)) if sigma0_dsp is None
                        else np.asarray(sigma0_dsp, float))
-        # self-responses: one cell per sublattice when translation invariance holds
-        if box.structured and self.uniform:
-            per = 1 if box.kind == "quad" else 2
+        self.selfq = self._selfq_all()
+
+    def _selfq_all(self) -> np.ndarray:
+        """Self-response coefficients of every cell: 2 FE solves per cell (collective), or
+        per sublattice cell when translation invariance holds."""
+        if self.box.structured and self.uniform:
+            per = 1 if self.box.kind == "quad" else 2
             q = [self_coefficients(*(r[:, c] for r in self._responses(c))) for c in range(per)]
-            self.selfq = np.tile(np.array(q), (self.num_cells // per, 1))
-        else:
-            q = np.empty((self.num_cells, 3))
-            for c in range(self.num_cells):
-                r0, r1 = self._responses(c)
-                q[c] = self_coefficients(r0[:, c], r1[:, c])
-            self.selfq = q
+            return np.tile(np.array(q), (self.num_cells // per, 1))
+        q = np.empty((self.num_cells, 3))
+        for c in range(self.num_cells):
+            r0, r1 = self._responses(c)
+            q[c] = self_coefficients(r0[:, c], r1[:, c])
+        return q
+
+    def update_moduli(self, G, B) -> None:
+        """New moduli (evolving moduli, femplast.model.TensorialModel.sync_moduli; collective).
+
+        Refactorizes the FE problem (:meth:`PeriodicElasticity.update_moduli`) and recomputes
+        ``selfq`` of *every* cell in place (2 FE solves per cell: a modulus change in one cell
+        changes the self-response of the others too, through the Green operator). Load
+        responses are recomputed on request (:meth:`load_response`).
+        """
+        # uniform fields as numbers, as at construction: a model set back to its uniform quench
+        # moduli computes exactly what a freshly built one does
+        G, B = (float(np.ravel(x)[0]) if np.ptp(x) == 0 else np.asarray(x, float)
+                for x in (G, B))
+        self.el.update_moduli(G, B)
+        self.G, self.B = G, B
+        self.uniform = np.ndim(G) == 0 and np.ndim(B) == 0
+        self.selfq[...] = self._selfq_all()
 
     def apply(self, sig, cells, sin2dg, cos2dg, eps_pl_xyz, ncomp: int = 3):
         sig[:] = self.stress_from_plastic(eps_pl_xyz) + self.sigma0

@@ -64,13 +64,18 @@ def load_initial_state(path: Path, model, key: str = "initial.state"):
 
 
 def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp, epl0):
-    """Per-increment post-avalanche means reconstructed from the avalanche records."""
+    """Per-increment post-avalanche means reconstructed from the avalanche records.
+
+    ``R_mean_dsp``: the box-average load response (3,), or per increment (k_end + 1, 3) when
+    it changes (evolving moduli: AQSDriver.load_mean_per_increment).
+    """
     k = np.arange(k_end + 1)
     kr = rec[:, 0].astype(np.int64)
-    int_after = rec[:, 6:9] - (kr * dgamma)[:, None] * R_mean_dsp[None, :]
+    Rk = np.broadcast_to(np.asarray(R_mean_dsp, float), (k_end + 1, 3))
+    int_after = rec[:, 6:9] - (kr * dgamma)[:, None] * Rk[kr]
     idx = np.searchsorted(kr, k, side="right") - 1
     int_mean = np.where(idx[:, None] >= 0, int_after[np.maximum(idx, 0)], int0_dsp[None, :])
-    tot = int_mean + (k * dgamma)[:, None] * R_mean_dsp[None, :]
+    tot = int_mean + (k * dgamma)[:, None] * Rk
     epl = np.where(idx[:, None] >= 0, rec[np.maximum(idx, 0), 9:12], epl0[None, :])
     nev = np.zeros(k_end + 1, np.int64)
     nev[kr] = rec[:, 1].astype(np.int64)
@@ -128,7 +133,7 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
     if probe is not None:
         probe.write(outdir)
     rec = drv.avalanche_table()
-    Rm = model.weights @ drv.R.T
+    Rm = drv.load_mean_per_increment() if drv.load_changes else model.weights @ drv.R.T
     int0 = model.weights @ st.sigma0.T
     gam, stress, epl, nev = steps_table(rec, k_end, ld.dgamma_ext, Rm, int0, np.zeros(3))
     before = from_dsp(rec[:, 3:6].T)

@@ -21,11 +21,14 @@ I      ``kernel: mean_field`` - each slip changes the other cells by its average
 Section 6 extras (any model): ``N_fluctuation`` (number of systems per cell fluctuates),
 ``renewal_correlation_strain`` (renewed thresholds correlated with the old ones),
 ``structure_strain`` + ``lambda_ss``/``k_ss`` (Weibull lambda and k relax from their quench
-values slip.weibull_lambda/k to steady-state values with the cell's accumulated plastic strain),
+values slip.weibull_lambda/k to steady-state values with the cell's accumulated plastic strain;
+with ``G_ss`` also the shear modulus, from its quench value to G_ss: evolving moduli, direct
+backend only - after every relaxation step that changes a modulus the FE problem is
+refactorized, the stresses, load response, load speeds and every cell's ``selfq`` (2 FE solves
+per cell) are recomputed and the lazy stability check restarts,
+:meth:`femplast.model.TensorialModel.sync_moduli`, ``femplast.dynamics.AQSDriver._external``),
 ``prestress_std`` (a random compatible initial pre-stress: a stand-in for the paper's quenched
-pre-stress, the only disorder of model H). Not implemented: evolving moduli (a modulus change
-moves every stress and the load response, so the dense operator, ``selfq`` and the loading
-jumps would have to be rebuilt per event).
+pre-stress, the only disorder of model H).
 
 Random numbers: realization i's moduli field comes from its own stream
 ``SeedSequence([run.seed, i, 1])`` (or ``SeedSequence([variant.G_seed])``, one field for all
@@ -127,7 +130,8 @@ def model_options(case, box, index: int = 0) -> dict:
     opts = dict(G=G, N=N, chi=s.chi, thr_kind=THRESHOLD_FIXED if fixed_thr else THRESHOLD_WEIBULL,
                 thr_p0=v.tau_c if fixed_thr else s.weibull_lambda, thr_p1=s.weibull_k,
                 alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
-                fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std)
+                fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std,
+                G_ss=float(v.G_ss or 0.0))
     two = sw["systems"] == "two_fixed"
     if two or ngm or v.renewal_correlation_strain or v.structure_strain or (fixed_amp and
                                                                              v.d_gamma_cap):
@@ -206,7 +210,7 @@ def check(case) -> None:
     sw = resolve(v)
     touched = v.model != "C" or any(getattr(v, k) is not None for k in DEFAULTS) or \
         v.N_fluctuation or v.renewal_correlation_strain or v.structure_strain or \
-        v.prestress_std
+        v.prestress_std or v.G_ss is not None
     if not touched:
         return
     if case.model not in ("tensorial", "quench"):
@@ -246,6 +250,25 @@ def check(case) -> None:
             if getattr(v, k) is None:
                 raise FemplastInputError(f"variant.{k}", None, "a steady-state value (> 0) "
                                          "with variant.structure_strain > 0")
+    if v.G_ss is not None:
+        if not v.structure_strain:
+            raise FemplastInputError("variant.G_ss", v.G_ss, "null without variant."
+                                     "structure_strain > 0 (the strain scale of evolving moduli)")
+        if be not in ("auto", "direct"):
+            raise FemplastInputError("redistribution.backend", be, "direct (or auto) with "
+                                     "variant.G_ss (evolving moduli)")
+        if sw["kernel"] != "eshelby":
+            raise FemplastInputError("variant.G_ss", v.G_ss, f"null with variant.kernel: "
+                                     f"{sw['kernel']} (evolving moduli need the direct backend)")
+        protocol = (case.model == "quench" or getattr(getattr(case, "kmc", None), "enabled",
+                                                      False)
+                    or bool(getattr(case, "stages", None)) or case.run.checkpoint_interval > 0
+                    or getattr(getattr(case, "sweep", None), "enabled", False)
+                    or case.patches.enabled or case.run.parallel == "sample")
+        if protocol:
+            raise FemplastInputError("variant.G_ss", v.G_ss, "null with kmc, stages, "
+                                     "checkpoints, sweeps, patches or run.parallel: sample "
+                                     "(evolving moduli are implemented for plain runs)")
     if case.patches.enabled:
         bad = [(k, sw[k]) for k, ok in (("kernel", "eshelby"), ("systems", "random"))
                if sw[k] != ok]

@@ -294,6 +294,90 @@ def test_evolving_structure_relaxes_to_the_steady_state_weibull():
     np.testing.assert_allclose(st.eacc, np.bincount(ei[:, 0], dg, model.num_cells), rtol=1e-12)
 
 
+# ----------------------------------------------------------------------------- evolving moduli
+def test_update_moduli_equals_a_fresh_build(any_box, rng):
+    from femplast.elasticity import PeriodicElasticity, macro_strain
+    from femplast.redistribution import DirectRedistribution
+
+    nc = any_box.num_cells
+    red = DirectRedistribution(any_box, 13.2, 59.0)
+    G, B = rng.uniform(5.0, 20.0, nc), rng.uniform(40.0, 70.0, nc)
+    red.el.update_moduli(G, 59.0)
+    red.update_moduli(G, B)  # twice: B too, and a factorization that was already updated
+    fresh = DirectRedistribution(any_box, G, B, elasticity=PeriodicElasticity(any_box, G, B))
+    eps, E = rng.normal(size=(nc, 3)), macro_strain(0.03, 0.4)
+    a, b = red.el.stress(eps, E), fresh.el.stress(eps, E)
+    assert np.abs(a - b).max() <= 1e-12 * np.abs(b).max()
+    np.testing.assert_allclose(red.selfq, fresh.selfq, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(red.load_response(0.4), fresh.load_response(0.4), rtol=0,
+                               atol=1e-12 * 59.0)
+    assert red.el.residual(eps, E) < 1e-12
+
+
+EVOLVING = {"structure_strain": 0.2, "lambda_ss": 1.0, "k_ss": 2.18, "G_ss": 8.0}
+
+
+def test_evolving_moduli_follow_the_accumulated_plastic_strain():
+    from femplast.dynamics import load_speed
+    from femplast.redistribution import DirectRedistribution
+    from femplast.runner import steps_table
+
+    case = small_case(EVOLVING, n=6, slip={"N": 4, "weibull_lambda": 1.0},
+                      redistribution={"backend": "direct"})
+    model = build_model(case, MPI.COMM_SELF)
+    assert model.backend == "direct" and model.evolving_moduli
+    st, drv = run(model, gamma=0.2)
+    g = drv.gamma_ext
+    assert g == 0.2 and drv.num_events > 50 and drv.moduli_updates > 20
+    # moduli: exactly the law of the accumulated plastic strain, untouched cells keep G
+    G = model.el.gather(model.el.G)
+    e = st.eacc
+    slipped = e > 0
+    assert 10 < slipped.sum() < model.num_cells
+    np.testing.assert_array_equal(G[slipped], 8.0 + (13.2 - 8.0) * np.exp(-e[slipped] / 0.2))
+    assert np.all(G[~slipped] == 13.2) and np.all((G[slipped] > 8.0) & (G[slipped] < 13.2))
+    # the tracked stress is the FE stress of the final moduli field (fresh solve)
+    tracked, fe = model.total_stress(st, g, 0.0), model.fe_stress(st, g, 0.0)
+    assert np.abs(tracked - fe).max() <= 1e-10 * np.abs(fe).max()
+    assert model.distance_to_threshold(st, g, 0.0).min() >= 0  # stable
+    # load response, load speeds and self-responses of a freshly built model with these moduli
+    fresh = DirectRedistribution(model.box, G, 59.0)
+    R = fresh.load_response(0.0)
+    np.testing.assert_allclose(drv.R, R, rtol=0, atol=1e-12 * np.abs(R).max())
+    np.testing.assert_allclose(drv.rn, load_speed(R, 0.0), rtol=1e-12)
+    np.testing.assert_allclose(model.redist.selfq, fresh.selfq, rtol=1e-10)
+    # no negative dissipation with the self-responses at the time of each slip (eq. 6)
+    ei, theta, dg, tau, den, diss = dissipation(drv)
+    assert np.all(den < 0) and diss.min() >= -1e-12
+    np.testing.assert_allclose(e, np.bincount(ei[:, 0], dg, model.num_cells), rtol=1e-12)
+    # per-increment means with the load response in effect at each increment: the mean just
+    # before each avalanche is the last increment's plus one load increment
+    rec = drv.avalanche_table()
+    Rk = drv.load_mean_per_increment()
+    _, stress, _, _ = steps_table(rec, drv.k_end, drv.dgamma, Rk, model.weights @ st.sigma0.T,
+                                  np.zeros(3))
+    from femplast.redistribution import from_dsp, to_dsp
+
+    k = rec[1:, 0].astype(int)
+    prev = to_dsp(stress[k - 1]).T + drv.dgamma * Rk[k - 1]
+    np.testing.assert_allclose(from_dsp(prev.T), from_dsp(rec[1:, 3:6].T), atol=1e-12)
+    np.testing.assert_allclose(stress[-1], model.weights @ tracked, atol=1e-12)
+    assert np.ptp(Rk[:, 1]) > 0.1  # the mean load response really changed
+    # no instability missed by the lazy check after moduli changes: the same events as a run
+    # that rescans every cell after every step (tolerance 1e300: no margin is ever trusted)
+    from femplast.dynamics import F_TOL
+
+    st2 = model.new_state(realization_rng(0, 0))  # back to the quench moduli
+    assert np.all(model.el.gather(model.el.G) == 13.2)
+    ref = AQSDriver(model, st2, 0.0, 1e-3, 200, event_log=True)
+    ref.fpar[F_TOL] = 1e300
+    ref.run()
+    ei2, ef2 = ref.event_table()
+    np.testing.assert_array_equal(ei2, ei)
+    np.testing.assert_array_equal(ef2, np.asarray(drv.event_table()[1]))
+    np.testing.assert_array_equal(model.el.gather(model.el.G), G)  # the same trajectory
+
+
 # ----------------------------------------------------------------------------- shipped cases
 CASES = sorted((ROOT / "cases").glob("variant_*.yaml"))
 
@@ -356,6 +440,12 @@ BAD = [
     ({"model": "G"}, {"patches": {"enabled": True}}, "patches.enabled", "variant.kernel"),
     ({"model": "B"}, {"model": "scalar"}, "variant.model", "C (no variant)"),
     ({"G_shape": 0}, {}, "variant.G_shape", "> 0"),
+    ({"G_ss": 8.0}, {}, "variant.G_ss", "structure_strain > 0"),
+    (EVOLVING, {"redistribution": {"backend": "dense"}}, "redistribution.backend",
+     "direct (or auto)"),
+    (EVOLVING, {"stages": [{"name": "a", "kind": "load", "gamma": 0.1}]}, "variant.G_ss",
+     "plain runs"),
+    ({**EVOLVING, "G_ss": 0}, {}, "variant.G_ss", "> 0"),
 ]
 
 
