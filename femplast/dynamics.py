@@ -32,8 +32,8 @@ PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
 # return codes
 RC_END, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_STOP = 0, 1, 2, 3, 4
 # slots of the integer state vector
-S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE, S_SCANNED = (
-    range(11))
+(S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE, S_SCANNED,
+ S_SPAN) = range(12)
 NSTATE = 12
 # float parameters
 F_DGAM, F_CHI, F_ALPHAP, F_POFF, F_THR0, F_THR1, F_TOL, F_FIXEDDG = range(8)
@@ -147,51 +147,67 @@ def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
 
 
 @njit(cache=True)
-def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k, ref,
-                     margin, tol, rn):
-    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1.
-
-    One pass estimates, per cell, the first unstable increment from the linear growth of
-    every system's resolved stress; the estimate can be off by one through round-off, so it is
-    settled with the exact activity test (the expression the stepwise protocol evaluates) on
-    the cells whose estimate is within one increment of the minimum. (A system whose stress
-    rate is below ~1e-12 could in principle tie within round-off without being a candidate.)
-    Cells whose margin (minus their drift since their last scan) cannot be used up by the load
-    before the best increment found so far are skipped: the load moves the stress by
-    ``dgam |R|`` per increment in the deviatoric plane, and ``(sin 2theta, cos 2theta)`` is a
-    unit vector: ``rn[c] = |(R_d, R_s)| + alpha_p |R_p|`` (:func:`load_speed`).
-    """
-    kmin = kend + 2
+def _candidates(span, dgam, sig, ref, margin, tol, rn, alpha_p, cand):
+    """Flag the cells whose margin, minus their drift since their last scan, the load could use
+    up within ``span + 2`` increments (branch-free, so that it vectorizes)."""
+    reach = (span + 2) * dgam
     for c in range(sig.shape[1]):
         dd = sig[0, c] - ref[0, c]
         ds = sig[1, c] - ref[1, c]
-        # skip when margin - tol - |drift| > reach, i.e. (margin - tol - reach)^2 > |drift|^2
-        reach = (kmin + 2 - k0) * dgam * rn[c]
-        room = margin[c] - tol - reach
+        room = margin[c] - tol - reach * rn[c]
         if alpha_p != 0.0:
             room -= alpha_p * abs(sig[2, c] - ref[2, c])
-        if room > 0.0 and room * room > dd * dd + ds * ds:
-            cell_k[c] = kend + 2
-            continue
-        d0 = sig[0, c]
-        s0 = sig[1, c]
-        sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, p_off)
-        rp = alpha_p * R[2, c]
-        kc = kend + 2
-        for n in range(sin2.shape[1]):
-            a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
-            r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
-            if r > 0.0:
-                g = a / r / dgam
-                if g < kc:
-                    kn = int(math.floor(g)) + 1
-                    if kn <= k0:
-                        kn = k0 + 1
-                    if kn < kc:
-                        kc = kn
-        cell_k[c] = kc
-        if kc < kmin:
-            kmin = kc
+        cand[c] = np.int8(room <= 0.0) | np.int8(room * room <= dd * dd + ds * ds)
+
+
+@njit(cache=True)
+def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k, ref,
+                     margin, tol, rn, cand, span):
+    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1.
+
+    Only *candidate* cells are examined: those whose margin (minus their drift since their last
+    scan) the load could use up within ``span + 2`` increments — the load moves the stress by
+    ``dgam |R|`` per increment in the deviatoric plane and ``(sin 2theta, cos 2theta)`` is a
+    unit vector, ``rn[c] = |(R_d, R_s)| + alpha_p |R_p|`` (:func:`load_speed`). If the answer
+    lies beyond ``span`` the search is repeated with a longer span, so the result does not
+    depend on the initial ``span`` (a guess: the previous jump). For each candidate, one pass
+    estimates the first unstable increment from the linear growth of every system's resolved
+    stress; the estimate can be off by one through round-off, so it is settled with the exact
+    activity test (the expression the stepwise protocol evaluates) on the candidates within
+    one increment of the minimum. (A system whose stress rate is below ~1e-12 could in
+    principle tie within round-off without being a candidate.)
+    """
+    span = max(span, 1)
+    while True:
+        _candidates(span, dgam, sig, ref, margin, tol, rn, alpha_p, cand)
+        kmin = kend + 2
+        for c in range(sig.shape[1]):
+            if cand[c] == 0:
+                continue
+            d0 = sig[0, c]
+            s0 = sig[1, c]
+            sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, p_off)
+            rp = alpha_p * R[2, c]
+            kc = kend + 2
+            for n in range(sin2.shape[1]):
+                a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
+                r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
+                if r > 0.0:
+                    g = a / r / dgam
+                    if g < kc:
+                        kn = int(math.floor(g)) + 1
+                        if kn <= k0:
+                            kn = k0 + 1
+                        if kn < kc:
+                            kc = kn
+            cell_k[c] = kc
+            if kc < kmin:
+                kmin = kc
+        # non-candidates cannot be active before k0 + span + 2: the answer is safe if the
+        # candidates' minimum (or the end of the stage) lies within k0 + span + 1
+        if min(kmin, kend + 1) - k0 <= span + 1:
+            break
+        span = min(kmin, kend + 1) - k0
     if kmin > kend + 1:
         kmin = kend + 1
     while True:
@@ -200,8 +216,8 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
             kmin = kend
             found = False
             for c in range(sig.shape[1]):
-                if cell_k[c] <= kend + 1 and _cell_active_at(c, kend * dgam, sig, R, sin2,
-                                                            cos2, tauc, alpha_p, p_off):
+                if cand[c] and cell_k[c] <= kend + 1 and _cell_active_at(
+                        c, kend * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
                     found = True
                     break
             if not found:
@@ -209,7 +225,7 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
         active = False
         earlier = False
         for c in range(sig.shape[1]):
-            if cell_k[c] <= kmin + 1:
+            if cand[c] and cell_k[c] <= kmin + 1:
                 if not active and _cell_active_at(c, kmin * dgam, sig, R, sin2, cos2, tauc,
                                                   alpha_p, p_off):
                     active = True
@@ -342,7 +358,7 @@ def _start_avalanche(st, rec, fst, na, k, gam):
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
                 margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
-                cell_k, kmean, fst, rn, vpar=None, eacc=None):
+                cell_k, kmean, fst, rn, cand, vpar=None, eacc=None):
     """Advance the AQS state machine; see the module docstring for the return codes.
 
     ``vpar`` (optional, with ``eacc``): the model-variant vector of
@@ -378,7 +394,8 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             if k >= kl:
                 return RC_STOP
             kn = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k,
-                                  ref, margin, tol, rn)
+                                  ref, margin, tol, rn, cand, 2 * st[S_SPAN] + 4)
+            st[S_SPAN] = min(kn, kl) - k
             if kn > kl:
                 _shift_refs(ref, R, kl * dgam - gam)
                 st[S_K] = kl
@@ -521,6 +538,7 @@ class AQSDriver:
         self.margin = np.full(nc, -np.inf)
         self.mm = np.full(nc, -1.0)
         self.cell_k = np.zeros(nc, np.int64)
+        self.cand = np.zeros(nc, np.int8)
         self.rn = load_speed(self.R, p.alpha_p)
         # running box averages: internal stress (d, s, p), plastic strain, load response
         w = model.weights
@@ -624,7 +642,7 @@ class AQSDriver:
                              self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
                              self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst,
-                             self.rn, getattr(m.params, "vpar", None), s.eacc)
+                             self.rn, self.cand, getattr(m.params, "vpar", None), s.eacc)
             if rc == RC_EXTERNAL:
                 self._external()
                 continue
