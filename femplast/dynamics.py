@@ -74,9 +74,10 @@ def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, 
     Returns the argmin system (its dtau_c is ``margin[c]``).
     """
     best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
-    ref[0, c] = sig[0, c]
-    ref[1, c] = sig[1, c]
-    ref[2, c] = sig[2, c]
+    # the reference is the *total* stress of the scan, so a change of gamma_ext is a drift
+    ref[0, c] = sig[0, c] + gam * R[0, c]
+    ref[1, c] = sig[1, c] + gam * R[1, c]
+    ref[2, c] = sig[2, c] + gam * R[2, c]
     margin[c] = best
     m = best - tol
     mm[c] = m * m if m > 0.0 else -1.0
@@ -84,28 +85,37 @@ def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, 
 
 
 @njit(cache=True)
-def _drifted(c, sig, ref, margin, alpha_p, tol):
+def _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
     # same arithmetic as the fused test in propagator_add, so both paths flag the same cells
-    dd = sig[0, c] - ref[0, c]
-    ds = sig[1, c] - ref[1, c]
+    dd = sig[0, c] + gam * R[0, c] - ref[0, c]
+    ds = sig[1, c] + gam * R[1, c] - ref[1, c]
     m = margin[c] - tol
     if alpha_p != 0.0:
-        m -= alpha_p * abs(sig[2, c] - ref[2, c])
+        m -= alpha_p * abs(sig[2, c] + gam * R[2, c] - ref[2, c])
     return m <= 0.0 or dd * dd + ds * ds >= m * m
 
 
 @njit(cache=True)
-def drift_pass(sig, ref, margin, mm, flag, alpha_p, tol):
-    """Flag every cell whose stress drift since its last scan may have used up its margin."""
+def drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol):
+    """Flag every cell whose total-stress drift since its last scan may have used up its margin."""
     if alpha_p == 0.0:
         # branch-free (vectorized) form of _drifted: mm = (margin - tol)^2, or -1
         for c in range(sig.shape[1]):
-            dd = sig[0, c] - ref[0, c]
-            ds = sig[1, c] - ref[1, c]
+            dd = sig[0, c] + gam * R[0, c] - ref[0, c]
+            ds = sig[1, c] + gam * R[1, c] - ref[1, c]
             flag[c] |= np.int8(dd * dd + ds * ds >= mm[c])
         return
     for c in range(sig.shape[1]):
-        if _drifted(c, sig, ref, margin, alpha_p, tol):
+        if _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
+            flag[c] = 1
+
+
+@njit(cache=True)
+def _flag_candidates(gam, sig, R, ref, margin, mm, flag, cand, alpha_p, tol):
+    """:func:`drift_pass` restricted to the candidates of :func:`next_instability`: a loading
+    jump cannot use up the margin of any other cell."""
+    for c in range(sig.shape[1]):
+        if cand[c] and _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
             flag[c] = 1
 
 
@@ -147,16 +157,16 @@ def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
 
 
 @njit(cache=True)
-def _candidates(span, dgam, sig, ref, margin, tol, rn, alpha_p, cand):
+def _candidates(span, gam0, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand):
     """Flag the cells whose margin, minus their drift since their last scan, the load could use
     up within ``span + 2`` increments (branch-free, so that it vectorizes)."""
     reach = (span + 2) * dgam
     for c in range(sig.shape[1]):
-        dd = sig[0, c] - ref[0, c]
-        ds = sig[1, c] - ref[1, c]
+        dd = sig[0, c] + gam0 * R[0, c] - ref[0, c]
+        ds = sig[1, c] + gam0 * R[1, c] - ref[1, c]
         room = margin[c] - tol - reach * rn[c]
         if alpha_p != 0.0:
-            room -= alpha_p * abs(sig[2, c] - ref[2, c])
+            room -= alpha_p * abs(sig[2, c] + gam0 * R[2, c] - ref[2, c])
         cand[c] = np.int8(room <= 0.0) | np.int8(room * room <= dd * dd + ds * ds)
 
 
@@ -179,7 +189,7 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
     """
     span = max(span, 1)
     while True:
-        _candidates(span, dgam, sig, ref, margin, tol, rn, alpha_p, cand)
+        _candidates(span, k0 * dgam, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand)
         kmin = kend + 2
         for c in range(sig.shape[1]):
             if cand[c] == 0:
@@ -250,44 +260,15 @@ def load_speed(R, alpha_p: float) -> np.ndarray:
 
 
 @njit(cache=True)
-def _shift_refs(ref, R, dgam_total):
-    """Express the reference stresses in the new loading frame: the load adds dgam_total * R."""
-    for j in range(ref.shape[0]):
-        for c in range(ref.shape[1]):
-            ref[j, c] -= dgam_total * R[j, c]
-
-
-@njit(cache=True)
-def _shift_refs_and_flag(ref, R, dgam_total, sig, margin, mm, flag, alpha_p, tol):
-    """:func:`_shift_refs` and :func:`drift_pass` in one pass over the cells."""
-    if alpha_p == 0.0:
-        for c in range(ref.shape[1]):
-            r0 = ref[0, c] - dgam_total * R[0, c]
-            r1 = ref[1, c] - dgam_total * R[1, c]
-            ref[0, c] = r0
-            ref[1, c] = r1
-            dd = sig[0, c] - r0
-            ds = sig[1, c] - r1
-            flag[c] |= np.int8(dd * dd + ds * ds >= mm[c])
-        return
-    for c in range(ref.shape[1]):
-        ref[0, c] -= dgam_total * R[0, c]
-        ref[1, c] -= dgam_total * R[1, c]
-        if alpha_p != 0.0:  # the pressure reference only matters to pressure-sensitive cells
-            ref[2, c] -= dgam_total * R[2, c]
-        if _drifted(c, sig, ref, margin, alpha_p, tol):
-            flag[c] = 1
-
-
-@njit(cache=True)
-def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, mm, flag):
+def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, mm, flag, gR0=0.0, gR1=0.0):
     """``sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c]`` on the periodic n x n grid.
 
     Only the first ``ncomp`` components are updated (2: d and s, when the pressure is not
     needed by the dynamics). With ``check``, the drift test of every cell is fused into the
     same pass (flag[i] = 1 when the cell must be rescanned), so one event touches the kernel,
     the stress and the cell margins once. ``mm`` is ``(margin - tol)^2``, or -1 where
-    ``margin - tol <= 0`` (see :func:`full_check`), so the test is one comparison.
+    ``margin - tol <= 0`` (see :func:`full_check`), so the test is one comparison; the
+    references are total stresses, and ``(gR0, gR1) = gamma_ext R`` is the (uniform) load.
     """
     ny = sig.shape[1] // nx
     cy = c // nx
@@ -316,12 +297,12 @@ def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, mm, flag):
                 sig[0, row + ix] += gs * K[0, 0, ky, ix - cx] + gc * K[1, 0, ky, ix - cx]
                 sig[1, row + ix] += gs * K[0, 1, ky, ix - cx] + gc * K[1, 1, ky, ix - cx]
         else:
-            _add_check_row(sig, K, ky, row, 0, cx, nx - cx, gs, gc, ref, mm, flag)
-            _add_check_row(sig, K, ky, row, cx, nx, -cx, gs, gc, ref, mm, flag)
+            _add_check_row(sig, K, ky, row, 0, cx, nx - cx, gs, gc, ref, mm, flag, gR0, gR1)
+            _add_check_row(sig, K, ky, row, cx, nx, -cx, gs, gc, ref, mm, flag, gR0, gR1)
 
 
 @njit(cache=True, inline="always")
-def _add_check_row(sig, K, ky, row, lo, hi, koff, gs, gc, ref, mm, flag):
+def _add_check_row(sig, K, ky, row, lo, hi, koff, gs, gc, ref, mm, flag, gR0, gR1):
     # branch-free so that LLVM vectorizes it: flag |= drift^2 >= (margin - tol)^2
     for ix in range(lo, hi):
         i = row + ix
@@ -330,8 +311,8 @@ def _add_check_row(sig, K, ky, row, lo, hi, koff, gs, gc, ref, mm, flag):
         s = sig[1, i] + (gs * K[0, 1, ky, kx] + gc * K[1, 1, ky, kx])
         sig[0, i] = d
         sig[1, i] = s
-        dd = d - ref[0, i]
-        ds = s - ref[1, i]
+        dd = d + gR0 - ref[0, i]
+        ds = s + gR1 - ref[1, i]
         flag[i] |= np.int8(dd * dd + ds * ds >= mm[i])
 
 
@@ -397,12 +378,11 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                                   ref, margin, tol, rn, cand, 2 * st[S_SPAN] + 4)
             st[S_SPAN] = min(kn, kl) - k
             if kn > kl:
-                _shift_refs(ref, R, kl * dgam - gam)
                 st[S_K] = kl
                 continue
             st[S_K] = kn
-            _shift_refs_and_flag(ref, R, kn * dgam - gam, sig, margin, mm, flag, alpha_p, tol)
             gam = kn * dgam
+            _flag_candidates(gam, sig, R, ref, margin, mm, flag, cand, alpha_p, tol)
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
                             act_sys, alpha_p, p_off)
             _start_avalanche(st, rec, fst, na, kn, gam)
@@ -470,20 +450,21 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 gs = pend_dg[i] * sin2[c, n]
                 gc = pend_dg[i] * cos2[c, n]
                 if mode == 0:
+                    # the propagator's load response is uniform: R[:, 0] stands for every cell
                     propagator_add(sig, K, c, nx, gs, gc, ipar[I_NCOMP], i == na - 1, ref,
-                                   mm, flag)
+                                   mm, flag, gam * R[0, 0], gam * R[1, 0])
                 else:
                     dense_add(sig, D, c, gs, gc)
                 for j in range(3):  # running box average (the kernel's mean is exact)
                     fst[j] += gs * kmean[c, 0, j] + gc * kmean[c, 1, j]
             if mode != 0:
-                drift_pass(sig, ref, margin, mm, flag, alpha_p, tol)
+                drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol)
             st[S_PHASE] = PH_AFTER_CHECKED
         elif ph == PH_EXTERNAL:
             return RC_EXTERNAL
         else:  # PH_AFTER*: renew the slipped cells, rescan what may have become unstable
             if ph == PH_AFTER:
-                drift_pass(sig, ref, margin, mm, flag, alpha_p, tol)
+                drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol)
             na = st[S_NPEND]
             if ipar[I_RENEW]:
                 for i in range(na):
