@@ -11,7 +11,10 @@ Stability checks do not rescan every slip system after each relaxation step: in 
 plane ``(d, s)`` the stable stresses of a cell form the convex polygon
 ``sin 2theta_n d + cos 2theta_n s < tau_c,n``, and since ``(sin 2theta_n, cos 2theta_n)`` is a
 unit vector, a stress change shorter than the cell's margin ``min_n dtau_c,n`` cannot make it
-unstable. A cell is rescanned only when its drift since its last scan reaches its margin.
+unstable. A cell is rescanned only when its drift since its last scan reaches its margin. The
+reference of a scan is the cell's *total* stress (internal + ``gamma_ext R``), so loading is just
+another drift; the search for the next unstable increment only examines the cells whose margin
+the load can use up before it (candidates), and a loading jump can only have unsettled those.
 
 The whole loop is compiled with numba; it hands control back to Python for redistributions
 done outside (FE solve, FFT convolution), full record buffers, event budgets (progress,
