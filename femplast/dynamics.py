@@ -327,6 +327,30 @@ def dense_add(sig, D, c, gs, gc):
 
 
 @njit(cache=True)
+def slip_amplitude(rng, c, s2, c2, gam, sig, R, selfq, chi, fixed_dg, cap):
+    """Resolved stress, self-response and amplitude of a slip of cell ``c`` (sec. 3.3).
+
+    ``den = (C:(S-I):M):M`` from the cell's self-response coefficients; the amplitude is drawn
+    from eq. 7 below ``gamma_max = -2 tau / den`` (eq. 6), or is the fixed ``fixed_dg`` (> 0),
+    capped at ``gamma_max`` when ``cap`` (no negative dissipation).
+
+    Returns:
+        (tau, den, d_gamma)
+    """
+    tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
+    den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
+    if fixed_dg > 0.0:
+        dg = fixed_dg
+        if cap:
+            gmax = -2.0 * tau / den
+            dg = min(dg, gmax) if gmax > 0.0 else 0.0
+    else:
+        gmax = -2.0 * tau / den
+        dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
+    return tau, den, dg
+
+
+@njit(cache=True)
 def _start_avalanche(st, rec, fst, na, k, gam):
     """Open the record of an avalanche at increment k (its box-average stress before)."""
     st[S_NACT] = na
@@ -410,17 +434,11 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 n = act_sys[i]
                 s2 = sin2[c, n]
                 c2 = cos2[c, n]
-                tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
-                den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
-                if fpar[F_FIXEDDG] > 0.0:
-                    dg = fpar[F_FIXEDDG]
-                    if vpar is not None:
-                        if vpar[V_CAP] != 0.0:  # no negative dissipation (eq. 6)
-                            gmax = -2.0 * tau / den
-                            dg = min(dg, gmax) if gmax > 0.0 else 0.0
-                else:
-                    gmax = -2.0 * tau / den
-                    dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
+                cap = False
+                if vpar is not None:
+                    cap = vpar[V_CAP] != 0.0
+                tau, den, dg = slip_amplitude(rng, c, s2, c2, gam, sig, R, selfq, chi,
+                                              fpar[F_FIXEDDG], cap)
                 pend_dg[i] = dg
                 if eacc is not None:
                     eacc[c] += dg

@@ -156,8 +156,13 @@ class TensorialModel:
             self._load_cache[key] = self.redist.load_response(alpha)
         return self._load_cache[key]
 
-    def new_state(self, rng: np.random.Generator, sigma0_xyz: np.ndarray | None = None) -> State:
-        """Stress-free (or pre-stressed) state with freshly drawn slip systems."""
+    def new_state(self, rng: np.random.Generator, sigma0_xyz: np.ndarray | None = None,
+                  systems: tuple[np.ndarray, np.ndarray] | None = None) -> State:
+        """Stress-free (or pre-stressed) state with freshly drawn slip systems.
+
+        ``systems = (theta, tau_c)`` replaces the drawn systems (a state read from a file); the
+        draws still happen, so the realization's random stream is the same either way.
+        """
         p = self.params
         st = State(self.num_cells, p.N, rng)
         if self.evolving_moduli:  # a model reused by realizations: back to the quench moduli
@@ -174,6 +179,10 @@ class TensorialModel:
         if sigma0_xyz is not None:
             st.sigma0 = to_dsp(sigma0_xyz)
             st.sig[:] = st.sigma0
+        if systems is not None:
+            st.theta[:], st.tauc[:] = systems
+            st.sin2[:] = np.sin(2 * st.theta)
+            st.cos2[:] = np.cos(2 * st.theta)
         if self.redist.kind == "direct":
             self.redist.sigma0 = st.sigma0
         return st

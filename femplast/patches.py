@@ -51,7 +51,7 @@ import numpy as np
 from numba import njit
 
 from femplast import FemplastInputError
-from femplast.dynamics import cell_scan
+from femplast.dynamics import cell_scan, slip_amplitude
 from femplast.elasticity import VOIGT_METRIC, apply_stiffness
 from femplast.redistribution import (
     UNIT_C,
@@ -60,7 +60,7 @@ from femplast.redistribution import (
     self_coefficients,
     to_dsp,
 )
-from femplast.slip import draw_amplitude, renew_cell
+from femplast.slip import renew_cell
 
 SHAPES = ("square", "disk")
 SELF_RESPONSES = ("patch", "model")
@@ -492,13 +492,7 @@ def _slip(rng, gam, sig, R, eps_pl, sin2, cos2, selfq, act_cell, act_sys, na, ch
         n = act_sys[i]
         s2 = sin2[c, n]
         c2 = cos2[c, n]
-        tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
-        den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
-        if fixed_dg > 0.0:
-            dg = fixed_dg
-        else:
-            gmax = -2.0 * tau / den
-            dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
+        _, _, dg = slip_amplitude(rng, c, s2, c2, gam, sig, R, selfq, chi, fixed_dg, False)
         dg_out[i] = dg
         eps_pl[c, 0] -= 0.5 * s2 * dg
         eps_pl[c, 1] += 0.5 * s2 * dg

@@ -512,12 +512,8 @@ class RealizationRun:
         self.opts = dict(fields=self.fields, event_log=event_log)
         self.needed = {s.start for s in stages if s.start}
         rng = realization_rng(case.run.seed, index)
-        st = model.new_state(rng, None if initial is None else initial[0])
-        if initial is not None:
-            st.theta[:] = initial[1]
-            st.tauc[:] = initial[2]
-            st.sin2[:] = np.sin(2 * st.theta)
-            st.cos2[:] = np.cos(2 * st.theta)
+        sigma0, systems = (None, None) if initial is None else (initial[0], initial[1:])
+        st = model.new_state(rng, sigma0, systems)
         init_protocol_state(model, st, case.loading.alpha_ext)
         self.state = st
         self.saved: dict = {}

@@ -91,12 +91,8 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
 
     seed = case.run.seed
     rng = realization_rng(seed, index)
-    st = model.new_state(rng, None if initial is None else initial[0])
-    if initial is not None:
-        st.theta[:] = initial[1]
-        st.tauc[:] = initial[2]
-        st.sin2[:] = np.sin(2 * st.theta)
-        st.cos2[:] = np.cos(2 * st.theta)
+    sigma0, systems = (None, None) if initial is None else (initial[0], initial[1:])
+    st = model.new_state(rng, sigma0, systems)
     ld = case.loading
     alpha = np.deg2rad(ld.alpha_ext)
     k_end = int(round(ld.gamma_max / ld.dgamma_ext))

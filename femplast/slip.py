@@ -183,6 +183,21 @@ def structure_params(p0: float, p1: float, vpar, e: float):
 
 
 @njit(cache=True)
+def _draw_angles(rng, c, ngroups, theta, sin2, cos2):
+    """``ngroups`` groups of four angles theta, theta + pi/4, ... with theta uniform in
+    (-pi/2, pi/2] (sec. 3.2), into the first 4 * ngroups columns of cell ``c``."""
+    for g in range(ngroups):
+        t0 = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
+        for j in range(4):
+            t = t0 + 0.25 * math.pi * j
+            if t > 0.5 * math.pi:
+                t -= math.pi
+            theta[c, 4 * g + j] = t
+            sin2[c, 4 * g + j] = math.sin(2.0 * t)
+            cos2[c, 4 * g + j] = math.cos(2.0 * t)
+
+
+@njit(cache=True)
 def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0, e=0.0):
     """Renew the systems of cell ``c``.
 
@@ -195,15 +210,7 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0,
     """
     if vpar is None:
         N = theta.shape[1]
-        for g in range(N // 4):
-            t0 = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
-            for j in range(4):
-                t = t0 + 0.25 * math.pi * j
-                if t > 0.5 * math.pi:
-                    t -= math.pi
-                theta[c, 4 * g + j] = t
-                sin2[c, 4 * g + j] = math.sin(2.0 * t)
-                cos2[c, 4 * g + j] = math.cos(2.0 * t)
+        _draw_angles(rng, c, N // 4, theta, sin2, cos2)
         for n in range(N):
             tauc[c, n] = draw_threshold(rng, kind, p0, p1)
         return
@@ -226,15 +233,7 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0,
     ng = N // 4
     if vpar[V_NGROUPS_MEAN] > 0.0:
         ng = 1 + poisson_inv(rng.random(), vpar[V_NGROUPS_MEAN] - 1.0, N // 4 - 1)
-    for g in range(ng):
-        t0 = 0.5 * math.pi - math.pi * rng.random()
-        for j in range(4):
-            t = t0 + 0.25 * math.pi * j
-            if t > 0.5 * math.pi:
-                t -= math.pi
-            theta[c, 4 * g + j] = t
-            sin2[c, 4 * g + j] = math.sin(2.0 * t)
-            cos2[c, 4 * g + j] = math.cos(2.0 * t)
+    _draw_angles(rng, c, ng, theta, sin2, cos2)
     for n in range(4 * ng):
         tauc[c, n] = draw_threshold_corr(rng, kind, lam, k, rho, tauc[c, n])
     for n in range(4 * ng, N):  # unused columns never activate
