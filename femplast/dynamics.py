@@ -471,14 +471,17 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
                 gs = pend_dg[i] * sin2[c, n]
                 gc = pend_dg[i] * cos2[c, n]
                 if mode == 0:
-                    # the propagator's load response is uniform: R[:, 0] stands for every cell
-                    propagator_add(sig, K, c, nx, gs, gc, ipar[I_NCOMP], i == na - 1, ref,
-                                   mm, flag, gam * R[0, 0], gam * R[1, 0])
+                    # the propagator's load response is uniform: R[:, 0] stands for every cell;
+                    # the fused drift test has no pressure term: pressure-sensitive thresholds
+                    # take the full drift pass below
+                    propagator_add(sig, K, c, nx, gs, gc, ipar[I_NCOMP],
+                                   i == na - 1 and alpha_p == 0.0, ref, mm, flag,
+                                   gam * R[0, 0], gam * R[1, 0])
                 else:
                     dense_add(sig, D, c, gs, gc)
                 for j in range(3):  # running box average (the kernel's mean is exact)
                     fst[j] += gs * kmean[c, 0, j] + gc * kmean[c, 1, j]
-            if mode != 0:
+            if mode != 0 or alpha_p != 0.0:
                 drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol)
             st[S_PHASE] = PH_AFTER_CHECKED
         elif ph == PH_EXTERNAL:
