@@ -860,18 +860,18 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
     return out
 
 
-def check_resume(case, outdir: Path) -> None:
-    """A directory can be resumed: a checkpoint, no summary.json, the same case."""
+def check_resume(case, outdir: Path, marker: str = "checkpoint") -> None:
+    """A directory can be resumed: its ``marker`` folder (checkpoint/, or realizations/ for
+    plain runs), no summary.json, the same case."""
     from femplast.case import yaml
 
     outdir = Path(outdir)
     if (outdir / "summary.json").exists():
         raise FemplastInputError("--resume", str(outdir), "an output directory of an "
                                  "unfinished run (this one has summary.json: it is complete)")
-    if not (outdir / "checkpoint").is_dir():
-        raise FemplastInputError("--resume", str(outdir), "an output directory with a "
-                                 "checkpoint/ (written by runs with kmc, stages or "
-                                 "run.checkpoint_interval > 0)")
+    if not (outdir / marker).is_dir():
+        raise FemplastInputError("--resume", str(outdir), f"an output directory with a "
+                                 f"{marker}/ folder left by the interrupted run")
     saved = yaml.safe_load((outdir / "case.yaml").read_text()) if (
         outdir / "case.yaml").is_file() else None
     if saved != yaml.safe_load(yaml.safe_dump(case.to_dict(), sort_keys=False)):

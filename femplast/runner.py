@@ -83,7 +83,8 @@ def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp
 
 
 def run_realization(case: Case, model, index: int, outdir: Path, progress: Progress,
-                    initial=None, event_log: bool = False, write: bool = True) -> dict:
+                    initial=None, event_log: bool = False, write: bool = True,
+                    safe_point=None) -> dict:
     """One realization (on this rank, or collectively when the model's mesh is distributed:
     every rank then runs the same replicated dynamics and only ``write`` ranks write)."""
     from femplast.dynamics import AQSDriver
@@ -109,6 +110,8 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
     t0 = time.perf_counter()
 
     def on_progress(d):
+        if safe_point is not None:  # a pending SIGINT/SIGTERM stops the run here
+            safe_point()
         rate = d.num_events / max(time.perf_counter() - t0, 1e-9)
         progress(f"realization {index + 1}/{case.run.realizations}: gamma_ext = "
                  f"{d.gamma_ext:.4f} / {ld.gamma_max}, {d.num_events} events, {rate:,.0f} ev/s")
@@ -159,12 +162,32 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
                                               relaxation_step=ei[:, 2], theta=ef[:, 0],
                                               d_gamma=ef[:, 1], tau=ef[:, 2],
                                               self_response=ef[:, 3]))
-    g0 = case.loading.stationary_from
-    stat = gam > g0
-    av = rec[:, 0] * ld.dgamma_ext > g0
-    return dict(index=index, wall=wall, events=drv.num_events, sxy=stress[stat, 2],
-                drops=(before[av, 2] - after[av, 2]), events_stat=int(rec[av, 1].sum()),
+    return dict(_stationary_result(case, index, wall, drv.num_events, gam, stress[:, 2],
+                                   rec[:, 0] * ld.dgamma_ext, before[:, 2] - after[:, 2],
+                                   rec[:, 1]),
                 **({} if probe is None else dict(patches=probe.sums, patches_wall=probe.wall)))
+
+
+def _stationary_result(case: Case, index, wall, events, gamma, sxy, aval_gamma, drops, sizes):
+    """What the summary needs of one realization: stationary samples past stationary_from."""
+    g0 = case.loading.stationary_from
+    av = aval_gamma > g0
+    return dict(index=index, wall=wall, events=int(events), sxy=sxy[gamma > g0],
+                drops=drops[av], events_stat=int(np.sum(sizes[av])))
+
+
+def finished_realization(case: Case, path: Path, index: int) -> dict | None:
+    """The summary entry of a realization whose file a previous (interrupted) run completed."""
+    import h5py
+
+    if not path.is_file():
+        return None
+    with h5py.File(path, "r") as f:
+        s, a = f["steps"], f["avalanches"]
+        return _stationary_result(case, index, float(f.attrs["wall_time"]),
+                                  int(f.attrs["num_events"]), s["gamma_ext"][:],
+                                  s["stress"][:, 2], a["gamma_ext"][:], a["drop_xy"][:],
+                                  a["size"][:])
 
 
 def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> dict:
@@ -317,14 +340,17 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
             protocols.check_resume(case, outdir)
         summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume,
                                               event_log=event_log))
-    elif resume:
-        raise FemplastInputError("--resume", True, "only for sweeps (sweep.enabled) and "
-                                 "protocol runs (kmc, stages, run.checkpoint_interval > 0)")
+    elif resume and (case.model != "tensorial" or case.patches.enabled):
+        raise FemplastInputError("--resume", True, "only for tensorial runs without patch tests, "
+                                 "sweeps (sweep.enabled) and protocol runs (kmc, stages, "
+                                 "run.checkpoint_interval > 0)")
     elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
     elif case.model == "scalar":
         summary.update(run_scalar(case, outdir, comm, progress))
     else:
+        if resume:
+            protocols.check_resume(case, outdir, marker="realizations")
         sample = case.run.parallel == "sample"
         model = build_model(case, comm if sample else MPI.COMM_SELF, 0 if sample else comm.rank)
         initial = None
@@ -333,14 +359,30 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         mine = (range(case.run.realizations) if sample
                 else range(comm.rank, case.run.realizations, comm.size))
         results = []
-        for i in mine:
-            rmodel = model  # variant moduli field per realization: its own model
-            if i != mine[0] and per_realization_model(case):
-                rmodel = build_model(case, comm if sample else MPI.COMM_SELF, i)
-            results.append(run_realization(case, rmodel, i, outdir, progress, initial, event_log,
-                                           write=not sample or comm.rank == 0))
-            progress(f"realization {i + 1}/{case.run.realizations} done: "
-                     f"{results[-1]['events']} events in {results[-1]['wall']:.2f} s", True)
+        # SIGINT/SIGTERM stop the run at the next safe point: finished realizations are on
+        # disk (written atomically) and --resume runs only the others
+        from femplast.checkpoint import Interrupter
+
+        with Interrupter(lambda: outdir / "realizations") as guard:
+            for i in mine:
+                guard.tick()
+                path = outdir / "realizations" / f"r{i:04d}.h5"
+                done = finished_realization(case, path, i) if resume else None
+                if sample and resume:
+                    done = comm.bcast(done, root=0)
+                if done is not None:
+                    results.append(done)
+                    progress(f"realization {i + 1}/{case.run.realizations}: kept from the "
+                             "interrupted run", True)
+                    continue
+                rmodel = model  # variant moduli field per realization: its own model
+                if i != mine[0] and per_realization_model(case):
+                    rmodel = build_model(case, comm if sample else MPI.COMM_SELF, i)
+                results.append(run_realization(case, rmodel, i, outdir, progress, initial,
+                                               event_log, write=not sample or comm.rank == 0,
+                                               safe_point=guard.tick))
+                progress(f"realization {i + 1}/{case.run.realizations} done: "
+                         f"{results[-1]['events']} events in {results[-1]['wall']:.2f} s", True)
         allres = [results] if sample else comm.gather(results, root=0)
         if comm.rank == 0:
             res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])

@@ -129,3 +129,43 @@ def test_prescribed_events_direct_backend_on_two_ranks(tmp_path):
     par = np.load(out)
     assert int(par["ranks"]) == 2
     assert np.abs(par["sigma"] - serial).max() <= 1e-9 * np.abs(serial).max()
+
+
+def test_plain_run_sigterm_then_resume_equals_uninterrupted(tmp_path):
+    """SIGTERM stops a plain run at a safe point (exit 143, no summary.json); --resume keeps
+    the finished realizations, reruns the others, and the outputs equal an uninterrupted run."""
+    import signal
+    import time
+
+    args = ["cases/paper_optimum_l6.6.yaml", "--quiet", "--realizations", "24", "--set",
+            "loading.gamma_max=0.6", "--set", "loading.stationary_from=0.3", "--set",
+            "output.snapshots=[0.6]"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    subprocess.run([sys.executable, "-m", "femplast", *args, "--out", str(full)], cwd=ROOT,
+                   check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "femplast", *args, "--out", str(cut)],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (cut / "realizations" / "r0003.h5").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "--resume" in err and not (cut / "summary.json").exists()
+    kept = len(list((cut / "realizations").glob("r*.h5")))
+    assert 4 <= kept < 24
+    res = subprocess.run([sys.executable, "-m", "femplast", *args, "--out", str(cut),
+                          "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    _same_outputs(full, cut, [f"r{i:04d}.h5" for i in range(24)])
+    s1 = json.loads((full / "summary.json").read_text())
+    s2 = json.loads((cut / "summary.json").read_text())
+    assert s1["stationary"] == s2["stationary"]
+    assert s1["total_slip_events"] == s2["total_slip_events"]
+    for i in range(24):
+        assert (full / "fields" / f"r{i:04d}.h5").read_bytes() == \
+            (cut / "fields" / f"r{i:04d}.h5").read_bytes()
+    # a finished run cannot be resumed
+    res = subprocess.run([sys.executable, "-m", "femplast", *args, "--out", str(cut),
+                          "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "complete" in res.stderr
