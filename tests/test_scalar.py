@@ -13,6 +13,7 @@ from femplast.model import realization_rng
 from femplast.scalar import (
     ScalarDriver,
     ScalarModel,
+    _shift_add,
     ensemble,
     fe_kernel,
     fit_slip,
@@ -51,6 +52,16 @@ def kernels():
     n = 16
     return dict(fourier=fourier_kernel(n, G, B),
                 **{f"fe{m}": fe_kernel(n, G, B, refine=m) for m in (1, 2, 4)})
+
+
+@pytest.mark.parametrize("n", [5, 8])
+def test_compiled_shifted_add_is_the_rolled_kernel(n):
+    """Eq. 3: the stress change of a slip at cell c is the kernel rolled to c, bit for bit."""
+    K = np.random.default_rng(n).normal(size=(n, n))
+    for c in (0, 3, n * n - 1, n + 2):
+        sig = np.zeros(n * n)
+        _shift_add(sig, K, c, n, 0.3)
+        assert np.array_equal(sig, 0.3 * np.roll(K, divmod(c, n), axis=(0, 1)).ravel())
 
 
 def test_kernels_share_the_zero_mode(kernels):
