@@ -114,28 +114,55 @@ def drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol):
 
 
 @njit(cache=True)
-def _flag_candidates(gam, sig, R, ref, margin, mm, flag, cand, alpha_p, tol):
-    """:func:`drift_pass` restricted to the candidates of :func:`next_instability`: a loading
-    jump cannot use up the margin of any other cell."""
-    for c in range(sig.shape[1]):
-        if cand[c] and _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
+def _flag_candidates(gam, sig, R, ref, margin, mm, flag, cidx, ncand, alpha_p, tol):
+    """:func:`drift_pass` restricted to the candidates ``cidx[:ncand]`` of
+    :func:`next_instability`: a loading jump cannot use up the margin of any other cell."""
+    for i in range(ncand):
+        c = cidx[i]
+        if _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
             flag[c] = 1
+
+
+@njit(cache=True)
+def flagged_cells(flag, idx):
+    """Write the indices of the nonzero entries of the int8 array ``flag`` to ``idx`` in
+    ascending order; return their number. Reads the flags eight at a time (they are sparse)."""
+    n = flag.shape[0]
+    nw = n // 8
+    words = flag[:8 * nw].view(np.uint64)
+    k = 0
+    for i in range(nw):
+        if words[i] != 0:
+            for c in range(8 * i, 8 * i + 8):
+                idx[k] = c
+                k += flag[c] != 0
+    for c in range(8 * nw, n):
+        idx[k] = c
+        k += flag[c] != 0
+    return k
 
 
 @njit(cache=True)
 def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell, act_sys,
                alpha_p, p_off):
-    """Rescan flagged cells; collect the active ones in ascending cell order."""
+    """Rescan flagged cells (and clear their flags); collect the active ones in ascending cell
+    order. The flags are sparse: they are read eight at a time."""
+    n = flag.shape[0]
+    nw = n // 8
+    words = flag[:8 * nw].view(np.uint64)
     na = 0
-    for c in range(sig.shape[1]):
-        if flag[c]:
-            flag[c] = 0
-            arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p,
-                             p_off)
-            if margin[c] < 0.0:
-                act_cell[na] = c
-                act_sys[na] = arg
-                na += 1
+    for i in range(nw + 1):
+        if i < nw and words[i] == 0:
+            continue
+        for c in range(8 * i, min(8 * i + 8, n)):
+            if flag[c]:
+                flag[c] = 0
+                arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol,
+                                 alpha_p, p_off)
+                if margin[c] < 0.0:
+                    act_cell[na] = c
+                    act_sys[na] = arg
+                    na += 1
     return na
 
 
@@ -175,8 +202,10 @@ def _candidates(span, gam0, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand):
 
 @njit(cache=True)
 def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k, ref,
-                     margin, tol, rn, cand, span):
+                     margin, tol, rn, cand, cidx, span):
     """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1.
+
+    Returns ``(k, ncand)``: the candidates are ``cidx[:ncand]`` (ascending cell order).
 
     Only *candidate* cells are examined: those whose margin (minus their drift since their last
     scan) the load could use up within ``span + 2`` increments — the load moves the stress by
@@ -193,10 +222,10 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
     span = max(span, 1)
     while True:
         _candidates(span, k0 * dgam, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand)
+        ncand = flagged_cells(cand, cidx)
         kmin = kend + 2
-        for c in range(sig.shape[1]):
-            if cand[c] == 0:
-                continue
+        for i in range(ncand):
+            c = cidx[i]
             d0 = sig[0, c]
             s0 = sig[1, c]
             sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, p_off)
@@ -228,17 +257,19 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
             # nothing expected before the end: confirm at kend with the candidates
             kmin = kend
             found = False
-            for c in range(sig.shape[1]):
-                if cand[c] and cell_k[c] <= kend + 1 and _cell_active_at(
+            for i in range(ncand):
+                c = cidx[i]
+                if cell_k[c] <= kend + 1 and _cell_active_at(
                         c, kend * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
                     found = True
                     break
             if not found:
-                return kend + 1
+                return kend + 1, ncand
         active = False
         earlier = False
-        for c in range(sig.shape[1]):
-            if cand[c] and cell_k[c] <= kmin + 1:
+        for i in range(ncand):
+            c = cidx[i]
+            if cell_k[c] <= kmin + 1:
                 if not active and _cell_active_at(c, kmin * dgam, sig, R, sin2, cos2, tauc,
                                                   alpha_p, p_off):
                     active = True
@@ -251,9 +282,9 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
         elif not active:
             kmin += 1
             if kmin > kend:
-                return kend + 1
+                return kend + 1, ncand
         else:
-            return kmin
+            return kmin, ncand
 
 
 def load_speed(R, alpha_p: float) -> np.ndarray:
@@ -263,60 +294,70 @@ def load_speed(R, alpha_p: float) -> np.ndarray:
 
 
 @njit(cache=True)
-def propagator_add(sig, K, c, nx, gs, gc, ncomp, check, ref, mm, flag, gR0=0.0, gR1=0.0):
+def propagator_add(sig, F, c, nx, gs, gc, ncomp, check, ref, mm, flag, gR0=0.0, gR1=0.0):
     """``sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c]`` on the periodic n x n grid.
 
-    Only the first ``ncomp`` components are updated (2: d and s, when the pressure is not
-    needed by the dynamics). With ``check``, the drift test of every cell is fused into the
-    same pass (flag[i] = 1 when the cell must be rescanned), so one event touches the kernel,
-    the stress and the cell margins once. ``mm`` is ``(margin - tol)^2``, or -1 where
-    ``margin - tol <= 0`` (see :func:`full_check`), so the test is one comparison; the
-    references are total stresses, and ``(gR0, gR1) = gamma_ext R`` is the (uniform) load.
+    ``F`` is the folded kernel of :func:`femplast.redistribution.fold_kernel`: row ``k_y``
+    of the odd components is read from row ``n - k_y`` with the sign folded into the
+    coefficients, which is exact (a sign change), so the result is bit for bit the shifted add
+    of the full kernel. Only the first ``ncomp`` components are updated (2: d and s, when the
+    pressure is not needed by the dynamics). With ``check``, the drift test of every cell is
+    fused into the same pass (flag[i] = 1 when the cell must be rescanned), so one event
+    touches the kernel, the stress and the cell margins once. ``mm`` is ``(margin - tol)^2``,
+    or -1 where ``margin - tol <= 0`` (see :func:`full_check`), so the test is one comparison;
+    the references are total stresses, and ``(gR0, gR1) = gamma_ext R`` is the (uniform) load.
+    The rows are cut into two contiguous runs (before and after the source column) handed to
+    loops over 1-D views, which LLVM vectorizes (indexing with a wrapped offset does not).
     """
     ny = sig.shape[1] // nx
     cy = c // nx
     cx = c - cy * nx
-    if ncomp == 3:
-        for iy in range(ny):
-            ky = iy - cy
-            if ky < 0:
-                ky += ny
-            row = iy * nx
-            for ix in range(nx):
-                kx = ix - cx
-                if kx < 0:
-                    kx += nx
-                sig[2, row + ix] += gs * K[0, 2, ky, kx] + gc * K[1, 2, ky, kx]
+    m = nx - cx
     for iy in range(ny):
         ky = iy - cy
         if ky < 0:
             ky += ny
-        row = iy * nx
-        if not check:
-            for ix in range(cx):
-                sig[0, row + ix] += gs * K[0, 0, ky, ix - cx + nx] + gc * K[1, 0, ky, ix - cx + nx]
-                sig[1, row + ix] += gs * K[0, 1, ky, ix - cx + nx] + gc * K[1, 1, ky, ix - cx + nx]
-            for ix in range(cx, nx):
-                sig[0, row + ix] += gs * K[0, 0, ky, ix - cx] + gc * K[1, 0, ky, ix - cx]
-                sig[1, row + ix] += gs * K[0, 1, ky, ix - cx] + gc * K[1, 1, ky, ix - cx]
+        sg = 1.0
+        if 2 * ky > ny:
+            ky = ny - ky
+            sg = -1.0
+        a = iy * nx  # the row's runs: [a, a + cx) reads kernel columns [m, nx), then [0, m)
+        b = a + cx
+        e = a + nx
+        sgc = sg * gc
+        sgs = sg * gs
+        if check:
+            _add_check(sig[0, a:b], sig[1, a:b], F[0, ky, m:], F[1, ky, m:], F[2, ky, m:],
+                       ref[0, a:b], ref[1, a:b], mm[a:b], flag[a:b], gs, sgc, sgs, gc, gR0, gR1)
+            _add_check(sig[0, b:e], sig[1, b:e], F[0, ky, :m], F[1, ky, :m], F[2, ky, :m],
+                       ref[0, b:e], ref[1, b:e], mm[b:e], flag[b:e], gs, sgc, sgs, gc, gR0, gR1)
         else:
-            _add_check_row(sig, K, ky, row, 0, cx, nx - cx, gs, gc, ref, mm, flag, gR0, gR1)
-            _add_check_row(sig, K, ky, row, cx, nx, -cx, gs, gc, ref, mm, flag, gR0, gR1)
+            _add2(sig[0, a:b], F[0, ky, m:], F[1, ky, m:], gs, sgc)
+            _add2(sig[1, a:b], F[1, ky, m:], F[2, ky, m:], sgs, gc)
+            _add2(sig[0, b:e], F[0, ky, :m], F[1, ky, :m], gs, sgc)
+            _add2(sig[1, b:e], F[1, ky, :m], F[2, ky, :m], sgs, gc)
+        if ncomp == 3:
+            _add2(sig[2, a:b], F[3, ky, m:], F[4, ky, m:], gs, sgc)
+            _add2(sig[2, b:e], F[3, ky, :m], F[4, ky, :m], gs, sgc)
 
 
 @njit(cache=True, inline="always")
-def _add_check_row(sig, K, ky, row, lo, hi, koff, gs, gc, ref, mm, flag, gR0, gR1):
+def _add2(x, k0, k1, g0, g1):
+    for j in range(x.shape[0]):
+        x[j] += g0 * k0[j] + g1 * k1[j]
+
+
+@njit(cache=True, inline="always")
+def _add_check(d, s, k0, k1, k2, r0, r1, mm, flag, g0, g1, h0, h1, gR0, gR1):
     # branch-free so that LLVM vectorizes it: flag |= drift^2 >= (margin - tol)^2
-    for ix in range(lo, hi):
-        i = row + ix
-        kx = ix + koff
-        d = sig[0, i] + (gs * K[0, 0, ky, kx] + gc * K[1, 0, ky, kx])
-        s = sig[1, i] + (gs * K[0, 1, ky, kx] + gc * K[1, 1, ky, kx])
-        sig[0, i] = d
-        sig[1, i] = s
-        dd = d + gR0 - ref[0, i]
-        ds = s + gR1 - ref[1, i]
-        flag[i] |= np.int8(dd * dd + ds * ds >= mm[i])
+    for j in range(d.shape[0]):
+        x = d[j] + (g0 * k0[j] + g1 * k1[j])
+        y = s[j] + (h0 * k1[j] + h1 * k2[j])
+        d[j] = x
+        s[j] = y
+        dd = x + gR0 - r0[j]
+        ds = y + gR1 - r1[j]
+        flag[j] |= np.int8(dd * dd + ds * ds >= mm[j])
 
 
 @njit(cache=True)
@@ -366,7 +407,7 @@ def _start_avalanche(st, rec, fst, na, k, gam):
 @njit(cache=True)
 def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
                 margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
-                cell_k, kmean, fst, rn, cand, vpar=None, eacc=None):
+                cell_k, kmean, fst, rn, cand, cidx, vpar=None, eacc=None):
     """Advance the AQS state machine; see the module docstring for the return codes.
 
     ``vpar`` (optional, with ``eacc``): the model-variant vector of
@@ -401,15 +442,16 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
             kl = kend if kstop < 0 or kstop > kend else kstop
             if k >= kl:
                 return RC_STOP
-            kn = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k,
-                                  ref, margin, tol, rn, cand, 2 * st[S_SPAN] + 4)
+            kn, ncand = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off,
+                                         cell_k, ref, margin, tol, rn, cand, cidx,
+                                         2 * st[S_SPAN] + 4)
             st[S_SPAN] = min(kn, kl) - k
             if kn > kl:
                 st[S_K] = kl
                 continue
             st[S_K] = kn
             gam = kn * dgam
-            _flag_candidates(gam, sig, R, ref, margin, mm, flag, cand, alpha_p, tol)
+            _flag_candidates(gam, sig, R, ref, margin, mm, flag, cidx, ncand, alpha_p, tol)
             na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
                             act_sys, alpha_p, p_off)
             _start_avalanche(st, rec, fst, na, kn, gam)
@@ -544,6 +586,7 @@ class AQSDriver:
         self.mm = np.full(nc, -1.0)
         self.cell_k = np.zeros(nc, np.int64)
         self.cand = np.zeros(nc, np.int8)
+        self.cidx = np.zeros(nc, np.int64)
         self.rn = load_speed(self.R, p.alpha_p)
         # running box averages: internal stress (d, s, p), plastic strain, load response
         w = model.weights
@@ -644,10 +687,10 @@ class AQSDriver:
         while True:
             rc = aqs_advance(s.rng, m.redist.mode, self.st, self.fpar, self.ipar, s.sig, self.R,
                              s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
-                             self.margin, self.mm, self.flag, m.redist.selfq, m.redist.kernel,
+                             self.margin, self.mm, self.flag, m.redist.selfq, m.redist.folded,
                              m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
                              self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst,
-                             self.rn, self.cand, getattr(m.params, "vpar", None), s.eacc)
+                             self.rn, self.cand, self.cidx, getattr(m.params, "vpar", None), s.eacc)
             if rc == RC_EXTERNAL:
                 self._external()
                 continue
@@ -713,7 +756,7 @@ def apply_slips(model, state, cells, theta, dgamma) -> None:
     dummy = np.zeros((3, 1))
     for c, gs, gc in zip(cells, s2 * dgamma, c2 * dgamma, strict=True):
         if red.mode == 0:
-            propagator_add(state.sig, red.kernel, c, model.nx, gs, gc, 3, False, dummy,
+            propagator_add(state.sig, red.folded, c, model.nx, gs, gc, 3, False, dummy,
                            dummy[0], np.zeros(1, np.int8))
         else:
             dense_add(state.sig, red.dense, c, gs, gc)

@@ -357,7 +357,7 @@ class KMC:
         drv.fst[5] += w * 0.5 * c2 * dg
         mode = m.redist.mode
         if mode == 0:
-            propagator_add(s.sig, m.redist.kernel, c, m.nx, gs, gc, m.ncomp_dynamic, False,
+            propagator_add(s.sig, m.redist.folded, c, m.nx, gs, gc, m.ncomp_dynamic, False,
                            drv.ref, drv.mm, drv.flag)
         elif mode == 1:
             dense_add(s.sig, m.redist.dense, c, gs, gc)

@@ -5,10 +5,23 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast.dynamics import AQSDriver, apply_slips
+from femplast.dynamics import (
+    AQSDriver,
+    apply_slips,
+    drift_pass,
+    flagged_cells,
+    propagator_add,
+)
 from femplast.elasticity import apply_stiffness, gamma_max, macro_strain
 from femplast.mesh import structured_box
 from femplast.model import TensorialModel, realization_rng
+from femplast.redistribution import (
+    UNIT_C,
+    UNIT_S,
+    fft_unit_responses,
+    symmetrize_kernel,
+    to_dsp,
+)
 
 G0, B0 = 13.2, 59.0
 
@@ -172,6 +185,63 @@ def test_prescribed_events_same_stress_with_every_backend():
     for k in ("propagator", "dense", "numpy", "fft"):
         assert np.abs(out[k] - out["direct"]).max() <= 1e-9 * scale, k
     assert np.array_equal(out["propagator"], out["numpy"])  # compiled == numpy, bit for bit
+
+
+@pytest.mark.parametrize("n", [6, 15])
+def test_folded_shifted_add_is_the_full_kernel_bit_for_bit(n):
+    """The compiled add reads the y-folded kernel (odd and even n): every component equals the
+    numpy shifted add of the full kernel exactly, and the fused drift test flags exactly the
+    cells that the separate drift pass flags."""
+    m = small_model(n, N=4)
+    red = m.redist
+    rng = np.random.default_rng(3)
+    cells = rng.integers(0, n * n, 40)
+    gs, gc = rng.normal(0, 0.01, 40), rng.normal(0, 0.01, 40)
+    full = np.zeros((3, n * n))
+    red.apply_shifted(full, cells, gs, gc)
+    ref = rng.normal(0, 0.01, (3, n * n))
+    drift = np.hypot(full[0] + 0.02 - ref[0], full[1] - 0.01 - ref[1])
+    margin = drift * rng.uniform(0.5, 1.5, n * n)  # about half the cells drifted too far
+    mm = (margin - 1e-12) ** 2
+    sig = np.zeros((3, n * n))
+    fused = np.zeros(n * n, np.int8)
+    for i, (c, a, b) in enumerate(zip(cells, gs, gc, strict=True)):
+        propagator_add(sig, red.folded, c, n, a, b, 3, i == 39, ref, mm, fused, 0.02, -0.01)
+    assert np.array_equal(sig, full)
+    R = np.zeros((3, n * n))
+    R[0], R[1] = 0.02, -0.01
+    sep = np.zeros(n * n, np.int8)
+    drift_pass(1.0, sig, R, ref, margin, mm, sep, 0.0, 1e-12)
+    assert np.array_equal(fused, sep) and 0 < sep.sum() < n * n
+
+
+def test_kernel_symmetries_hold_to_round_off_and_are_then_exact():
+    n = 16
+    r = [to_dsp(x) for x in fft_unit_responses(n, 6.6, G0, B0, (UNIT_S, UNIT_C))]
+    K = np.stack(r).reshape(2, 3, n, n)
+    S = symmetrize_kernel(K)
+    assert 0 < np.abs(S - K).max() <= 1e-13 * np.abs(K).max()
+    neg = (-np.arange(n)) % n
+    par = np.array([[1, -1, 1], [-1, 1, -1]])
+    for a in range(2):
+        for b in range(3):
+            assert np.array_equal(S[a, b][neg], par[a, b] * S[a, b])
+    assert np.array_equal(S[0, 1], S[1, 0])
+    bad = K.copy()
+    bad[0, 0, 1, 2] += 1e-6 * np.abs(K).max()
+    with pytest.raises(RuntimeError, match="mirror"):
+        symmetrize_kernel(bad)
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 61])
+def test_flagged_cells_lists_nonzero_flags_in_order(size):
+    rng = np.random.default_rng(size)
+    for p in (0.0, 0.05, 0.5, 1.0):
+        flag = (rng.random(size) < p).astype(np.int8)
+        idx = np.full(size, -1, np.int64)
+        k = flagged_cells(flag, idx)
+        assert k == int(flag.sum())
+        assert np.array_equal(idx[:k], np.flatnonzero(flag))
 
 
 def test_free_runs_follow_the_same_events_with_every_backend():
