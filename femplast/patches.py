@@ -847,12 +847,44 @@ class PatchProbe:
         g = k * self.dgamma
         tables = self.analysis.analyse(state, g, self.alpha_ext,
                                        (self.case.run.seed, self.index, sid))
+        self._account(sid, label, g, tables)
+        self.wall += time.perf_counter() - t0
+
+    def _account(self, sid: int, label: str, g: float, tables: list[dict]):
         self.records.append((sid, label, g, tables))
         s = table_sums(tables)
         self.sums[label] = merge_sums(self.sums.get(label), s)
         if label != "initial" and g >= self.case.loading.stationary_from:
             self.sums["stationary"] = merge_sums(self.sums.get("stationary"), table_sums(tables))
-        self.wall += time.perf_counter() - t0
+
+    def restore(self, outdir) -> bool:
+        """Read back the tests of a finished realization (``--resume``) from
+        ``OUTDIR/patches/rNNNN.h5``, in the order they were run, so :attr:`sums` and
+        :attr:`wall` are those of the run that wrote it. False when there is no such file."""
+        from pathlib import Path
+
+        import h5py
+
+        path = Path(outdir) / "patches" / f"r{self.index:04d}.h5"
+        if not path.is_file():
+            return False
+        labels = [ps.label for ps in self.analysis.sets]
+        with h5py.File(path, "r") as f:
+            for name in sorted(f, key=lambda x: int(x[1:])):  # groups s<state id>
+                grp = f[name]
+                tables = []
+                for lab in labels:
+                    if lab not in grp:
+                        continue
+                    sg = grp[lab]
+                    t = {k: sg[k][()] for k in sg if k != "alpha"}
+                    t.update(label=lab, size=sg.attrs["size"], radius=sg.attrs["R"],
+                             skipped=sg.attrs["skipped"])
+                    tables.append(t)
+                self._account(int(name[1:]), str(grp.attrs["label"]),
+                              float(grp.attrs["gamma_ext"]), tables)
+            self.wall = float(f.attrs["wall_time"])
+        return True
 
     def initial(self, state):
         if self.case.patches.initial:

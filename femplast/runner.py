@@ -340,9 +340,9 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
             protocols.check_resume(case, outdir)
         summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume,
                                               event_log=event_log))
-    elif resume and (case.model != "tensorial" or case.patches.enabled):
-        raise FemplastInputError("--resume", True, "only for tensorial runs without patch tests, "
-                                 "sweeps (sweep.enabled) and protocol runs (kmc, stages, "
+    elif resume and case.model != "tensorial":
+        raise FemplastInputError("--resume", True, "only for tensorial runs, sweeps "
+                                 "(sweep.enabled) and protocol runs (kmc, stages, "
                                  "run.checkpoint_interval > 0)")
     elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
@@ -368,6 +368,12 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
                 guard.tick()
                 path = outdir / "realizations" / f"r{i:04d}.h5"
                 done = finished_realization(case, path, i) if resume else None
+                if done is not None and case.patches.enabled:
+                    from femplast.patches import PatchProbe
+
+                    probe = PatchProbe(case, model, i)  # its file is written before path's
+                    done = (dict(done, patches=probe.sums, patches_wall=probe.wall)
+                            if probe.restore(outdir) else None)
                 if sample and resume:
                     done = comm.bcast(done, root=0)
                 if done is not None:

@@ -209,3 +209,34 @@ def test_runner_writes_tables_and_summary(tmp_path):
              and e["alpha"] == 0.0)
     assert e["count"] == 2 * 2 * 36 and e["dtau_c"]["mean"] > 0 and e["tau_c"]["std"] > 0
     assert s["patches"]["states"]
+
+
+def test_resume_keeps_the_patch_tests_of_finished_realizations(tmp_path):
+    """--resume of a plain run with patch tests: finished realizations are read back (their
+    patch files included) and the summary equals the uninterrupted run's."""
+    import shutil
+    from pathlib import Path
+
+    from femplast.case import load_case
+    from femplast.runner import run_case
+
+    path = Path(__file__).parents[1] / "cases" / "patches_small.yaml"
+    case = load_case(path, ["run.realizations=3", "loading.gamma_max=0.3",
+                            "loading.stationary_from=0.1", "patches.gamma_ext=[0.2, 0.3]",
+                            "patches.n=[1, 2]"])
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    s1 = run_case(case, full, MPI.COMM_SELF, quiet=True)
+    shutil.copytree(full, cut)
+    # as left by an interruption during realization 2
+    (cut / "summary.json").unlink()
+    (cut / "realizations" / "r0002.h5").unlink()
+    (cut / "patches" / "r0002.h5").unlink()
+    # realization 1 finished its patch tests but not its own file: it must run again
+    (cut / "realizations" / "r0001.h5").unlink()
+    stamp = (cut / "realizations" / "r0000.h5").stat().st_mtime_ns
+    s2 = run_case(case, cut, MPI.COMM_SELF, quiet=True, resume=True)
+    assert (cut / "realizations" / "r0000.h5").stat().st_mtime_ns == stamp  # kept
+    p1, p2 = (dict(s["patches"], wall_time=None) for s in (s1, s2))  # r1, r2 ran again
+    assert p2 == p1 and p1["entries"]
+    assert s2["stationary"] == s1["stationary"]
+    assert s2["total_slip_events"] == s1["total_slip_events"]
