@@ -630,6 +630,19 @@ class AQSDriver:
             self.events_f.append(self.ev_f[:e].copy())
             self.st[S_NEV] = 0
 
+    def log_event(self, cell: int, relaxation_step: int, theta: float, d_gamma: float,
+                  tau: float, den: float) -> None:
+        """Append a slip made outside the compiled loop (a KMC thermal slip) to the event log,
+        at the current increment; no-op without ``event_log``."""
+        if not self.ipar[I_EVLOG]:
+            return
+        if self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell) - 1:
+            self._flush()
+        e = int(self.st[S_NEV])
+        self.ev_i[e] = (cell, self.st[S_K], relaxation_step)
+        self.ev_f[e] = (theta, d_gamma, tau, den)
+        self.st[S_NEV] = e + 1
+
     def _external(self):
         s, m = self.state, self.model
         na = int(self.st[S_NPEND])

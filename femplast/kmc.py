@@ -214,9 +214,14 @@ def kmc_pick(rng, gam, sig, R, sin2, cos2, tauc, beta, alpha_p, p_off, U, tree, 
 @njit(cache=True)
 def thermal_slip(rng, c, n, gam, sig, R, sin2, cos2, tauc, eps_pl, selfq, chi, fixed_dg,
                  alpha_p, p_off):
-    """Amplitude (eq. 7 with gamma_max(tau_c)) and plastic strain of a thermal slip."""
+    """Amplitude (eq. 7 with gamma_max(tau_c)) and plastic strain of a thermal slip.
+
+    Returns ``(d_gamma, tau, den)``: ``tau`` the resolved stress before the slip and ``den``
+    the self-response (C:(S-I):M):M, as logged for athermal events.
+    """
     s2 = sin2[c, n]
     c2 = cos2[c, n]
+    tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
     den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
     tc = tauc[c, n] + _pressure_shift(c, gam, sig, R, alpha_p, p_off)
     if fixed_dg > 0.0:
@@ -227,7 +232,7 @@ def thermal_slip(rng, c, n, gam, sig, R, sin2, cos2, tauc, eps_pl, selfq, chi, f
     eps_pl[c, 0] -= 0.5 * s2 * dg
     eps_pl[c, 1] += 0.5 * s2 * dg
     eps_pl[c, 2] += 0.5 * c2 * dg
-    return dg
+    return dg, tau, den
 
 
 @njit(cache=True)
@@ -339,8 +344,11 @@ class KMC:
         gam = self.gam
         st = drv.st
         begin_record(drv)
-        dg = thermal_slip(s.rng, c, n, gam, s.sig, drv.R, s.sin2, s.cos2, s.tauc, s.eps_pl,
-                          m.redist.selfq, p.chi, p.fixed_dgamma, p.alpha_p, p.p_offset)
+        dg, tau, den = thermal_slip(s.rng, c, n, gam, s.sig, drv.R, s.sin2, s.cos2, s.tauc,
+                                    s.eps_pl, m.redist.selfq, p.chi, p.fixed_dgamma, p.alpha_p,
+                                    p.p_offset)
+        # the thermal slip opens its avalanche: relaxation step 0 of the event log
+        drv.log_event(c, 0, s.theta[c, n], dg, tau, den)
         drv.act_cell[0], drv.act_sys[0], drv.pend_dg[0] = c, n, dg
         if getattr(s, "eacc", None) is not None:  # accumulated slip per cell (model variants)
             s.eacc[c] += dg

@@ -60,9 +60,10 @@ with the stage's realization file, so a resumed run writes the same bytes.
 Event log (``--event-log``): each stage's realization file gets an ``events`` group with the
 datasets of single-stage runs (cell, step, relaxation_step, theta, d_gamma, tau,
 self_response); ``step`` is the avalanche's ``avalanches/step`` (strain control: the
-increment; stress control and hold: the avalanche number). Hold stages log the athermal
-events of the avalanches that thermal events trigger (the thermal slips themselves are in the
-avalanche sizes only); KMC preparation events are not logged.
+increment; stress control and hold: the avalanche number). In hold stages each thermal slip
+is logged as relaxation step 0 of the avalanche it triggers (whose size counts it), so the log
+holds every event of the stage; KMC preparation events are not logged (there are typically
+10^5 or more; the quench state and its observables are saved).
 
 Not supported here (the classic single-stage path has them): patch tests,
 ``run.parallel: sample``.
@@ -478,8 +479,8 @@ class HoldStage(StageRun):
             self.kmc.restore(d["kmc"])
 
     def event_steps(self, ei: np.ndarray) -> np.ndarray:
-        # one avalanche per thermal event; the thermal slip itself is not in the log
-        return self._numbered_events(len(ei), self.drv.avalanche_table()[:, 1] - 1)
+        # one avalanche per thermal event, which opens it in the log (relaxation step 0)
+        return self._numbered_events(len(ei), self.drv.avalanche_table()[:, 1])
 
     def tables(self) -> dict:
         rec = self.drv.avalanche_table()

@@ -107,6 +107,27 @@ def test_folding_keeps_the_fe_stress(tmp_path):
     np.testing.assert_allclose(st.E_macro, E)
 
 
+def test_hold_stage_event_log_has_the_thermal_slips(tmp_path):
+    """A thermal hold logs every event: each avalanche opens with its thermal slip
+    (relaxation step 0), and the log length is the stage's event count."""
+    stages = [dict(name="load", gamma=0.1),
+              dict(name="hold", kind="hold", temperature=0.3, events=150)]
+    case = case_from_dict(dict(BASE, stages=stages, run=dict(realizations=1, seed=2)))
+    out = tmp_path / "out"
+    run_case(case, out, MPI.COMM_SELF, quiet=True, event_log=True)
+    with h5py.File(out / "stages" / "hold" / "realizations" / "r0000.h5") as f:
+        ev = {k: f["events"][k][()] for k in f["events"]}
+        size, av_step = f["avalanches/size"][()], f["avalanches/step"][()]
+        num_events = int(f.attrs["num_events"])
+    assert len(ev["cell"]) == num_events == size.sum()
+    assert np.sum(ev["relaxation_step"] == 0) == len(size) == 150
+    first = np.r_[0, np.cumsum(size)[:-1]]  # each avalanche's first logged event
+    assert np.all(ev["relaxation_step"][first] == 0)
+    assert np.array_equal(ev["step"][first], av_step)
+    assert np.all(ev["d_gamma"] >= 0) and np.all(ev["self_response"] < 0)
+    assert (size > 1).any()  # some thermal slips trigger athermal events
+
+
 def test_stage_snapshots_and_event_log(tmp_path):
     """Two stages with snapshots: XDMF series meshio reads (snapshots + final state), equal to
     the stage's final state; --event-log: an events group per stage."""
