@@ -796,6 +796,11 @@ def _check_patches(case: Case) -> None:
     elif not pa.radius:
         raise FemplastInputError("patches.radius", pa.radius, "at least one radius (shape: "
                                  "disk)")
+    else:
+        for i, r in enumerate(pa.radius):
+            if 2 * r >= m.L:
+                raise FemplastInputError(f"patches.radius[{i}]", r, f"< mesh.L / 2 = {m.L / 2:g} "
+                                         "(a disk must not overlap its own periodic image)")
     if not pa.alpha:
         raise FemplastInputError("patches.alpha", pa.alpha, "at least one orientation")
     if not pa.initial and not pa.gamma_ext:

@@ -33,8 +33,8 @@ the elastic environment the slip actually sees. It is stiffer than the periodic 
 On a structured mesh with uniform moduli every patch of a given shape is a translate of one
 reference patch: its Green operator and boundary responses are computed once per size and
 reused for every position and orientation (positions wrap around the periodic box). On gmsh
-meshes each disk is its own FE problem; disks crossing the periodic seam are skipped there
-(the submesh of a periodic mesh is cut along the seam) and counted.
+meshes each disk is its own FE problem; a disk crossing the periodic seam is unwrapped (its
+cells moved to their images nearest the centre, seam nodes merged) into one connected patch.
 
 Recorded per test (stresses ``[xx, yy, xy]``, patch = area-weighted mean over its cells):
 ``Sigma~i`` (start), ``Sigma~c`` (at the instability), ``Sigma~f`` (after the avalanche),
@@ -76,6 +76,42 @@ def square_radius(n: int, h: float) -> float:
 
 
 # ============================================================================ FE on a submesh
+def _image_shifts(msh, parent, L: float, centre) -> np.ndarray:
+    """Per patch cell (dolfinx indices ``parent``), the box translation ``(n_x L, n_y L)`` that
+    brings its barycentre nearest to ``centre``."""
+    x = msh.geometry.x[:, :2]
+    mid = x[msh.geometry.dofmaps[0][parent]].mean(axis=1)
+    return -L * np.round((mid - np.asarray(centre, float)[:2]) / L)
+
+
+def unwrapped_patch_mesh(msh, parent, shifts):
+    """A ``MPI.COMM_SELF`` mesh of the cells ``parent`` of ``msh``, each translated by its row
+    of ``shifts``; nodes that coincide after the translation (the two copies of a periodic
+    seam node) are merged, so the patch is one connected body across the seam.
+
+    Returns:
+        (mesh, sub_of): ``sub_of[i]`` is the new mesh's index of cell ``parent[i]``.
+    """
+    import scipy.sparse as sp
+    from dolfinx import mesh as dmesh
+    from mpi4py import MPI
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    conn = msh.geometry.dofmaps[0][parent]  # (cells, nodes per cell), dolfinx node order
+    pts = (msh.geometry.x[conn][:, :, :2] + shifts[:, None, :]).reshape(-1, 2)
+    scale = np.ptp(msh.geometry.x[:, :2], axis=0).max()
+    pairs = cKDTree(pts).query_pairs(1e-9 * scale, output_type="ndarray")
+    g = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                      shape=(len(pts), len(pts)))
+    nnodes, node = connected_components(g, directed=False)
+    x = np.zeros((nnodes, 2))
+    x[node] = pts
+    sub = dmesh.create_mesh(MPI.COMM_SELF, node.reshape(conn.shape).astype(np.int64),
+                            msh.ufl_domain(), x)
+    return sub, np.argsort(np.asarray(sub.topology.original_cell_index, np.int64))
+
+
 class PatchFE:
     """Linear elasticity of a patch (submesh of the model's mesh) with a Dirichlet boundary.
 
@@ -87,9 +123,14 @@ class PatchFE:
         cells: canonical indices of the patch cells (patch order).
         G, B: moduli of the patch cells (patch order), or scalars.
         petsc_prefix: options prefix of the KSP (preonly + LU with MUMPS).
+        centre: a point of the patch; cells whose periodic image nearest to it is not
+            themselves (the patch crosses the periodic seam) are moved there, and the patch
+            mesh is built from the moved cells with coincident nodes merged
+            (:func:`unwrapped_patch_mesh`). None: the patch is taken as it lies in the box.
     """
 
-    def __init__(self, box, cells, G, B, petsc_prefix: str = "femplast_patch_"):
+    def __init__(self, box, cells, G, B, petsc_prefix: str = "femplast_patch_",
+                 centre=None):
         import ufl
         from dolfinx import fem
         from dolfinx import mesh as dmesh
@@ -112,14 +153,18 @@ class PatchFE:
         parent = inv[cells]
         if np.any(parent < 0) or len(np.unique(cells)) != npc:
             raise FemplastInputError("patches", "cell set", "distinct cells of the mesh")
-        sub, emap, _, _ = dmesh.create_submesh(msh, tdim, parent.astype(np.int32))
+        shifts = None if centre is None else _image_shifts(msh, parent, box.L, centre)
+        if shifts is not None and shifts.any():
+            sub, sub_of = unwrapped_patch_mesh(msh, parent, shifts)
+        else:
+            sub, emap, _, _ = dmesh.create_submesh(msh, tdim, parent.astype(np.int32))
+            nsub = sub.topology.index_map(tdim).size_local
+            par_of_sub = np.asarray(emap.sub_topology_to_topology(
+                np.arange(nsub, dtype=np.int32), inverse=False), np.int64)
+            order = np.argsort(par_of_sub)
+            sub_of = order[np.searchsorted(par_of_sub[order], parent)]
+            assert np.array_equal(par_of_sub[sub_of], parent)
         self.mesh = sub
-        nsub = sub.topology.index_map(tdim).size_local
-        par_of_sub = np.asarray(emap.sub_topology_to_topology(
-            np.arange(nsub, dtype=np.int32), inverse=False), np.int64)
-        order = np.argsort(par_of_sub)
-        sub_of = order[np.searchsorted(par_of_sub[order], parent)]
-        assert np.array_equal(par_of_sub[sub_of], parent)
 
         V = fem.functionspace(sub, ("Lagrange", 1, (2,)))
         Q = fem.functionspace(sub, ("DG", 0, (3,)))
@@ -312,7 +357,8 @@ class PatchSet:
         cells: (P, np) canonical cells of each position (patch order); for gmsh disks a list.
         shared: True when every position is a translate of the reference (one operator).
         ref: index of the reference position (shared) or -1.
-        skipped: gmsh disks crossing the periodic seam (not tested).
+        skipped: positions not tested (always 0 since seam-crossing disks are unwrapped; kept
+            in the output tables for comparison with older runs).
         ids: position identifiers used in the per-test seeds (structured: the anchor cell
             ``iy * n + ix``; gmsh: the index of the grid point), independent of which
             positions are tested.
@@ -397,30 +443,30 @@ def structured_patches(box, shape: str, size, spacing: float | None = None) -> P
 
 
 def disk_patches(box, R: float, spacing: float | None = None) -> PatchSet:
-    """Disk patches on any mesh, one FE problem each; disks crossing the seam are skipped."""
+    """Disk patches on any mesh, one FE problem each (periodic distances: disks crossing the
+    seam are unwrapped, see :class:`PatchFE`)."""
     L = box.L
+    if 2 * R >= L:
+        raise FemplastInputError("patches.radius", R, f"< L / 2 = {L / 2:g} (a disk must not "
+                                 "overlap its own periodic image)")
     mid = np.empty((box.num_cells, 2))
     mid[box.canonical] = box.midpoints()
     pts = _grid_points(L, spacing, box.cell_size)
-    cells, centres, ids, skipped = [], [], [], 0
+    cells, centres, ids = [], [], []
     for k, c in enumerate(pts):
         d = mid - c
-        dper = d - L * np.round(d / L)
-        inside = np.hypot(dper[:, 0], dper[:, 1]) <= R
+        d -= L * np.round(d / L)
+        inside = np.hypot(d[:, 0], d[:, 1]) <= R
         if not inside.any():
-            continue
-        if not np.allclose(d[inside], dper[inside]):  # wraps around the periodic seam
-            skipped += 1
             continue
         cells.append(np.flatnonzero(inside))
         centres.append(c)
         ids.append(k)
     if not cells:
-        raise FemplastInputError("patches.radius", R, "a disk holding at least one cell and not "
-                                 "crossing the periodic seam everywhere (smaller R)")
+        raise FemplastInputError("patches.radius", R, "a disk holding at least one cell")
     area = np.pi * R * R
     return PatchSet(f"R{R:g}", float(R), math.sqrt(area / math.pi), np.array(centres), cells,
-                    False, skipped=skipped, ids=np.array(ids))
+                    False, ids=np.array(ids))
 
 
 # ============================================================================ one test
@@ -672,7 +718,8 @@ class PatchAnalysis:
         if key not in ps.ops or (keep_fe and ps.ops[key].fe is None):
             t0 = time.perf_counter()
             cells = ps.cells[key]
-            fe = PatchFE(self.model.box, cells, self._G[cells], self._B[cells])
+            fe = PatchFE(self.model.box, cells, self._G[cells], self._B[cells],
+                         centre=None if ps.shared else ps.centres[key])
             op = PatchOperator.build(fe, keep_fe)
             if not ps.shared and not keep_fe:
                 ps.ops.clear()  # gmsh: one operator per position, not kept

@@ -80,11 +80,44 @@ def test_gmsh_disk_yields_at_threshold(tmp_path):
     st = _one_system_state(model, math.radians(20.0), 0.5)
     pa = PatchAnalysis(model, "disk", [7.0], [20.0, 110.0], spacing=10.0)
     (t,) = pa.analyse(st, 0.0, 0.0, (1, 0, 0))
-    assert len(t["tau_c"]) >= 1 and t["skipped"] >= 1  # seam-crossing disks are skipped
+    # every grid point is tested, seam-crossing disks included (unwrapped)
+    assert len(t["tau_c"]) == len(pa.sets[0].cells) == 9 and t["skipped"] == 0
     # alpha = 20: the soft system is aligned; alpha = 110: anti-aligned, the others are hard
     assert np.allclose(t["tau_c"][:, 0], 0.5, rtol=1e-10)
     assert np.allclose(t["gamma_c"][:, 0], 0.5 / G0, rtol=1e-10)
     assert np.all(t["gamma_c"][:, 1] > 1e6)
+
+
+def test_seam_crossing_disk_equals_its_interior_translate():
+    """A disk across both periodic seams (unwrapped, seam nodes merged) has the same Green
+    operator and boundary responses as the same disk translated into the box interior: a
+    patch cut along the seam would not."""
+    from femplast.patches import PatchOperator
+
+    n, h = 8, 6.6
+    box = structured_box(n, n * h, "tri", MPI.COMM_SELF)
+    mid = np.empty((box.num_cells, 2))
+    mid[box.canonical] = box.midpoints()
+
+    def disk(c):
+        d = mid - c
+        d -= box.L * np.round(d / box.L)
+        cells = np.flatnonzero(np.hypot(d[:, 0], d[:, 1]) <= 1.6 * h)
+        key = np.round(d[cells] / h * 1e6).astype(np.int64)  # same order for translates
+        return cells[np.lexsort(key.T)], np.array(c)
+
+    corner = disk((0.2 * h, 0.3 * h))
+    interior = disk((4.2 * h, 4.3 * h))
+    assert len(corner[0]) == len(interior[0]) > 6
+    ops = [PatchOperator.build(PatchFE(box, cells, G0, B0, centre=c), keep_fe=True)
+           for cells, c in (corner, interior)]
+    assert ops[0].fe.mesh.topology.index_map(0).size_local == \
+        ops[1].fe.mesh.topology.index_map(0).size_local  # seam nodes merged, none doubled
+    scale = np.abs(ops[1].D).max()
+    assert np.abs(ops[0].D - ops[1].D).max() < 1e-10 * scale
+    assert np.abs(ops[0].U - ops[1].U).max() < 1e-10 * G0
+    cut = PatchOperator.build(PatchFE(box, corner[0], G0, B0), keep_fe=True)  # not unwrapped
+    assert np.abs(cut.D - ops[1].D).max() > 1e-3 * scale
 
 
 def test_shared_operator_equals_fresh_fe(model8, loaded):
@@ -176,6 +209,8 @@ def test_case_section_checks():
                                                           "stationary_from": 0.2}}
     bad = [({"patches": {"enabled": True, "n": [7]}}, "patches.n[0]"),
            ({"patches": {"enabled": True, "shape": "disk"}}, "patches.radius"),
+           ({"patches": {"enabled": True, "shape": "disk", "radius": [3.0, 60.0]}},
+            "patches.radius[1]"),
            ({"patches": {"enabled": True, "n": [2], "gamma_ext": [0.6]}}, "patches.gamma_ext[0]"),
            ({"patches": {"enabled": True, "n": [2], "initial": False}}, "patches.gamma_ext"),
            ({"patches": {"enabled": True, "n": [2], "alpha": [200.0]}}, "patches.alpha[0]")]
