@@ -201,11 +201,13 @@ class PatchesSection:
 
     enabled: bool = key(False, "run patch tests on the probed states of every realization")
     shape: str = key("square", "square: n x n cells (structured meshes, R = l n / sqrt(pi)); "
-                     "disk: cells whose barycentre lies within radius (any mesh)",
+                     "disk: cells whose barycentre lies within radius (periodic distance, any "
+                     "mesh; disks crossing the periodic seam are unwrapped into one patch)",
                      choices=("square", "disk"))
     n: list[int] = key([1, 2, 3, 4, 5, 6, 7, 8], "patch sizes, cells per side (shape: square)",
                        min=1)
-    radius: list[float] = key([], "patch radii (shape: disk)", "LJ length", min=0, min_open=True)
+    radius: list[float] = key([], "patch radii (shape: disk), each < mesh.L / 2", "LJ length",
+                              min=0, min_open=True)
     spacing: float | None = key(None, "spacing of the regular grid of patch centres (snapped to "
                                 "the cell lattice on structured meshes); null: every lattice "
                                 "position (gmsh: the cell size)", "LJ length", min=0,
