@@ -12,8 +12,9 @@ resolved shear stress of a system is ``tau = sin 2theta d + cos 2theta s`` (eq. 
 
 Backends:
     propagator: structured quads with uniform moduli. The response is translation-invariant:
-        two FE solves give the whole kernel and an event is an O(cells) shifted add; a step
-        with many simultaneous slips uses an FFT convolution.
+        two FE solves give the whole kernel and an event is an O(cells) shifted add (of the
+        kernel folded by its exact mirror and reciprocity symmetries, :func:`fold_kernel`); a
+        step with many simultaneous slips uses an FFT convolution.
     dense: the Green operator (cells x cells x 2 x 3) from 2 FE solves per cell; any mesh and
         moduli, within a memory budget.
     direct: one FE back-solve per relaxation step (all slips of the step in one right-hand side).
