@@ -53,8 +53,8 @@ def run_size(n: int, repeats: int) -> dict:
     from mpi4py import MPI
     from petsc4py import PETSc
 
-    from femplast.elasticity import PeriodicElasticity
-    from femplast.mesh import structured_box
+    from femplast.fe.elasticity import PeriodicElasticity
+    from femplast.fe.mesh import structured_box
 
     comm = MPI.COMM_WORLD
     PETSc.Log.begin()
@@ -125,7 +125,7 @@ def fmt(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="benchmark femplast.elasticity")
+    parser = argparse.ArgumentParser(description="benchmark femplast.fe.elasticity")
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=7, help="update() calls per size")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")

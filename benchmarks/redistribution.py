@@ -55,15 +55,15 @@ def copy_bandwidth(nbytes: float = 2**29, min_bytes: float = 2e9) -> float:
 def _model(n, L, backend, N):
     from mpi4py import MPI
 
-    from femplast.mesh import structured_box
-    from femplast.model import TensorialModel
+    from femplast.fe.mesh import structured_box
+    from femplast.tensorial.model import TensorialModel
 
     return TensorialModel.build(structured_box(n, L, comm=MPI.COMM_SELF), backend=backend, N=N)
 
 
 def run_aqs(model, seed, k_end, max_events=None, event_log=False):
-    from femplast.dynamics import AQSDriver
-    from femplast.model import realization_rng
+    from femplast.streams import realization_rng
+    from femplast.tensorial.aqs import AQSDriver
 
     st = model.new_state(realization_rng(seed, 0))
     drv = AQSDriver(model, st, 0.0, 1e-4, k_end, event_log=event_log)
@@ -112,8 +112,8 @@ def large_size(n: int, events: int, warmup: int) -> dict:
     t = time.perf_counter()
     m = _model(n, 6.6 * n, "propagator", 4)
     build = time.perf_counter() - t
-    from femplast.dynamics import AQSDriver
-    from femplast.model import realization_rng
+    from femplast.streams import realization_rng
+    from femplast.tensorial.aqs import AQSDriver
 
     st = m.new_state(realization_rng(0, 0))
     drv = AQSDriver(m, st, 0.0, 1e-4, 10**7)

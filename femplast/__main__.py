@@ -1,5 +1,5 @@
 import sys
 
-from femplast.cli import main
+from femplast.app.cli import main
 
 sys.exit(main())

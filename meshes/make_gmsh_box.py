@@ -3,14 +3,14 @@
     python meshes/make_gmsh_box.py box.msh --L 98.8045 --size 6.6 [--seed 0]
 
 Right/top boundary nodes are exact translates of the left/bottom ones (gmsh ``setPeriodic``),
-as femplast.mesh.gmsh_box requires. Generated meshes are not shipped: make them when needed.
+as femplast.fe.mesh.gmsh_box requires. Generated meshes are not shipped: make them when needed.
 """
 
 import argparse
 import sys
 
-from femplast import FemplastInputError
-from femplast.mesh import L_DEFAULT, write_gmsh_box
+from femplast.errors import FemplastInputError
+from femplast.fe.mesh import L_DEFAULT, write_gmsh_box
 
 
 def main(argv=None) -> int:

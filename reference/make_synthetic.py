@@ -1,4 +1,4 @@
-"""Make a SYNTHETIC reference set with femplast (femplast.sweep.make_reference).
+"""Make a SYNTHETIC reference set with femplast (femplast.app.sweep.make_reference).
 
     python reference/make_synthetic.py CASE.yaml OUTDIR [--set KEY=VALUE ...]
         [--finite-size N [N ...]] [--note TEXT]
@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import femplast  # noqa: F401  (MPI before dolfinx)
-from femplast import FemplastInputError
-from femplast.case import load_case
-from femplast.sweep import make_reference
+from femplast.app.cases import load_case
+from femplast.app.sweep import make_reference
+from femplast.errors import FemplastInputError
 
 
 def main(argv=None) -> int:

@@ -10,8 +10,8 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
-from femplast.elasticity import PeriodicElasticity
-from femplast.mesh import gmsh_box, structured_box
+from femplast.fe.elasticity import PeriodicElasticity
+from femplast.fe.mesh import gmsh_box, structured_box
 
 G0, B0 = 13.2, 59.0
 """Moduli of the tensorial paper (LJ units)."""
@@ -46,7 +46,7 @@ def tri_box():
 @pytest.fixture(scope="session")
 def gmsh_small(tmp_path_factory):
     """A small periodic unstructured triangular box (about 60 cells) read back from a .msh."""
-    from femplast.mesh import write_gmsh_box
+    from femplast.fe.mesh import write_gmsh_box
 
     path = write_gmsh_box(tmp_path_factory.mktemp("msh") / "box.msh", L_UNIT, 0.2)
     return gmsh_box(path, comm=MPI.COMM_SELF)

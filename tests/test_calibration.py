@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import femplast  # noqa: F401
-from femplast import calibration as C
+from femplast.analysis import calibration as C
 
 
 # ----------------------------------------------------------------------------- L[P], L[F]
@@ -236,9 +236,9 @@ def test_parameter_recovery(tmp_path):
     parabola optimum lies within one grid step of it."""
     from mpi4py import MPI
 
-    from femplast.case import load_case
-    from femplast.runner import run_case
-    from femplast.sweep import make_reference
+    from femplast.app.cases import load_case
+    from femplast.app.runner import run_case
+    from femplast.app.sweep import make_reference
 
     (tmp_path / "truth.yaml").write_text(RECOVERY_CASE.format(R=24, seed=999, **TRUTH))
     make_reference(load_case(tmp_path / "truth.yaml"), tmp_path / "ref")

@@ -1,4 +1,5 @@
-"""Case files (femplast.case) and the command line: bad input stops before any computation."""
+"""Case files (femplast.config.case) and the command line: bad input stops before any
+computation."""
 
 import subprocess
 import sys
@@ -8,8 +9,9 @@ import pytest
 import yaml
 
 import femplast  # noqa: F401
-from femplast import FemplastInputError
-from femplast.case import case_from_dict, load_case, reference_markdown
+from femplast.app.cases import case_from_dict, load_case
+from femplast.config.case import reference_markdown
+from femplast.errors import FemplastInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Checkpoints, SIGINT/SIGTERM and --resume (femplast.checkpoint, femplast.protocols)."""
+"""Checkpoints, SIGINT/SIGTERM and --resume (femplast.protocols)."""
 
 import json
 import os
@@ -15,9 +15,9 @@ import yaml
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast import checkpoint as ck
-from femplast.case import load_case
-from femplast.runner import run_case
+from femplast.app.cases import load_case
+from femplast.app.runner import run_case
+from femplast.protocols import checkpoint as ck
 
 CASE = dict(model="tensorial", mesh=dict(kind="quad", n=8, L=52.8), slip=dict(N=16),
             loading=dict(dgamma_ext=1e-4),

@@ -1,4 +1,4 @@
-"""Distributions sampled by inverse CDF (femplast.distributions)."""
+"""Distributions sampled by inverse CDF (femplast.scalar.distributions)."""
 
 import math
 
@@ -9,8 +9,15 @@ import scipy.stats as st
 from numba import njit
 
 import femplast  # noqa: F401
-from femplast import FemplastInputError
-from femplast.distributions import Distribution, draw, from_options, gammainc, gammaincinv, ndtri
+from femplast.errors import FemplastInputError
+from femplast.scalar.distributions import (
+    Distribution,
+    draw,
+    from_options,
+    gammainc,
+    gammaincinv,
+    ndtri,
+)
 
 U = np.random.default_rng(0).random(4000)
 

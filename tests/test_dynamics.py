@@ -1,27 +1,28 @@
-"""AQS dynamics of the tensorial model (femplast.dynamics): physics invariants and exactness."""
+"""AQS dynamics of the tensorial model (femplast.tensorial): physics invariants and exactness."""
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast.dynamics import (
-    AQSDriver,
-    apply_slips,
-    drift_pass,
-    flagged_cells,
-    propagator_add,
-)
-from femplast.elasticity import apply_stiffness, gamma_max, macro_strain
-from femplast.mesh import structured_box
-from femplast.model import TensorialModel, realization_rng
-from femplast.redistribution import (
+from femplast.fe.elasticity import apply_stiffness, gamma_max, macro_strain
+from femplast.fe.mesh import structured_box
+from femplast.redistribution.backends import (
     UNIT_C,
     UNIT_S,
     fft_unit_responses,
     symmetrize_kernel,
     to_dsp,
 )
+from femplast.streams import realization_rng
+from femplast.tensorial.aqs import (
+    AQSDriver,
+    apply_slips,
+    drift_pass,
+    flagged_cells,
+    propagator_add,
+)
+from femplast.tensorial.model import TensorialModel
 
 G0, B0 = 13.2, 59.0
 

@@ -11,8 +11,8 @@ from conftest import B0, G0
 from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
-from femplast import FemplastInputError
-from femplast.elasticity import (
+from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import (
     VOIGT_METRIC,
     M_vector,
     PeriodicElasticity,
@@ -20,7 +20,7 @@ from femplast.elasticity import (
     gamma_max,
     resolved_shear,
 )
-from femplast.mesh import gmsh_box, structured_box, write_gmsh_box
+from femplast.fe.mesh import gmsh_box, structured_box, write_gmsh_box
 
 MPI_SCRIPT = Path(__file__).parent / "mpi_scripts" / "elastic_response.py"
 

@@ -1,4 +1,5 @@
-"""KMC preparation and quench (femplast.kmc): rates, exact selection, stationarity, quench."""
+"""KMC preparation and quench (femplast.tensorial.kmc): rates, exact selection, stationarity,
+quench."""
 
 import numpy as np
 import pytest
@@ -6,10 +7,11 @@ from mpi4py import MPI
 from scipy import stats
 
 import femplast  # noqa: F401
-from femplast.dynamics import AQSDriver, any_active_at
-from femplast.kmc import KMC, fen_build, fen_find, quench, write_quench
-from femplast.mesh import structured_box
-from femplast.model import TensorialModel, realization_rng
+from femplast.fe.mesh import structured_box
+from femplast.streams import realization_rng
+from femplast.tensorial.aqs import AQSDriver, any_active_at
+from femplast.tensorial.kmc import KMC, fen_build, fen_find, quench, write_quench
+from femplast.tensorial.model import TensorialModel
 
 L_CELL = 6.6
 
@@ -126,8 +128,8 @@ def test_quench_temperature_controls_stress_and_stability():
 
 
 def test_quench_file_is_an_initial_state(tmp_path):
-    from femplast.redistribution import from_dsp
-    from femplast.runner import load_initial_state
+    from femplast.protocols.prepare import load_initial_state
+    from femplast.redistribution.backends import from_dsp
 
     m = small_model(4, 8)
     st = m.new_state(realization_rng(1, 0))

@@ -5,8 +5,8 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
-from femplast import FemplastInputError
-from femplast.mesh import (
+from femplast.errors import FemplastInputError
+from femplast.fe.mesh import (
     L_DEFAULT,
     box_from_options,
     check_periodic_nodes,

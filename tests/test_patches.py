@@ -9,11 +9,7 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
-from femplast import FemplastInputError
-from femplast.dynamics import AQSDriver
-from femplast.mesh import structured_box
-from femplast.model import TensorialModel, realization_rng
-from femplast.patches import (
+from femplast.analysis.patches import (
     PatchAnalysis,
     PatchFE,
     PatchOperator,
@@ -21,6 +17,11 @@ from femplast.patches import (
     patch_test,
     resolved,
 )
+from femplast.errors import FemplastInputError
+from femplast.fe.mesh import structured_box
+from femplast.streams import realization_rng
+from femplast.tensorial.aqs import AQSDriver
+from femplast.tensorial.model import TensorialModel
 
 G0, B0 = 13.2, 59.0
 
@@ -73,7 +74,7 @@ def test_uniform_patch_yields_at_threshold(kind, alpha_deg):
 
 
 def test_gmsh_disk_yields_at_threshold(tmp_path):
-    from femplast.mesh import gmsh_box, write_gmsh_box
+    from femplast.fe.mesh import gmsh_box, write_gmsh_box
 
     box = gmsh_box(write_gmsh_box(tmp_path / "b.msh", 30.0, 4.0), comm=MPI.COMM_SELF)
     model = TensorialModel.build(box, G0, B0, N=4, backend="dense")
@@ -92,7 +93,7 @@ def test_seam_crossing_disk_equals_its_interior_translate():
     """A disk across both periodic seams (unwrapped, seam nodes merged) has the same Green
     operator and boundary responses as the same disk translated into the box interior: a
     patch cut along the seam would not."""
-    from femplast.patches import PatchOperator
+    from femplast.analysis.patches import PatchOperator
 
     n, h = 8, 6.6
     box = structured_box(n, n * h, "tri", MPI.COMM_SELF)
@@ -203,7 +204,7 @@ def test_patch_uses_its_own_dirichlet_self_response(model8):
 
 
 def test_case_section_checks():
-    from femplast.case import case_from_dict
+    from femplast.app.cases import case_from_dict
 
     base = {"mesh": {"kind": "quad", "n": 6}, "loading": {"gamma_max": 0.5,
                                                           "stationary_from": 0.2}}
@@ -225,8 +226,8 @@ def test_runner_writes_tables_and_summary(tmp_path):
 
     import h5py
 
-    from femplast.case import load_case
-    from femplast.runner import run_case
+    from femplast.app.cases import load_case
+    from femplast.app.runner import run_case
 
     path = Path(__file__).parents[1] / "cases" / "patches_small.yaml"
     case = load_case(path, ["run.realizations=2", "loading.gamma_max=0.3",
@@ -252,8 +253,8 @@ def test_resume_keeps_the_patch_tests_of_finished_realizations(tmp_path):
     import shutil
     from pathlib import Path
 
-    from femplast.case import load_case
-    from femplast.runner import run_case
+    from femplast.app.cases import load_case
+    from femplast.app.runner import run_case
 
     path = Path(__file__).parents[1] / "cases" / "patches_small.yaml"
     case = load_case(path, ["run.realizations=3", "loading.gamma_max=0.3",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from femplast.cli import main as cli_main
+from femplast.app.cli import main as cli_main
 from femplast.postprocess import NoRunError, load_run, plot_run
 from femplast.postprocess.figures import fit_parabola
 from femplast.postprocess.renders import animation_job, plastic_strain_frames
@@ -191,7 +191,7 @@ def test_patch_figures_from_rows(tmp_path):
 def test_patch_figures_from_summary_only(tmp_path):
     import json
 
-    # the nested layout femplast.patches writes ({q: {mean, std}}, 'alpha', 'von_mises')
+    # the nested layout femplast.analysis.patches writes ({q: {mean, std}}, 'alpha', 'von_mises')
     rows = [dict(state=s, R=R, alpha=a, size=f"n{R}", count=10,
                  **{q: dict(mean=1.0 + 0.01 * R + 0.001 * a, std=0.1)
                     for q in ("tau_i", "tau_c", "dtau_c", "delta_tau_c", "von_mises")})

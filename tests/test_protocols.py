@@ -6,9 +6,9 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast import FemplastInputError
-from femplast.case import case_from_dict
-from femplast.runner import run_case
+from femplast.app.cases import case_from_dict
+from femplast.app.runner import run_case
+from femplast.errors import FemplastInputError
 
 BASE = dict(model="tensorial", mesh=dict(kind="quad", n=8, L=52.8), slip=dict(N=16),
             loading=dict(dgamma_ext=1e-4))
@@ -81,9 +81,16 @@ def test_bauschinger_reverse_branch_yields_earlier(tmp_path):
 
 def test_folding_keeps_the_fe_stress(tmp_path):
     """After stages in several orientations the stress equals a fresh FE solve."""
-    from femplast.mesh import structured_box
-    from femplast.model import TensorialModel, realization_rng
-    from femplast.protocols import Stage, StrainStage, StressStage, fold, init_protocol_state
+    from femplast.fe.mesh import structured_box
+    from femplast.protocols.pipeline import (
+        Stage,
+        StrainStage,
+        StressStage,
+        fold,
+        init_protocol_state,
+    )
+    from femplast.streams import realization_rng
+    from femplast.tensorial.model import TensorialModel
 
     box = structured_box(6, 6 * 6.6, "quad", MPI.COMM_SELF)
     m = TensorialModel.build(box, N=8, backend="propagator")
@@ -102,7 +109,7 @@ def test_folding_keeps_the_fe_stress(tmp_path):
         before = m.total_stress(st, g, np.deg2rad(alpha))
         fold(m, st, g, alpha)
         np.testing.assert_allclose(m.total_stress(st, 0.0, 0.0), before, atol=1e-12)
-        from femplast.elasticity import M_vector
+        from femplast.fe.elasticity import M_vector
         E += g * M_vector(np.deg2rad(alpha))
     np.testing.assert_allclose(st.E_macro, E)
 

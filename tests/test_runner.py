@@ -1,4 +1,4 @@
-"""Running cases end to end (femplast.runner, femplast.cli): ensembles, MPI, outputs."""
+"""Running cases end to end (femplast.app.runner, femplast.app.cli): ensembles, MPI, outputs."""
 
 import json
 import subprocess
@@ -11,8 +11,8 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast.case import load_case
-from femplast.runner import run_case
+from femplast.app.cases import load_case
+from femplast.app.runner import run_case
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIRUN = str(Path(sys.executable).parent / "mpirun")

@@ -1,4 +1,4 @@
-"""Scalar EPM (femplast.scalar): LOC, kernels, dynamics invariants, physics, fit, case/CLI."""
+"""Scalar EPM (femplast.scalar.model): LOC, kernels, dynamics invariants, physics, fit, case/CLI."""
 
 import json
 
@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 import femplast  # noqa: F401
-from femplast.cli import main
-from femplast.distributions import Distribution
-from femplast.model import realization_rng
-from femplast.scalar import (
+from femplast.app.cli import main
+from femplast.scalar.distributions import Distribution
+from femplast.scalar.model import (
     ScalarDriver,
     ScalarModel,
     _shift_add,
@@ -21,6 +20,7 @@ from femplast.scalar import (
     loc_index,
     statistics,
 )
+from femplast.streams import realization_rng
 
 G, B = 14.7, 52.0
 MCT = Distribution.weibull(1.232, 3.0)  # renewal stand-in (mean 1.100)

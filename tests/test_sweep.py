@@ -15,10 +15,10 @@ import pytest
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast import FemplastInputError
-from femplast import sweep as S
-from femplast.case import case_from_dict, load_case
-from femplast.cli import main as cli_main
+from femplast.app import sweep as S
+from femplast.app.cases import case_from_dict, load_case
+from femplast.app.cli import main as cli_main
+from femplast.errors import FemplastInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = """
@@ -121,7 +121,7 @@ def test_meso_needs_patches_and_reference_rows(tiny_reference):
 
 
 def test_shipped_cases_and_reference():
-    from femplast.calibration import read_reference
+    from femplast.analysis.calibration import read_reference
 
     ref = read_reference(ROOT / "reference" / "synthetic_l6.6")
     assert ref.synthetic and ref.local and ref.rms and ref.finite_size is not None
@@ -146,7 +146,7 @@ def tiny_reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def serial(tiny_reference):
-    from femplast.runner import run_case
+    from femplast.app.runner import run_case
 
     (tiny_reference / "sweep.yaml").write_text(SWEEP)
     out = tiny_reference / "serial"
@@ -183,7 +183,7 @@ def test_serial_table_and_summary(serial):
 
 def test_point_equals_plain_run(serial, tiny_reference):
     """Point 5 of the sweep is a plain femplast run of the point's case."""
-    from femplast.runner import run_case
+    from femplast.app.runner import run_case
 
     out, _ = serial
     case = load_case(tiny_reference / "sweep.yaml")

@@ -1,4 +1,4 @@
-"""Model variants of the tensorial paper (appendix A.8, sec. 6; femplast.variants): each
+"""Model variants of the tensorial paper (appendix A.8, sec. 6; femplast.tensorial.variants): each
 variant's defining property, and every shipped variant case keeps the core invariants."""
 
 import math
@@ -11,14 +11,14 @@ from mpi4py import MPI
 from scipy import stats
 
 import femplast  # noqa: F401
-from femplast import FemplastInputError
-from femplast.case import case_from_dict, load_case
-from femplast.dynamics import AQSDriver
-from femplast.elasticity import gamma_max
-from femplast.model import realization_rng
-from femplast.runner import build_model
-from femplast.slip import SYSTEMS_RANDOM, renew_all, renew_cell, variant_vector
-from femplast.variants import moduli_rng, n_columns, weibull_moduli
+from femplast.app.cases import case_from_dict, load_case
+from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import gamma_max
+from femplast.protocols.prepare import build_model
+from femplast.streams import realization_rng
+from femplast.tensorial.aqs import AQSDriver
+from femplast.tensorial.slip import SYSTEMS_RANDOM, renew_all, renew_cell, variant_vector
+from femplast.tensorial.variants import moduli_rng, n_columns, weibull_moduli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"mesh": {"n": 8, "L": 52.8}, "loading": {"gamma_max": 0.5, "dgamma_ext": 1e-3,
@@ -71,7 +71,7 @@ def test_model_A_fields_satisfy_equilibrium_with_the_cell_moduli():
     g = drv.gamma_ext
     tracked, fe = model.total_stress(st, g, 0.0), model.fe_stress(st, g, 0.0)
     assert np.abs(tracked - fe).max() <= 1e-10 * np.abs(fe).max()
-    from femplast.elasticity import macro_strain
+    from femplast.fe.elasticity import macro_strain
 
     assert model.el.residual(st.eps_pl[model.el.cells], macro_strain(g)) < 1e-10
     # gamma_max per cell (eq. 6) from that cell's moduli and numerical Eshelby tensor
@@ -135,7 +135,7 @@ def test_shuffled_kernel_permutes_the_original_changes(backend):
         assert (a != b).any(axis=1).mean() > 0.8  # ... in other places
     # the FE column is the propagator / dense response
     st = model.new_state(realization_rng(0, 0))
-    from femplast.dynamics import apply_slips
+    from femplast.tensorial.aqs import apply_slips
 
     ref = build_model(small_case({}, n=6, redistribution={"backend": backend}),
                       MPI.COMM_SELF)
@@ -296,8 +296,8 @@ def test_evolving_structure_relaxes_to_the_steady_state_weibull():
 
 # ----------------------------------------------------------------------------- evolving moduli
 def test_update_moduli_equals_a_fresh_build(any_box, rng):
-    from femplast.elasticity import PeriodicElasticity, macro_strain
-    from femplast.redistribution import DirectRedistribution
+    from femplast.fe.elasticity import PeriodicElasticity, macro_strain
+    from femplast.redistribution.backends import DirectRedistribution
 
     nc = any_box.num_cells
     red = DirectRedistribution(any_box, 13.2, 59.0)
@@ -318,9 +318,9 @@ EVOLVING = {"structure_strain": 0.2, "lambda_ss": 1.0, "k_ss": 2.18, "G_ss": 8.0
 
 
 def test_evolving_moduli_follow_the_accumulated_plastic_strain():
-    from femplast.dynamics import load_speed
-    from femplast.redistribution import DirectRedistribution
-    from femplast.runner import steps_table
+    from femplast.protocols.records import steps_table
+    from femplast.redistribution.backends import DirectRedistribution
+    from femplast.tensorial.aqs import load_speed
 
     case = small_case(EVOLVING, n=6, slip={"N": 4, "weibull_lambda": 1.0},
                       redistribution={"backend": "direct"})
@@ -356,7 +356,7 @@ def test_evolving_moduli_follow_the_accumulated_plastic_strain():
     Rk = drv.load_mean_per_increment()
     _, stress, _, _ = steps_table(rec, drv.k_end, drv.dgamma, Rk, model.weights @ st.sigma0.T,
                                   np.zeros(3))
-    from femplast.redistribution import from_dsp, to_dsp
+    from femplast.redistribution.backends import from_dsp, to_dsp
 
     k = rec[1:, 0].astype(int)
     prev = to_dsp(stress[k - 1]).T + drv.dgamma * Rk[k - 1]
@@ -365,7 +365,7 @@ def test_evolving_moduli_follow_the_accumulated_plastic_strain():
     assert np.ptp(Rk[:, 1]) > 0.1  # the mean load response really changed
     # no instability missed by the lazy check after moduli changes: the same events as a run
     # that rescans every cell after every step (tolerance 1e300: no margin is ever trusted)
-    from femplast.dynamics import F_TOL
+    from femplast.tensorial.aqs import F_TOL
 
     st2 = model.new_state(realization_rng(0, 0))  # back to the quench moduli
     assert np.all(model.el.gather(model.el.G) == 13.2)
@@ -410,7 +410,7 @@ def test_variant_case_runs_to_half_strain_with_the_core_invariants(path):
 
 
 def test_runner_builds_one_model_per_realization_for_moduli_fields(tmp_path):
-    from femplast.runner import run_case
+    from femplast.app.runner import run_case
 
     case = small_case({"model": "A"}, n=4, loading={"gamma_max": 0.05,
                                                     "stationary_from": 0.01},

@@ -8,7 +8,7 @@ Entry points: ``python -m femplast plot OUTDIR [--out FIGDIR] [--quiet]``,
 
 Formats of families written by other parts of femplast (assumed where not yet produced):
 
-* patch statistics, as femplast.patches writes them (read and checked against its summary):
+* patch statistics, as femplast.analysis.patches writes them (read and checked against its summary):
   ``patches/rNNNN.h5`` groups ``s<i>`` (attrs ``label``, ``gamma_ext``) > one group per size
   (attr ``R``) with (position, alpha) arrays ``tau_i, tau_c, dtau_c, delta_tau_c, complete``,
   per-position ``von_mises`` and ``alpha``; probes at ``gamma_ext >= stationary_from`` are

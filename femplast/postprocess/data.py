@@ -27,7 +27,7 @@ import numpy as np
 PATCH_QUANTITIES = ("sigma_vm", "tau_i", "tau_c", "dtau_c", "delta_tau_c")
 CALIBRATION_COLUMNS = ("k", "lambda", "chi", "L_macro", "L_meso_plus", "L_meso_minus", "L_stat")
 SCALAR_OBSERVABLES = ("LOC", "plastic_strain_variance", "mean_threshold", "internal_stress_std")
-# other spellings accepted for the same quantities (femplast.scalar record names, patches.py)
+# other spellings accepted for the same quantities (femplast.scalar.model record names, patches.py)
 ALIASES = {"loc": "LOC", "eps_pl_var": "plastic_strain_variance", "tau_c_mean": "mean_threshold",
            "sigma_std": "internal_stress_std", "von_mises": "sigma_vm", "alpha": "alpha_deg"}
 
@@ -167,7 +167,7 @@ def ensemble(reals: list[Realization], key: str | None = None):
 
 
 def _patch_tables(f, stationary_from: float | None) -> list[dict[str, np.ndarray]]:
-    """Rows of the layout femplast.patches writes: groups ``s<i>`` (attrs ``label``,
+    """Rows of the layout femplast.analysis.patches writes: groups ``s<i>`` (attrs ``label``,
     ``gamma_ext``) holding one group per patch size (attr ``R``) with (position, alpha)
     arrays ``tau_i, tau_c, dtau_c, delta_tau_c``, per-position ``von_mises``, ``alpha`` and
     ``complete``. Probes at ``gamma_ext >= stationary_from`` are also pooled as 'stationary'."""
@@ -208,7 +208,7 @@ def _patch_tables(f, stationary_from: float | None) -> list[dict[str, np.ndarray
 def read_patches(folder: Path, stationary_from: float | None = None
                  ) -> dict[str, np.ndarray] | None:
     """Concatenated patch-test rows of every ``patches/r*.h5`` (``state`` as str): 1-D rows
-    (documented format) or femplast.patches' per-state/per-size groups."""
+    (documented format) or femplast.analysis.patches' per-state/per-size groups."""
     import h5py
 
     cols: dict[str, list[np.ndarray]] = {}

@@ -1,7 +1,7 @@
 """Off-screen pyvista renders of the cell fields (``fields/*.xdmf``) and a GIF of plastic strain.
 
-The XDMF time series written by :class:`femplast.io.FieldWriter` is read with meshio (the same
-file ParaView opens); every field gets one PNG with a panel per snapshot and a shared colour
+The XDMF time series written by :class:`femplast.io.output.FieldWriter` is read with meshio (the
+same file ParaView opens); every field gets one PNG with a panel per snapshot and a shared colour
 scale. The animation uses the event log (``events/`` of ``--event-log`` runs: plastic strain
 rebuilt at many strains) when present, else the field snapshots. No display is needed.
 """

@@ -73,6 +73,7 @@ CASES = [
 ]
 
 SKIP_KEYS = ("wall", "version", "time", "source", "seconds")
+SKIP_ATTRS = ("doc",)  # descriptive text naming modules, not results
 
 
 def run_case(name: str, case: str, args: list[str], ranks: int, base: Path) -> Path:
@@ -100,7 +101,7 @@ def h5_digest(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         def visit(name, obj):
             for k, v in obj.attrs.items():
-                if not any(s in k for s in SKIP_KEYS):
+                if not any(s in k for s in SKIP_KEYS) and k not in SKIP_ATTRS:
                     out[f"{name}@{k}"] = _attr(v)
             if isinstance(obj, h5py.Dataset):
                 a = obj[()]
@@ -112,7 +113,7 @@ def h5_digest(path: Path) -> dict:
                     out[name] = f"{a.dtype}{a.shape}:{h}"
 
         for k, v in f.attrs.items():
-            if not any(s in k for s in SKIP_KEYS):
+            if not any(s in k for s in SKIP_KEYS) and k not in SKIP_ATTRS:
                 out[f"@{k}"] = _attr(v)
         f.visititems(visit)
     return out
@@ -146,7 +147,9 @@ def digest(outdir: Path) -> dict:
             text = p.read_text().replace(str(outdir), "OUTDIR").replace(str(ROOT), "ROOT")
             res[rel] = json_leaves(json.loads(text))
         elif p.suffix == ".csv":
-            res[rel] = {"sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+            # comment lines describe (and name modules); the rows are the results
+            rows = [ln for ln in p.read_text().splitlines() if not ln.startswith("#")]
+            res[rel] = {"sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()}
         elif p.suffix == ".xdmf":
             res[rel] = {"exists": True}
     return res

@@ -5,7 +5,8 @@ frozen in golden.json by the code before the restructuring, bit for bit (tests/g
 import json
 
 import pytest
-from golden_digest import CASES, GOLDEN, compute
+
+from golden.golden_digest import CASES, GOLDEN, compute
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])

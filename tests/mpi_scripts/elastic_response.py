@@ -11,8 +11,8 @@ import numpy as np
 from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
-from femplast.elasticity import PeriodicElasticity
-from femplast.mesh import gmsh_box, structured_box
+from femplast.fe.elasticity import PeriodicElasticity
+from femplast.fe.mesh import gmsh_box, structured_box
 
 
 def compute(kind, n, msh, comm):

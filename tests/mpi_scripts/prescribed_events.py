@@ -9,9 +9,10 @@ import numpy as np
 from mpi4py import MPI
 
 import femplast  # noqa: F401
-from femplast.dynamics import apply_slips
-from femplast.mesh import structured_box
-from femplast.model import TensorialModel, realization_rng
+from femplast.fe.mesh import structured_box
+from femplast.streams import realization_rng
+from femplast.tensorial.aqs import apply_slips
+from femplast.tensorial.model import TensorialModel
 
 
 def prescribed(comm, n=12, events=2000, batch=50):

@@ -1,6 +1,6 @@
 """Stress redistribution after slip events: FE propagators, dense Green operator, direct solve.
 
-All three backends represent the *same* discrete FE problem (femplast.elasticity), so they give
+All three backends represent the *same* discrete FE problem (femplast.fe.elasticity), so they give
 the same stresses to round-off. A slip ``d_gamma M(theta)`` in cell ``j`` changes the stress of
 every cell ``i`` by ``d_gamma (sin 2theta K0[i, j] + cos 2theta K1[i, j])`` with ``K0`` the response
 to the unit eigenstrain ``(-1/2, 1/2, 0)`` and ``K1`` to ``(0, 0, 1/2)`` (``[xx, yy, xy]``), i.e.
@@ -27,8 +27,8 @@ import logging
 import numpy as np
 from mpi4py import MPI
 
-from femplast import FemplastInputError
-from femplast.elasticity import M_vector, PeriodicElasticity
+from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import M_vector, PeriodicElasticity
 
 log = logging.getLogger("femplast")
 
@@ -65,7 +65,7 @@ def fft_unit_responses(n: int, h: float, G: float, B: float, units) -> list[np.n
 
     The stiffness of a structured periodic mesh with uniform moduli is block-circulant, so the
     FE equations ``K u = F C eps_pl`` decouple into one 2x2 system per wavevector. The stencils
-    are assembled by dolfinx (:func:`femplast.elasticity.quad_stencils`): this is the same
+    are assembled by dolfinx (:func:`femplast.fe.elasticity.quad_stencils`): this is the same
     discrete problem as the factorized solve, to round-off, in O(n^2 log n) time and O(n^2)
     memory (no factorization: n = 512 needs no more memory than its kernel).
 
@@ -76,7 +76,7 @@ def fft_unit_responses(n: int, h: float, G: float, B: float, units) -> list[np.n
         per unit, the stress change ``[xx, yy, xy]`` of every cell, shape (n * n, 3), canonical
         order ``iy * n + ix``.
     """
-    from femplast.elasticity import apply_stiffness, quad_stencils
+    from femplast.fe.elasticity import apply_stiffness, quad_stencils
 
     S, F, D = quad_stencils(h, G, B)
     k = 2 * np.pi * np.fft.fftfreq(n)
@@ -146,7 +146,7 @@ def fold_kernel(K: np.ndarray) -> np.ndarray:
     Returns ``F`` (5, n // 2 + 1, n): ``K[0, 0], K[0, 1] (== K[1, 0]), K[1, 1], K[0, 2],
     K[1, 2]``; row ``k_y > n // 2`` is row ``n - k_y`` times the component's y-parity (+1 for
     0, 2, 3; -1 for 1, 4). Half the bytes and three of the four (d, s) reads of the full
-    kernel: an event's kernel stays in cache (see :func:`femplast.dynamics.propagator_add`).
+    kernel: an event's kernel stays in cache (see :func:`femplast.tensorial.aqs.propagator_add`).
     """
     h = K.shape[-2] // 2 + 1
     return np.ascontiguousarray(np.stack([K[0, 0], K[0, 1], K[1, 1], K[0, 2], K[1, 2]])[:, :h])
@@ -197,7 +197,7 @@ class Redistribution:
         """Stress (d, s, p) per cell per unit gamma_ext of the pure shear M(alpha)."""
         E = M_vector(alpha)
         if self.uniform:
-            from femplast.elasticity import apply_stiffness
+            from femplast.fe.elasticity import apply_stiffness
 
             sig = np.broadcast_to(apply_stiffness(self.G, self.B, E), (self.num_cells, 3))
             return np.ascontiguousarray(to_dsp(sig))
@@ -344,7 +344,7 @@ class DirectRedistribution(Redistribution):
         return q
 
     def update_moduli(self, G, B) -> None:
-        """New moduli (evolving moduli, femplast.model.TensorialModel.sync_moduli; collective).
+        """New moduli (evolving moduli, TensorialModel.sync_moduli; collective).
 
         Refactorizes the FE problem (:meth:`PeriodicElasticity.update_moduli`) and recomputes
         ``selfq`` of *every* cell in place (2 FE solves per cell: a modulus change in one cell
@@ -366,7 +366,7 @@ class DirectRedistribution(Redistribution):
 
 class KernelVariant(Redistribution):
     """An altered interaction kernel on top of an FE backend (model variants D, G, I of the
-    tensorial paper's appendix A.8; femplast.variants).
+    tensorial paper's appendix A.8; femplast.tensorial.variants).
 
     The yielding cell's own stress change is the FE one (so ``selfq``, gamma_max and the
     dissipation bound are unchanged); only the changes in the *other* cells are altered.

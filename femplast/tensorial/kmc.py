@@ -5,7 +5,7 @@ activated slip events at fixed external strain: system ``n`` (over every slip sy
 sample) fires with rate ``nu_n = exp(-dtau_c,n Va / kB T)`` (eq. 11), one event is chosen with
 probability ``nu_n / nu_tot``, its amplitude is drawn from eq. 7 with ``gamma_max(tau_c)`` (the
 local stress must have reached the threshold), stresses are redistributed, the cell is renewed and
-the athermal avalanche this may trigger runs at fixed strain (:mod:`femplast.dynamics`, same
+the athermal avalanche this may trigger runs at fixed strain (:mod:`femplast.tensorial.aqs`, same
 rules and random stream). Temperatures are ``kB T`` in LJ energy, ``Va`` in LJ area, so
 ``beta = Va / kB T`` multiplies stresses.
 
@@ -51,7 +51,7 @@ import math
 import numpy as np
 from numba import njit
 
-from femplast.dynamics import (
+from femplast.tensorial.aqs import (
     PH_AFTER,
     PH_LOAD,
     RC_BUDGET,
@@ -69,7 +69,7 @@ from femplast.dynamics import (
     dense_add,
     propagator_add,
 )
-from femplast.slip import draw_amplitude
+from femplast.tensorial.slip import draw_amplitude
 
 SLACK_FACTOR = 2.0
 SAMPLES_PER_WINDOW = 10
@@ -262,7 +262,7 @@ class KMC:
     """Thermally activated dynamics of one state at fixed external strain.
 
     Args:
-        driver: the :class:`femplast.dynamics.AQSDriver` of the state, in a stable state (phase
+        driver: the :class:`femplast.tensorial.aqs.AQSDriver` of the state, in a stable state (phase
             PH_LOAD) at its current strain ``driver.gamma_ext``; avalanches triggered by thermal
             events run through it (same rules, same random stream) and are recorded in its
             avalanche table (size includes the thermal event).
@@ -535,13 +535,13 @@ def sample_observables(model, state, gamma_ext: float = 0.0, alpha_ext: float = 
 def write_quench(path, model, state, info: dict) -> None:
     """Save a quenched sample: HDF5 ``state`` group (stress, sigma0, eps_pl, theta, tau_c) read
     by ``initial.state``, plus the KMC history (``kmc`` group)."""
-    import femplast
-    from femplast.io import H5Writer, write_group
-    from femplast.redistribution import from_dsp
+    from femplast.io.output import H5Writer, write_group
+    from femplast.redistribution.backends import from_dsp
+    from femplast.version import __version__
 
     sig = from_dsp(state.sigma0)
     with H5Writer(path) as f:
-        f.attrs.update(dict(femplast_version=femplast.__version__, backend=model.backend))
+        f.attrs.update(dict(femplast_version=__version__, backend=model.backend))
         write_group(f, "state", dict(stress=sig, sigma0=sig, eps_pl=state.eps_pl,
                                      theta=state.theta, tau_c=state.tauc),
                     dict(gamma_ext=0.0, alpha_ext=0.0,

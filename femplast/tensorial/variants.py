@@ -1,6 +1,6 @@
 """Model variants of the tensorial paper (appendix A.8, section 6) as case options.
 
-The case section ``variant:`` (femplast.case.VariantSection) selects a preset ``model`` (C is
+The case section ``variant:`` (femplast.config.case.VariantSection) selects a preset ``model`` (C is
 the original model of sec. 3) and individual switches that override the preset and combine:
 
 =====  =================================================================================
@@ -26,7 +26,8 @@ with ``G_ss`` also the shear modulus, from its quench value to G_ss: evolving mo
 backend only - after every relaxation step that changes a modulus the FE problem is
 refactorized, the stresses, load response, load speeds and every cell's ``selfq`` (2 FE solves
 per cell) are recomputed and the lazy stability check restarts,
-:meth:`femplast.model.TensorialModel.sync_moduli`, ``femplast.dynamics.AQSDriver._external``),
+:meth:`femplast.tensorial.model.TensorialModel.sync_moduli`,
+``femplast.tensorial.aqs.AQSDriver._external``),
 ``prestress_std`` (a random compatible initial pre-stress: a stand-in for the paper's quenched
 pre-stress, the only disorder of model H).
 
@@ -35,8 +36,8 @@ Random numbers: realization i's moduli field comes from its own stream
 realizations), so the realization's generator ``SeedSequence([run.seed, i])`` draws exactly
 what it draws in model C: initial systems, then (prestress_std > 0) 2 x cells uniforms for the
 pre-stress, then the dynamics (amplitudes of a step in ascending cell order; for the shuffled
-kernel one permutation per slip of the step, :class:`femplast.redistribution.
-ShuffledRedistribution`; then the renewals, :func:`femplast.slip.renew_cell`).
+kernel one permutation per slip of the step, :class:`femplast.redistribution.backends.
+ShuffledRedistribution`; then the renewals, :func:`femplast.tensorial.slip.renew_cell`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import math
 
 import numpy as np
 
-from femplast import FemplastInputError
+from femplast.errors import FemplastInputError
 
 MODELS = ("C", "A", "B", "D", "E", "F", "G", "H", "I")
 PRESETS: dict[str, dict] = {
@@ -103,8 +104,8 @@ def n_columns(N: int) -> tuple[int, float]:
 
 
 def model_options(case, box, index: int = 0) -> dict:
-    """Keyword arguments of :meth:`femplast.model.TensorialModel.build` for a case."""
-    from femplast.slip import (
+    """Keyword arguments of :meth:`femplast.tensorial.model.TensorialModel.build` for a case."""
+    from femplast.tensorial.slip import (
         SYSTEMS_RANDOM,
         SYSTEMS_TWO_FIXED,
         THRESHOLD_FIXED,
@@ -145,7 +146,7 @@ def model_options(case, box, index: int = 0) -> dict:
 
 def wrap_kernel(model, kernel: str):
     """Replace the model's redistribution by the shuffled or mean-field kernel on top of it."""
-    from femplast.redistribution import MeanFieldRedistribution, ShuffledRedistribution
+    from femplast.redistribution.backends import MeanFieldRedistribution, ShuffledRedistribution
 
     if kernel == "shuffled":
         model.redist = ShuffledRedistribution(model.redist)
@@ -157,50 +158,13 @@ def wrap_kernel(model, kernel: str):
 def build_model(case, box, index: int = 0):
     """The model of a tensorial case on ``box``, variant included (``index``: the realization
     whose moduli field is drawn, when each realization has its own)."""
-    from femplast.model import TensorialModel
+    from femplast.tensorial.model import TensorialModel
 
     opts = model_options(case, box, index)
     model = TensorialModel.build(box, B=case.elasticity.B, rho_s=case.slip.rho_s,
                                  backend=case.redistribution.backend,
                                  dense_memory_mb=case.redistribution.dense_memory_mb, **opts)
     return wrap_kernel(model, resolve(case.variant)["kernel"])
-
-
-def compatible_stress(model, gs: np.ndarray, gc: np.ndarray) -> np.ndarray:
-    """FE stress (d, s, p) of the pure-shear eigenstrain field ``gs M_s + gc M_c`` per cell
-    (the unit eigenstrains of femplast.redistribution), with the model's Eshelby backend."""
-    from femplast.redistribution import MODE_DENSE, MODE_PROPAGATOR, UNIT_C, UNIT_S
-
-    base = getattr(model.redist, "base", model.redist)
-    nc = model.num_cells
-    if base.mode == MODE_PROPAGATOR:
-        out = np.zeros((3, nc))
-        base.apply(out, np.arange(nc), gs, gc)  # FFT convolution
-        return out
-    if base.mode == MODE_DENSE:
-        return np.einsum("cjki,jc->ki", base.dense, np.stack([gs, gc]))
-    eps = gs[:, None] * UNIT_S + gc[:, None] * UNIT_C
-    return base.stress_from_plastic(eps)
-
-
-def random_prestress(model, rng: np.random.Generator, std: float) -> np.ndarray:
-    """A random self-equilibrated pre-stress ``[xx, yy, xy]`` per cell with std(Sigma_xy) = std.
-
-    The FE stress of an uncorrelated Gaussian pure-shear eigenstrain field (both orientations;
-    2 x cells uniform doubles from ``rng`` by inverse CDF, its area-weighted mean removed, so
-    the box-average stress is zero for uniform moduli), rescaled. A stand-in for the quenched
-    pre-stress of the paper's KMC-prepared states (appendix A.3).
-    """
-    from scipy.special import ndtri
-
-    from femplast.redistribution import from_dsp
-
-    a = ndtri(rng.random((2, model.num_cells)))
-    a -= (a @ model.weights)[:, None]
-    sig = compatible_stress(model, a[0], a[1])
-    w = model.weights
-    sd = math.sqrt(float(w @ (sig[1] - w @ sig[1]) ** 2))
-    return from_dsp(sig * (std / sd))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-import femplast
-from femplast import FemplastInputError, protocols
-from femplast.case import Case, resolve_path
-from femplast.io import (
+from femplast.config.case import Case, resolve_path
+from femplast.errors import FemplastInputError
+from femplast.io.output import (
     FieldWriter,
     H5Writer,
     Progress,
@@ -22,64 +21,12 @@ from femplast.io import (
     write_group,
     write_json,
 )
-from femplast.redistribution import from_dsp
-from femplast.variants import per_realization_model
-
-
-def build_box(case: Case, comm: MPI.Comm):
-    from femplast.mesh import box_from_options
-
-    m = case.mesh
-    return box_from_options(m.kind, m.n, m.L, str(resolve_path(case, m.file)) if m.file else None,
-                            m.size, comm)
-
-
-def build_model(case: Case, comm: MPI.Comm, index: int = 0):
-    """The tensorial model of a case, its model variant included (section variant,
-    femplast.variants); ``index``: the realization whose moduli field is drawn when every
-    realization has its own (variant.moduli: weibull without variant.G_seed)."""
-    from femplast.variants import build_model as build_variant_model
-
-    return build_variant_model(case, build_box(case, comm), index)
-
-
-def load_initial_state(path: Path, model, key: str = "initial.state"):
-    """(sigma0 [xx,yy,xy] per cell, theta, tauc) from a state file femplast wrote."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            g = f["state"]
-            sig = np.asarray(g["stress"])
-            theta = np.asarray(g["theta"])
-            tauc = np.asarray(g["tau_c"])
-    except (OSError, KeyError) as exc:
-        raise FemplastInputError(key, str(path), f"an HDF5 file with a 'state' group "
-                                 f"(stress, theta, tau_c) written by femplast ({exc})") from None
-    nc, N = model.num_cells, model.params.N
-    if sig.shape != (nc, 3) or theta.shape != (nc, N) or tauc.shape != (nc, N):
-        raise FemplastInputError(key, str(path), f"a state of {nc} cells with N = {N} slip "
-                                 f"systems (file has {theta.shape[0]} cells x {theta.shape[1]})")
-    return sig, theta, tauc
-
-
-def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp, epl0):
-    """Per-increment post-avalanche means reconstructed from the avalanche records.
-
-    ``R_mean_dsp``: the box-average load response (3,), or per increment (k_end + 1, 3) when
-    it changes (evolving moduli: AQSDriver.load_mean_per_increment).
-    """
-    k = np.arange(k_end + 1)
-    kr = rec[:, 0].astype(np.int64)
-    Rk = np.broadcast_to(np.asarray(R_mean_dsp, float), (k_end + 1, 3))
-    int_after = rec[:, 6:9] - (kr * dgamma)[:, None] * Rk[kr]
-    idx = np.searchsorted(kr, k, side="right") - 1
-    int_mean = np.where(idx[:, None] >= 0, int_after[np.maximum(idx, 0)], int0_dsp[None, :])
-    tot = int_mean + (k * dgamma)[:, None] * Rk
-    epl = np.where(idx[:, None] >= 0, rec[np.maximum(idx, 0), 9:12], epl0[None, :])
-    nev = np.zeros(k_end + 1, np.int64)
-    nev[kr] = rec[:, 1].astype(np.int64)
-    return k * dgamma, from_dsp(tot.T), epl, nev
+from femplast.protocols import pipeline as protocols
+from femplast.protocols.prepare import build_box, build_model, load_initial_state
+from femplast.protocols.records import steps_table
+from femplast.redistribution.backends import from_dsp
+from femplast.tensorial.variants import per_realization_model
+from femplast.version import __version__
 
 
 def run_realization(case: Case, model, index: int, outdir: Path, progress: Progress,
@@ -87,8 +34,8 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
                     safe_point=None) -> dict:
     """One realization (on this rank, or collectively when the model's mesh is distributed:
     every rank then runs the same replicated dynamics and only ``write`` ranks write)."""
-    from femplast.dynamics import AQSDriver
-    from femplast.model import realization_rng
+    from femplast.streams import realization_rng
+    from femplast.tensorial.aqs import AQSDriver
 
     seed = case.run.seed
     rng = realization_rng(seed, index)
@@ -119,8 +66,8 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
     stops = [int(round(g / ld.dgamma_ext)) for g in case.output.snapshots] if fw else []
     on_stop = snapshot if fw else None
     probe = None
-    if case.patches.enabled:  # local yield-stress tests (femplast.patches), st is not changed
-        from femplast.patches import PatchProbe
+    if case.patches.enabled:  # local yield-stress tests: st is not changed
+        from femplast.analysis.patches import PatchProbe
 
         probe = PatchProbe(case, model, index)
         probe.initial(st)
@@ -142,7 +89,7 @@ def run_realization(case: Case, model, index: int, outdir: Path, progress: Progr
         (outdir / "realizations").mkdir(parents=True, exist_ok=True)
         with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
             f.attrs.update(dict(realization=index, seed=seed,
-                                femplast_version=femplast.__version__, backend=model.backend,
+                                femplast_version=__version__, backend=model.backend,
                                 wall_time=wall, num_events=drv.num_events))
             write_group(f, "steps", dict(gamma_ext=gam, stress=stress, eps_pl=epl, n_events=nev),
                         dict(doc="per increment after the avalanche: mean stress [xx,yy,xy], "
@@ -192,7 +139,7 @@ def finished_realization(case: Case, path: Path, index: int) -> dict | None:
 
 def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> dict:
     """model: inclusion -> the elastic field of one sheared inclusion, for ParaView."""
-    from femplast.elasticity import PeriodicElasticity, macro_strain
+    from femplast.fe.elasticity import PeriodicElasticity, macro_strain
 
     box = build_box(case, comm)
     el = PeriodicElasticity(box, case.elasticity.G, case.elasticity.B)
@@ -228,10 +175,10 @@ SCALAR_STEP_NAMES = dict(gamma_ext=0, stress_before=1, stress=2, eps_pl_mean=3,
 
 
 def run_scalar(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> dict:
-    """model: scalar -> scalar EPM under synchronous extremal dynamics (femplast.scalar):
+    """model: scalar -> scalar EPM under synchronous extremal dynamics (femplast.scalar.model):
     optional fit of the slip law, then the realizations (spread over ranks)."""
-    from femplast import scalar as S
-    from femplast.model import realization_rng
+    from femplast.scalar import model as S
+    from femplast.streams import realization_rng
 
     sc, ld, seed, nreal = case.scalar, case.loading, case.run.seed, case.run.realizations
     model = S.model_from_case(case)
@@ -275,7 +222,7 @@ def run_scalar(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> 
         rec = drv.table()
         with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
             f.attrs.update(dict(realization=i, seed=seed, model="scalar",
-                                femplast_version=femplast.__version__, kernel=model.kernel_kind,
+                                femplast_version=__version__, kernel=model.kernel_kind,
                                 wall_time=wall, num_events=drv.num_events))
             write_group(f, "steps", {k: (rec[:, c].astype(np.int64) if k in ("size",
                                          "relaxation_steps") else rec[:, c])
@@ -322,20 +269,20 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
     interrupted run in ``outdir`` (sweeps: finished points are kept)."""
     progress = Progress(quiet or comm.rank != 0)
     t0 = time.perf_counter()
-    summary = dict(case=case.to_dict(), femplast_version=femplast.__version__,
+    summary = dict(case=case.to_dict(), femplast_version=__version__,
                    mpi_ranks=comm.size)
     if comm.rank == 0:
         outdir.mkdir(parents=True, exist_ok=True)
-        from femplast.case import yaml
+        from femplast.config.case import yaml
 
         if not (resume and (outdir / "case.yaml").exists()):  # resume: the run's own case
             (outdir / "case.yaml").write_text(yaml.safe_dump(case.to_dict(), sort_keys=False))
     comm.barrier()
-    if case.sweep.enabled:  # parameter sweep (femplast.sweep)
-        from femplast.sweep import run_sweep
+    if case.sweep.enabled:  # parameter sweep (femplast.app.sweep)
+        from femplast.app.sweep import run_sweep
 
         summary.update(run_sweep(case, outdir, comm, progress, resume=resume))
-    elif protocols.uses_protocol(case):  # kmc, stages, checkpoints (femplast.protocols)
+    elif protocols.uses_protocol(case):  # kmc, stages, checkpoints (femplast.protocols.pipeline)
         if resume:
             protocols.check_resume(case, outdir)
         summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume,
@@ -361,7 +308,7 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         results = []
         # SIGINT/SIGTERM stop the run at the next safe point: finished realizations are on
         # disk (written atomically) and --resume runs only the others
-        from femplast.checkpoint import Interrupter
+        from femplast.protocols.checkpoint import Interrupter
 
         with Interrupter(lambda: outdir / "realizations") as guard:
             for i in mine:
@@ -369,7 +316,7 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
                 path = outdir / "realizations" / f"r{i:04d}.h5"
                 done = finished_realization(case, path, i) if resume else None
                 if done is not None and case.patches.enabled:
-                    from femplast.patches import PatchProbe
+                    from femplast.analysis.patches import PatchProbe
 
                     probe = PatchProbe(case, model, i)  # its file is written before path's
                     done = (dict(done, patches=probe.sums, patches_wall=probe.wall)
@@ -409,7 +356,7 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
                     slip_events_per_unit_strain=float(
                         np.mean([r["events_stat"] for r in res]) / span)))
             if case.patches.enabled:
-                from femplast.patches import summary_section
+                from femplast.analysis.patches import summary_section
 
                 summary["patches"] = summary_section(case, [r["patches"] for r in res],
                                                      sum(r["patches_wall"] for r in res))

@@ -43,8 +43,8 @@ def draw_amplitude(rng, gmax: float, chi: float) -> float:
 
 
 # ---------------------------------------------------------------------------- model variants
-# Renewal modes of the appendix A.8 / section 6 variants (femplast.variants). Their parameters
-# travel as one float vector ``vpar`` (layout V_*); ``vpar = None`` is the original renewal.
+# Renewal modes of the appendix A.8 / section 6 variants (femplast.tensorial.variants). Their
+# parameters travel as one float vector ``vpar`` (layout V_*); ``vpar = None``: the original.
 SYSTEMS_RANDOM, SYSTEMS_TWO_FIXED = 0, 1
 (V_SYSTEMS, V_NGROUPS_MEAN, V_CORR_STRAIN, V_LAMBDA_SS, V_K_SS, V_STRUCT_STRAIN,
  V_CAP) = range(7)
@@ -54,7 +54,7 @@ NVPAR = 7
 def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
                    corr_strain: float = 0.0, lambda_ss: float = 0.0, k_ss: float = 0.0,
                    struct_strain: float = 0.0, cap: bool = False) -> np.ndarray:
-    """The ``vpar`` vector of :func:`renew_cell` and :func:`femplast.dynamics.aqs_advance`.
+    """The ``vpar`` vector of :func:`renew_cell` and :func:`femplast.tensorial.aqs.aqs_advance`.
 
     Args:
         systems: SYSTEMS_RANDOM (groups of four random angles) or SYSTEMS_TWO_FIXED (two systems
@@ -261,7 +261,7 @@ class SlipSystems:
     def __init__(self, num_cells: int, N: int, threshold_kind: int = THRESHOLD_WEIBULL,
                  p0: float = 2.05, p1: float = 2.18):
         if N < 4 or N % 4:
-            from femplast import FemplastInputError
+            from femplast.errors import FemplastInputError
 
             raise FemplastInputError("slip.N", N, "a multiple of 4, at least 4")
         self.theta = np.zeros((num_cells, N))

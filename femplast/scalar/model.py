@@ -23,8 +23,9 @@ lattice, cell index ``iy * N + ix`` as femplast's structured quads):
     ``K^(k) = sum_m G^(k + 2 pi m) sinc^2(qx/2) sinc^2(qy/2)`` with
     ``G^(q) = -2 mu beta 4 qx^2 qy^2 / q^4``, ``beta = K_b / (K_b + mu)`` (= 1 / (1 + mu/K)),
     alias sum truncated at ``|m_x|, |m_y| <= 48``.
-  - ``fe``: femplast's FE propagator (:class:`femplast.redistribution.PropagatorRedistribution`
-    on a structured quad box) projected on xy: ``2 kernel[1][1]`` per unit tensorial eps_xy,
+  - ``fe``: femplast's FE propagator
+    (:class:`femplast.redistribution.backends.PropagatorRedistribution` on a structured quad
+    box) projected on xy: ``2 kernel[1][1]`` per unit tensorial eps_xy,
     computed on a box of ``N * fe_refine`` elements per side and averaged over the
     ``fe_refine^2`` elements of each lattice cell. It converges to the ``fourier`` kernel as
     ``fe_refine`` grows (self term for mu = 14.7, K = 52: -14.43, -12.10, -10.82, -10.34 for
@@ -63,8 +64,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from femplast import FemplastInputError
-from femplast.distributions import Distribution, draw, ndtri
+from femplast.errors import FemplastInputError
+from femplast.scalar.distributions import Distribution, draw, ndtri
+from femplast.streams import realization_rng
 
 KERNELS = ("fourier", "fe")
 
@@ -102,8 +104,8 @@ def fe_kernel(n: int, G: float, B: float, refine: int = 1, L: float = 1.0) -> np
     """femplast's FE propagator projected on xy, (n, n) per unit tensorial eps_xy slip."""
     from mpi4py import MPI
 
-    from femplast.mesh import structured_box
-    from femplast.redistribution import PropagatorRedistribution
+    from femplast.fe.mesh import structured_box
+    from femplast.redistribution.backends import PropagatorRedistribution
 
     m = int(refine)
     box = structured_box(n * m, L, "quad", MPI.COMM_SELF)
@@ -472,7 +474,7 @@ def run_one(model: ScalarModel, rng: np.random.Generator, gamma_max: float) -> n
 
 # ----------------------------------------------------------------------------- from a case
 def _dist(sec, key: str, base):
-    from femplast.distributions import from_options
+    from femplast.scalar.distributions import from_options
 
     return from_options(sec.kind, key, scale=sec.scale, shape=sec.shape, mean=sec.mean,
                         std=sec.std, low=sec.low, high=sec.high, file=sec.file,
@@ -509,12 +511,6 @@ def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.
     for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7)):
         out[name] = rec[idx, col]
     return out
-
-
-def realization_rng(seed: int, index: int) -> np.random.Generator:
-    from femplast.model import realization_rng as rr
-
-    return rr(seed, index)
 
 
 def ensemble(model: ScalarModel, seed: int, indices, gamma_max: float, grid: np.ndarray,
@@ -689,3 +685,31 @@ def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
 
 __all__ = ["ScalarModel", "ScalarState", "ScalarDriver", "fourier_kernel", "fe_kernel",
            "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "REC_NAMES"]
+
+
+# ----------------------------------------------------------------------------- validation
+def check(case) -> None:
+    """Consistency of the scalar section with the rest of the case (FemplastInputError)."""
+    sc = case.scalar
+    if case.model != "scalar":
+        return
+    if case.mesh.kind != "quad":
+        raise FemplastInputError("mesh.kind", case.mesh.kind, "'quad' with model: scalar (an "
+                                 "N x N lattice, N = mesh.n)")
+    if case.loading.alpha_ext != 0:
+        raise FemplastInputError("loading.alpha_ext", case.loading.alpha_ext, "0 with model: "
+                                 "scalar (thresholds are forward xy thresholds, theta = 0)")
+    if case.redistribution.backend not in ("auto", "propagator"):
+        raise FemplastInputError("redistribution.backend", case.redistribution.backend,
+                                 "auto with model: scalar (the kernel is scalar.kernel)")
+    if case.initial.state is not None:
+        raise FemplastInputError("initial.state", case.initial.state, "null with model: scalar")
+    if sc.c0 + sc.c1 <= 0:
+        raise FemplastInputError("scalar.c0", sc.c0, "> 0 when scalar.c1 = 0 (mean slip > 0)")
+    if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:
+        raise FemplastInputError("scalar.fit.peak_stress", sc.fit.peak_stress,
+                                 "only with scalar.fit.flow_stress")
+    if sc.fit.flow_stress is not None and case.run.realizations < 2:
+        raise FemplastInputError("run.realizations", case.run.realizations,
+                                 ">= 2 with scalar.fit (the fit needs ensemble errors)")
+    distributions_from_case(case)

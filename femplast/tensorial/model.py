@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from femplast.elasticity import PeriodicElasticity
-from femplast.mesh import BoxMesh
-from femplast.redistribution import from_dsp, make_redistribution, to_dsp
-from femplast.slip import (
+from femplast.fe.elasticity import PeriodicElasticity
+from femplast.fe.mesh import BoxMesh
+from femplast.redistribution.backends import from_dsp, make_redistribution, to_dsp
+from femplast.tensorial.prestress import random_prestress
+from femplast.tensorial.slip import (
     THRESHOLD_WEIBULL,
     V_STRUCT_STRAIN,
     SlipSystems,
@@ -37,7 +38,7 @@ class ModelParams:
     p_offset: float = 0.0  # hydrostatic offset <p> (model B)
     fixed_dgamma: float = 0.0  # constant slip amplitude (model F) when > 0
     renew: bool = True
-    # model variants (femplast.variants): renewal modes etc., slip.variant_vector; None: none
+    # model variants (tensorial.variants): renewal modes etc., slip.variant_vector; None: none
     vpar: np.ndarray | None = None
     prestress_std: float = 0.0  # std of Sigma_xy of a random compatible initial pre-stress
     # evolving moduli (sec. 6): steady-state shear modulus (> 0, with vpar's structure strain);
@@ -80,7 +81,7 @@ class TensorialModel:
             if backend == "auto":
                 backend = "direct"
             if backend != "direct":
-                from femplast import FemplastInputError
+                from femplast.errors import FemplastInputError
 
                 raise FemplastInputError("redistribution.backend", backend, "direct (or auto) "
                                          "with evolving moduli (variant.G_ss)")
@@ -139,9 +140,9 @@ class TensorialModel:
         """Set the backend's moduli to those of ``state.eacc`` (evolving moduli; collective).
 
         Returns whether they changed. After a change the FE problem is refactorized and
-        ``selfq`` recomputed (:meth:`femplast.redistribution.DirectRedistribution.
+        ``selfq`` recomputed (:meth:`femplast.redistribution.backends.DirectRedistribution.
         update_moduli`: 2 solves per cell), load responses are recomputed on request; the
-        caller brings the stresses up to date (:class:`femplast.dynamics.AQSDriver`).
+        caller brings the stresses up to date (:class:`femplast.tensorial.aqs.AQSDriver`).
         """
         G = self.moduli(state.eacc)
         if np.array_equal(G, np.broadcast_to(np.asarray(self.redist.G, float), G.shape)):
@@ -173,8 +174,6 @@ class TensorialModel:
             renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1,
                       p.vpar)
         if sigma0_xyz is None and p.prestress_std > 0:
-            from femplast.variants import random_prestress
-
             sigma0_xyz = random_prestress(self, rng, p.prestress_std)  # after the systems
         if sigma0_xyz is not None:
             st.sigma0 = to_dsp(sigma0_xyz)
@@ -194,7 +193,7 @@ class TensorialModel:
 
     def fe_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
         """The same stress from a fresh FE solve of the state's plastic strain (reference)."""
-        from femplast.elasticity import macro_strain
+        from femplast.fe.elasticity import macro_strain
 
         el = self.el
         E = macro_strain(gamma_ext, alpha_ext)
@@ -211,9 +210,4 @@ class TensorialModel:
         return (state.tauc + shift - tau).min(axis=1)
 
 
-def realization_rng(seed: int, index: int) -> np.random.Generator:
-    """The generator of realization ``index``: independent of how many others run."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
-
-
-__all__ = ["MPI", "SlipSystems", "TensorialModel", "State", "ModelParams", "realization_rng"]
+__all__ = ["MPI", "SlipSystems", "TensorialModel", "State", "ModelParams"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from femplast import FemplastInputError
+from femplast.errors import FemplastInputError
 
 WEIBULL, GAUSS, GAMMA, UNIFORM, TABLE = 0, 1, 2, 3, 4
 KINDS = ("weibull", "gauss", "gamma", "uniform", "samples", "histogram")

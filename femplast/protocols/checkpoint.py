@@ -1,8 +1,8 @@
 """Checkpoints of long runs, and clean interruption on SIGINT / SIGTERM.
 
 A checkpoint is a nested structure of dicts, lists, numpy arrays and JSON scalars (the full
-:class:`femplast.model.State` arrays, the AQS driver's arrays and records, KMC trees, random
-generator states, the stage index and the results of finished realizations). It is stored as
+:class:`femplast.tensorial.model.State` arrays, the AQS driver's arrays and records, KMC trees,
+random generator states, the stage index and the results of finished realizations). It is stored as
 one ``.npz`` file (no pickle): every array under a flat name, plus a JSON skeleton that refers
 to them. The file is written under ``name.tmp`` and renamed, so a partial checkpoint never
 replaces a complete one. Arrays are stored exactly, so a resumed run is bit-identical.
@@ -101,7 +101,7 @@ def load(path: Path) -> dict:
 
 
 def state_arrays(state) -> dict:
-    """Every array of a :class:`femplast.model.State` plus its random generator state."""
+    """Every array of a :class:`femplast.tensorial.model.State` plus its random generator state."""
     d = {k: v.copy() for k, v in state.__dict__.items() if isinstance(v, np.ndarray)}
     d["rng_state"] = json.dumps(state.rng.bit_generator.state)
     return d

@@ -1,5 +1,6 @@
 """Parameter sweeps: grid expansion, dynamic scheduling over MPI ranks, resumable point store,
-results table, optimum and emergent analyses (tensorial paper sec. 4-5; femplast.calibration).
+results table, optimum and emergent analyses (tensorial paper sec. 4-5;
+femplast.analysis.calibration).
 
 A case with ``sweep.enabled: true`` declares a grid over case keys (``k``, ``lambda``, ``chi``
 are short for ``slip.weibull_k``, ``slip.weibull_lambda``, ``slip.chi``); the rest of the case
@@ -43,8 +44,8 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from femplast import FemplastInputError
-from femplast import calibration as C
+from femplast.analysis import calibration as C
+from femplast.errors import FemplastInputError
 
 ALIASES = {"k": "slip.weibull_k", "lambda": "slip.weibull_lambda", "chi": "slip.chi"}
 COLUMN_OF = {v: k for k, v in ALIASES.items()}
@@ -139,7 +140,8 @@ def point_case(case, pt: dict):
     """The plain case of one point: the base case with the point's values, no sweep, no
     field output, ``sweep.realizations`` realizations, the point's seed; patches off for
     finite-size points."""
-    from femplast.case import case_from_dict
+    from femplast.config.case import case_from_dict
+    from femplast.protocols.checks import validate as validate_features
 
     d = case.to_dict()
     d["sweep"] = {"enabled": False}
@@ -151,7 +153,7 @@ def point_case(case, pt: dict):
     if pt["kind"] == "finite_size":
         d["patches"] = dict(d["patches"], enabled=False)
     try:
-        pc = case_from_dict(d, source=case.source)
+        pc = validate_features(case_from_dict(d, source=case.source))
     except FemplastInputError as exc:
         key = exc.key
         for k in pt["params"]:
@@ -168,7 +170,7 @@ def realizations_per_point(case) -> int:
 
 
 def validate(case) -> None:
-    """Checks of the sweep section (called by femplast.case on loading)."""
+    """Checks of the sweep section (femplast.app.cases runs them on loading)."""
     sw = case.sweep
     if not sw.enabled:
         return
@@ -180,7 +182,7 @@ def validate(case) -> None:
     if not sw.grid and not sw.finite_size:
         raise FemplastInputError("sweep.grid", sw.grid, "at least one axis (or "
                                  "sweep.finite_size)")
-    from femplast.case import Case
+    from femplast.config.case import Case
 
     top = {f.name for f in dataclasses.fields(Case)}
     base = case.to_dict()
@@ -212,7 +214,7 @@ def validate(case) -> None:
 
 
 def _check_reference(case):
-    from femplast.case import resolve_path
+    from femplast.config.case import resolve_path
 
     sw = case.sweep
     path = resolve_path(case, sw.reference)
@@ -221,7 +223,7 @@ def _check_reference(case):
     except (C.ReferenceError, OSError, KeyError, ValueError) as exc:
         raise FemplastInputError("sweep.reference", sw.reference,
                                  f"a reference directory in the format of "
-                                 f"femplast.calibration ({exc})") from None
+                                 f"femplast.analysis.calibration ({exc})") from None
     if "meso" in sw.errors:
         if not case.patches.enabled:
             raise FemplastInputError("sweep.errors", sw.errors, "'meso' needs patches.enabled "
@@ -260,8 +262,8 @@ class ModelCache:
         return json.dumps(d, sort_keys=True, default=str)
 
     def get(self, pcase):
-        from femplast.patches import SlipRules
-        from femplast.runner import build_model, load_initial_state
+        from femplast.analysis.patches import SlipRules
+        from femplast.protocols.prepare import build_model, load_initial_state
 
         key = self.key(pcase)
         if key not in self.models:
@@ -270,7 +272,7 @@ class ModelCache:
             model = build_model(pcase, MPI.COMM_SELF)
             model._sweep_initial = None
             if pcase.initial.state:
-                from femplast.case import resolve_path
+                from femplast.config.case import resolve_path
 
                 model._sweep_initial = load_initial_state(
                     resolve_path(pcase, pcase.initial.state), model)
@@ -285,10 +287,10 @@ class ModelCache:
 
 def point_params(pcase, model):
     """The model's slip parameters for a point's case (as building the model would set them:
-    through femplast.variants' options when the variants module is present)."""
+    through femplast.tensorial.variants' options when the variants module is present)."""
     s = pcase.slip
     try:
-        from femplast.variants import model_options
+        from femplast.tensorial.variants import model_options
     except ImportError:
         return dataclasses.replace(model.params, chi=s.chi, thr_p0=s.weibull_lambda,
                                    thr_p1=s.weibull_k)
@@ -301,11 +303,11 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     """One realization of a point, in memory: stationary external stress per step (resolved on
     the loading direction), stress increments per step, stress drops of the avalanches,
     slip events, patch statistics."""
-    from femplast.dynamics import AQSDriver
-    from femplast.model import realization_rng
-    from femplast.patches import resolved
-    from femplast.redistribution import from_dsp
-    from femplast.runner import steps_table
+    from femplast.analysis.patches import resolved
+    from femplast.protocols.records import steps_table
+    from femplast.redistribution.backends import from_dsp
+    from femplast.streams import realization_rng
+    from femplast.tensorial.aqs import AQSDriver
 
     ld = pcase.loading
     initial = model._sweep_initial
@@ -321,7 +323,7 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     drv = AQSDriver(model, st, alpha, ld.dgamma_ext, k_end)
     probe, stops, on_stop = None, [], None
     if pcase.patches.enabled:
-        from femplast.patches import PatchProbe
+        from femplast.analysis.patches import PatchProbe
 
         probe = PatchProbe(pcase, model, j)
         probe.initial(st)
@@ -396,7 +398,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
         rms=rms.result(ld.dgamma_ext))
     entries = []
     if patch_sums:
-        from femplast.patches import summary_section
+        from femplast.analysis.patches import summary_section
 
         entries = summary_section(pc, patch_sums)["entries"]
     for name, a in (("plus", 0.0), ("minus", 90.0)):
@@ -522,8 +524,8 @@ def _plan_doc(case, points) -> dict:
 def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None,
               resume: bool = False) -> dict:
     """Run (or resume) the sweep; returns the summary entries on rank 0 ({} elsewhere)."""
-    from femplast.case import resolve_path
-    from femplast.io import write_json
+    from femplast.config.case import resolve_path
+    from femplast.io.output import write_json
 
     log = (lambda m: progress(m, True)) if progress else (lambda m: None)
     t0 = time.perf_counter()
@@ -607,7 +609,7 @@ def table_rows(case, points, results) -> tuple[list[str], list[list]]:
 
 
 def write_csv(path: Path, cols, rows, header: list[str]):
-    from femplast.io import atomic_write_text
+    from femplast.io.output import atomic_write_text
 
     buf = _io.StringIO()
     for h in header:
@@ -626,7 +628,7 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
     refnote = "no reference" if ref is None else (
         f"reference {case.sweep.reference}" + (" (SYNTHETIC)" if ref.synthetic else ""))
     header = [f"femplast sweep table of case {case.name}: one row per grid point "
-              f"(femplast.sweep); {refnote}; errors: {', '.join(case.sweep.errors) or 'none'}"]
+              f"(femplast.app.sweep); {refnote}; errors: {', '.join(case.sweep.errors) or 'none'}"]
     sw = dict(points=len(points), grid_points=len(rows),
               realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
               errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
@@ -710,11 +712,11 @@ def emergent(res: dict, ref: C.Reference) -> dict:
 def make_reference(case, outdir: Path, finite_size=(), note: str = "") -> Path:
     """A SYNTHETIC reference set made by femplast at the case's base parameters (slip section),
     ``run.realizations`` realizations with seeds ``SeedSequence([run.seed, j])``: macro.csv
-    (histograms on :func:`femplast.calibration.default_edges` bins), local.csv (every patch
+    (histograms on :func:`femplast.analysis.calibration.default_edges` bins), local.csv (every patch
     state, size and orientation of the case's ``patches:``), rms.csv, and finite_size.csv
     when ``finite_size`` lists mesh.n values. Header lines say it is synthetic."""
-    import femplast
-    from femplast.case import case_from_dict, yaml
+    from femplast.config.case import case_from_dict, yaml
+    from femplast.version import __version__
 
     d = case.to_dict()
     d["sweep"] = {"enabled": False}
@@ -727,7 +729,7 @@ def make_reference(case, outdir: Path, finite_size=(), note: str = "") -> Path:
     header = [
         "SYNTHETIC reference data made by femplast (reference/make_synthetic.py), NOT "
         "atomistic data: a stand-in to exercise and test the calibration",
-        f"femplast {femplast.__version__}; tensorial EPM, {m.kind} mesh {m.n} x {m.n}, "
+        f"femplast {__version__}; tensorial EPM, {m.kind} mesh {m.n} x {m.n}, "
         f"L = {m.L:g}, l = {m.L / m.n:.4g}, N = {res_N(models, base)}, G = "
         f"{base.elasticity.G:g}, B = {base.elasticity.B:g}",
         f"parameters: k = {s.weibull_k:g}, lambda = {s.weibull_lambda:g}, chi = {s.chi:g}; "

@@ -28,7 +28,7 @@ import math
 import numpy as np
 from numba import njit
 
-from femplast.slip import V_CAP, draw_amplitude, renew_cell
+from femplast.tensorial.slip import V_CAP, draw_amplitude, renew_cell
 
 # phases of the compiled loop
 PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
@@ -297,7 +297,7 @@ def load_speed(R, alpha_p: float) -> np.ndarray:
 def propagator_add(sig, F, c, nx, gs, gc, ncomp, check, ref, mm, flag, gR0=0.0, gR1=0.0):
     """``sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c]`` on the periodic n x n grid.
 
-    ``F`` is the folded kernel of :func:`femplast.redistribution.fold_kernel`: row ``k_y``
+    ``F`` is the folded kernel of :func:`femplast.redistribution.backends.fold_kernel`: row ``k_y``
     of the odd components is read from row ``n - k_y`` with the sign folded into the
     coefficients, which is exact (a sign change), so the result is bit for bit the shifted add
     of the full kernel. Only the first ``ncomp`` components are updated (2: d and s, when the
@@ -411,7 +411,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
     """Advance the AQS state machine; see the module docstring for the return codes.
 
     ``vpar`` (optional, with ``eacc``): the model-variant vector of
-    :func:`femplast.slip.variant_vector` (renewal modes, capped fixed amplitudes);
+    :func:`femplast.tensorial.slip.variant_vector` (renewal modes, capped fixed amplitudes);
     ``eacc`` (num_cells,): accumulated plastic strain per cell (sum of its d_gamma), updated.
     """
     dgam = fpar[F_DGAM]
@@ -551,7 +551,7 @@ def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2,
 
 # ============================================================================ Python driver
 class AQSDriver:
-    """Drive one realization of a :class:`femplast.model.TensorialModel` state under AQS.
+    """Drive one realization of a :class:`femplast.tensorial.model.TensorialModel` state under AQS.
 
     Args:
         model: the shared model (mesh, elasticity, redistribution, parameters).
@@ -650,7 +650,7 @@ class AQSDriver:
         sysn = self.act_sys[:na]
         gs = self.pend_dg[:na] * s.sin2[cells, sysn]
         gc = self.pend_dg[:na] * s.cos2[cells, sysn]
-        # kernels that draw random numbers (shuffled, femplast.redistribution) use the state's
+        # kernels that draw random numbers (shuffled) use the state's
         kw = {"rng": s.rng} if getattr(m.redist, "needs_rng", False) else {}
         if getattr(m, "evolving_moduli", False) and m.sync_moduli(s):
             self._moduli_changed()  # before the solve: the direct backend solves with new C

@@ -15,9 +15,10 @@ Kinds. ``load`` drives along ``alpha_ext`` to a strain (strain control: integer 
 below). ``unload`` is stress control to a zero external stress resolved on the previous
 orientation ``alpha_p``, along ``alpha_p + 90 deg`` (``M(alpha + pi/2) = -M(alpha)``) when that
 stress is positive, along ``alpha_p`` otherwise. ``hold`` keeps the strain; with a temperature
-it runs thermally activated events (:mod:`femplast.kmc`) at that strain. A stage starts from the
-previous stage's final state or, with ``start: NAME``, from a copy of that stage's final state
-(random generator included: branches from one saved state see the same random stream).
+it runs thermally activated events (:mod:`femplast.tensorial.kmc`) at that strain. A stage
+starts from the previous stage's final state or, with ``start: NAME``, from a copy of that
+stage's final state (random generator included: branches from one saved state see the same
+random stream).
 
 Stress control. Between avalanches the box-averaged stress resolved on ``alpha``,
 ``S(gamma) = A + B gamma``, is linear in ``gamma`` (``A = <tau(sig)>``, ``B = <tau(R)>``). From a
@@ -34,7 +35,7 @@ there, otherwise an avalanche runs at ``gamma*``. ``gamma`` of the stage caps th
 Stress-controlled stages write one ``steps`` row per avalanche (``gamma_ext``, ``stress_before``
 at its onset, ``stress`` after it) between the initial and the final row.
 
-Checkpoints (:mod:`femplast.checkpoint`): every rank writes
+Checkpoints (:mod:`femplast.protocols.checkpoint`): every rank writes
 ``OUTDIR/checkpoint/rank<r>-of-<size>.npz`` with the finished realizations' results and the
 running one (state arrays, random stream, KMC trees, driver arrays and records, stage index,
 saved branch states) every ``run.checkpoint_interval`` seconds, at the end of every
@@ -52,10 +53,10 @@ snapshot is the end), and KMC runs write the quenched state at ``gamma_ext = 0``
 (``OUTDIR/quench/fields/rNNNN.xdmf``). Runs without ``stages:`` (KMC or checkpoints only) take
 ``output.snapshots`` of the one loading and write ``OUTDIR/fields/rNNNN.xdmf`` as single-stage
 runs do (the same values), plus the quench. Fields are those of
-:func:`femplast.io.snapshot_fields` (``sigma_*``, ``pressure``, ``eps_pl_*``, ``dtau_c_min``):
-total stress of the stage frame, plastic strain accumulated over all stages. Snapshots are
-kept in memory (and in the checkpoint) until the stage ends, then written as one time series
-with the stage's realization file, so a resumed run writes the same bytes.
+:func:`femplast.io.output.snapshot_fields` (``sigma_*``, ``pressure``, ``eps_pl_*``,
+``dtau_c_min``): total stress of the stage frame, plastic strain accumulated over all stages.
+Snapshots are kept in memory (and in the checkpoint) until the stage ends, then written as one
+time series with the stage's realization file, so a resumed run writes the same bytes.
 
 Event log (``--event-log``): each stage's realization file gets an ``events`` group with the
 datasets of single-stage runs (cell, step, relaxation_step, theta, d_gamma, tau,
@@ -80,14 +81,15 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-import femplast
-from femplast import FemplastInputError
-from femplast import checkpoint as ck
-from femplast.dynamics import F_DGAM, RC_END, RC_STOP, S_K, AQSDriver, any_active_at
-from femplast.elasticity import M_vector
-from femplast.io import H5Writer, snapshot_fields, write_fields, write_group, write_json
-from femplast.kmc import KMC, quench, relax, sample_observables, write_quench
-from femplast.redistribution import from_dsp
+from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import M_vector
+from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group, write_json
+from femplast.protocols import checkpoint as ck
+from femplast.protocols.records import steps_table
+from femplast.redistribution.backends import from_dsp
+from femplast.tensorial.aqs import F_DGAM, RC_END, RC_STOP, S_K, AQSDriver, any_active_at
+from femplast.tensorial.kmc import KMC, quench, relax, sample_observables, write_quench
+from femplast.version import __version__
 
 log = logging.getLogger("femplast")
 
@@ -189,21 +191,6 @@ def stages_from_case(case) -> list[Stage]:
     return out
 
 
-def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp, epl0):
-    """Per-increment means after the avalanche from the avalanche records (as
-    femplast.runner.steps_table, also for a stage without avalanches)."""
-    k = np.arange(k_end + 1)
-    kr = rec[:, 0].astype(np.int64)
-    int_after = np.vstack([int0_dsp[None, :],
-                           rec[:, 6:9] - (kr * dgamma)[:, None] * R_mean_dsp[None, :]])
-    epl_after = np.vstack([epl0[None, :], rec[:, 9:12]])
-    idx = np.searchsorted(kr, k, side="right")  # 0: before the first avalanche
-    tot = int_after[idx] + (k * dgamma)[:, None] * R_mean_dsp[None, :]
-    nev = np.zeros(k_end + 1, np.int64)
-    np.add.at(nev, kr, rec[:, 1].astype(np.int64))
-    return k * dgamma, from_dsp(tot.T), epl_after[idx], nev
-
-
 class StageRun:
     """Running one stage on one state; subclasses by control. ``fields``: take the stage's
     snapshots (kept in ``snaps`` as (gamma_ext, fields) pairs, checkpointed, written by the
@@ -273,7 +260,7 @@ class StrainStage(StageRun):
         self.k_end = int(round(stage.gamma / stage.dgamma))
         self.drv = AQSDriver(model, state, self.alpha, stage.dgamma, self.k_end,
                              event_log=self.event_log)
-        # snapshot increments, as femplast.runner.run_realization: k = round(gamma / dgamma)
+        # snapshot increments, as femplast.app.runner.run_realization: k = round(gamma / dgamma)
         self.snap_k = sorted({int(round(g / stage.dgamma)) for g in stage.snapshots}
                              if self.fields else ())
         self.snap_i = 0
@@ -505,7 +492,7 @@ class RealizationRun:
 
     def __init__(self, case, model, index: int, outdir: Path, stages: list[Stage], initial,
                  progress, event_log: bool = False):
-        from femplast.model import realization_rng
+        from femplast.streams import realization_rng
 
         self.case, self.model, self.index, self.outdir = case, model, index, outdir
         self.stages, self.progress = stages, progress
@@ -669,7 +656,7 @@ class RealizationRun:
             attrs.update(target_stress=ro.target, reached=ro.reached, stress_error=ro.error)
         with H5Writer(path) as f:
             f.attrs.update(dict(realization=self.index, seed=self.case.run.seed,
-                                femplast_version=femplast.__version__, backend=m.backend,
+                                femplast_version=__version__, backend=m.backend,
                                 num_events=ro.drv.num_events, stage=sg.name))
             write_group(f, "steps", tabs["steps"],
                         dict(doc="gamma_ext of the stage; mean stress [xx,yy,xy] and plastic "
@@ -737,7 +724,7 @@ class RealizationRun:
 
 # ============================================================================ the run
 def uses_protocol(case) -> bool:
-    """Whether a case runs through this module (see femplast.runner.run_case)."""
+    """Whether a case runs through this module (see femplast.app.runner.run_case)."""
     return case.model == "quench" or (case.model == "tensorial" and (
         case.kmc.enabled or bool(case.stages) or case.run.checkpoint_interval > 0))
 
@@ -751,11 +738,11 @@ def run_protocol(case, outdir: Path, comm, progress, resume: bool = False,
     """Run a protocol case on this rank's realizations; returns the summary part on rank 0.
     ``event_log``: every stage's realization file gets an ``events`` group (--event-log).
 
-    Raises :class:`femplast.checkpoint.Interrupted` after writing the checkpoint when a
+    Raises :class:`femplast.protocols.checkpoint.Interrupted` after writing the checkpoint when a
     SIGINT/SIGTERM arrives.
     """
-    from femplast.case import resolve_path
-    from femplast.runner import build_model, load_initial_state
+    from femplast.config.case import resolve_path
+    from femplast.protocols.prepare import build_model, load_initial_state
 
     model = build_model(case, MPI_SELF())
     initial = None
@@ -864,7 +851,7 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
 def check_resume(case, outdir: Path, marker: str = "checkpoint") -> None:
     """A directory can be resumed: its ``marker`` folder (checkpoint/, or realizations/ for
     plain runs), no summary.json, the same case."""
-    from femplast.case import yaml
+    from femplast.config.case import yaml
 
     outdir = Path(outdir)
     if (outdir / "summary.json").exists():
@@ -882,3 +869,61 @@ def check_resume(case, outdir: Path, marker: str = "checkpoint") -> None:
 
 __all__ = ["run_protocol", "uses_protocol", "check_resume", "StressStage", "StrainStage",
            "Stage", "fold", "write_json"]
+
+
+# ----------------------------------------------------------------------------- validation
+def check(case) -> None:
+    """Consistency of the sections kmc and stages (FemplastInputError)."""
+    import re
+
+    kmc_on = case.kmc.enabled or case.model == "quench"
+    if (kmc_on or case.stages) and case.model not in ("tensorial", "quench"):
+        raise FemplastInputError("model", case.model, "'tensorial' or 'quench' with kmc or "
+                                 "stages")
+    if case.model == "quench" and case.stages:
+        raise FemplastInputError("stages", "[...]", "empty with model: quench")
+    protocol = kmc_on or case.stages or case.run.checkpoint_interval > 0
+    if protocol and case.model in ("tensorial", "quench"):
+        if case.patches.enabled:
+            raise FemplastInputError("patches.enabled", True, "false with kmc, stages or "
+                                     "run.checkpoint_interval > 0")
+        if case.run.parallel == "sample":
+            raise FemplastInputError("run.parallel", "sample", "'realizations' with kmc, "
+                                     "stages or run.checkpoint_interval > 0")
+    names: list[str] = []
+    for i, sg in enumerate(case.stages):
+        k = f"stages[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", sg.name or ""):
+            raise FemplastInputError(f"{k}.name", sg.name, "a non-empty name of letters, "
+                                     "digits, '-' and '_'")
+        if sg.name in names:
+            raise FemplastInputError(f"{k}.name", sg.name, "a name not used by another stage")
+        if sg.start is not None and sg.start not in names:
+            raise FemplastInputError(f"{k}.start", sg.start, "the name of an earlier stage "
+                                     f"({', '.join(names) or 'none'}) or null")
+        names.append(sg.name)
+        if sg.kind == "load" and sg.gamma is None and sg.stress is None:
+            raise FemplastInputError(f"{k}.gamma", None, "a strain (strain control) or a "
+                                     "stress target with kind: load")
+        if sg.kind != "load" and sg.stress is not None:
+            raise FemplastInputError(f"{k}.stress", sg.stress, "null with kind: "
+                                     f"{sg.kind} (unload targets a zero stress)")
+        if sg.kind == "hold" and sg.gamma is not None:
+            raise FemplastInputError(f"{k}.gamma", sg.gamma, "null with kind: hold")
+        if sg.kind != "hold" and (sg.temperature or sg.events):
+            raise FemplastInputError(f"{k}.temperature", sg.temperature,
+                                     "0 (thermal events only in hold stages)")
+        if sg.kind == "hold" and (sg.temperature > 0) != (sg.events > 0):
+            raise FemplastInputError(f"{k}.events", sg.events, "> 0 together with a "
+                                     "temperature > 0 (or both 0)")
+        if sg.snapshots and (sg.kind != "load" or sg.stress is not None):
+            raise FemplastInputError(f"{k}.snapshots", sg.snapshots, "empty unless kind: load "
+                                     "with strain control (other stages write their final "
+                                     "state)")
+        for j, g in enumerate(sg.snapshots):
+            if not 0 <= g <= (sg.gamma or 0.0):
+                raise FemplastInputError(f"{k}.snapshots[{j}]", g,
+                                         f"in [0, {k}.gamma = {sg.gamma}]")
+    if case.stages and case.output.snapshots:
+        raise FemplastInputError("output.snapshots", case.output.snapshots, "empty with "
+                                 "stages (snapshots are per stage: stages[i].snapshots)")

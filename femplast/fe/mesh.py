@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from femplast import FemplastInputError
+from femplast.errors import FemplastInputError
 
 L_DEFAULT = 98.8045
 """Side of the atomistic box of the tensorial paper (sec. 2.1), in LJ length units."""

@@ -315,7 +315,7 @@ def macro_errors(counts: dict[str, np.ndarray], totals: dict[str, int],
 
 def local_entry(entries: list[dict], state: str, alpha: float, R: float | None = None
                 ) -> dict | None:
-    """From femplast.patches summary entries (``{state, R, alpha, tau_c: {mean, std}, ..}``
+    """From femplast.analysis.patches summary entries (``{state, R, alpha, tau_c: {mean, std}, ..}``
     or flat ``tau_c_mean``), the flat row of (state, alpha) at the largest R (or nearest R)."""
     rows = [_flat(e) for e in entries if e.get("state") == state
             and abs(_wrap_deg(float(e.get("alpha", e.get("alpha_deg", 0.0))) - alpha)) < 1e-6]
@@ -530,7 +530,7 @@ def drop_vs_yield(entries: list[dict], R: float | None = None,
                   alphas=(0.0, 90.0)) -> list[dict]:
     """<delta tau_c> versus <tau_c> (paper Fig. 5c) per state (initial = quench,
     stationary) and direction alpha, at the largest R (or the nearest to ``R``); accepts
-    femplast.patches summary entries or reference local rows."""
+    femplast.analysis.patches summary entries or reference local rows."""
     out = []
     states = []
     for e in entries:

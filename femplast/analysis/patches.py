@@ -17,7 +17,7 @@ A test: ``gamma~`` grows from 0 until the first slip system of the patch reaches
 found exactly (``gamma~* = min (tau_c - tau) / rate`` over systems with a positive rate, no
 stepping); then an avalanche runs at constant ``gamma~*`` with the model's rules (every active
 cell slips at once on its lowest-``dtau_c`` system, amplitudes from eq. 7, renewal of slipped
-cells) by the same compiled loop as the full sample (:func:`femplast.dynamics.aqs_advance`),
+cells) by the same compiled loop as the full sample (:func:`femplast.tensorial.aqs.aqs_advance`),
 with the patch's operators. Every test runs on a copy of the patch state: the sample is never
 changed. Its random numbers come from its own generator,
 ``SeedSequence([seed, realization, state, size, position, alpha])``, so results do not depend
@@ -50,17 +50,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from femplast import FemplastInputError
-from femplast.dynamics import cell_scan, slip_amplitude
-from femplast.elasticity import VOIGT_METRIC, apply_stiffness
-from femplast.redistribution import (
+from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import VOIGT_METRIC, apply_stiffness
+from femplast.redistribution.backends import (
     UNIT_C,
     UNIT_S,
     from_dsp,
     self_coefficients,
     to_dsp,
 )
-from femplast.slip import renew_cell
+from femplast.tensorial.aqs import cell_scan, slip_amplitude
+from femplast.tensorial.slip import renew_cell
 
 SHAPES = ("square", "disk")
 SELF_RESPONSES = ("patch", "model")
@@ -287,7 +287,8 @@ class PatchFE:
     def green_operator(self) -> np.ndarray:
         """Dense Green operator ``D[j, u, :, i]`` (ncells, 2, 3, ncells): (d, s, p) stress change
         of cell i for the unit eigenstrain UNIT_S (u = 0) / UNIT_C (u = 1) in cell j, with a
-        frozen boundary; the layout of :class:`femplast.redistribution.DenseRedistribution`."""
+        frozen boundary; the layout of
+        :class:`femplast.redistribution.backends.DenseRedistribution`."""
         npc = self.num_cells
         units = np.stack([UNIT_S, UNIT_C])  # (2, 3)
         Cu = self.C(np.broadcast_to(units[None], (npc, 2, 3)).transpose(1, 0, 2))  # (2, npc, 3)
@@ -472,7 +473,8 @@ def disk_patches(box, R: float, spacing: float | None = None) -> PatchSet:
 # ============================================================================ one test
 @dataclass
 class SlipRules:
-    """Slip rules of the model used inside the patch (see :class:`femplast.model.ModelParams`)."""
+    """Slip rules of the model used inside the patch (see
+    :class:`femplast.tensorial.model.ModelParams`)."""
 
     chi: float
     thr_kind: int
@@ -525,7 +527,7 @@ def _dtau(sig, R, gam, sin2, cos2, tauc, alpha_p, p_off):
     return dt
 
 
-# The avalanche inside a patch: the rules of femplast.dynamics (simultaneous slips of every
+# The avalanche inside a patch: the rules of femplast.tensorial.aqs (simultaneous slips of every
 # active cell on its lowest-dtau_c system, eq. 7 amplitudes, renewal after the redistribution),
 # written out here on a small dense problem (a full rescan per relaxation step is cheap) so
 # that the patch code does not depend on the internals of the sample's event loop. Random
@@ -675,7 +677,7 @@ class PatchAnalysis:
     """Patch tests of a model's states: positions, operators (cached per size) and tables.
 
     Args:
-        model: the :class:`femplast.model.TensorialModel` (mesh on one rank).
+        model: the :class:`femplast.tensorial.model.TensorialModel` (mesh on one rank).
         shape: ``"square"`` (structured meshes) or ``"disk"``.
         sizes: n per side (squares) or radii R (disks).
         alphas_deg: test orientations in degrees (0 forward, 90 backward).
@@ -954,15 +956,15 @@ class PatchProbe:
         """``OUTDIR/patches/rNNNN.h5``: one group per probed state, one subgroup per size."""
         from pathlib import Path
 
-        import femplast
-        from femplast.io import H5Writer, write_group
+        from femplast.io.output import H5Writer, write_group
+        from femplast.version import __version__
 
         d = Path(outdir) / "patches"
         d.mkdir(parents=True, exist_ok=True)
         a = self.analysis
         with H5Writer(d / f"r{self.index:04d}.h5") as f:
             f.attrs.update(dict(realization=self.index, seed=self.case.run.seed,
-                                femplast_version=femplast.__version__, shape=a.shape,
+                                femplast_version=__version__, shape=a.shape,
                                 self_response=a.self_response, wall_time=self.wall,
                                 doc="patch tests (femplast.patches): stresses [xx, yy, xy]; "
                                     "per position x alpha: gamma_c, sigma_c, sigma_f, tau_i, "
@@ -1005,3 +1007,38 @@ def summary_section(case, all_sums, wall=0.0) -> dict:
                     "R = equivalent radius; 'stationary' pools the probed gamma_ext >= "
                     "loading.stationary_from",
                 entries=entries)
+
+
+# ----------------------------------------------------------------------------- validation
+def check(case) -> None:
+    """Consistency of the patches section with the rest of the case (FemplastInputError)."""
+    pa, m = case.patches, case.mesh
+    if not pa.enabled:
+        return
+    if case.model != "tensorial":
+        raise FemplastInputError("patches.enabled", True, "only with model: tensorial")
+    if pa.shape == "square":
+        if m.kind == "gmsh":
+            raise FemplastInputError("patches.shape", "square", "'disk' on gmsh meshes")
+        if not pa.n:
+            raise FemplastInputError("patches.n", pa.n, "at least one size")
+        for i, n in enumerate(pa.n):
+            if n > m.n:
+                raise FemplastInputError(f"patches.n[{i}]", n, f"<= mesh.n = {m.n}")
+    elif not pa.radius:
+        raise FemplastInputError("patches.radius", pa.radius, "at least one radius (shape: "
+                                 "disk)")
+    else:
+        for i, r in enumerate(pa.radius):
+            if 2 * r >= m.L:
+                raise FemplastInputError(f"patches.radius[{i}]", r, f"< mesh.L / 2 = {m.L / 2:g} "
+                                         "(a disk must not overlap its own periodic image)")
+    if not pa.alpha:
+        raise FemplastInputError("patches.alpha", pa.alpha, "at least one orientation")
+    if not pa.initial and not pa.gamma_ext:
+        raise FemplastInputError("patches.gamma_ext", pa.gamma_ext, "at least one gamma_ext "
+                                 "when patches.initial is false")
+    for i, g in enumerate(pa.gamma_ext):
+        if g > case.loading.gamma_max:
+            raise FemplastInputError(f"patches.gamma_ext[{i}]", g,
+                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from femplast import FemplastInputError
+from femplast.errors import FemplastInputError
 
 
 def key(default, doc: str, unit: str = "-", *, choices=None, min=None, max=None,
@@ -33,7 +33,7 @@ def key(default, doc: str, unit: str = "-", *, choices=None, min=None, max=None,
 # ----------------------------------------------------------------------------- sections
 @dataclass
 class MeshSection:
-    """The periodic square box and its cells (femplast.mesh)."""
+    """The periodic square box and its cells (femplast.fe.mesh)."""
 
     kind: str = key("quad", "cell shape: structured quadrilaterals, structured triangles (two per "
                     "square) or an unstructured periodic gmsh mesh",
@@ -49,7 +49,7 @@ class MeshSection:
 
 @dataclass
 class ElasticitySection:
-    """Linear isotropic elasticity (femplast.elasticity)."""
+    """Linear isotropic elasticity (femplast.fe.elasticity)."""
 
     G: float = key(13.2, "shear modulus (uniform)", "LJ stress", min=0, min_open=True)
     B: float = key(59.0, "2D bulk modulus (uniform)", "LJ stress", min=0, min_open=True)
@@ -57,7 +57,7 @@ class ElasticitySection:
 
 @dataclass
 class SlipSection:
-    """Slip systems of each cell (tensorial paper sec. 3.1-3.3; femplast.slip)."""
+    """Slip systems of each cell (tensorial paper sec. 3.1-3.3; femplast.tensorial.slip)."""
 
     N: int | None = key(None, "slip systems per cell, a multiple of 4; default: rho_s l^2 "
                         "rounded to the nearest multiple of 4 (at least 4), l^2 the cell "
@@ -74,7 +74,7 @@ class SlipSection:
 
 @dataclass
 class LoadingSection:
-    """Athermal quasistatic driving (sec. 3.4; femplast.dynamics)."""
+    """Athermal quasistatic driving (sec. 3.4; femplast.tensorial.aqs)."""
 
     alpha_ext: float = key(0.0, "loading orientation alpha_ext of the pure shear "
                            "gamma_ext M(alpha_ext): 0 forward simple shear, 90 reverse", "deg",
@@ -97,7 +97,7 @@ class InitialSection:
 
 @dataclass
 class RedistributionSection:
-    """How slip events redistribute stress (femplast.redistribution)."""
+    """How slip events redistribute stress (femplast.redistribution.backends)."""
 
     backend: str = key("auto", "propagator: translation-invariant FE propagator (structured "
                        "quads, uniform moduli); dense: precomputed Green operator; direct: FE "
@@ -109,7 +109,7 @@ class RedistributionSection:
 
 @dataclass
 class OutputSection:
-    """What is written to the output directory (femplast.io)."""
+    """What is written to the output directory (femplast.io.output)."""
 
     snapshots: list[float] = key([], "gamma_ext at which cell fields are written (XDMF for "
                                  "ParaView, OUTDIR/fields/); runs with stages: empty (use "
@@ -138,7 +138,8 @@ class RunSection:
 
 @dataclass
 class KmcSection:
-    """Glass preparation by kinetic Monte Carlo and quench (tensorial paper A.3; femplast.kmc)."""
+    """Glass preparation by kinetic Monte Carlo and quench (tensorial paper A.3;
+    femplast.tensorial.kmc)."""
 
     enabled: bool = key(False, "prepare every realization as a super-cooled liquid by KMC at "
                         "temperature, then quench it (T = 0 relaxation; its stress becomes the "
@@ -226,7 +227,7 @@ class PatchesSection:
 
 @dataclass
 class SweepSection:
-    """Parameter sweep with calibration errors against reference data (femplast.sweep)."""
+    """Parameter sweep with calibration errors against reference data (femplast.app.sweep)."""
 
     enabled: bool = key(False, "run a parameter sweep instead of one run: every grid point "
                         "runs sweep.realizations realizations of this case with the point's "
@@ -247,7 +248,7 @@ class SweepSection:
                      choices=("common", "per_point"))
     reference: str | None = key(None, "reference data directory (macro.csv, optional "
                                 "local.csv, rms.csv, finite_size.csv; format in "
-                                "femplast.calibration), relative to the case file; null: "
+                                "femplast.analysis.calibration), relative to the case file; null: "
                                 "statistics only, no errors")
     errors: list[str] = key(["macro", "meso"], "errors against the reference: macro "
                             "(L_macro = mean L[P] of the stationary sigma_xy, drops and "
@@ -264,7 +265,7 @@ class SweepSection:
 
 @dataclass
 class VariantSection:
-    """Model variants of the tensorial paper (appendix A.8, sec. 6; femplast.variants)."""
+    """Model variants of the tensorial paper (appendix A.8, sec. 6; femplast.tensorial.variants)."""
 
     model: str = key("C", "preset: C original model; A quenched Weibull shear moduli; B "
                      "pressure-sensitive thresholds; D shuffled kernel; E fixed homogeneous "
@@ -399,7 +400,7 @@ Case.__annotations__["inclusion"] = InclusionSection
 
 @dataclass
 class ThresholdsSection:
-    """A scalar distribution (femplast.distributions): parametric or tabulated from a CSV file."""
+    """A scalar distribution (femplast.scalar.distributions): parametric or from a CSV file."""
 
     kind: str = key("weibull", "weibull (scale, shape); gauss (mean, std of the Gaussian before "
                     "its truncation at 0); gamma (shape, scale); uniform (low, high); samples "
@@ -434,7 +435,7 @@ class RenewalSection(ThresholdsSection):
 
 @dataclass
 class ScalarFitSection:
-    """Fit of the slip law to target stresses (femplast.scalar.fit_slip)."""
+    """Fit of the slip law to target stresses (femplast.scalar.model.fit_slip)."""
 
     flow_stress: float | None = key(None, "target flow stress (mean stress for gamma_ext >= "
                                     "loading.stationary_from); when given, c0 (and c1 if "
@@ -453,7 +454,7 @@ class ScalarFitSection:
 
 @dataclass
 class ScalarSection:
-    """model: scalar - scalar EPM with landscape-informed thresholds (femplast.scalar)."""
+    """model: scalar - scalar EPM with landscape-informed thresholds (femplast.scalar.model)."""
 
     kernel: str = key("fourier", "redistribution kernel: fourier (continuum periodic Eshelby "
                       "kernel of square cells, eq. 1-2) or fe (femplast FE propagator projected "
@@ -684,142 +685,15 @@ def _check_consistency(case: Case) -> None:
         if not 0 <= g <= case.loading.gamma_max:
             raise FemplastInputError(f"output.snapshots[{i}]", g,
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
-    _check_patches(case)
-    _check_scalar(case)
-    from femplast.variants import check as _check_variant
-
-    _check_variant(case)
-    _check_protocol(case)
-    if case.sweep.enabled:
-        from femplast.sweep import validate
-
-        validate(case)
-
-
-def _check_protocol(case: Case) -> None:
-    """Sections kmc and stages (femplast.protocols)."""
-    import re
-
-    kmc_on = case.kmc.enabled or case.model == "quench"
-    if (kmc_on or case.stages) and case.model not in ("tensorial", "quench"):
-        raise FemplastInputError("model", case.model, "'tensorial' or 'quench' with kmc or "
-                                 "stages")
-    if case.model == "quench" and case.stages:
-        raise FemplastInputError("stages", "[...]", "empty with model: quench")
-    protocol = kmc_on or case.stages or case.run.checkpoint_interval > 0
-    if protocol and case.model in ("tensorial", "quench"):
-        if case.patches.enabled:
-            raise FemplastInputError("patches.enabled", True, "false with kmc, stages or "
-                                     "run.checkpoint_interval > 0")
-        if case.run.parallel == "sample":
-            raise FemplastInputError("run.parallel", "sample", "'realizations' with kmc, "
-                                     "stages or run.checkpoint_interval > 0")
-    names: list[str] = []
-    for i, sg in enumerate(case.stages):
-        k = f"stages[{i}]"
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", sg.name or ""):
-            raise FemplastInputError(f"{k}.name", sg.name, "a non-empty name of letters, "
-                                     "digits, '-' and '_'")
-        if sg.name in names:
-            raise FemplastInputError(f"{k}.name", sg.name, "a name not used by another stage")
-        if sg.start is not None and sg.start not in names:
-            raise FemplastInputError(f"{k}.start", sg.start, "the name of an earlier stage "
-                                     f"({', '.join(names) or 'none'}) or null")
-        names.append(sg.name)
-        if sg.kind == "load" and sg.gamma is None and sg.stress is None:
-            raise FemplastInputError(f"{k}.gamma", None, "a strain (strain control) or a "
-                                     "stress target with kind: load")
-        if sg.kind != "load" and sg.stress is not None:
-            raise FemplastInputError(f"{k}.stress", sg.stress, "null with kind: "
-                                     f"{sg.kind} (unload targets a zero stress)")
-        if sg.kind == "hold" and sg.gamma is not None:
-            raise FemplastInputError(f"{k}.gamma", sg.gamma, "null with kind: hold")
-        if sg.kind != "hold" and (sg.temperature or sg.events):
-            raise FemplastInputError(f"{k}.temperature", sg.temperature,
-                                     "0 (thermal events only in hold stages)")
-        if sg.kind == "hold" and (sg.temperature > 0) != (sg.events > 0):
-            raise FemplastInputError(f"{k}.events", sg.events, "> 0 together with a "
-                                     "temperature > 0 (or both 0)")
-        if sg.snapshots and (sg.kind != "load" or sg.stress is not None):
-            raise FemplastInputError(f"{k}.snapshots", sg.snapshots, "empty unless kind: load "
-                                     "with strain control (other stages write their final "
-                                     "state)")
-        for j, g in enumerate(sg.snapshots):
-            if not 0 <= g <= (sg.gamma or 0.0):
-                raise FemplastInputError(f"{k}.snapshots[{j}]", g,
-                                         f"in [0, {k}.gamma = {sg.gamma}]")
-    if case.stages and case.output.snapshots:
-        raise FemplastInputError("output.snapshots", case.output.snapshots, "empty with "
-                                 "stages (snapshots are per stage: stages[i].snapshots)")
-
-
-def _check_scalar(case: Case) -> None:
-    sc = case.scalar
-    if case.model != "scalar":
-        return
-    if case.mesh.kind != "quad":
-        raise FemplastInputError("mesh.kind", case.mesh.kind, "'quad' with model: scalar (an "
-                                 "N x N lattice, N = mesh.n)")
-    if case.loading.alpha_ext != 0:
-        raise FemplastInputError("loading.alpha_ext", case.loading.alpha_ext, "0 with model: "
-                                 "scalar (thresholds are forward xy thresholds, theta = 0)")
-    if case.redistribution.backend not in ("auto", "propagator"):
-        raise FemplastInputError("redistribution.backend", case.redistribution.backend,
-                                 "auto with model: scalar (the kernel is scalar.kernel)")
-    if case.initial.state is not None:
-        raise FemplastInputError("initial.state", case.initial.state, "null with model: scalar")
-    if sc.c0 + sc.c1 <= 0:
-        raise FemplastInputError("scalar.c0", sc.c0, "> 0 when scalar.c1 = 0 (mean slip > 0)")
-    if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:
-        raise FemplastInputError("scalar.fit.peak_stress", sc.fit.peak_stress,
-                                 "only with scalar.fit.flow_stress")
-    if sc.fit.flow_stress is not None and case.run.realizations < 2:
-        raise FemplastInputError("run.realizations", case.run.realizations,
-                                 ">= 2 with scalar.fit (the fit needs ensemble errors)")
-    from femplast.scalar import distributions_from_case
-
-    distributions_from_case(case)
-
-
-def _check_patches(case: Case) -> None:
-    pa, m = case.patches, case.mesh
-    if not pa.enabled:
-        return
-    if case.model != "tensorial":
-        raise FemplastInputError("patches.enabled", True, "only with model: tensorial")
-    if pa.shape == "square":
-        if m.kind == "gmsh":
-            raise FemplastInputError("patches.shape", "square", "'disk' on gmsh meshes")
-        if not pa.n:
-            raise FemplastInputError("patches.n", pa.n, "at least one size")
-        for i, n in enumerate(pa.n):
-            if n > m.n:
-                raise FemplastInputError(f"patches.n[{i}]", n, f"<= mesh.n = {m.n}")
-    elif not pa.radius:
-        raise FemplastInputError("patches.radius", pa.radius, "at least one radius (shape: "
-                                 "disk)")
-    else:
-        for i, r in enumerate(pa.radius):
-            if 2 * r >= m.L:
-                raise FemplastInputError(f"patches.radius[{i}]", r, f"< mesh.L / 2 = {m.L / 2:g} "
-                                         "(a disk must not overlap its own periodic image)")
-    if not pa.alpha:
-        raise FemplastInputError("patches.alpha", pa.alpha, "at least one orientation")
-    if not pa.initial and not pa.gamma_ext:
-        raise FemplastInputError("patches.gamma_ext", pa.gamma_ext, "at least one gamma_ext "
-                                 "when patches.initial is false")
-    for i, g in enumerate(pa.gamma_ext):
-        if g > case.loading.gamma_max:
-            raise FemplastInputError(f"patches.gamma_ext[{i}]", g,
-                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
+    # the checks of each feature live with the feature: femplast.protocols.checks
 
 
 # ----------------------------------------------------------------------------- reference page
 def reference_markdown() -> str:
     """The case-file reference page, generated from the declarations above."""
     lines = ["# Case-file reference", "",
-             "Generated from `femplast/case.py` (`python -m femplast --reference`). Units are "
-             "Lennard-Jones units of the atomistic reference (length sigma_SL, stress "
+             "Generated from `femplast/config/case.py` (`python -m femplast --reference`). "
+             "Units are Lennard-Jones units of the atomistic reference (length sigma_SL, stress "
              "eps_SL/sigma_SL^2); angles in degrees. Unknown keys are errors.", ""]
 
     def section(cls, prefix):

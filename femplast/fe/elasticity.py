@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from femplast import FemplastInputError
-from femplast.mesh import BoxMesh
+from femplast.errors import FemplastInputError
+from femplast.fe.mesh import BoxMesh
 
 VOIGT_METRIC = np.array([1.0, 1.0, 2.0])
 """Weights such that ``A : B = sum(VOIGT_METRIC * a * b)`` for 3-vectors ``[xx, yy, xy]``."""
@@ -227,7 +227,7 @@ def quad_stencils(h: float, G: float, B: float):
 
 
 class PeriodicElasticity:
-    """Bi-periodic linear elasticity of a :class:`~femplast.mesh.BoxMesh`, factorized once.
+    """Bi-periodic linear elasticity of a :class:`~femplast.fe.mesh.BoxMesh`, factorized once.
 
     Per-cell arrays exchanged with this class are in *local canonical order*: the owned cells of
     this rank sorted by canonical index (in serial: the canonical order itself).

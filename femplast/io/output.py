@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femplast import FemplastInputError
+from femplast.errors import FemplastInputError
 
 
 def choose_outdir(out: str | None, name: str, base: str | Path = "runs") -> Path:

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from femplast import FemplastInputError
-from femplast.checkpoint import Interrupted
+from femplast.errors import FemplastInputError
+from femplast.protocols.checkpoint import Interrupted
 
 EXIT_BAD_INPUT = 2
 
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from mpi4py import MPI
 
-    from femplast.case import load_case, reference_markdown
+    from femplast.app.cases import load_case
+    from femplast.config.case import reference_markdown
 
     comm = MPI.COMM_WORLD
     if args.reference:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{args.case}: valid")
             return 0
-        from femplast.io import choose_outdir
+        from femplast.io.output import choose_outdir
 
         outdir = None
         if args.resume:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         elif comm.rank == 0:
             outdir = choose_outdir(args.out, case.name)
         outdir = comm.bcast(outdir, root=0)
-        from femplast.runner import run_case
+        from femplast.app.runner import run_case
 
         run_case(case, outdir, comm, quiet=args.quiet, event_log=args.event_log,
                  resume=args.resume)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"femplast: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Interrupted as exc:  # SIGINT/SIGTERM: checkpoint written (femplast.checkpoint)
+    except Interrupted as exc:  # SIGINT/SIGTERM: checkpoint written (femplast.protocols.checkpoint)
         print(f"femplast: {exc}", file=sys.stderr)
         return exc.exit_code  # 130 (SIGINT) or 143 (SIGTERM)
     return 0
