@@ -14,13 +14,14 @@ from femplast.redistribution.backends import (
     symmetrize_kernel,
     to_dsp,
 )
+from femplast.redistribution.kernels import propagator_add
 from femplast.streams import realization_rng
 from femplast.tensorial.aqs import (
     AQSDriver,
+    Lazy,
     apply_slips,
     drift_pass,
     flagged_cells,
-    propagator_add,
 )
 from femplast.tensorial.model import TensorialModel
 
@@ -206,13 +207,21 @@ def test_folded_shifted_add_is_the_full_kernel_bit_for_bit(n):
     mm = (margin - 1e-12) ** 2
     sig = np.zeros((3, n * n))
     fused = np.zeros(n * n, np.int8)
+
+    def lazy(flag):
+        idle = np.zeros(n * n, np.int64)
+        return Lazy(ref, margin, mm, flag, idle, flag.copy(), idle, margin)
+
     for i, (c, a, b) in enumerate(zip(cells, gs, gc, strict=True)):
-        propagator_add(sig, red.folded, c, n, a, b, 3, i == 39, ref, mm, fused, 0.02, -0.01)
+        if i == 39:
+            propagator_add(sig, red.folded, c, n, a, b, 3, lazy(fused), 0.02, -0.01)
+        else:
+            propagator_add(sig, red.folded, c, n, a, b, 3)
     assert np.array_equal(sig, full)
     R = np.zeros((3, n * n))
     R[0], R[1] = 0.02, -0.01
     sep = np.zeros(n * n, np.int8)
-    drift_pass(1.0, sig, R, ref, margin, mm, sep, 0.0, 1e-12)
+    drift_pass(1.0, sig, R, lazy(sep), 0.0, 1e-12)
     assert np.array_equal(fused, sep) and 0 < sep.sum() < n * n
 
 
@@ -288,9 +297,10 @@ def test_initially_unstable_state_relaxes_at_its_own_strain(quad_model):
 @pytest.mark.parametrize(("backend", "kind", "params"), [
     ("propagator", "quad", {}),
     # model B at its optimum (appendix A.8.2): pressure-sensitive thresholds
-    ("propagator", "quad", {"alpha_p": 0.2, "p_offset": 1.95, "thr_p0": 1.05, "thr_p1": 1.88,
-                            "chi": 3.33}),
-    ("dense", "quad", {"alpha_p": 0.2, "p_offset": 1.95, "thr_p0": 1.05, "thr_p1": 1.88,
+    ("propagator", "quad", {"alpha_p": 0.2, "p_offset": 1.95, "weibull_lambda": 1.05,
+                            "weibull_k": 1.88, "chi": 3.33}),
+    ("dense", "quad", {"alpha_p": 0.2, "p_offset": 1.95, "weibull_lambda": 1.05,
+                       "weibull_k": 1.88,
                        "chi": 3.33}),
     ("dense", "tri", {}),
     ("direct", "quad", {}),

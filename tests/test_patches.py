@@ -13,7 +13,8 @@ from femplast.analysis.patches import (
     PatchAnalysis,
     PatchFE,
     PatchOperator,
-    SlipRules,
+    PatchRules,
+    patch_arrays,
     patch_test,
     resolved,
 )
@@ -132,14 +133,12 @@ def test_shared_operator_equals_fresh_fe(model8, loaded):
     assert np.abs(fresh.D - op.D).max() < 1e-10 * np.abs(op.D).max()
     assert np.abs(fresh.U - op.U).max() < 1e-10 * G0
     tot = st.sig + 0.3 * model8.load_response(0.0)  # current stress at gamma_ext = 0.3
-    p = SlipRules.from_model(model8.params)
+    p = PatchRules.from_model(model8)
     for a in (0.0, math.pi / 2):
         res = []
         for o, direct in ((op, False), (fresh, True)):
             rng = np.random.default_rng(5)
-            res.append(patch_test(o, a, tot[:, cells].copy(), st.eps_pl[cells].copy(),
-                                  st.theta[cells].copy(), st.sin2[cells].copy(),
-                                  st.cos2[cells].copy(), st.tauc[cells].copy(), p, rng,
+            res.append(patch_test(o, a, patch_arrays(st, cells, tot[:, cells]), p, rng,
                                   direct=direct))
         r0, r1 = res
         assert r0.n_events == r1.n_events and r0.n_events >= 1
@@ -276,3 +275,25 @@ def test_resume_keeps_the_patch_tests_of_finished_realizations(tmp_path):
     assert p2 == p1 and p1["entries"]
     assert s2["stationary"] == s1["stationary"]
     assert s2["total_slip_events"] == s1["total_slip_events"]
+
+
+@pytest.mark.parametrize("variant", list("ABCDEFGHI"))
+def test_every_model_variant_runs_patch_tests(variant, tmp_path):
+    """Patch tests use the sample's own slip rule (amplitude, renewal mode), so every variant
+    of appendix A.8 can be probed: a stable sample has positive barriers dtau_c everywhere."""
+    from pathlib import Path
+
+    from femplast.app.cases import load_case
+    from femplast.app.runner import run_case
+
+    path = Path(__file__).parents[1] / "cases" / f"variant_{variant}.yaml"
+    case = load_case(path, ["mesh.n=6", "mesh.L=39.6", "loading.gamma_max=0.2",
+                            "loading.stationary_from=0.1", "run.realizations=1",
+                            "output.snapshots=[]", "patches.enabled=true", "patches.n=[1, 2]",
+                            "patches.alpha=[0, 90]", "patches.gamma_ext=[0.2]"])
+    s = run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)
+    ent = s["patches"]["entries"]
+    assert {e["state"] for e in ent} == {"initial", "gamma_ext=0.2", "stationary"}
+    for e in ent:
+        assert e["count"] == 36
+        assert e["dtau_c"]["mean"] > 0 and np.isfinite(e["tau_c"]["mean"])

@@ -45,6 +45,7 @@ von Mises stress ``(1/2 Sigma~' : Sigma~')^(1/2) = sqrt(d^2 + s^2)`` of ``Sigma~
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,8 +60,9 @@ from femplast.redistribution.backends import (
     self_coefficients,
     to_dsp,
 )
-from femplast.tensorial.aqs import cell_scan, slip_amplitude
-from femplast.tensorial.slip import renew_cell
+from femplast.redistribution.kernels import dense_add
+from femplast.tensorial.aqs import cell_scan
+from femplast.tensorial.rules import SlipRule, add_slip, renew, self_response, slip_amplitude
 
 SHAPES = ("square", "disk")
 SELF_RESPONSES = ("patch", "model")
@@ -471,25 +473,28 @@ def disk_patches(box, R: float, spacing: float | None = None) -> PatchSet:
 
 
 # ============================================================================ one test
-@dataclass
-class SlipRules:
-    """Slip rules of the model used inside the patch (see
-    :class:`femplast.tensorial.model.ModelParams`)."""
+Patch = namedtuple("Patch", "sig eps_pl eacc theta sin2 cos2 tauc")
+"""The arrays of a patch's cells during a test (copies of the sample's): stress (d, s, p),
+plastic strain, accumulated slip, slip systems."""
+Loading = namedtuple("Loading", "gam R selfq alpha_p p_off max_events")
+"""A test's boundary strain ``gam``, stress per unit boundary strain ``R``, self-response
+coefficients, pressure sensitivity, event budget."""
 
-    chi: float
-    thr_kind: int
-    thr_p0: float
-    thr_p1: float
+
+@dataclass
+class PatchRules:
+    """The sample's slip rule (femplast.tensorial.rules), used unchanged inside the patch, and
+    the threshold shift of pressure-sensitive models; ``max_events`` bounds an avalanche."""
+
+    rule: SlipRule
     alpha_p: float = 0.0
     p_offset: float = 0.0
-    fixed_dgamma: float = 0.0
-    renew: bool = True
     max_events: int = 1_000_000
 
     @classmethod
-    def from_model(cls, p) -> SlipRules:
-        return cls(p.chi, p.thr_kind, p.thr_p0, p.thr_p1, p.alpha_p, p.p_offset,
-                   p.fixed_dgamma, p.renew)
+    def from_model(cls, model) -> PatchRules:
+        p = model.params
+        return cls(model.rule, p.alpha_p, p.p_offset)
 
 
 def instability(sig, R, sin2, cos2, tauc, alpha_p: float = 0.0, p_off: float = 0.0):
@@ -527,36 +532,37 @@ def _dtau(sig, R, gam, sin2, cos2, tauc, alpha_p, p_off):
     return dt
 
 
-# The avalanche inside a patch: the rules of femplast.tensorial.aqs (simultaneous slips of every
-# active cell on its lowest-dtau_c system, eq. 7 amplitudes, renewal after the redistribution),
-# written out here on a small dense problem (a full rescan per relaxation step is cheap) so
-# that the patch code does not depend on the internals of the sample's event loop. Random
-# numbers are consumed in the same order: amplitudes in ascending cell order, then renewals.
+# The avalanche inside a patch: the algorithm of femplast.tensorial.aqs (simultaneous slips of
+# every active cell on its lowest-dtau_c system with the model's slip rule, renewal after the
+# redistribution), written out here on a small dense problem (a full rescan per relaxation step
+# is cheap) so that the patch code does not depend on the internals of the sample's event loop.
+# Random numbers are consumed in the same order: amplitudes in ascending cell order, renewals.
 @njit(cache=True)
-def _slip(rng, gam, sig, R, eps_pl, sin2, cos2, selfq, act_cell, act_sys, na, chi, fixed_dg,
-          dg_out):
+def _slip_all(rng, pt, ld, rule, act_cell, act_sys, na, dg_out):
+    """Step 2: the ``na`` active cells slip (amplitude, eigenstrain: the model's rule)."""
     for i in range(na):
         c = act_cell[i]
         n = act_sys[i]
-        s2 = sin2[c, n]
-        c2 = cos2[c, n]
-        _, _, dg = slip_amplitude(rng, c, s2, c2, gam, sig, R, selfq, chi, fixed_dg, False)
+        s2 = pt.sin2[c, n]
+        c2 = pt.cos2[c, n]
+        tau = s2 * (pt.sig[0, c] + ld.gam * ld.R[0, c]) + c2 * (pt.sig[1, c] + ld.gam * ld.R[1, c])
+        dg = slip_amplitude(rng, rule, tau, self_response(c, s2, c2, ld.selfq))
         dg_out[i] = dg
-        eps_pl[c, 0] -= 0.5 * s2 * dg
-        eps_pl[c, 1] += 0.5 * s2 * dg
-        eps_pl[c, 2] += 0.5 * c2 * dg
+        pt.eacc[c] += dg
+        add_slip(pt.eps_pl, c, s2, c2, dg)
 
 
 @njit(cache=True)
-def _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na, renew, kind,
-                p0, p1, alpha_p, p_off):
-    """Renew the slipped cells, then rescan every cell; returns the new number of active."""
-    if renew:
-        for i in range(na):
-            renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, kind, p0, p1)
+def _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg):
+    """Step 4: renew the slipped cells, then rescan every cell; returns the new number of
+    active cells."""
+    for i in range(na):
+        c = act_cell[i]
+        renew(rng, rule, pt.theta, pt.sin2, pt.cos2, pt.tauc, c, dg[i], pt.eacc[c])
     nn = 0
-    for c in range(sig.shape[1]):
-        best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
+    for c in range(pt.sig.shape[1]):
+        best, arg = cell_scan(c, ld.gam, pt.sig, ld.R, pt.sin2, pt.cos2, pt.tauc, ld.alpha_p,
+                              ld.p_off)
         if best < 0.0:
             act_cell[nn] = c
             act_sys[nn] = arg
@@ -565,27 +571,21 @@ def _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na
 
 
 @njit(cache=True)
-def _avalanche_dense(rng, gam, sig, R, eps_pl, theta, sin2, cos2, tauc, selfq, D, act_cell,
-                     act_sys, na, fpar, ipar):
-    """Relax at constant gam with the dense Green operator; returns (events, steps, active)."""
-    dg = np.empty(sig.shape[1])
+def _avalanche_dense(rng, pt, ld, rule, D, act_cell, act_sys, na):
+    """Relax at constant boundary strain with the dense Green operator; returns (events,
+    steps, active)."""
+    dg = np.empty(pt.sig.shape[1])
     events = 0
     steps = 0
-    while na > 0 and events < ipar[1]:
-        _slip(rng, gam, sig, R, eps_pl, sin2, cos2, selfq, act_cell, act_sys, na, fpar[0],
-              fpar[1], dg)
+    while na > 0 and events < ld.max_events:
+        _slip_all(rng, pt, ld, rule, act_cell, act_sys, na, dg)
         events += na
         steps += 1
-        for i in range(na):
+        for i in range(na):  # step 3: redistribute
             c = act_cell[i]
             n = act_sys[i]
-            gs = dg[i] * sin2[c, n]
-            gc = dg[i] * cos2[c, n]
-            for comp in range(3):
-                for j in range(sig.shape[1]):
-                    sig[comp, j] += gs * D[c, 0, comp, j] + gc * D[c, 1, comp, j]
-        na = _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na,
-                         ipar[0], ipar[2], fpar[2], fpar[3], fpar[4], fpar[5])
+            dense_add(pt.sig, D, c, dg[i] * pt.sin2[c, n], dg[i] * pt.cos2[c, n])
+        na = _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg)
     return events, steps, na
 
 
@@ -600,11 +600,12 @@ class TestResult:
     complete: bool
 
 
-def patch_test(op: PatchOperator, alpha: float, sig, eps_pl, theta, sin2, cos2, tauc,
-               params: SlipRules, rng: np.random.Generator, selfq=None,
-               direct: bool = False, gamma_star=None) -> TestResult:
-    """One shear test of orientation ``alpha`` (radians) on a patch; arrays are modified in
-    place, so pass copies. ``sig`` (3, np) is the current (d, s, p) stress of the patch cells.
+def patch_test(op: PatchOperator, alpha: float, pt: Patch, rules: PatchRules,
+               rng: np.random.Generator, selfq=None, direct: bool = False,
+               gamma_star=None) -> TestResult:
+    """One shear test of orientation ``alpha`` (radians) on a patch; the arrays of ``pt`` are
+    modified in place, so pass copies. ``pt.sig`` (3, np) is the current (d, s, p) stress of
+    the patch cells.
 
     At ``gamma~*`` the trigger slips together with every cell whose lowest system is within
     ``TIE_RTOL`` (relative) of its threshold (exact ties, e.g. identical cells, slip at once).
@@ -613,9 +614,10 @@ def patch_test(op: PatchOperator, alpha: float, sig, eps_pl, theta, sin2, cos2, 
     (``op.fe``) instead of the Green operator (reference path; identical to round-off).
     """
     R = op.response(alpha)
-    ap, po = params.alpha_p, params.p_offset
+    ap, po = rules.alpha_p, rules.p_offset
+    sig = pt.sig
     if gamma_star is None:
-        gamma_star = float(instability(sig, R, sin2, cos2, tauc, ap, po)[0])
+        gamma_star = float(instability(sig, R, pt.sin2, pt.cos2, pt.tauc, ap, po)[0])
     gam = float(gamma_star)
     w = op.weights
     if not np.isfinite(gam):
@@ -623,10 +625,10 @@ def patch_test(op: PatchOperator, alpha: float, sig, eps_pl, theta, sin2, cos2, 
         return TestResult(gam, nan, nan, 0, 0, -1, False)
     sigma_c = from_dsp(sig @ w + gam * (R @ w))
     npc = sig.shape[1]
-    dt = _dtau(sig, R, gam, sin2, cos2, tauc, ap, po)
+    dt = _dtau(sig, R, gam, pt.sin2, pt.cos2, pt.tauc, ap, po)
     arg = np.argmin(dt, axis=1)
     m = dt[np.arange(npc), arg]
-    scale = 1.0 + np.abs(tauc).max() + np.abs(sig[:2]).max() + gam * np.abs(R[:2]).max()
+    scale = 1.0 + np.abs(pt.tauc).max() + np.abs(sig[:2]).max() + gam * np.abs(R[:2]).max()
     trig = int(np.argmin(m))
     active = np.flatnonzero(m <= TIE_RTOL * scale)
     if trig not in active:
@@ -636,31 +638,33 @@ def patch_test(op: PatchOperator, alpha: float, sig, eps_pl, theta, sin2, cos2, 
     act_sys = np.zeros(npc, np.int64)
     act_cell[:na] = active
     act_sys[:na] = arg[active]
-    fpar = np.array([params.chi, params.fixed_dgamma, params.thr_p0, params.thr_p1, ap, po])
-    ipar = np.array([int(params.renew), params.max_events, params.thr_kind], np.int64)
     sq = np.ascontiguousarray(op.selfq if selfq is None else selfq)
-    R = np.ascontiguousarray(R)
+    ld = Loading(gam, np.ascontiguousarray(R), sq, ap, po, rules.max_events)
+    rule = rules.rule.args()
     if not direct:
-        ev, steps, na = _avalanche_dense(rng, gam, sig, R, eps_pl, theta, sin2, cos2, tauc, sq,
-                                         op.D, act_cell, act_sys, na, fpar, ipar)
+        ev, steps, na = _avalanche_dense(rng, pt, ld, rule, op.D, act_cell, act_sys, na)
     else:
-        sig0, epl0 = sig.copy(), eps_pl.copy()
+        sig0, epl0 = sig.copy(), pt.eps_pl.copy()
         dg = np.empty(npc)
         ev = steps = 0
-        while na > 0 and ev < params.max_events:
-            _slip(rng, gam, sig, R, eps_pl, sin2, cos2, sq, act_cell, act_sys, na, params.chi,
-                  params.fixed_dgamma, dg)
+        while na > 0 and ev < rules.max_events:
+            _slip_all(rng, pt, ld, rule, act_cell, act_sys, na, dg)
             ev += na
             steps += 1
-            sig[:] = sig0 + to_dsp(op.fe.stress(eps_pl - epl0))
-            na = _renew_scan(rng, gam, sig, R, theta, sin2, cos2, tauc, act_cell, act_sys, na,
-                             int(params.renew), params.thr_kind, params.thr_p0, params.thr_p1,
-                             ap, po)
+            sig[:] = sig0 + to_dsp(op.fe.stress(pt.eps_pl - epl0))
+            na = _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg)
     sigma_f = from_dsp(sig @ w + gam * (R @ w))
     return TestResult(gam, sigma_c, sigma_f, int(ev), int(steps), trig, na == 0)
 
 
 # ============================================================================ analysis
+def patch_arrays(state, cells, sig) -> Patch:
+    """Copies of a state's arrays on the patch ``cells`` (``sig``: their current stress)."""
+    return Patch(sig.copy(), state.eps_pl[cells].copy(), state.eacc[cells].copy(),
+                 state.theta[cells].copy(), state.sin2[cells].copy(), state.cos2[cells].copy(),
+                 state.tauc[cells].copy())
+
+
 def resolved(alpha, sig_xyz) -> np.ndarray:
     """``M(alpha) : Sigma`` for stresses ``[xx, yy, xy]`` (..., 3)."""
     s = np.asarray(sig_xyz)
@@ -699,7 +703,7 @@ class PatchAnalysis:
         self.alphas_deg = [float(a) for a in alphas_deg]
         self.alphas = np.deg2rad(self.alphas_deg)
         self.self_response = self_response
-        self.params = SlipRules.from_model(model.params)
+        self.rules = PatchRules.from_model(model)
         el = model.el
         self._G, self._B = el.gather(el.G), el.gather(el.B)
         shared = box.structured and el.uniform
@@ -745,7 +749,7 @@ class PatchAnalysis:
 
         m = self.model
         total = state.sig + gamma_ext * m.load_response(alpha_ext)  # (3, nc) current stress
-        p = self.params
+        p = self.rules
         out = []
         for ps in self.sets:
             t0 = time.perf_counter()
@@ -781,10 +785,7 @@ class PatchAnalysis:
                 for ia, a in enumerate(self.alphas):
                     rng = np.random.default_rng(np.random.SeedSequence(
                         [int(k) for k in key] + [size_key, int(ps.ids[pos]), alpha_keys[ia]]))
-                    r = patch_test(op, a, sig0.copy(), state.eps_pl[cells].copy(),
-                                   state.theta[cells].copy(), state.sin2[cells].copy(),
-                                   state.cos2[cells].copy(), state.tauc[cells].copy(), p, rng,
-                                   selfq=selfq,
+                    r = patch_test(op, a, patch_arrays(state, cells, sig0), p, rng, selfq=selfq,
                                    gamma_star=None if gstar_all is None else gstar_all[ip, ia])
                     res["gamma_c"][ip, ia] = r.gamma_c
                     res["sigma_c"][ip, ia] = r.sigma_c

@@ -262,7 +262,7 @@ class ModelCache:
         return json.dumps(d, sort_keys=True, default=str)
 
     def get(self, pcase):
-        from femplast.analysis.patches import SlipRules
+        from femplast.analysis.patches import PatchRules
         from femplast.protocols.prepare import build_model, load_initial_state
 
         key = self.key(pcase)
@@ -281,7 +281,7 @@ class ModelCache:
         model.params = point_params(pcase, model)
         pa = getattr(model, "_femplast_patch_analysis", None)
         if pa is not None:
-            pa.params = SlipRules.from_model(model.params)
+            pa.rules = PatchRules.from_model(model)
         return model
 
 
@@ -292,8 +292,8 @@ def point_params(pcase, model):
     try:
         from femplast.tensorial.variants import model_options
     except ImportError:
-        return dataclasses.replace(model.params, chi=s.chi, thr_p0=s.weibull_lambda,
-                                   thr_p1=s.weibull_k)
+        return dataclasses.replace(model.params, chi=s.chi, weibull_lambda=s.weibull_lambda,
+                                   weibull_k=s.weibull_k)
     opts = model_options(pcase, model.box)
     names = {f.name for f in dataclasses.fields(model.params)} - {"N"}
     return dataclasses.replace(model.params, **{k: v for k, v in opts.items() if k in names})

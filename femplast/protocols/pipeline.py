@@ -87,8 +87,8 @@ from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_gr
 from femplast.protocols import checkpoint as ck
 from femplast.protocols.records import steps_table
 from femplast.redistribution.backends import from_dsp
-from femplast.tensorial.aqs import F_DGAM, RC_END, RC_STOP, S_K, AQSDriver, any_active_at
-from femplast.tensorial.kmc import KMC, quench, relax, sample_observables, write_quench
+from femplast.tensorial.aqs import RC_END, RC_STOP, AQSDriver, any_active_at
+from femplast.tensorial.kmc import KMC, quench, sample_observables, write_quench
 from femplast.version import __version__
 
 log = logging.getLogger("femplast")
@@ -319,14 +319,11 @@ class StressStage(StageRun):
         self.s2a, self.c2a = math.sin(2 * self.alpha), math.cos(2 * self.alpha)
 
     def _set_gamma(self, g: float) -> None:
-        # gamma_ext = k * dgamma with k = 1: the strain is exactly g
-        self.drv.fpar[F_DGAM] = g
-        self.drv.dgamma = g
-        self.drv.st[S_K] = 1
+        self.drv.set_strain(g)
 
     @property
     def g(self) -> float:
-        return float(self.drv.fpar[F_DGAM])
+        return float(self.drv.dgamma)
 
     def coefficients(self) -> tuple[float, float]:
         m, s = self.model, self.state
@@ -359,7 +356,7 @@ class StressStage(StageRun):
 
     def _avalanche(self, g: float, tick) -> None:
         self._set_gamma(g)
-        if relax(self.drv) > 0:
+        if self.drv.relax() > 0:
             self.av_gamma.append(g)
         tick()
 

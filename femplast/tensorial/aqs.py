@@ -1,11 +1,16 @@
 """Athermal quasistatic (AQS) dynamics of the tensorial model (tensorial paper, sec. 3.3-3.4).
 
-At fixed external strain every cell with an active system (distance to threshold
-``dtau_c = tau_c - tau < 0``) slips at once on its lowest-``dtau_c`` system, stresses are
-redistributed, and this is repeated until no system is active (one avalanche). Then the external
-strain grows by ``d(gamma_ext)``; elastic stretches are crossed in one jump to the first increment
-at which a system is active, evaluated with the same floating-point expression as the stepwise
-protocol (``gamma_ext = k d(gamma_ext)``), so the sequence of states is exactly the stepwise one.
+The algorithm, as the compiled loop (:func:`aqs_advance`) runs it:
+
+1. **load** to the next instability: the external strain grows by ``d(gamma_ext)`` until some
+   system is active (distance to threshold ``dtau_c = tau_c - tau < 0``); elastic stretches are
+   crossed in one jump, evaluated with the same floating-point expression as the stepwise
+   protocol (``gamma_ext = k d(gamma_ext)``), so the states are exactly the stepwise ones;
+2. **slip**: every cell with an active system slips at once on its lowest-``dtau_c`` system,
+   with the model's slip rule (:mod:`femplast.tensorial.rules`: amplitude, eigenstrain);
+3. **redistribute** the stresses (:mod:`femplast.redistribution`);
+4. **renew** the slipped cells' systems and find the cells that are now active; while there
+   are any, go to 2 (one avalanche), then to 1.
 
 Stability checks do not rescan every slip system after each relaxation step: in the deviatoric
 plane ``(d, s)`` the stable stresses of a cell form the convex polygon
@@ -16,36 +21,61 @@ reference of a scan is the cell's *total* stress (internal + ``gamma_ext R``), s
 another drift; the search for the next unstable increment only examines the cells whose margin
 the load can use up before it (candidates), and a loading jump can only have unsettled those.
 
-The whole loop is compiled with numba; it hands control back to Python for redistributions
-done outside (FE solve, FFT convolution), full record buffers, event budgets (progress,
-interruption) and requested stops (snapshots).
+The loop hands control back to Python (:class:`AQSDriver`) for redistributions done outside
+(FE solve, FFT convolution), full record buffers, event budgets (progress, interruption) and
+requested stops (snapshots). Its arguments are bundles (namedtuples of arrays, below).
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
 
-from femplast.tensorial.slip import V_CAP, draw_amplitude, renew_cell
+from femplast.redistribution.backends import MODE_DENSE, MODE_EXTERNAL, MODE_PROPAGATOR
+from femplast.redistribution.kernels import dense_add, propagator_add
+from femplast.tensorial.rules import SlipRule, add_slip, renew, self_response, slip_amplitude
 
-# phases of the compiled loop
-PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER, PH_AFTER_CHECKED = 0, 1, 2, 3, 4
-# return codes
+# phases of the loop: where a re-entry resumes
+PH_LOAD, PH_SLIP, PH_EXTERNAL, PH_RENEW, PH_RENEW_CHECKED = 0, 1, 2, 3, 4
+# return codes of aqs_advance / AQSDriver.advance
 RC_END, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_STOP = 0, 1, 2, 3, 4
-# slots of the integer state vector
+# registers of the loop (int64 vector, kept across re-entries)
 (S_PHASE, S_K, S_NACT, S_NPEND, S_NREC, S_NEV, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE, S_SCANNED,
  S_SPAN) = range(12)
 NSTATE = 12
-# float parameters
-F_DGAM, F_CHI, F_ALPHAP, F_POFF, F_THR0, F_THR1, F_TOL, F_FIXEDDG = range(8)
-# int parameters
-I_THRKIND, I_KEND, I_KSTOP, I_MAXEV, I_FFT, I_EVLOG, I_NX, I_RENEW, I_NCOMP = range(9)
-# record columns (float): k, size, steps, mean (d,s,p) before, mean (d,s,p) after, <eps_pl> xx,yy,xy
+# avalanche record columns (float): k, size, steps, mean (d,s,p) before, mean (d,s,p) after,
+# mean eps_pl xx, yy, xy
 REC_COLS = 12
+TOL = 1e-12  # margin tolerance of the lazy stability check
+
+Control = namedtuple("Control", "dgamma kend kstop max_events alpha_p p_off tol event_log")
+"""Loading and stopping: ``gamma_ext = k dgamma`` for ``k <= kend``; stop at ``kstop`` (< 0:
+none) or after ``max_events`` slips; pressure sensitivity ``alpha_p`` with offset ``p_off``
+(thresholds ``tau_c + alpha_p (p_off - p)``, model B); ``event_log``: keep every slip."""
+Field = namedtuple("Field", "sig R eps_pl eacc w fst")
+"""Per cell: internal stress (d, s, p) ``sig`` (3, cells), load response ``R`` per unit strain,
+plastic strain (cells, 3), accumulated slip ``eacc``, area weights ``w``; ``fst``: running box
+averages (internal stress, plastic strain, load response)."""
+Systems = namedtuple("Systems", "theta sin2 cos2 tauc")
+"""Slip systems (cells, N): angles, sin 2theta, cos 2theta, thresholds."""
+Lazy = namedtuple("Lazy", "ref margin mm flag cell_k cand cidx rn")
+"""Lazy stability check: reference total stress and margin of the last scan per cell,
+``mm = (margin - tol)^2`` (or -1), rescan flags, candidate lists of the load search, load
+speed ``rn`` per cell."""
+Backend = namedtuple("Backend", "mode selfq folded dense kmean nx ncomp fft_threshold")
+"""Redistribution: MODE_PROPAGATOR / MODE_DENSE / MODE_EXTERNAL, self-response coefficients,
+folded propagator kernel, dense Green operator, box mean of each cell's unit responses, grid
+width, stress components updated per event, slips per step beyond which the propagator hands
+the step to the FFT."""
+Work = namedtuple("Work", "act_cell act_sys pend_dg rec ev_i ev_f")
+"""Active cells and systems of the relaxation step, their amplitudes, avalanche records,
+event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-response)."""
 
 
+# ============================================================================ stability
 @njit(cache=True)
 def _pressure_shift(c, gam, sig, R, alpha_p, p_off):
     if alpha_p == 0.0:
@@ -71,56 +101,46 @@ def cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
 
 
 @njit(cache=True)
-def full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, alpha_p, p_off):
+def full_check(c, gam, sig, R, sy, lz, ctl):
     """Scan all systems of cell ``c``; reset its reference stress and margin.
 
     Returns the argmin system (its dtau_c is ``margin[c]``).
     """
-    best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off)
+    best, arg = cell_scan(c, gam, sig, R, sy.sin2, sy.cos2, sy.tauc, ctl.alpha_p, ctl.p_off)
     # the reference is the *total* stress of the scan, so a change of gamma_ext is a drift
-    ref[0, c] = sig[0, c] + gam * R[0, c]
-    ref[1, c] = sig[1, c] + gam * R[1, c]
-    ref[2, c] = sig[2, c] + gam * R[2, c]
-    margin[c] = best
-    m = best - tol
-    mm[c] = m * m if m > 0.0 else -1.0
+    for j in range(3):
+        lz.ref[j, c] = sig[j, c] + gam * R[j, c]
+    lz.margin[c] = best
+    m = best - ctl.tol
+    lz.mm[c] = m * m if m > 0.0 else -1.0
     return arg
 
 
 @njit(cache=True)
-def _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
+def _drifted(c, gam, sig, R, lz, alpha_p, tol):
     # same arithmetic as the fused test in propagator_add, so both paths flag the same cells
-    dd = sig[0, c] + gam * R[0, c] - ref[0, c]
-    ds = sig[1, c] + gam * R[1, c] - ref[1, c]
-    m = margin[c] - tol
+    dd = sig[0, c] + gam * R[0, c] - lz.ref[0, c]
+    ds = sig[1, c] + gam * R[1, c] - lz.ref[1, c]
+    m = lz.margin[c] - tol
     if alpha_p != 0.0:
-        m -= alpha_p * abs(sig[2, c] + gam * R[2, c] - ref[2, c])
+        m -= alpha_p * abs(sig[2, c] + gam * R[2, c] - lz.ref[2, c])
     return m <= 0.0 or dd * dd + ds * ds >= m * m
 
 
 @njit(cache=True)
-def drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol):
+def drift_pass(gam, sig, R, lz, alpha_p, tol):
     """Flag every cell whose total-stress drift since its last scan may have used up its margin."""
     if alpha_p == 0.0:
         # branch-free (vectorized) form of _drifted: mm = (margin - tol)^2, or -1
+        ref, mm, flag = lz.ref, lz.mm, lz.flag
         for c in range(sig.shape[1]):
             dd = sig[0, c] + gam * R[0, c] - ref[0, c]
             ds = sig[1, c] + gam * R[1, c] - ref[1, c]
             flag[c] |= np.int8(dd * dd + ds * ds >= mm[c])
         return
     for c in range(sig.shape[1]):
-        if _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
-            flag[c] = 1
-
-
-@njit(cache=True)
-def _flag_candidates(gam, sig, R, ref, margin, mm, flag, cidx, ncand, alpha_p, tol):
-    """:func:`drift_pass` restricted to the candidates ``cidx[:ncand]`` of
-    :func:`next_instability`: a loading jump cannot use up the margin of any other cell."""
-    for i in range(ncand):
-        c = cidx[i]
-        if _drifted(c, gam, sig, R, ref, margin, alpha_p, tol):
-            flag[c] = 1
+        if _drifted(c, gam, sig, R, lz, alpha_p, tol):
+            lz.flag[c] = 1
 
 
 @njit(cache=True)
@@ -143,10 +163,10 @@ def flagged_cells(flag, idx):
 
 
 @njit(cache=True)
-def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell, act_sys,
-               alpha_p, p_off):
+def check_pass(gam, sig, R, sy, lz, ctl, act_cell, act_sys):
     """Rescan flagged cells (and clear their flags); collect the active ones in ascending cell
     order. The flags are sparse: they are read eight at a time."""
+    flag = lz.flag
     n = flag.shape[0]
     nw = n // 8
     words = flag[:8 * nw].view(np.uint64)
@@ -157,9 +177,8 @@ def check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_ce
         for c in range(8 * i, min(8 * i + 8, n)):
             if flag[c]:
                 flag[c] = 0
-                arg = full_check(c, gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol,
-                                 alpha_p, p_off)
-                if margin[c] < 0.0:
+                arg = full_check(c, gam, sig, R, sy, lz, ctl)
+                if lz.margin[c] < 0.0:
                     act_cell[na] = c
                     act_sys[na] = arg
                     na += 1
@@ -186,11 +205,14 @@ def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
     return False
 
 
+# ============================================================================ 1. load
 @njit(cache=True)
-def _candidates(span, gam0, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand):
+def _candidates(span, gam0, sig, R, lz, ctl):
     """Flag the cells whose margin, minus their drift since their last scan, the load could use
     up within ``span + 2`` increments (branch-free, so that it vectorizes)."""
-    reach = (span + 2) * dgam
+    reach = (span + 2) * ctl.dgamma
+    ref, margin, rn, cand = lz.ref, lz.margin, lz.rn, lz.cand
+    alpha_p, tol = ctl.alpha_p, ctl.tol
     for c in range(sig.shape[1]):
         dd = sig[0, c] + gam0 * R[0, c] - ref[0, c]
         ds = sig[1, c] + gam0 * R[1, c] - ref[1, c]
@@ -201,15 +223,81 @@ def _candidates(span, gam0, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand):
 
 
 @njit(cache=True)
-def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, cell_k, ref,
-                     margin, tol, rn, cand, cidx, span):
-    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgam, else kend + 1.
+def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
+    """Estimate of the first increment after ``k0`` at which a system of cell ``c`` is active,
+    from the linear growth of every system's resolved stress (kend + 2: none)."""
+    dgam, alpha_p = ctl.dgamma, ctl.alpha_p
+    d0 = sig[0, c]
+    s0 = sig[1, c]
+    sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, ctl.p_off)
+    rp = alpha_p * R[2, c]
+    kc = kend + 2
+    for n in range(sy.sin2.shape[1]):
+        a = sy.tauc[c, n] + sh0 - (sy.sin2[c, n] * d0 + sy.cos2[c, n] * s0)
+        r = sy.sin2[c, n] * R[0, c] + sy.cos2[c, n] * R[1, c] + rp
+        if r > 0.0:
+            g = a / r / dgam
+            if g < kc:
+                kn = int(math.floor(g)) + 1
+                if kn <= k0:
+                    kn = k0 + 1
+                if kn < kc:
+                    kc = kn
+    return kc
 
-    Returns ``(k, ncand)``: the candidates are ``cidx[:ncand]`` (ascending cell order).
+
+@njit(cache=True)
+def _settle(k0, kend, kmin, ncand, sig, R, sy, lz, ctl):
+    """Settle the estimate ``kmin`` with the exact activity test (the stepwise expression) on
+    the candidates within one increment of it; returns the first unstable increment or
+    kend + 1."""
+    dgam = ctl.dgamma
+    sin2, cos2, tauc, cidx, cell_k = sy.sin2, sy.cos2, sy.tauc, lz.cidx, lz.cell_k
+    ap, po = ctl.alpha_p, ctl.p_off
+    while True:
+        if kmin > kend:
+            # nothing expected before the end: confirm at kend with the candidates
+            kmin = kend
+            found = False
+            for i in range(ncand):
+                c = cidx[i]
+                if cell_k[c] <= kend + 1 and _cell_active_at(c, kend * dgam, sig, R, sin2, cos2,
+                                                             tauc, ap, po):
+                    found = True
+                    break
+            if not found:
+                return kend + 1
+        active = False
+        earlier = False
+        for i in range(ncand):
+            c = cidx[i]
+            if cell_k[c] <= kmin + 1:
+                if not active and _cell_active_at(c, kmin * dgam, sig, R, sin2, cos2, tauc,
+                                                  ap, po):
+                    active = True
+                if kmin - 1 > k0 and _cell_active_at(c, (kmin - 1) * dgam, sig, R, sin2, cos2,
+                                                     tauc, ap, po):
+                    earlier = True
+                    break
+        if earlier:
+            kmin -= 1
+        elif not active:
+            kmin += 1
+            if kmin > kend:
+                return kend + 1
+        else:
+            return kmin
+
+
+@njit(cache=True)
+def next_instability(k0, kend, sig, R, sy, lz, ctl, span):
+    """Smallest k in (k0, kend] with an active system at gamma_ext = k dgamma, else kend + 1.
+
+    Returns ``(k, ncand)``: the candidates are ``lz.cidx[:ncand]`` (ascending cell order).
 
     Only *candidate* cells are examined: those whose margin (minus their drift since their last
     scan) the load could use up within ``span + 2`` increments — the load moves the stress by
-    ``dgam |R|`` per increment in the deviatoric plane and ``(sin 2theta, cos 2theta)`` is a
+    ``dgamma |R|`` per increment in the deviatoric plane and ``(sin 2theta, cos 2theta)`` is a
     unit vector, ``rn[c] = |(R_d, R_s)| + alpha_p |R_p|`` (:func:`load_speed`). If the answer
     lies beyond ``span`` the search is repeated with a longer span, so the result does not
     depend on the initial ``span`` (a guess: the previous jump). For each candidate, one pass
@@ -221,28 +309,13 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
     """
     span = max(span, 1)
     while True:
-        _candidates(span, k0 * dgam, dgam, sig, R, ref, margin, tol, rn, alpha_p, cand)
-        ncand = flagged_cells(cand, cidx)
+        _candidates(span, k0 * ctl.dgamma, sig, R, lz, ctl)
+        ncand = flagged_cells(lz.cand, lz.cidx)
         kmin = kend + 2
         for i in range(ncand):
-            c = cidx[i]
-            d0 = sig[0, c]
-            s0 = sig[1, c]
-            sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, p_off)
-            rp = alpha_p * R[2, c]
-            kc = kend + 2
-            for n in range(sin2.shape[1]):
-                a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
-                r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
-                if r > 0.0:
-                    g = a / r / dgam
-                    if g < kc:
-                        kn = int(math.floor(g)) + 1
-                        if kn <= k0:
-                            kn = k0 + 1
-                        if kn < kc:
-                            kc = kn
-            cell_k[c] = kc
+            c = lz.cidx[i]
+            kc = _first_unstable_increment(c, k0, kend, sig, R, sy, ctl)
+            lz.cell_k[c] = kc
             if kc < kmin:
                 kmin = kc
         # non-candidates cannot be active before k0 + span + 2: the answer is safe if the
@@ -252,39 +325,7 @@ def next_instability(k0, kend, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off, c
         span = min(kmin, kend + 1) - k0
     if kmin > kend + 1:
         kmin = kend + 1
-    while True:
-        if kmin > kend:
-            # nothing expected before the end: confirm at kend with the candidates
-            kmin = kend
-            found = False
-            for i in range(ncand):
-                c = cidx[i]
-                if cell_k[c] <= kend + 1 and _cell_active_at(
-                        c, kend * dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
-                    found = True
-                    break
-            if not found:
-                return kend + 1, ncand
-        active = False
-        earlier = False
-        for i in range(ncand):
-            c = cidx[i]
-            if cell_k[c] <= kmin + 1:
-                if not active and _cell_active_at(c, kmin * dgam, sig, R, sin2, cos2, tauc,
-                                                  alpha_p, p_off):
-                    active = True
-                if kmin - 1 > k0 and _cell_active_at(c, (kmin - 1) * dgam, sig, R, sin2, cos2,
-                                                     tauc, alpha_p, p_off):
-                    earlier = True
-                    break
-        if earlier:
-            kmin -= 1
-        elif not active:
-            kmin += 1
-            if kmin > kend:
-                return kend + 1, ncand
-        else:
-            return kmin, ncand
+    return _settle(k0, kend, kmin, ncand, sig, R, sy, lz, ctl), ncand
 
 
 def load_speed(R, alpha_p: float) -> np.ndarray:
@@ -294,259 +335,213 @@ def load_speed(R, alpha_p: float) -> np.ndarray:
 
 
 @njit(cache=True)
-def propagator_add(sig, F, c, nx, gs, gc, ncomp, check, ref, mm, flag, gR0=0.0, gR1=0.0):
-    """``sig[:, i] += gs K[0, :, i - c] + gc K[1, :, i - c]`` on the periodic n x n grid.
-
-    ``F`` is the folded kernel of :func:`femplast.redistribution.backends.fold_kernel`: row ``k_y``
-    of the odd components is read from row ``n - k_y`` with the sign folded into the
-    coefficients, which is exact (a sign change), so the result is bit for bit the shifted add
-    of the full kernel. Only the first ``ncomp`` components are updated (2: d and s, when the
-    pressure is not needed by the dynamics). With ``check``, the drift test of every cell is
-    fused into the same pass (flag[i] = 1 when the cell must be rescanned), so one event
-    touches the kernel, the stress and the cell margins once. ``mm`` is ``(margin - tol)^2``,
-    or -1 where ``margin - tol <= 0`` (see :func:`full_check`), so the test is one comparison;
-    the references are total stresses, and ``(gR0, gR1) = gamma_ext R`` is the (uniform) load.
-    The rows are cut into two contiguous runs (before and after the source column) handed to
-    loops over 1-D views, which LLVM vectorizes (indexing with a wrapped offset does not).
-    """
-    ny = sig.shape[1] // nx
-    cy = c // nx
-    cx = c - cy * nx
-    m = nx - cx
-    for iy in range(ny):
-        ky = iy - cy
-        if ky < 0:
-            ky += ny
-        sg = 1.0
-        if 2 * ky > ny:
-            ky = ny - ky
-            sg = -1.0
-        a = iy * nx  # the row's runs: [a, a + cx) reads kernel columns [m, nx), then [0, m)
-        b = a + cx
-        e = a + nx
-        sgc = sg * gc
-        sgs = sg * gs
-        if check:
-            _add_check(sig[0, a:b], sig[1, a:b], F[0, ky, m:], F[1, ky, m:], F[2, ky, m:],
-                       ref[0, a:b], ref[1, a:b], mm[a:b], flag[a:b], gs, sgc, sgs, gc, gR0, gR1)
-            _add_check(sig[0, b:e], sig[1, b:e], F[0, ky, :m], F[1, ky, :m], F[2, ky, :m],
-                       ref[0, b:e], ref[1, b:e], mm[b:e], flag[b:e], gs, sgc, sgs, gc, gR0, gR1)
-        else:
-            _add2(sig[0, a:b], F[0, ky, m:], F[1, ky, m:], gs, sgc)
-            _add2(sig[1, a:b], F[1, ky, m:], F[2, ky, m:], sgs, gc)
-            _add2(sig[0, b:e], F[0, ky, :m], F[1, ky, :m], gs, sgc)
-            _add2(sig[1, b:e], F[1, ky, :m], F[2, ky, :m], sgs, gc)
-        if ncomp == 3:
-            _add2(sig[2, a:b], F[3, ky, m:], F[4, ky, m:], gs, sgc)
-            _add2(sig[2, b:e], F[3, ky, :m], F[4, ky, :m], gs, sgc)
-
-
-@njit(cache=True, inline="always")
-def _add2(x, k0, k1, g0, g1):
-    for j in range(x.shape[0]):
-        x[j] += g0 * k0[j] + g1 * k1[j]
-
-
-@njit(cache=True, inline="always")
-def _add_check(d, s, k0, k1, k2, r0, r1, mm, flag, g0, g1, h0, h1, gR0, gR1):
-    # branch-free so that LLVM vectorizes it: flag |= drift^2 >= (margin - tol)^2
-    for j in range(d.shape[0]):
-        x = d[j] + (g0 * k0[j] + g1 * k1[j])
-        y = s[j] + (h0 * k1[j] + h1 * k2[j])
-        d[j] = x
-        s[j] = y
-        dd = x + gR0 - r0[j]
-        ds = y + gR1 - r1[j]
-        flag[j] |= np.int8(dd * dd + ds * ds >= mm[j])
-
-
-@njit(cache=True)
-def dense_add(sig, D, c, gs, gc):
-    for comp in range(sig.shape[0]):
-        for i in range(sig.shape[1]):
-            sig[comp, i] += gs * D[c, 0, comp, i] + gc * D[c, 1, comp, i]
-
-
-@njit(cache=True)
-def slip_amplitude(rng, c, s2, c2, gam, sig, R, selfq, chi, fixed_dg, cap):
-    """Resolved stress, self-response and amplitude of a slip of cell ``c`` (sec. 3.3).
-
-    ``den = (C:(S-I):M):M`` from the cell's self-response coefficients; the amplitude is drawn
-    from eq. 7 below ``gamma_max = -2 tau / den`` (eq. 6), or is the fixed ``fixed_dg`` (> 0),
-    capped at ``gamma_max`` when ``cap`` (no negative dissipation).
-
-    Returns:
-        (tau, den, d_gamma)
-    """
-    tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
-    den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
-    if fixed_dg > 0.0:
-        dg = fixed_dg
-        if cap:
-            gmax = -2.0 * tau / den
-            dg = min(dg, gmax) if gmax > 0.0 else 0.0
-    else:
-        gmax = -2.0 * tau / den
-        dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
-    return tau, den, dg
-
-
-@njit(cache=True)
-def _start_avalanche(st, rec, fst, na, k, gam):
-    """Open the record of an avalanche at increment k (its box-average stress before)."""
-    st[S_NACT] = na
+def begin_record(st, f, wk, gam):
+    """Open the record of an avalanche at the current increment ``st[S_K]`` (strain ``gam``):
+    its box-average stress before, no slips yet."""
     r = st[S_NREC]
-    rec[r, 0] = k
+    wk.rec[r, 0] = st[S_K]
     for j in range(3):
-        rec[r, 3 + j] = fst[j] + gam * fst[6 + j]
+        wk.rec[r, 3 + j] = f.fst[j] + gam * f.fst[6 + j]
     st[S_AVSIZE] = 0
     st[S_NSTEPS] = 0
-    st[S_PHASE] = PH_STEP
 
 
 @njit(cache=True)
-def aqs_advance(rng, mode, st, fpar, ipar, sig, R, eps_pl, w, theta, sin2, cos2, tauc, ref,
-                margin, mm, flag, selfq, K, D, act_cell, act_sys, pend_dg, rec, ev_i, ev_f,
-                cell_k, kmean, fst, rn, cand, cidx, vpar=None, eacc=None):
-    """Advance the AQS state machine; see the module docstring for the return codes.
+def _open_avalanche(st, f, wk, na, gam):
+    """Open the avalanche of the ``na`` active cells at the current increment."""
+    st[S_NACT] = na
+    begin_record(st, f, wk, gam)
+    st[S_PHASE] = PH_SLIP
 
-    ``vpar`` (optional, with ``eacc``): the model-variant vector of
-    :func:`femplast.tensorial.slip.variant_vector` (renewal modes, capped fixed amplitudes);
-    ``eacc`` (num_cells,): accumulated plastic strain per cell (sum of its d_gamma), updated.
-    """
-    dgam = fpar[F_DGAM]
-    chi = fpar[F_CHI]
-    alpha_p = fpar[F_ALPHAP]
-    p_off = fpar[F_POFF]
-    tol = fpar[F_TOL]
-    kend = ipar[I_KEND]
-    kstop = ipar[I_KSTOP]
-    nx = ipar[I_NX]
+
+@njit(cache=True)
+def _close_avalanche(st, f, wk, gam):
+    r = st[S_NREC]
+    wk.rec[r, 1] = st[S_AVSIZE]
+    wk.rec[r, 2] = st[S_NSTEPS]
+    for j in range(3):
+        wk.rec[r, 6 + j] = f.fst[j] + gam * f.fst[6 + j]
+        wk.rec[r, 9 + j] = f.fst[3 + j]
+    st[S_NREC] = r + 1
+    st[S_PHASE] = PH_LOAD
+
+
+@njit(cache=True)
+def _load(st, f, sy, lz, wk, ctl):
+    """Phase 1: load to the next unstable increment (or the stop / end) and open its
+    avalanche. Returns a return code, or -1 to go on."""
+    k = st[S_K]
+    gam = k * ctl.dgamma
+    if k >= ctl.kend:
+        return RC_END
+    if st[S_NREC] >= wk.rec.shape[0]:
+        return RC_RECFULL
+    if st[S_SCANNED] == 0:
+        # first scan of this driver: an initially unstable state relaxes at its own strain
+        st[S_SCANNED] = 1
+        na = check_pass(gam, f.sig, f.R, sy, lz, ctl, wk.act_cell, wk.act_sys)
+        if na > 0:
+            _open_avalanche(st, f, wk, na, gam)
+            return -1
+    kl = ctl.kend if ctl.kstop < 0 or ctl.kstop > ctl.kend else ctl.kstop
+    if k >= kl:
+        return RC_STOP
+    kn, ncand = next_instability(k, kl, f.sig, f.R, sy, lz, ctl, 2 * st[S_SPAN] + 4)
+    st[S_SPAN] = min(kn, kl) - k
+    if kn > kl:
+        st[S_K] = kl
+        return -1
+    st[S_K] = kn
+    gam = kn * ctl.dgamma
+    for i in range(ncand):  # a loading jump can only have unsettled the candidates
+        c = lz.cidx[i]
+        if _drifted(c, gam, f.sig, f.R, lz, ctl.alpha_p, ctl.tol):
+            lz.flag[c] = 1
+    na = check_pass(gam, f.sig, f.R, sy, lz, ctl, wk.act_cell, wk.act_sys)
+    _open_avalanche(st, f, wk, na, gam)
+    return -1
+
+
+# ============================================================================ 2. slip
+@njit(cache=True)
+def _slip(rng, st, f, sy, kb, wk, rule, ctl, i, tau_drive):
+    """Slip ``i`` of the step: system ``act_sys[i]`` of cell ``act_cell[i]``, driven by the
+    resolved stress ``tau_drive`` (the cell's own ``tau`` in AQS): amplitude, eigenstrain,
+    accumulated slip, box average, event log."""
+    c = wk.act_cell[i]
+    n = wk.act_sys[i]
+    s2 = sy.sin2[c, n]
+    c2 = sy.cos2[c, n]
+    gam = st[S_K] * ctl.dgamma
+    tau = s2 * (f.sig[0, c] + gam * f.R[0, c]) + c2 * (f.sig[1, c] + gam * f.R[1, c])
+    den = self_response(c, s2, c2, kb.selfq)
+    if tau_drive != tau_drive:  # NaN: the athermal rule, driven by the resolved stress
+        tau_drive = tau
+    dg = slip_amplitude(rng, rule, tau_drive, den)
+    wk.pend_dg[i] = dg
+    f.eacc[c] += dg
+    add_slip(f.eps_pl, c, s2, c2, dg)
+    w = f.w[c]
+    f.fst[3] -= w * 0.5 * s2 * dg
+    f.fst[4] += w * 0.5 * s2 * dg
+    f.fst[5] += w * 0.5 * c2 * dg
+    if ctl.event_log and st[S_NEV] < wk.ev_i.shape[0]:
+        e = st[S_NEV]
+        wk.ev_i[e, 0] = c
+        wk.ev_i[e, 1] = st[S_K]
+        wk.ev_i[e, 2] = st[S_NSTEPS]
+        wk.ev_f[e, 0] = sy.theta[c, n]
+        wk.ev_f[e, 1] = dg
+        wk.ev_f[e, 2] = tau
+        wk.ev_f[e, 3] = den
+        st[S_NEV] = e + 1
+
+
+@njit(cache=True)
+def _count_step(st, na):
+    st[S_NPEND] = na
+    st[S_EVENTS] += na
+    st[S_AVSIZE] += na
+    st[S_NSTEPS] += 1
+
+
+# ============================================================================ 3. redistribute
+@njit(cache=True)
+def _redistribute(st, f, sy, lz, kb, wk, ctl):
+    """Phase 3 in the loop (propagator shifted add, dense columns); returns whether the step
+    must be redistributed outside (FE solve, or an FFT convolution for many slips)."""
+    na = st[S_NPEND]
+    if kb.mode == MODE_EXTERNAL or (kb.mode == MODE_PROPAGATOR and na > kb.fft_threshold):
+        st[S_PHASE] = PH_EXTERNAL
+        return True
+    gam = st[S_K] * ctl.dgamma
+    for i in range(na):
+        c = wk.act_cell[i]
+        n = wk.act_sys[i]
+        gs = wk.pend_dg[i] * sy.sin2[c, n]
+        gc = wk.pend_dg[i] * sy.cos2[c, n]
+        if kb.mode == MODE_PROPAGATOR:
+            # the propagator's load response is uniform: R[:, 0] stands for every cell; the
+            # fused drift test has no pressure term: pressure-sensitive thresholds take the
+            # full drift pass below
+            if i == na - 1 and ctl.alpha_p == 0.0:
+                propagator_add(f.sig, kb.folded, c, kb.nx, gs, gc, kb.ncomp, lz,
+                               gam * f.R[0, 0], gam * f.R[1, 0])
+            else:
+                propagator_add(f.sig, kb.folded, c, kb.nx, gs, gc, kb.ncomp)
+        else:
+            dense_add(f.sig, kb.dense, c, gs, gc)
+        for j in range(3):  # running box average (the kernel's mean is exact)
+            f.fst[j] += gs * kb.kmean[c, 0, j] + gc * kb.kmean[c, 1, j]
+    if kb.mode != MODE_PROPAGATOR or ctl.alpha_p != 0.0:
+        drift_pass(gam, f.sig, f.R, lz, ctl.alpha_p, ctl.tol)
+    st[S_PHASE] = PH_RENEW_CHECKED
+    return False
+
+
+# ============================================================================ 4. renew
+@njit(cache=True)
+def _renew_and_rescan(rng, st, f, sy, lz, wk, rule, ctl):
+    """Phase 4: renew the slipped cells, rescan what may have become unstable."""
+    gam = st[S_K] * ctl.dgamma
+    if st[S_PHASE] == PH_RENEW:  # redistributed outside: drifts not tested yet
+        drift_pass(gam, f.sig, f.R, lz, ctl.alpha_p, ctl.tol)
+    na = st[S_NPEND]
+    for i in range(na):
+        c = wk.act_cell[i]
+        renew(rng, rule, sy.theta, sy.sin2, sy.cos2, sy.tauc, c, wk.pend_dg[i], f.eacc[c])
+    for i in range(na):
+        lz.flag[wk.act_cell[i]] = 1
+    st[S_NPEND] = 0
+    st[S_NACT] = check_pass(gam, f.sig, f.R, sy, lz, ctl, wk.act_cell, wk.act_sys)
+    st[S_PHASE] = PH_SLIP
+
+
+# ============================================================================ the loop
+@njit(cache=True)
+def aqs_advance(rng, st, ctl, f, sy, lz, kb, wk, rule):
+    """Run the AQS algorithm (module docstring) from the phase in ``st``; returns a return
+    code (RC_*): end of the stage, stop increment, event budget, full record buffer, or a
+    redistribution to be done outside (then re-enter)."""
     while True:
         ph = st[S_PHASE]
-        k = st[S_K]
-        gam = k * dgam
-        if ph == PH_LOAD:
-            if k >= kend:
-                return RC_END
-            if st[S_NREC] >= rec.shape[0]:
-                return RC_RECFULL
-            if st[S_SCANNED] == 0:
-                # first scan of this driver: an initially unstable state relaxes at its own strain
-                st[S_SCANNED] = 1
-                na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag,
-                                act_cell, act_sys, alpha_p, p_off)
-                if na > 0:
-                    _start_avalanche(st, rec, fst, na, k, gam)
-                    continue
-            kl = kend if kstop < 0 or kstop > kend else kstop
-            if k >= kl:
-                return RC_STOP
-            kn, ncand = next_instability(k, kl, dgam, sig, R, sin2, cos2, tauc, alpha_p, p_off,
-                                         cell_k, ref, margin, tol, rn, cand, cidx,
-                                         2 * st[S_SPAN] + 4)
-            st[S_SPAN] = min(kn, kl) - k
-            if kn > kl:
-                st[S_K] = kl
-                continue
-            st[S_K] = kn
-            gam = kn * dgam
-            _flag_candidates(gam, sig, R, ref, margin, mm, flag, cidx, ncand, alpha_p, tol)
-            na = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag, act_cell,
-                            act_sys, alpha_p, p_off)
-            _start_avalanche(st, rec, fst, na, kn, gam)
-        elif ph == PH_STEP:
+        if ph == PH_LOAD:  # 1. load to the next instability
+            rc = _load(st, f, sy, lz, wk, ctl)
+            if rc >= 0:
+                return rc
+        elif ph == PH_SLIP:  # 2. all active cells slip at once
             na = st[S_NACT]
-            if na == 0:
-                r = st[S_NREC]
-                rec[r, 1] = st[S_AVSIZE]
-                rec[r, 2] = st[S_NSTEPS]
-                for j in range(3):
-                    rec[r, 6 + j] = fst[j] + gam * fst[6 + j]
-                    rec[r, 9 + j] = fst[3 + j]
-                st[S_NREC] = r + 1
-                st[S_PHASE] = PH_LOAD
-                if k == kstop:
+            if na == 0:  # the avalanche is over
+                _close_avalanche(st, f, wk, st[S_K] * ctl.dgamma)
+                if st[S_K] == ctl.kstop:
                     return RC_STOP
                 continue
-            if st[S_EVENTS] - st[S_EVBASE] >= ipar[I_MAXEV]:
+            if st[S_EVENTS] - st[S_EVBASE] >= ctl.max_events:
                 return RC_BUDGET
             for i in range(na):
-                c = act_cell[i]
-                n = act_sys[i]
-                s2 = sin2[c, n]
-                c2 = cos2[c, n]
-                cap = False
-                if vpar is not None:
-                    cap = vpar[V_CAP] != 0.0
-                tau, den, dg = slip_amplitude(rng, c, s2, c2, gam, sig, R, selfq, chi,
-                                              fpar[F_FIXEDDG], cap)
-                pend_dg[i] = dg
-                if eacc is not None:
-                    eacc[c] += dg
-                eps_pl[c, 0] -= 0.5 * s2 * dg
-                eps_pl[c, 1] += 0.5 * s2 * dg
-                eps_pl[c, 2] += 0.5 * c2 * dg
-                fst[3] -= w[c] * 0.5 * s2 * dg
-                fst[4] += w[c] * 0.5 * s2 * dg
-                fst[5] += w[c] * 0.5 * c2 * dg
-                if ipar[I_EVLOG] and st[S_NEV] < ev_i.shape[0]:
-                    e = st[S_NEV]
-                    ev_i[e, 0] = c
-                    ev_i[e, 1] = k
-                    ev_i[e, 2] = st[S_NSTEPS]
-                    ev_f[e, 0] = theta[c, n]
-                    ev_f[e, 1] = dg
-                    ev_f[e, 2] = tau
-                    ev_f[e, 3] = den
-                    st[S_NEV] = e + 1
-            st[S_NPEND] = na
-            st[S_EVENTS] += na
-            st[S_AVSIZE] += na
-            st[S_NSTEPS] += 1
-            if mode == 2 or (mode == 0 and na > ipar[I_FFT]):
-                st[S_PHASE] = PH_EXTERNAL
+                _slip(rng, st, f, sy, kb, wk, rule, ctl, i, np.nan)
+            _count_step(st, na)
+            if _redistribute(st, f, sy, lz, kb, wk, ctl):  # 3. redistribute
                 return RC_EXTERNAL
-            for i in range(na):
-                c = act_cell[i]
-                n = act_sys[i]
-                gs = pend_dg[i] * sin2[c, n]
-                gc = pend_dg[i] * cos2[c, n]
-                if mode == 0:
-                    # the propagator's load response is uniform: R[:, 0] stands for every cell;
-                    # the fused drift test has no pressure term: pressure-sensitive thresholds
-                    # take the full drift pass below
-                    propagator_add(sig, K, c, nx, gs, gc, ipar[I_NCOMP],
-                                   i == na - 1 and alpha_p == 0.0, ref, mm, flag,
-                                   gam * R[0, 0], gam * R[1, 0])
-                else:
-                    dense_add(sig, D, c, gs, gc)
-                for j in range(3):  # running box average (the kernel's mean is exact)
-                    fst[j] += gs * kmean[c, 0, j] + gc * kmean[c, 1, j]
-            if mode != 0 or alpha_p != 0.0:
-                drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol)
-            st[S_PHASE] = PH_AFTER_CHECKED
         elif ph == PH_EXTERNAL:
             return RC_EXTERNAL
-        else:  # PH_AFTER*: renew the slipped cells, rescan what may have become unstable
-            if ph == PH_AFTER:
-                drift_pass(gam, sig, R, ref, margin, mm, flag, alpha_p, tol)
-            na = st[S_NPEND]
-            if ipar[I_RENEW]:
-                for i in range(na):
-                    if vpar is None:
-                        renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, ipar[I_THRKIND],
-                                   fpar[F_THR0], fpar[F_THR1])
-                    else:
-                        renew_cell(rng, act_cell[i], theta, sin2, cos2, tauc, ipar[I_THRKIND],
-                                   fpar[F_THR0], fpar[F_THR1], vpar, pend_dg[i],
-                                   eacc[act_cell[i]])
-            for i in range(na):
-                flag[act_cell[i]] = 1
-            st[S_NPEND] = 0
-            st[S_NACT] = check_pass(gam, sig, R, sin2, cos2, tauc, ref, margin, mm, tol, flag,
-                                    act_cell, act_sys, alpha_p, p_off)
-            st[S_PHASE] = PH_STEP
+        else:  # 4. renew the slipped cells and find the next active ones
+            _renew_and_rescan(rng, st, f, sy, lz, wk, rule, ctl)
+
+
+@njit(cache=True)
+def trigger_slip(rng, st, ctl, f, sy, kb, wk, rule, c, n, tau_drive):
+    """Open an avalanche at the current strain with one slip of system ``n`` of cell ``c``
+    driven by ``tau_drive`` (a thermally activated slip, tensorial paper A.3: its threshold;
+    NaN: its resolved stress), logged as relaxation step 0; the avalanche it triggers runs on
+    the next :func:`aqs_advance`. Returns its ``d_gamma``."""
+    begin_record(st, f, wk, st[S_K] * ctl.dgamma)
+    wk.act_cell[0] = c
+    wk.act_sys[0] = n
+    _slip(rng, st, f, sy, kb, wk, rule, ctl, 0, tau_drive)
+    _count_step(st, 1)
+    st[S_NACT] = 0
+    return wk.pend_dg[0]
 
 
 # ============================================================================ Python driver
@@ -573,21 +568,17 @@ class AQSDriver:
             state.sig[:] = model.redist.stress_from_plastic(state.eps_pl) + state.sigma0
         self.R = model.load_response(alpha_ext)
         self.dgamma, self.k_end = float(dgamma), int(k_end)
+        self.event_log, self.max_events = bool(event_log), int(max_events)
+        self.tol = TOL  # margin tolerance of the lazy stability check
         nc = model.num_cells
         self.st = np.zeros(NSTATE, np.int64)
-        p = model.params
-        self.fpar = np.array([dgamma, p.chi, p.alpha_p, p.p_offset, p.thr_p0, p.thr_p1,
-                              1e-12, p.fixed_dgamma])
-        self.ipar = np.array([p.thr_kind, k_end, -1, max_events, model.redist.fft_threshold,
-                              int(event_log), model.nx, int(p.renew), model.ncomp_dynamic],
-                             np.int64)
         self.ref = np.zeros((3, nc))
         self.margin = np.full(nc, -np.inf)
         self.mm = np.full(nc, -1.0)
         self.cell_k = np.zeros(nc, np.int64)
         self.cand = np.zeros(nc, np.int8)
         self.cidx = np.zeros(nc, np.int64)
-        self.rn = load_speed(self.R, p.alpha_p)
+        self.rn = load_speed(self.R, model.params.alpha_p)
         # running box averages: internal stress (d, s, p), plastic strain, load response
         w = model.weights
         self.fst = np.concatenate([state.sig @ w, w @ state.eps_pl, self.R @ w])
@@ -603,6 +594,23 @@ class AQSDriver:
         self.records: list[np.ndarray] = []
         self.events_i: list[np.ndarray] = []
         self.events_f: list[np.ndarray] = []
+        self.rule = model.rule.args()  # the slip rule (femplast.tensorial.rules)
+
+    # ------------------------------------------------------------------ bundles
+    def _bundles(self, k_stop: int = -1):
+        """The loop's arguments (namedtuples of this driver's and the state's arrays)."""
+        s, m = self.state, self.model
+        p, red = m.params, m.redist
+        ctl = Control(self.dgamma, self.k_end, k_stop, self.max_events, p.alpha_p, p.p_offset,
+                      self.tol, self.event_log)
+        f = Field(s.sig, self.R, s.eps_pl, s.eacc, m.weights, self.fst)
+        sy = Systems(s.theta, s.sin2, s.cos2, s.tauc)
+        lz = Lazy(self.ref, self.margin, self.mm, self.flag, self.cell_k, self.cand, self.cidx,
+                  self.rn)
+        kb = Backend(red.mode, red.selfq, red.folded, red.dense, red.kmean, m.nx,
+                     m.ncomp_dynamic, red.fft_threshold)
+        wk = Work(self.act_cell, self.act_sys, self.pend_dg, self.rec, self.ev_i, self.ev_f)
+        return ctl, f, sy, lz, kb, wk, self.rule
 
     @property
     def k(self) -> int:
@@ -615,6 +623,12 @@ class AQSDriver:
     @property
     def num_events(self) -> int:
         return int(self.st[S_EVENTS])
+
+    def set_strain(self, gamma: float) -> None:
+        """Put the driver at the continuous strain ``gamma`` (stress control): one increment
+        of size ``gamma``, so that ``gamma_ext = k dgamma`` is exactly ``gamma``."""
+        self.dgamma = float(gamma)
+        self.st[S_K] = 1
 
     def _flush(self):
         n = int(self.st[S_NREC])
@@ -630,19 +644,6 @@ class AQSDriver:
             self.events_f.append(self.ev_f[:e].copy())
             self.st[S_NEV] = 0
 
-    def log_event(self, cell: int, relaxation_step: int, theta: float, d_gamma: float,
-                  tau: float, den: float) -> None:
-        """Append a slip made outside the compiled loop (a KMC thermal slip) to the event log,
-        at the current increment; no-op without ``event_log``."""
-        if not self.ipar[I_EVLOG]:
-            return
-        if self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell) - 1:
-            self._flush()
-        e = int(self.st[S_NEV])
-        self.ev_i[e] = (cell, self.st[S_K], relaxation_step)
-        self.ev_f[e] = (theta, d_gamma, tau, den)
-        self.st[S_NEV] = e + 1
-
     def _external(self):
         s, m = self.state, self.model
         na = int(self.st[S_NPEND])
@@ -656,7 +657,7 @@ class AQSDriver:
             self._moduli_changed()  # before the solve: the direct backend solves with new C
         m.redist.apply(s.sig, cells, gs, gc, s.eps_pl, m.ncomp_dynamic, **kw)
         self.fst[0:3] = s.sig @ m.weights
-        self.st[S_PHASE] = PH_AFTER
+        self.st[S_PHASE] = PH_RENEW
 
     def _moduli_changed(self):
         """The slipped cells' moduli changed (evolving moduli, sec. 6; direct backend).
@@ -686,24 +687,19 @@ class AQSDriver:
             out[k:] = Rm
         return out
 
+    # ------------------------------------------------------------------ stepping
     def advance(self, k_stop: int | None = None, max_events: int | None = None) -> int:
         """Run until ``k_stop`` (stable state there), the end of the stage, or an event budget.
 
         Returns a return code: RC_END, RC_STOP or RC_BUDGET.
         """
-        s, m = self.state, self.model
-        self.ipar[I_KSTOP] = -1 if k_stop is None else int(k_stop)
         if max_events is not None:
-            self.ipar[I_MAXEV] = int(max_events)
+            self.max_events = int(max_events)
         # the budget counts from here, across re-entries after external redistributions
         self.st[S_EVBASE] = self.st[S_EVENTS]
+        ks = -1 if k_stop is None else int(k_stop)
         while True:
-            rc = aqs_advance(s.rng, m.redist.mode, self.st, self.fpar, self.ipar, s.sig, self.R,
-                             s.eps_pl, m.weights, s.theta, s.sin2, s.cos2, s.tauc, self.ref,
-                             self.margin, self.mm, self.flag, m.redist.selfq, m.redist.folded,
-                             m.redist.dense, self.act_cell, self.act_sys, self.pend_dg, self.rec,
-                             self.ev_i, self.ev_f, self.cell_k, m.redist.kmean, self.fst,
-                             self.rn, self.cand, self.cidx, getattr(m.params, "vpar", None), s.eacc)
+            rc = aqs_advance(self.state.rng, self.st, *self._bundles(ks))
             if rc == RC_EXTERNAL:
                 self._external()
                 continue
@@ -734,6 +730,48 @@ class AQSDriver:
         if on_progress:
             on_progress(self)
 
+    def _finish_avalanche(self) -> None:
+        k = self.k
+        while self.advance(k, 1 << 40) == RC_BUDGET:
+            pass
+
+    def relax(self) -> int:
+        """Athermal avalanche at the current strain, every cell rescanned; returns its size.
+        Recorded in the avalanche table only when something slipped."""
+        s, p = self.state, self.model.params
+        if not any_active_at(self.gamma_ext, s.sig, self.R, s.sin2, s.cos2, s.tauc,
+                             p.alpha_p, p.p_offset):
+            return 0
+        self._open_record()
+        ctl, f, _, _, _, wk, _ = self._bundles(self.k)
+        begin_record(self.st, f, wk, self.gamma_ext)
+        self.flag[:] = 1
+        self.st[S_NPEND] = 0
+        self.st[S_PHASE] = PH_RENEW
+        n0 = self.num_events
+        self._finish_avalanche()
+        return self.num_events - n0
+
+    def _open_record(self) -> None:
+        if self.st[S_NREC] >= self.rec.shape[0]:
+            self._flush()
+
+    def trigger(self, cell: int, system: int, tau_drive: float = math.nan) -> int:
+        """A slip of ``system`` of ``cell`` forced from outside the athermal loop (a thermal
+        event), driven by ``tau_drive`` (NaN: its resolved stress), then the avalanche it
+        triggers at the current strain; returns the avalanche size (the slip included)."""
+        self._open_record()
+        if self.ev_i.shape[0] > 1 and self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell) - 1:
+            self._flush()
+        ctl, f, sy, lz, kb, wk, rule = self._bundles(self.k)
+        trigger_slip(self.state.rng, self.st, ctl, f, sy, kb, wk, rule, int(cell), int(system),
+                     float(tau_drive))
+        size0 = self.num_events - 1
+        if _redistribute(self.st, f, sy, lz, kb, wk, ctl):
+            self._external()
+        self._finish_avalanche()
+        return self.num_events - size0
+
     # ------------------------------------------------------------------ results
     def avalanche_table(self) -> np.ndarray:
         """All avalanche records, shape (n, REC_COLS) (see REC_COLS)."""
@@ -753,7 +791,7 @@ def apply_slips(model, state, cells, theta, dgamma) -> None:
     """Apply simultaneous slips ``dgamma M(theta)`` in ``cells`` with the model's backend.
 
     The same code path as the event loop (compiled shifted add, dense column add, or the
-    external FE solve), for prescribed event sequences (tests, benchmarks, KMC).
+    external FE solve), for prescribed event sequences (tests, benchmarks).
     """
     cells = np.asarray(cells, np.int64)
     theta, dgamma = np.asarray(theta, float), np.asarray(dgamma, float)
@@ -762,14 +800,15 @@ def apply_slips(model, state, cells, theta, dgamma) -> None:
     np.add.at(state.eps_pl[:, 1], cells, 0.5 * s2 * dgamma)
     np.add.at(state.eps_pl[:, 2], cells, 0.5 * c2 * dgamma)
     red = model.redist
-    if red.mode == 2:
+    if red.mode == MODE_EXTERNAL:
         kw = {"rng": state.rng} if getattr(red, "needs_rng", False) else {}
         red.apply(state.sig, cells, s2 * dgamma, c2 * dgamma, state.eps_pl, 3, **kw)
         return
-    dummy = np.zeros((3, 1))
     for c, gs, gc in zip(cells, s2 * dgamma, c2 * dgamma, strict=True):
-        if red.mode == 0:
-            propagator_add(state.sig, red.folded, c, model.nx, gs, gc, 3, False, dummy,
-                           dummy[0], np.zeros(1, np.int8))
-        else:
+        if red.mode == MODE_PROPAGATOR:
+            propagator_add(state.sig, red.folded, c, model.nx, gs, gc, 3)
+        elif red.mode == MODE_DENSE:
             dense_add(state.sig, red.dense, c, gs, gc)
+
+
+__all__ = ["AQSDriver", "SlipRule", "apply_slips", "aqs_advance", "load_speed"]

@@ -47,29 +47,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
 
-from femplast.tensorial.aqs import (
-    PH_AFTER,
-    PH_LOAD,
-    RC_BUDGET,
-    S_AVSIZE,
-    S_EVENTS,
-    S_K,
-    S_NACT,
-    S_NPEND,
-    S_NREC,
-    S_NSTEPS,
-    S_PHASE,
-    AQSDriver,
-    _pressure_shift,
-    any_active_at,
-    dense_add,
-    propagator_add,
-)
-from femplast.tensorial.slip import draw_amplitude
+from femplast.tensorial.aqs import AQSDriver, Systems, _pressure_shift
+
+Rates = namedtuple("Rates", "beta factor delta alpha_p p_off")
+"""Rate law ``nu_n = exp(-beta dtau_c,n)`` (eq. 11) with ``beta = Va / kB T``; bounds
+``U_c = factor r_c`` valid while a cell's drift stays below ``delta``; pressure sensitivity."""
+Tree = namedtuple("Tree", "U tree kref th0 tc0 counters work")
+"""Selection state: per-cell rate bounds, their Fenwick tree, the stress and first system
+(angle, threshold) at each cell's last refresh, the update counter, a per-system buffer."""
 
 SLACK_FACTOR = 2.0
 SAMPLES_PER_WINDOW = 10
@@ -147,92 +137,70 @@ def fen_find(tree, x):
 
 
 @njit(cache=True)
-def kmc_refresh(full, gam, sig, R, theta, sin2, cos2, tauc, beta, factor, delta, alpha_p, p_off,
-                U, tree, kref, th0, tc0, counters):
+def _refresh_cell(c, gam, sig, R, sy, rt, tr):
+    tr.U[c] = rt.factor * cell_rate(c, gam, sig, R, sy.sin2, sy.cos2, sy.tauc, rt.beta,
+                                    rt.alpha_p, rt.p_off)
+    tr.kref[0, c] = sig[0, c]
+    tr.kref[1, c] = sig[1, c]
+    tr.kref[2, c] = sig[2, c]
+    tr.th0[c] = sy.theta[c, 0]
+    tr.tc0[c] = sy.tauc[c, 0]
+
+
+@njit(cache=True)
+def kmc_refresh(full, gam, sig, R, sy, rt, tr):
     """Refresh the bounds of drifted or renewed cells (all when ``full``); returns how many.
 
-    ``counters[0]`` counts incremental tree updates since the last rebuild.
+    ``tr.counters[0]`` counts incremental tree updates since the last rebuild.
     """
     nc = sig.shape[1]
     nref = 0
     if full:
         for c in range(nc):
-            U[c] = factor * cell_rate(c, gam, sig, R, sin2, cos2, tauc, beta, alpha_p, p_off)
-            kref[0, c] = sig[0, c]
-            kref[1, c] = sig[1, c]
-            kref[2, c] = sig[2, c]
-            th0[c] = theta[c, 0]
-            tc0[c] = tauc[c, 0]
-        fen_build(U, tree)
-        counters[0] = 0
+            _refresh_cell(c, gam, sig, R, sy, rt, tr)
+        fen_build(tr.U, tr.tree)
+        tr.counters[0] = 0
         return nc
+    kref = tr.kref
     for c in range(nc):
         dd = sig[0, c] - kref[0, c]
         ds = sig[1, c] - kref[1, c]
-        m = delta
-        if alpha_p != 0.0:
-            m -= alpha_p * abs(sig[2, c] - kref[2, c])
-        if m <= 0.0 or dd * dd + ds * ds >= m * m or theta[c, 0] != th0[c] \
-                or tauc[c, 0] != tc0[c]:
-            u = factor * cell_rate(c, gam, sig, R, sin2, cos2, tauc, beta, alpha_p, p_off)
-            fen_add(tree, c, u - U[c])
-            U[c] = u
-            kref[0, c] = sig[0, c]
-            kref[1, c] = sig[1, c]
-            kref[2, c] = sig[2, c]
-            th0[c] = theta[c, 0]
-            tc0[c] = tauc[c, 0]
+        m = rt.delta
+        if rt.alpha_p != 0.0:
+            m -= rt.alpha_p * abs(sig[2, c] - kref[2, c])
+        if m <= 0.0 or dd * dd + ds * ds >= m * m or sy.theta[c, 0] != tr.th0[c] \
+                or sy.tauc[c, 0] != tr.tc0[c]:
+            u0 = tr.U[c]
+            _refresh_cell(c, gam, sig, R, sy, rt, tr)
+            fen_add(tr.tree, c, tr.U[c] - u0)
             nref += 1
-    counters[0] += nref
-    if counters[0] >= nc:
-        fen_build(U, tree)
-        counters[0] = 0
+    tr.counters[0] += nref
+    if tr.counters[0] >= nc:
+        fen_build(tr.U, tr.tree)
+        tr.counters[0] = 0
     return nref
 
 
 @njit(cache=True)
-def kmc_pick(rng, gam, sig, R, sin2, cos2, tauc, beta, alpha_p, p_off, U, tree, work):
+def kmc_pick(rng, gam, sig, R, sy, rt, tr):
     """Draw one thermally activated system (cell, system, tries) with probability nu_n/nu_tot."""
     nc = sig.shape[1]
-    N = sin2.shape[1]
-    tot = fen_total(tree)
+    N = sy.sin2.shape[1]
+    tot = fen_total(tr.tree)
     tries = 0
     while True:
         tries += 1
         x = rng.random() * tot
-        c, xc = fen_find(tree, x)
+        c, xc = fen_find(tr.tree, x)
         if c >= nc:  # round-off at the very top of the range
             continue
-        system_rates(c, gam, sig, R, sin2, cos2, tauc, beta, alpha_p, p_off, work)
+        system_rates(c, gam, sig, R, sy.sin2, sy.cos2, sy.tauc, rt.beta, rt.alpha_p, rt.p_off,
+                     tr.work)
         acc = 0.0
         for n in range(N):
-            acc += work[n]
+            acc += tr.work[n]
             if xc < acc:
                 return c, n, tries
-
-
-@njit(cache=True)
-def thermal_slip(rng, c, n, gam, sig, R, sin2, cos2, tauc, eps_pl, selfq, chi, fixed_dg,
-                 alpha_p, p_off):
-    """Amplitude (eq. 7 with gamma_max(tau_c)) and plastic strain of a thermal slip.
-
-    Returns ``(d_gamma, tau, den)``: ``tau`` the resolved stress before the slip and ``den``
-    the self-response (C:(S-I):M):M, as logged for athermal events.
-    """
-    s2 = sin2[c, n]
-    c2 = cos2[c, n]
-    tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
-    den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
-    tc = tauc[c, n] + _pressure_shift(c, gam, sig, R, alpha_p, p_off)
-    if fixed_dg > 0.0:
-        dg = fixed_dg
-    else:
-        gmax = -2.0 * tc / den
-        dg = draw_amplitude(rng, gmax, chi) if gmax > 0.0 else 0.0
-    eps_pl[c, 0] -= 0.5 * s2 * dg
-    eps_pl[c, 1] += 0.5 * s2 * dg
-    eps_pl[c, 2] += 0.5 * c2 * dg
-    return dg, tau, den
 
 
 @njit(cache=True)
@@ -304,87 +272,49 @@ class KMC:
     def gam(self) -> float:
         return self.drv.gamma_ext
 
-    def _args(self):
-        p = self.model.params
-        return self.gam, self.state.sig, self.drv.R, p.alpha_p, p.p_offset
+    def _bundles(self):
+        s, p = self.state, self.model.params
+        sy = Systems(s.theta, s.sin2, s.cos2, s.tauc)
+        rt = Rates(self.beta, self.factor, self.delta, p.alpha_p, p.p_offset)
+        tr = Tree(self.U, self.tree, self.kref, self.th0, self.tc0, self.counters, self.work)
+        return self.gam, s.sig, self.drv.R, sy, rt, tr
 
     def refresh(self, full: bool = False) -> int:
-        s = self.state
-        gam, sig, R, ap, po = self._args()
-        return int(kmc_refresh(full, gam, sig, R, s.theta, s.sin2, s.cos2, s.tauc, self.beta,
-                               self.factor, self.delta, ap, po, self.U, self.tree, self.kref,
-                               self.th0, self.tc0, self.counters))
+        return int(kmc_refresh(full, *self._bundles()))
 
     def pick(self) -> tuple[int, int, int]:
         """Draw (cell, system, tries) without changing the state (except the random stream)."""
         if not self._initialized:
             self.refresh(full=True)
             self._initialized = True
-        s = self.state
-        gam, sig, R, ap, po = self._args()
-        c, n, t = kmc_pick(s.rng, gam, sig, R, s.sin2, s.cos2, s.tauc, self.beta, ap, po,
-                           self.U, self.tree, self.work)
+        c, n, t = kmc_pick(self.state.rng, *self._bundles())
         return int(c), int(n), int(t)
 
     def rates(self) -> np.ndarray:
         """All rates nu_n at the current stress, shape (cells, N) (reference, O(cells N))."""
-        s = self.state
-        gam, sig, R, ap, po = self._args()
+        s, p = self.state, self.model.params
         out = np.empty_like(s.tauc)
         for c in range(s.tauc.shape[0]):
-            system_rates(c, gam, sig, R, s.sin2, s.cos2, s.tauc, self.beta, ap, po, out[c])
+            system_rates(c, self.gam, s.sig, self.drv.R, s.sin2, s.cos2, s.tauc, self.beta,
+                         p.alpha_p, p.p_offset, out[c])
         return out
 
     def step(self) -> int:
-        """One thermal event and the avalanche it triggers; returns the avalanche size."""
-        drv, s, m = self.drv, self.state, self.model
+        """One thermal event and the avalanche it triggers; returns the avalanche size.
+
+        The event's amplitude is the slip rule's (:mod:`femplast.tensorial.rules`) with
+        ``gamma_max`` taken at the system's (pressure-shifted) threshold, since its local
+        stress has reached the threshold by activation (appendix A.3); it opens its
+        avalanche as relaxation step 0 of the event log.
+        """
         c, n, t = self.pick()
         self.tries += t
-        p = m.params
-        gam = self.gam
-        st = drv.st
-        begin_record(drv)
-        dg, tau, den = thermal_slip(s.rng, c, n, gam, s.sig, drv.R, s.sin2, s.cos2, s.tauc,
-                                    s.eps_pl, m.redist.selfq, p.chi, p.fixed_dgamma, p.alpha_p,
-                                    p.p_offset)
-        # the thermal slip opens its avalanche: relaxation step 0 of the event log
-        drv.log_event(c, 0, s.theta[c, n], dg, tau, den)
-        drv.act_cell[0], drv.act_sys[0], drv.pend_dg[0] = c, n, dg
-        if getattr(s, "eacc", None) is not None:  # accumulated slip per cell (model variants)
-            s.eacc[c] += dg
-        st[S_NPEND] = 1
-        st[S_NACT] = 0
-        st[S_AVSIZE] = 1
-        st[S_NSTEPS] = 1
-        st[S_EVENTS] += 1
-        s2, c2 = s.sin2[c, n], s.cos2[c, n]
-        gs, gc = dg * s2, dg * c2
-        w = m.weights[c]
-        drv.fst[3] -= w * 0.5 * s2 * dg  # running box averages of the driver
-        drv.fst[4] += w * 0.5 * s2 * dg
-        drv.fst[5] += w * 0.5 * c2 * dg
-        mode = m.redist.mode
-        if mode == 0:
-            propagator_add(s.sig, m.redist.folded, c, m.nx, gs, gc, m.ncomp_dynamic, False,
-                           drv.ref, drv.mm, drv.flag)
-        elif mode == 1:
-            dense_add(s.sig, m.redist.dense, c, gs, gc)
-        if mode != 2:
-            for j in range(3):
-                drv.fst[j] += gs * m.redist.kmean[c, 0, j] + gc * m.redist.kmean[c, 1, j]
-            st[S_PHASE] = PH_AFTER
-        else:
-            drv._external()  # FE solve; sets PH_AFTER and the stress average
-        k = int(st[S_K])
-        size0 = drv.num_events
-        while True:
-            rc = drv.advance(k, 1 << 40)
-            if rc != RC_BUDGET:
-                break
-        assert int(st[S_PHASE]) == PH_LOAD and int(st[S_K]) == k
+        s, p, drv = self.state, self.model.params, self.drv
+        tc = s.tauc[c, n] + _pressure_shift(c, self.gam, s.sig, drv.R, p.alpha_p, p.p_offset)
+        size = drv.trigger(c, n, tc)
         self.events += 1
         self.refreshed += self.refresh()
-        return drv.num_events - size0 + 1
+        return size
 
     def observe(self) -> tuple[float, float]:
         s = self.state
@@ -463,37 +393,9 @@ class KMC:
 
 
 # ============================================================================ quench
-def begin_record(drv: AQSDriver) -> None:
-    """Open an avalanche record row at the driver's strain, as the PH_LOAD branch does."""
-    st = drv.st
-    if st[S_NREC] >= drv.rec.shape[0]:
-        drv._flush()
-    r = int(st[S_NREC])
-    drv.rec[r, 0] = st[S_K]
-    gam = drv.gamma_ext
-    for j in range(3):
-        drv.rec[r, 3 + j] = drv.fst[j] + gam * drv.fst[6 + j]
-
-
 def relax(driver: AQSDriver) -> int:
-    """Athermal avalanche at the driver's current strain (all cells rescanned); returns its
-    size. Recorded in the driver's avalanche table only when something slipped."""
-    s, m, st = driver.state, driver.model, driver.st
-    p = m.params
-    if not any_active_at(driver.gamma_ext, s.sig, driver.R, s.sin2, s.cos2, s.tauc, p.alpha_p,
-                         p.p_offset):
-        return 0
-    begin_record(driver)
-    driver.flag[:] = 1
-    st[S_NPEND] = 0
-    st[S_AVSIZE] = 0
-    st[S_NSTEPS] = 0
-    st[S_PHASE] = PH_AFTER
-    n0 = driver.num_events
-    k = int(st[S_K])
-    while driver.advance(k, 1 << 40) == RC_BUDGET:
-        pass
-    return driver.num_events - n0
+    """Athermal avalanche at the driver's current strain (:meth:`AQSDriver.relax`)."""
+    return driver.relax()
 
 
 def quench(model, state, driver: AQSDriver | None = None) -> dict:

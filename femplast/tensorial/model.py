@@ -10,16 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from mpi4py import MPI
 
 from femplast.fe.elasticity import PeriodicElasticity
 from femplast.fe.mesh import BoxMesh
 from femplast.redistribution.backends import from_dsp, make_redistribution, to_dsp
 from femplast.tensorial.prestress import random_prestress
+from femplast.tensorial.rules import SlipRule
 from femplast.tensorial.slip import (
     THRESHOLD_WEIBULL,
     V_STRUCT_STRAIN,
-    SlipSystems,
     renew_all,
     systems_per_cell,
 )
@@ -30,10 +29,10 @@ class ModelParams:
     """Parameters of the slip dynamics (names follow the paper)."""
 
     N: int = 36
-    chi: float = 2.25
-    thr_kind: int = THRESHOLD_WEIBULL
-    thr_p0: float = 2.05  # Weibull lambda (or the fixed threshold)
-    thr_p1: float = 2.18  # Weibull k
+    chi: float = 2.25  # exponent of the amplitude law (eq. 7)
+    threshold_kind: int = THRESHOLD_WEIBULL
+    weibull_lambda: float = 2.05  # Weibull lambda (eq. 5), or the fixed threshold (model E)
+    weibull_k: float = 2.18  # Weibull k (eq. 5)
     alpha_p: float = 0.0  # pressure sensitivity (model B)
     p_offset: float = 0.0  # hydrostatic offset <p> (model B)
     fixed_dgamma: float = 0.0  # constant slip amplitude (model F) when > 0
@@ -44,6 +43,9 @@ class ModelParams:
     # evolving moduli (sec. 6): steady-state shear modulus (> 0, with vpar's structure strain);
     # 0: G does not evolve. Needs the direct backend (auto -> direct).
     G_ss: float = 0.0
+    # the slip amplitude rule (femplast.tensorial.rules): an AmplitudeRule, a registered name,
+    # or None: eq. 7 with chi, or fixed_dgamma when > 0
+    amplitude: object = None
 
 
 class State:
@@ -97,6 +99,12 @@ class TensorialModel:
         if N is None:
             N = systems_per_cell(np.sqrt(box.mean_cell_area), rho_s)
         return cls(box, G, B, ModelParams(N=N, **params), backend, dense_memory_mb)
+
+    @property
+    def rule(self) -> SlipRule:
+        """The slip rule of the parameters (amplitude, eigenstrain, renewal; one for every
+        driver: AQS, KMC, patch tests)."""
+        return SlipRule.from_params(self.params)
 
     @property
     def el(self) -> PeriodicElasticity:
@@ -169,10 +177,11 @@ class TensorialModel:
         if self.evolving_moduli:  # a model reused by realizations: back to the quench moduli
             self.sync_moduli(st)
         if p.vpar is None:
-            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1)
+            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.threshold_kind,
+                      p.weibull_lambda, p.weibull_k)
         else:
-            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.thr_kind, p.thr_p0, p.thr_p1,
-                      p.vpar)
+            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.threshold_kind,
+                      p.weibull_lambda, p.weibull_k, p.vpar)
         if sigma0_xyz is None and p.prestress_std > 0:
             sigma0_xyz = random_prestress(self, rng, p.prestress_std)  # after the systems
         if sigma0_xyz is not None:
@@ -210,4 +219,4 @@ class TensorialModel:
         return (state.tauc + shift - tau).min(axis=1)
 
 
-__all__ = ["MPI", "SlipSystems", "TensorialModel", "State", "ModelParams"]
+__all__ = ["TensorialModel", "State", "ModelParams"]

@@ -253,29 +253,3 @@ def renew_all(rng, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None):
         tauc[:, :] = np.inf
         for c in range(theta.shape[0]):
             renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar, np.inf, 0.0)
-
-
-class SlipSystems:
-    """Angles and thresholds of all cells: arrays of shape (num_cells, N)."""
-
-    def __init__(self, num_cells: int, N: int, threshold_kind: int = THRESHOLD_WEIBULL,
-                 p0: float = 2.05, p1: float = 2.18):
-        if N < 4 or N % 4:
-            from femplast.errors import FemplastInputError
-
-            raise FemplastInputError("slip.N", N, "a multiple of 4, at least 4")
-        self.theta = np.zeros((num_cells, N))
-        self.sin2 = np.zeros((num_cells, N))
-        self.cos2 = np.ones((num_cells, N))
-        self.tauc = np.zeros((num_cells, N))
-        self.kind, self.p0, self.p1 = threshold_kind, float(p0), float(p1)
-
-    @property
-    def N(self) -> int:
-        return self.theta.shape[1]
-
-    def draw(self, rng: np.random.Generator) -> None:
-        renew_all(rng, self.theta, self.sin2, self.cos2, self.tauc, self.kind, self.p0, self.p1)
-
-    def arrays(self):
-        return self.theta, self.sin2, self.cos2, self.tauc

@@ -128,8 +128,9 @@ def model_options(case, box, index: int = 0) -> dict:
         N, ngm = n_columns(N)
     fixed_thr = sw["thresholds"] == "fixed"
     fixed_amp = sw["amplitude"] == "fixed"
-    opts = dict(G=G, N=N, chi=s.chi, thr_kind=THRESHOLD_FIXED if fixed_thr else THRESHOLD_WEIBULL,
-                thr_p0=v.tau_c if fixed_thr else s.weibull_lambda, thr_p1=s.weibull_k,
+    opts = dict(G=G, N=N, chi=s.chi,
+                threshold_kind=THRESHOLD_FIXED if fixed_thr else THRESHOLD_WEIBULL,
+                weibull_lambda=v.tau_c if fixed_thr else s.weibull_lambda, weibull_k=s.weibull_k,
                 alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
                 fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std,
                 G_ss=float(v.G_ss or 0.0))
@@ -233,14 +234,3 @@ def check(case) -> None:
             raise FemplastInputError("variant.G_ss", v.G_ss, "null with kmc, stages, "
                                      "checkpoints, sweeps, patches or run.parallel: sample "
                                      "(evolving moduli are implemented for plain runs)")
-    if case.patches.enabled:
-        bad = [(k, sw[k]) for k, ok in (("kernel", "eshelby"), ("systems", "random"))
-               if sw[k] != ok]
-        bad += [(k, getattr(v, k)) for k in ("N_fluctuation", "renewal_correlation_strain",
-                                              "structure_strain") if getattr(v, k)]
-        if sw["amplitude"] == "fixed" and v.d_gamma_cap:
-            bad.append(("d_gamma_cap", True))
-        if bad:
-            raise FemplastInputError("patches.enabled", True, f"false with variant.{bad[0][0]}"
-                                     f": {bad[0][1]} (patch tests use the original kernel, "
-                                     "renewal and uncapped amplitudes)")

@@ -1,0 +1,226 @@
+"""The slip rule of the tensorial model: what happens when a slip system yields (sec. 3.3).
+
+One rule, one place. A slip of system ``n`` of cell ``c`` (every driver: AQS avalanches, KMC
+thermal events, avalanches inside patch tests) goes through the same three steps:
+
+1. **amplitude** ``d_gamma`` from the cell's driving resolved stress ``tau`` and its
+   self-response ``den = (C:(S - I):M):M`` (< 0): ``gamma_max = -2 tau / den`` (eq. 6) bounds
+   the slip that keeps the dissipation non-negative, and an :class:`AmplitudeRule` turns it
+   into ``d_gamma`` (eq. 7, or a fixed amplitude, capped or not);
+2. **eigenstrain increment** ``Delta eps_pl = d_gamma M(theta) / 2`` (:func:`add_slip`);
+3. after the stresses are redistributed, **renewal** of the cell's systems: new angles and
+   Weibull thresholds (eq. 5), or a variant's renewal mode (:mod:`femplast.tensorial.slip`).
+
+The drivers' compiled loops receive the rule as one bundle (:class:`RuleArgs`, built by
+:meth:`SlipRule.args`). An amplitude rule is a compiled C callback of the fixed signature
+:data:`AMPLITUDE` (``numba.cfunc``), so one compiled event loop serves every rule, and numba's
+cache keeps it between runs. A new rule is one subclass and one registration line::
+
+    @register
+    class HalfMax(AmplitudeRule):
+        name = "half_max"
+        draws = False
+
+        @staticmethod
+        @cfunc(AMPLITUDE, cache=True)
+        def amplitude(u, gamma_max, p0, p1, p2):
+            return 0.5 * gamma_max if gamma_max > 0.0 else 0.0
+
+Random numbers: a rule with ``draws = True`` gets one uniform double ``u`` from the
+realization's stream per slip, drawn only when ``gamma_max > 0`` (so the stream is the one of
+the original inverse-CDF draw); a rule with ``draws = False`` consumes none.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from numba import cfunc, njit, types
+
+from femplast.errors import FemplastInputError
+from femplast.tensorial.slip import THRESHOLD_WEIBULL, V_CAP, renew_cell
+
+_f8 = types.float64
+AMPLITUDE = _f8(_f8, _f8, _f8, _f8, _f8)
+"""Signature of an amplitude rule: ``d_gamma = amplitude(u, gamma_max, p0, p1, p2)``."""
+
+RuleArgs = namedtuple("RuleArgs", "amplitude draws par renew threshold_kind weibull_lambda "
+                                  "weibull_k vpar")
+"""The slip rule as the compiled loops receive it: the amplitude callback, whether it draws,
+its three parameters, whether slipped cells are renewed, the threshold law (kind, Weibull
+lambda and k, or the fixed threshold in ``weibull_lambda``) and the variant vector ``vpar``
+(renewal modes, :func:`femplast.tensorial.slip.variant_vector`; None: the original renewal)."""
+
+
+class AmplitudeRule:
+    """How large a slip is, given ``gamma_max`` (eq. 6). Subclasses set ``name``, ``draws``
+    and a compiled ``amplitude`` (signature :data:`AMPLITUDE`); ``params`` fills p0..p2."""
+
+    name: ClassVar[str] = ""
+    draws: ClassVar[bool] = True
+    amplitude: ClassVar = None
+
+    def params(self) -> tuple[float, float, float]:
+        return (0.0, 0.0, 0.0)
+
+
+AMPLITUDE_RULES: dict[str, type[AmplitudeRule]] = {}
+
+
+def register(cls: type[AmplitudeRule]) -> type[AmplitudeRule]:
+    """Make an amplitude rule known by its ``name`` (model parameters may name it)."""
+    if not cls.name or cls.amplitude is None:
+        raise TypeError(f"{cls.__name__}: an amplitude rule needs a name and an amplitude")
+    AMPLITUDE_RULES[cls.name] = cls
+    return cls
+
+
+@register
+@dataclass(frozen=True)
+class PowerLaw(AmplitudeRule):
+    """Eq. 7: ``P(d_gamma) = chi / gamma_max (1 - d_gamma / gamma_max)^(chi - 1)`` on
+    ``[0, gamma_max]``, drawn by inverse CDF; no slip when ``gamma_max <= 0``."""
+
+    chi: float = 2.25
+    name: ClassVar[str] = "power_law"
+    draws: ClassVar[bool] = True
+
+    @staticmethod
+    @cfunc(AMPLITUDE, cache=True)
+    def amplitude(u, gamma_max, chi, p1, p2):
+        if gamma_max <= 0.0:
+            return 0.0
+        return gamma_max * (1.0 - (1.0 - u) ** (1.0 / chi))
+
+    def params(self):
+        return (float(self.chi), 0.0, 0.0)
+
+
+@register
+@dataclass(frozen=True)
+class Fixed(AmplitudeRule):
+    """A constant amplitude ``d_gamma`` (model F, appendix A.8), whatever gamma_max."""
+
+    d_gamma: float = 0.01
+    name: ClassVar[str] = "fixed"
+    draws: ClassVar[bool] = False
+
+    @staticmethod
+    @cfunc(AMPLITUDE, cache=True)
+    def amplitude(u, gamma_max, d_gamma, p1, p2):
+        return d_gamma
+
+    def params(self):
+        return (float(self.d_gamma), 0.0, 0.0)
+
+
+@register
+@dataclass(frozen=True)
+class FixedCapped(AmplitudeRule):
+    """A constant amplitude capped at ``gamma_max`` (no negative dissipation; 0 when
+    ``gamma_max <= 0``)."""
+
+    d_gamma: float = 0.01
+    name: ClassVar[str] = "fixed_capped"
+    draws: ClassVar[bool] = False
+
+    @staticmethod
+    @cfunc(AMPLITUDE, cache=True)
+    def amplitude(u, gamma_max, d_gamma, p1, p2):
+        if gamma_max <= 0.0:
+            return 0.0
+        return min(d_gamma, gamma_max)
+
+    def params(self):
+        return (float(self.d_gamma), 0.0, 0.0)
+
+
+@dataclass
+class SlipRule:
+    """The whole slip rule of a model: amplitude, eigenstrain increment, renewal.
+
+    Args:
+        amplitude: the :class:`AmplitudeRule`.
+        renew: renew the systems of a cell after it slips (sec. 3.3).
+        threshold_kind: THRESHOLD_WEIBULL (eq. 5) or THRESHOLD_FIXED (model E).
+        weibull_lambda, weibull_k: the Weibull threshold law (weibull_lambda is the threshold
+            itself with THRESHOLD_FIXED).
+        vpar: the variant vector of the renewal modes (None: the original renewal).
+    """
+
+    amplitude: AmplitudeRule
+    renew: bool = True
+    threshold_kind: int = THRESHOLD_WEIBULL
+    weibull_lambda: float = 2.05
+    weibull_k: float = 2.18
+    vpar: np.ndarray | None = None
+
+    @classmethod
+    def from_params(cls, p) -> SlipRule:
+        """The rule of :class:`femplast.tensorial.model.ModelParams` ``p``: ``p.amplitude``
+        (an AmplitudeRule or a registered name) when given, else eq. 7 with ``p.chi``, or the
+        fixed ``p.fixed_dgamma`` (capped when the variant vector says so)."""
+        amp = getattr(p, "amplitude", None)
+        if isinstance(amp, str):
+            if amp not in AMPLITUDE_RULES:
+                raise FemplastInputError("slip amplitude rule", amp,
+                                         f"one of {', '.join(sorted(AMPLITUDE_RULES))}")
+            amp = AMPLITUDE_RULES[amp]()
+        if amp is None:
+            if p.fixed_dgamma > 0.0:
+                capped = p.vpar is not None and p.vpar[V_CAP] != 0.0
+                amp = (FixedCapped if capped else Fixed)(p.fixed_dgamma)
+            else:
+                amp = PowerLaw(p.chi)
+        return cls(amp, bool(p.renew), int(p.threshold_kind), float(p.weibull_lambda),
+                   float(p.weibull_k), p.vpar)
+
+    def args(self) -> RuleArgs:
+        """The bundle the compiled loops take."""
+        a = self.amplitude
+        return RuleArgs(a.amplitude, bool(a.draws), np.array(a.params(), float), self.renew,
+                        self.threshold_kind, self.weibull_lambda, self.weibull_k, self.vpar)
+
+
+# ============================================================================ compiled steps
+@njit(cache=True)
+def slip_amplitude(rng, rule, tau, den):
+    """``d_gamma`` of a slip driven by the resolved stress ``tau`` in a cell of self-response
+    ``den``: ``gamma_max = -2 tau / den`` (eq. 6), then the rule's amplitude (eq. 7)."""
+    gmax = -2.0 * tau / den
+    u = 0.0
+    if rule.draws and gmax > 0.0:
+        u = rng.random()
+    return rule.amplitude(u, gmax, rule.par[0], rule.par[1], rule.par[2])
+
+
+@njit(cache=True)
+def self_response(c, s2, c2, selfq):
+    """``(C:(S - I):M):M`` of cell ``c`` for a system with (sin 2theta, cos 2theta)."""
+    return s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
+
+
+@njit(cache=True)
+def add_slip(eps_pl, c, s2, c2, d_gamma):
+    """The eigenstrain increment ``d_gamma M(theta) / 2`` of a slip, ``[xx, yy, xy]``
+    tensorial: ``M = [-sin 2theta, sin 2theta, cos 2theta]``."""
+    eps_pl[c, 0] -= 0.5 * s2 * d_gamma
+    eps_pl[c, 1] += 0.5 * s2 * d_gamma
+    eps_pl[c, 2] += 0.5 * c2 * d_gamma
+
+
+@njit(cache=True)
+def renew(rng, rule, theta, sin2, cos2, tauc, c, d_gamma, e):
+    """Renew the systems of cell ``c`` after a slip of ``d_gamma`` (``e``: the cell's
+    accumulated plastic strain), as the rule says (no-op when renewal is off)."""
+    if not rule.renew:
+        return
+    if rule.vpar is None:
+        renew_cell(rng, c, theta, sin2, cos2, tauc, rule.threshold_kind, rule.weibull_lambda,
+                   rule.weibull_k)
+    else:
+        renew_cell(rng, c, theta, sin2, cos2, tauc, rule.threshold_kind, rule.weibull_lambda,
+                   rule.weibull_k, rule.vpar, d_gamma, e)

@@ -1,0 +1,207 @@
+"""One slip rule for every driver (femplast.tensorial.rules): a rule defined here, in the test
+file, runs in the AQS loop, in KMC and inside patch tests; the built-in rules follow eq. 6-7;
+the compiled AQS loop matches a plain-numpy reference loop event for event."""
+
+import math
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+from numba import cfunc
+
+import femplast  # noqa: F401
+from femplast.analysis.patches import PatchAnalysis, PatchRules, patch_arrays, patch_test
+from femplast.fe.mesh import structured_box
+from femplast.streams import realization_rng
+from femplast.tensorial.aqs import AQSDriver
+from femplast.tensorial.kmc import KMC
+from femplast.tensorial.model import TensorialModel
+from femplast.tensorial.rules import (
+    AMPLITUDE,
+    AMPLITUDE_RULES,
+    AmplitudeRule,
+    Fixed,
+    FixedCapped,
+    PowerLaw,
+    SlipRule,
+    register,
+)
+
+
+@register
+class HalfMax(AmplitudeRule):
+    """A toy rule: half the largest dissipative slip, ``d_gamma = gamma_max / 2`` (eq. 6), so
+    that the slipping system's resolved stress drops exactly to zero."""
+
+    name = "test_half_max"
+    draws = False
+
+    @staticmethod
+    @cfunc(AMPLITUDE)
+    def amplitude(u, gamma_max, p0, p1, p2):
+        return 0.5 * gamma_max if gamma_max > 0.0 else 0.0
+
+
+def small_model(amplitude=None, n=6, backend="propagator", renew=True):
+    box = structured_box(n, n * 6.6, "quad", MPI.COMM_SELF)
+    return TensorialModel.build(box, N=8, backend=backend, amplitude=amplitude, renew=renew)
+
+
+def test_registration_and_the_rule_of_model_parameters():
+    assert AMPLITUDE_RULES["test_half_max"] is HalfMax
+    m = small_model("test_half_max")
+    assert isinstance(m.rule.amplitude, HalfMax)
+    plain = small_model()
+    assert plain.rule.amplitude == PowerLaw(plain.params.chi)
+    plain.params.fixed_dgamma = 0.01
+    assert plain.rule.amplitude == Fixed(0.01)
+    with pytest.raises(TypeError):
+        register(type("Nameless", (AmplitudeRule,), {}))
+
+
+@pytest.mark.parametrize(("rule", "u", "gmax", "want"), [
+    (PowerLaw(2.25), 0.3, 0.04, 0.04 * (1 - 0.7 ** (1 / 2.25))),  # eq. 7 inverse CDF
+    (PowerLaw(2.25), 0.3, -0.04, 0.0),  # no slip against the stress
+    (Fixed(0.01), 0.0, 0.004, 0.01),
+    (Fixed(0.01), 0.0, -0.004, 0.01),
+    (FixedCapped(0.01), 0.0, 0.004, 0.004),  # capped: no negative dissipation
+    (FixedCapped(0.01), 0.0, 0.04, 0.01),
+    (FixedCapped(0.01), 0.0, -0.004, 0.0),
+])
+def test_builtin_amplitudes(rule, u, gmax, want):
+    assert rule.amplitude(u, gmax, *rule.params()) == pytest.approx(want, rel=1e-15, abs=0)
+
+
+def test_toy_rule_in_aqs():
+    """Every athermal slip has d_gamma = gamma_max / 2 = -tau / den (eq. 6)."""
+    m = small_model("test_half_max")
+    st = m.new_state(realization_rng(1, 0))
+    drv = AQSDriver(m, st, 0.0, 1e-4, 5000, event_log=True)
+    drv.run()
+    ei, ef = drv.event_table()
+    assert len(ei) > 100
+    tau, den, dg = ef[:, 2], ef[:, 3], ef[:, 1]
+    assert np.all(den < 0) and np.all(tau > 0)
+    np.testing.assert_allclose(dg, -tau / den, rtol=1e-14)
+
+
+def test_toy_rule_in_kmc():
+    """Thermal slips use the rule with gamma_max at the threshold (tau_c >= tau: activated
+    from a stable state); the athermal slips of their avalanches use it at tau."""
+    m = small_model("test_half_max")
+    st = m.new_state(realization_rng(2, 0))
+    drv = AQSDriver(m, st, 0.0, 1.0, 1, event_log=True)
+    kmc = KMC(drv, 0.4, 1.0, window=100)
+    kmc.run(300, until_stationary=False)
+    ei, ef = drv.event_table()
+    thermal = ei[:, 2] == 0
+    assert thermal.sum() == 300 and (~thermal).sum() > 0
+    tau, den, dg = ef[:, 2], ef[:, 3], ef[:, 1]
+    tc = -dg * den  # the driving stress the rule saw
+    assert np.all(tc[thermal] > 0) and np.all(tc[thermal] >= tau[thermal] - 1e-12)
+    np.testing.assert_allclose(dg[~thermal], -tau[~thermal] / den[~thermal], rtol=1e-14)
+
+
+def test_toy_rule_in_a_patch_test():
+    """Without renewal, a one-cell patch slips once and its trigger system ends exactly at
+    zero resolved stress (the toy rule's half gamma_max with the patch's own self-response)."""
+    m = small_model("test_half_max", renew=False)
+    st = m.new_state(realization_rng(3, 0))
+    pa = PatchAnalysis(m, "square", [1], [0.0])
+    ps = pa.sets[0]
+    op = pa.operator(ps, ps.ref)
+    cells = ps.cells[7]
+    pt = patch_arrays(st, cells, st.sig[:, cells])
+    r = patch_test(op, 0.0, pt, PatchRules.from_model(m), np.random.default_rng(0))
+    assert r.n_events == 1 and r.complete
+    R = op.response(0.0)
+    n = int(np.argmin(pt.tauc[0] - (pt.sin2[0] * (pt.sig[0, 0] + r.gamma_c * R[0, 0])
+                                    + pt.cos2[0] * (pt.sig[1, 0] + r.gamma_c * R[1, 0]))))
+    tau = (pt.sin2[0, n] * (pt.sig[0, 0] + r.gamma_c * R[0, 0])
+           + pt.cos2[0, n] * (pt.sig[1, 0] + r.gamma_c * R[1, 0]))
+    assert abs(tau) < 1e-12 * pt.tauc[0, n]
+    # the same test with eq. 7 drops differently
+    pt2 = patch_arrays(st, cells, st.sig[:, cells])
+    r2 = patch_test(op, 0.0, pt2, PatchRules.from_model(small_model(renew=False)),
+                    np.random.default_rng(0))
+    assert r2.gamma_c == r.gamma_c and not np.allclose(r2.sigma_f, r.sigma_f)
+
+
+# ---------------------------------------------------------------------------- numpy reference
+def _renew_numpy(rng, c, theta, sin2, cos2, tauc, lam, k):
+    """The original renewal (sec. 3.2, eq. 5) in numpy, same draws as the compiled one."""
+    N = theta.shape[1]
+    for g in range(N // 4):
+        t0 = 0.5 * math.pi - math.pi * rng.random()
+        for j in range(4):
+            t = t0 + 0.25 * math.pi * j
+            if t > 0.5 * math.pi:
+                t -= math.pi
+            theta[c, 4 * g + j] = t
+            sin2[c, 4 * g + j] = math.sin(2.0 * t)
+            cos2[c, 4 * g + j] = math.cos(2.0 * t)
+    for n in range(N):
+        tauc[c, n] = lam * (-math.log1p(-rng.random())) ** (1.0 / k)
+
+
+def reference_aqs(model, st, dgamma, k_end):
+    """The paper's AQS algorithm, plainly: at every increment scan every system; while some
+    are active, all active cells slip at once on their lowest-dtau_c system (eq. 6-7),
+    redistribute (numpy shifted add of the FE kernel), renew. Returns the event log."""
+    p = model.params
+    R = model.load_response(0.0)
+    selfq = model.redist.selfq
+    log = []
+    for k in range(k_end + 1):
+        gam = k * dgamma
+        step = 0
+        while True:
+            d = st.sig[0] + gam * R[0]
+            s = st.sig[1] + gam * R[1]
+            dtc = st.tauc - (st.sin2 * d[:, None] + st.cos2 * s[:, None])
+            arg = np.argmin(dtc, axis=1)
+            cells = np.flatnonzero(dtc[np.arange(len(arg)), arg] < 0.0)
+            if len(cells) == 0:
+                break
+            dgs = []
+            for c in cells:
+                n = arg[c]
+                s2, c2 = st.sin2[c, n], st.cos2[c, n]
+                tau = s2 * (st.sig[0, c] + gam * R[0, c]) + c2 * (st.sig[1, c] + gam * R[1, c])
+                den = s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
+                gmax = -2.0 * tau / den
+                dg = gmax * (1.0 - (1.0 - st.rng.random()) ** (1.0 / p.chi)) if gmax > 0 else 0.0
+                dgs.append(dg)
+                log.append((c, k, step, st.theta[c, n], dg))
+            dgs = np.array(dgs)
+            th = st.theta[cells, arg[cells]]
+            model.redist.apply_shifted(st.sig, cells, dgs * np.sin(2 * th), dgs * np.cos(2 * th))
+            for c in cells:
+                _renew_numpy(st.rng, c, st.theta, st.sin2, st.cos2, st.tauc, p.weibull_lambda,
+                             p.weibull_k)
+            step += 1
+    return log
+
+
+def test_compiled_aqs_loop_matches_the_numpy_reference_event_for_event():
+    m = small_model(n=6)
+    a = m.new_state(realization_rng(11, 0))
+    b = a.copy()
+    drv = AQSDriver(m, a, 0.0, 1e-4, 8000, event_log=True)
+    drv.run()
+    ei, ef = drv.event_table()
+    m.refresh(b)
+    ref = reference_aqs(m, b, 1e-4, 8000)
+    assert len(ref) == len(ei) > 200
+    ints = np.array([r[:3] for r in ref])
+    np.testing.assert_array_equal(ei, ints)
+    np.testing.assert_allclose(ef[:, 0], [r[3] for r in ref], rtol=0, atol=0)
+    np.testing.assert_allclose(ef[:, 1], [r[4] for r in ref], rtol=1e-12)
+    np.testing.assert_allclose(a.sig[:2], b.sig[:2], atol=1e-12)
+
+
+def test_slip_rule_bundle():
+    rule = SlipRule(FixedCapped(0.02), renew=False, weibull_lambda=1.5, weibull_k=3.0)
+    args = rule.args()
+    assert args.draws is False and args.renew is False
+    assert args.par.tolist() == [0.02, 0.0, 0.0] and args.weibull_lambda == 1.5
