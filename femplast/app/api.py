@@ -180,10 +180,10 @@ def run(case, out=None, *, quiet: bool = True, event_log: bool = False, comm=Non
             outdir = (Path(tempfile.mkdtemp(prefix="femplast-")) if out is None
                       else choose_outdir(str(out), case.name or "case"))
         except FemplastInputError as exc:
-            err = exc
+            err = (exc.key, exc.value, exc.allowed)  # raised on every rank
     outdir, err = comm.bcast((outdir, err), root=0)
     if err is not None:
-        raise err
+        raise FemplastInputError(*err)
     try:
         run_case(case, outdir, comm, quiet=quiet, event_log=event_log)
         res = load_run(outdir) if comm.rank == 0 else None
@@ -336,7 +336,7 @@ class Simulation:
         sign = 1 if delta > 0 else -1
         dg = self._drv.dgamma
         x = sign * (target - self._origin) / dg
-        if (self._stale or sign != self._sign or abs(x - round(x)) > 1e-6
+        if (self._stale or sign != self._sign or abs(x - round(x)) > 1e-9
                 or dg > self.dgamma * (1 + 1e-12)):
             n = max(1, math.ceil(abs(delta) / self.dgamma - 1e-6))
             self._rebase(sign, abs(delta) / n)
