@@ -203,9 +203,8 @@ class Simulation:
     The state holds the cells' internal stress, plastic strain and slip systems (angles
     ``theta``, thresholds ``tau_c``, eq. 3-5); the total stress is the internal stress plus the
     elastic response ``gamma_ext R(alpha_ext)`` to the pure shear ``gamma_ext M(alpha_ext)``
-    (eq. 3) of the case's ``loading.alpha_ext``. ``gamma_ext`` moves on the grid of the case's
-    ``loading.dgamma_ext`` (AQS, sec. 3.4, at most that increment); every call ends at a stable
-    state.
+    (eq. 3) of the case's ``loading.alpha_ext``. ``gamma_ext`` moves by increments of at most
+    ``loading.dgamma_ext`` (AQS, sec. 3.4); every call ends at a stable state.
 
     Reloading backward uses ``M(alpha + pi/2) = -M(alpha)`` (appendix A.4): the load reached
     so far is folded into the internal stress (:func:`femplast.protocols.pipeline.fold`) and
@@ -226,7 +225,9 @@ class Simulation:
     Attributes:
         case: the case.
         realization: the realization index.
-        num_events: slip events so far (all avalanches, explicit slips, KMC events excluded).
+        dgamma: the largest strain increment (``loading.dgamma_ext``).
+        num_events: slip events so far (avalanches and explicit slips; the thermal events of
+            :meth:`quench` and their avalanches are not counted).
     """
 
     def __init__(self, case, realization: int = 0):
@@ -287,8 +288,9 @@ class Simulation:
 
     @property
     def resolved_stress(self) -> float:
-        """Box-average stress resolved on the loading direction, ``M(alpha_ext) : Sigma`` x 2
-        (eq. 4 with the engineering shear: ``Sigma_xy`` for ``alpha_ext = 0``)."""
+        """Box-average stress resolved on the loading direction, ``M(alpha_ext) : Sigma``
+        (eq. 3-4): ``sin(2 alpha) (Sigma_yy - Sigma_xx) / 2 + cos(2 alpha) Sigma_xy``, i.e.
+        ``Sigma_xy`` for ``alpha_ext = 0``."""
         a = 2 * math.radians(self.case.loading.alpha_ext)
         s = self.mean_stress
         return float(math.sin(a) * 0.5 * (s[1] - s[0]) + math.cos(a) * s[2])
