@@ -405,7 +405,7 @@ class Simulation:
             The amplitude applied.
         """
         from femplast.tensorial.aqs import apply_slips
-        from femplast.tensorial.slip import renew_cell
+        from femplast.tensorial.rules import renew
 
         s, m, p = self._state, self._model, self._model.params
         c, n = int(cell), int(system)
@@ -416,12 +416,7 @@ class Simulation:
         dg = self._amplitude(c, n) if d_gamma is None else float(d_gamma)
         apply_slips(m, s, [c], [s.theta[c, n]], [dg])
         s.eacc[c] += dg
-        if p.renew:
-            args = (s.rng, c, s.theta, s.sin2, s.cos2, s.tauc, p.thr_kind, p.thr_p0, p.thr_p1)
-            if p.vpar is None:
-                renew_cell(*args)
-            else:
-                renew_cell(*args, p.vpar, dg, s.eacc[c])
+        renew(s.rng, m.rule.args(), s.theta, s.sin2, s.cos2, s.tauc, c, dg, s.eacc[c])
         self.num_events += 1
         self._stale = True
         return dg
@@ -573,19 +568,16 @@ class Simulation:
         return g
 
     def _amplitude(self, c: int, n: int) -> float:
-        """Amplitude of a slip of system n of cell c, drawn as the AQS loop does (eq. 6-7)."""
-        from femplast.tensorial.slip import V_CAP, draw_amplitude
+        """Amplitude of a slip of system n of cell c: the model's slip rule (eq. 6-7,
+        femplast.tensorial.rules) at the system's resolved stress."""
+        from femplast.tensorial.rules import self_response, slip_amplitude
 
-        s, m, p = self._state, self._model, self._model.params
-        g, R, q = self._drv.gamma_ext, self._drv.R, m.redist.selfq
+        s, m = self._state, self._model
+        g, R = self._drv.gamma_ext, self._drv.R
         s2, c2 = s.sin2[c, n], s.cos2[c, n]
         tau = s2 * (s.sig[0, c] + g * R[0, c]) + c2 * (s.sig[1, c] + g * R[1, c])
-        den = s2 * s2 * q[c, 0] + s2 * c2 * q[c, 1] + c2 * c2 * q[c, 2]
-        gmax = -2.0 * tau / den
-        if p.fixed_dgamma > 0.0:
-            cap = p.vpar is not None and p.vpar[V_CAP] != 0.0
-            return min(p.fixed_dgamma, max(gmax, 0.0)) if cap else p.fixed_dgamma
-        return float(draw_amplitude(s.rng, gmax, p.chi)) if gmax > 0.0 else 0.0
+        den = self_response(c, s2, c2, m.redist.selfq)
+        return float(slip_amplitude(s.rng, m.rule.args(), tau, den))
 
     def __repr__(self) -> str:
         return (f"Simulation({self.case.name or 'case'}, realization {self.realization}, "

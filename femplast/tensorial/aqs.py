@@ -796,9 +796,8 @@ def apply_slips(model, state, cells, theta, dgamma) -> None:
     cells = np.asarray(cells, np.int64)
     theta, dgamma = np.asarray(theta, float), np.asarray(dgamma, float)
     s2, c2 = np.sin(2 * theta), np.cos(2 * theta)
-    np.add.at(state.eps_pl[:, 0], cells, -0.5 * s2 * dgamma)
-    np.add.at(state.eps_pl[:, 1], cells, 0.5 * s2 * dgamma)
-    np.add.at(state.eps_pl[:, 2], cells, 0.5 * c2 * dgamma)
+    for c, a, b, dg in zip(cells, s2, c2, dgamma, strict=True):
+        add_slip(state.eps_pl, c, a, b, dg)
     red = model.redist
     if red.mode == MODE_EXTERNAL:
         kw = {"rng": state.rng} if getattr(red, "needs_rng", False) else {}
