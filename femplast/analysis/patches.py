@@ -873,30 +873,34 @@ def analysis_for(case, model) -> PatchAnalysis:
 class PatchProbe:
     """Patch tests of one realization at the states chosen in the case's ``patches:`` section.
 
-    State 0 is the initial state (before loading), states 1.. the stable states after the
-    avalanche at each ``patches.gamma_ext`` (ascending). The runner calls :meth:`initial`
-    before driving, adds :attr:`stops` to the driver's stops and :meth:`wrap` around its
-    ``on_stop``; then :meth:`write` and :attr:`sums` (for summary.json).
+    The realization pipeline (femplast.protocols.pipeline) calls it at the probed states:
+    state 0 is the prepared state before loading (``patches.initial``: fresh, initial.state or
+    KMC-quenched), states ``1..`` the stable states after the avalanche at each
+    ``patches.gamma_ext`` (ascending) of the probed load stage, then the final states of the
+    stages named in ``patches.after``. Each state's tests draw from their own seeded streams
+    ``(seed, realization, state id, ...)``, so adding probes changes no other result.
     """
 
     def __init__(self, case, model, index: int):
         self.case, self.model, self.index = case, model, int(index)
         self.analysis = analysis_for(case, model)
-        ld = case.loading
-        self.dgamma = ld.dgamma_ext
-        self.alpha_ext = math.radians(ld.alpha_ext)
-        self.stops = sorted({int(round(g / ld.dgamma_ext)) for g in case.patches.gamma_ext})
         self.records: list[tuple[int, str, float, list[dict]]] = []
         self.sums: dict[str, dict] = {}
         self.wall = 0.0
 
-    def _probe(self, state, k: int, label: str, sid: int):
+    def stops(self, dgamma: float) -> list[int]:
+        """The increments ``k`` (``gamma_ext = k dgamma``) of the probed load stage."""
+        return sorted({int(round(g / dgamma)) for g in self.case.patches.gamma_ext})
+
+    def probes_stage(self, name: str, first_strain_stage: str) -> bool:
+        """Whether ``patches.gamma_ext`` refers to the stage ``name``."""
+        return name == (self.case.patches.stage or first_strain_stage)
+
+    def _probe(self, state, g: float, alpha: float, label: str, sid: int):
         import time
 
         t0 = time.perf_counter()
-        g = k * self.dgamma
-        tables = self.analysis.analyse(state, g, self.alpha_ext,
-                                       (self.case.run.seed, self.index, sid))
+        tables = self.analysis.analyse(state, g, alpha, (self.case.run.seed, self.index, sid))
         self._account(sid, label, g, tables)
         self.wall += time.perf_counter() - t0
 
@@ -904,54 +908,37 @@ class PatchProbe:
         self.records.append((sid, label, g, tables))
         s = table_sums(tables)
         self.sums[label] = merge_sums(self.sums.get(label), s)
-        if label != "initial" and g >= self.case.loading.stationary_from:
+        if label.startswith("gamma_ext=") and g >= self.case.loading.stationary_from:
             self.sums["stationary"] = merge_sums(self.sums.get("stationary"), table_sums(tables))
 
-    def restore(self, outdir) -> bool:
-        """Read back the tests of a finished realization (``--resume``) from
-        ``OUTDIR/patches/rNNNN.h5``, in the order they were run, so :attr:`sums` and
-        :attr:`wall` are those of the run that wrote it. False when there is no such file."""
-        from pathlib import Path
-
-        import h5py
-
-        path = Path(outdir) / "patches" / f"r{self.index:04d}.h5"
-        if not path.is_file():
-            return False
-        labels = [ps.label for ps in self.analysis.sets]
-        with h5py.File(path, "r") as f:
-            for name in sorted(f, key=lambda x: int(x[1:])):  # groups s<state id>
-                grp = f[name]
-                tables = []
-                for lab in labels:
-                    if lab not in grp:
-                        continue
-                    sg = grp[lab]
-                    t = {k: sg[k][()] for k in sg if k != "alpha"}
-                    t.update(label=lab, size=sg.attrs["size"], radius=sg.attrs["R"],
-                             skipped=sg.attrs["skipped"])
-                    tables.append(t)
-                self._account(int(name[1:]), str(grp.attrs["label"]),
-                              float(grp.attrs["gamma_ext"]), tables)
-            self.wall = float(f.attrs["wall_time"])
-        return True
-
-    def initial(self, state):
+    def initial(self, state, alpha: float):
+        """The prepared state, before loading (``patches.initial``)."""
         if self.case.patches.initial:
-            self._probe(state, 0, "initial", 0)
+            self._probe(state, 0.0, alpha, "initial", 0)
 
-    def wrap(self, state, on_stop=None, other_stops=()):
-        """An ``on_stop(k)`` that probes at the patch stops and calls ``on_stop`` at its own."""
-        other = set(other_stops)
+    def at_increment(self, state, k: int, dgamma: float, alpha: float):
+        """The stable state at increment ``k`` of the probed load stage, if requested."""
+        ks = self.stops(dgamma)
+        if k in ks:
+            self._probe(state, k * dgamma, alpha, f"gamma_ext={k * dgamma:g}", 1 + ks.index(k))
 
-        def f(k):
-            if on_stop is not None and k in other:
-                on_stop(k)
-            if k in self.stops:
-                sid = 1 + self.stops.index(k)
-                self._probe(state, k, f"gamma_ext={k * self.dgamma:g}", sid)
+    def after_stage(self, state, name: str, gamma: float, alpha: float, dgamma: float):
+        """The final state of stage ``name`` (at its ``gamma``), if in ``patches.after``."""
+        after = list(self.case.patches.after)
+        if name in after:
+            sid = 1 + len(self.stops(dgamma)) + after.index(name)
+            self._probe(state, gamma, alpha, f"after:{name}", sid)
 
-        return f
+    def checkpoint(self) -> dict:
+        return dict(wall=self.wall, records=[dict(sid=a, label=b, g=c, tables=list(t))
+                                             for a, b, c, t in self.records])
+
+    def restore(self, d: dict) -> None:
+        self.records, self.sums = [], {}
+        for r in d["records"]:
+            self._account(int(r["sid"]), str(r["label"]), float(r["g"]),
+                          [dict(t) for t in r["tables"]])
+        self.wall = float(d["wall"])
 
     def write(self, outdir):
         """``OUTDIR/patches/rNNNN.h5``: one group per probed state, one subgroup per size."""
@@ -1036,10 +1023,10 @@ def check(case) -> None:
                                          "(a disk must not overlap its own periodic image)")
     if not pa.alpha:
         raise FemplastInputError("patches.alpha", pa.alpha, "at least one orientation")
-    if not pa.initial and not pa.gamma_ext:
+    if not pa.initial and not pa.gamma_ext and not pa.after:
         raise FemplastInputError("patches.gamma_ext", pa.gamma_ext, "at least one gamma_ext "
                                  "when patches.initial is false")
-    for i, g in enumerate(pa.gamma_ext):
+    for i, g in enumerate(pa.gamma_ext if not case.stages else ()):
         if g > case.loading.gamma_max:
             raise FemplastInputError(f"patches.gamma_ext[{i}]", g,
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")

@@ -10,131 +10,19 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from femplast.config.case import Case, resolve_path
+from femplast.config.case import Case
 from femplast.errors import FemplastInputError
 from femplast.io.output import (
     FieldWriter,
     H5Writer,
     Progress,
-    snapshot_fields,
     stress_fields,
     write_group,
     write_json,
 )
 from femplast.protocols import pipeline as protocols
-from femplast.protocols.prepare import build_box, build_model, load_initial_state
-from femplast.protocols.records import steps_table
-from femplast.redistribution.backends import from_dsp
-from femplast.tensorial.variants import per_realization_model
+from femplast.protocols.prepare import build_box
 from femplast.version import __version__
-
-
-def run_realization(case: Case, model, index: int, outdir: Path, progress: Progress,
-                    initial=None, event_log: bool = False, write: bool = True,
-                    safe_point=None) -> dict:
-    """One realization (on this rank, or collectively when the model's mesh is distributed:
-    every rank then runs the same replicated dynamics and only ``write`` ranks write)."""
-    from femplast.streams import realization_rng
-    from femplast.tensorial.aqs import AQSDriver
-
-    seed = case.run.seed
-    rng = realization_rng(seed, index)
-    sigma0, systems = (None, None) if initial is None else (initial[0], initial[1:])
-    st = model.new_state(rng, sigma0, systems)
-    ld = case.loading
-    alpha = np.deg2rad(ld.alpha_ext)
-    k_end = int(round(ld.gamma_max / ld.dgamma_ext))
-    drv = AQSDriver(model, st, alpha, ld.dgamma_ext, k_end, event_log=event_log)
-    name = f"r{index:04d}"
-    fw = None
-    if case.output.fields and case.output.snapshots:
-        fw = FieldWriter(outdir / "fields" / f"{name}.xdmf", model.box)
-
-    def snapshot(k):
-        g = k * ld.dgamma_ext
-        fw.write(g, snapshot_fields(model, st, g, alpha))
-
-    t0 = time.perf_counter()
-
-    def on_progress(d):
-        if safe_point is not None:  # a pending SIGINT/SIGTERM stops the run here
-            safe_point()
-        rate = d.num_events / max(time.perf_counter() - t0, 1e-9)
-        progress(f"realization {index + 1}/{case.run.realizations}: gamma_ext = "
-                 f"{d.gamma_ext:.4f} / {ld.gamma_max}, {d.num_events} events, {rate:,.0f} ev/s")
-
-    stops = [int(round(g / ld.dgamma_ext)) for g in case.output.snapshots] if fw else []
-    on_stop = snapshot if fw else None
-    probe = None
-    if case.patches.enabled:  # local yield-stress tests: st is not changed
-        from femplast.analysis.patches import PatchProbe
-
-        probe = PatchProbe(case, model, index)
-        probe.initial(st)
-        on_stop, stops = probe.wrap(st, on_stop, stops), stops + probe.stops
-    drv.run(stops=stops, on_stop=on_stop, on_progress=on_progress)
-    wall = time.perf_counter() - t0
-    if fw:
-        fw.close()
-    if probe is not None:
-        probe.write(outdir)
-    rec = drv.avalanche_table()
-    Rm = drv.load_mean_per_increment() if drv.load_changes else model.weights @ drv.R.T
-    int0 = model.weights @ st.sigma0.T
-    gam, stress, epl, nev = steps_table(rec, k_end, ld.dgamma_ext, Rm, int0, np.zeros(3))
-    before = from_dsp(rec[:, 3:6].T)
-    after = from_dsp(rec[:, 6:9].T)
-    state_stress = model.total_stress(st, drv.gamma_ext, alpha)
-    if write:
-        (outdir / "realizations").mkdir(parents=True, exist_ok=True)
-        with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
-            f.attrs.update(dict(realization=index, seed=seed,
-                                femplast_version=__version__, backend=model.backend,
-                                wall_time=wall, num_events=drv.num_events))
-            write_group(f, "steps", dict(gamma_ext=gam, stress=stress, eps_pl=epl, n_events=nev),
-                        dict(doc="per increment after the avalanche: mean stress [xx,yy,xy], "
-                                 "mean plastic strain [xx,yy,xy], slip events"))
-            write_group(f, "avalanches", dict(
-                step=rec[:, 0].astype(np.int64), gamma_ext=rec[:, 0] * ld.dgamma_ext,
-                size=rec[:, 1].astype(np.int64), relaxation_steps=rec[:, 2].astype(np.int64),
-                stress_before=before, stress_after=after, drop_xy=before[:, 2] - after[:, 2]))
-            write_group(f, "state", dict(
-                stress=state_stress, sigma0=from_dsp(st.sigma0), eps_pl=st.eps_pl,
-                theta=st.theta, tau_c=st.tauc),
-                dict(gamma_ext=drv.gamma_ext, alpha_ext=ld.alpha_ext,
-                     rng_state=json.dumps(st.rng.bit_generator.state)))
-            if event_log:
-                ei, ef = drv.event_table()
-                write_group(f, "events", dict(cell=ei[:, 0], step=ei[:, 1],
-                                              relaxation_step=ei[:, 2], theta=ef[:, 0],
-                                              d_gamma=ef[:, 1], tau=ef[:, 2],
-                                              self_response=ef[:, 3]))
-    return dict(_stationary_result(case, index, wall, drv.num_events, gam, stress[:, 2],
-                                   rec[:, 0] * ld.dgamma_ext, before[:, 2] - after[:, 2],
-                                   rec[:, 1]),
-                **({} if probe is None else dict(patches=probe.sums, patches_wall=probe.wall)))
-
-
-def _stationary_result(case: Case, index, wall, events, gamma, sxy, aval_gamma, drops, sizes):
-    """What the summary needs of one realization: stationary samples past stationary_from."""
-    g0 = case.loading.stationary_from
-    av = aval_gamma > g0
-    return dict(index=index, wall=wall, events=int(events), sxy=sxy[gamma > g0],
-                drops=drops[av], events_stat=int(np.sum(sizes[av])))
-
-
-def finished_realization(case: Case, path: Path, index: int) -> dict | None:
-    """The summary entry of a realization whose file a previous (interrupted) run completed."""
-    import h5py
-
-    if not path.is_file():
-        return None
-    with h5py.File(path, "r") as f:
-        s, a = f["steps"], f["avalanches"]
-        return _stationary_result(case, index, float(f.attrs["wall_time"]),
-                                  int(f.attrs["num_events"]), s["gamma_ext"][:],
-                                  s["stress"][:, 2], a["gamma_ext"][:], a["drop_xy"][:],
-                                  a["size"][:])
 
 
 def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> dict:
@@ -282,84 +170,18 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         from femplast.app.sweep import run_sweep
 
         summary.update(run_sweep(case, outdir, comm, progress, resume=resume))
-    elif protocols.uses_protocol(case):  # kmc, stages, checkpoints (femplast.protocols.pipeline)
+    elif case.model in ("tensorial", "quench"):  # the realization pipeline
         if resume:
             protocols.check_resume(case, outdir)
-        summary.update(protocols.run_protocol(case, outdir, comm, progress, resume=resume,
-                                              event_log=event_log))
-    elif resume and case.model != "tensorial":
-        raise FemplastInputError("--resume", True, "only for tensorial runs, sweeps "
-                                 "(sweep.enabled) and protocol runs (kmc, stages, "
-                                 "run.checkpoint_interval > 0)")
+        summary.update(protocols.run_realizations(case, outdir, comm, progress, resume=resume,
+                                                  event_log=event_log))
+    elif resume:
+        raise FemplastInputError("--resume", True, "only for tensorial runs and sweeps "
+                                 "(sweep.enabled)")
     elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
     elif case.model == "scalar":
         summary.update(run_scalar(case, outdir, comm, progress))
-    else:
-        if resume:
-            protocols.check_resume(case, outdir, marker="realizations")
-        sample = case.run.parallel == "sample"
-        model = build_model(case, comm if sample else MPI.COMM_SELF, 0 if sample else comm.rank)
-        initial = None
-        if case.initial.state:
-            initial = load_initial_state(resolve_path(case, case.initial.state), model)
-        mine = (range(case.run.realizations) if sample
-                else range(comm.rank, case.run.realizations, comm.size))
-        results = []
-        # SIGINT/SIGTERM stop the run at the next safe point: finished realizations are on
-        # disk (written atomically) and --resume runs only the others
-        from femplast.protocols.checkpoint import Interrupter
-
-        with Interrupter(lambda: outdir / "realizations") as guard:
-            for i in mine:
-                guard.tick()
-                path = outdir / "realizations" / f"r{i:04d}.h5"
-                done = finished_realization(case, path, i) if resume else None
-                if done is not None and case.patches.enabled:
-                    from femplast.analysis.patches import PatchProbe
-
-                    probe = PatchProbe(case, model, i)  # its file is written before path's
-                    done = (dict(done, patches=probe.sums, patches_wall=probe.wall)
-                            if probe.restore(outdir) else None)
-                if sample and resume:
-                    done = comm.bcast(done, root=0)
-                if done is not None:
-                    results.append(done)
-                    progress(f"realization {i + 1}/{case.run.realizations}: kept from the "
-                             "interrupted run", True)
-                    continue
-                rmodel = model  # variant moduli field per realization: its own model
-                if i != mine[0] and per_realization_model(case):
-                    rmodel = build_model(case, comm if sample else MPI.COMM_SELF, i)
-                results.append(run_realization(case, rmodel, i, outdir, progress, initial,
-                                               event_log, write=not sample or comm.rank == 0,
-                                               safe_point=guard.tick))
-                progress(f"realization {i + 1}/{case.run.realizations} done: "
-                         f"{results[-1]['events']} events in {results[-1]['wall']:.2f} s", True)
-        allres = [results] if sample else comm.gather(results, root=0)
-        if comm.rank == 0:
-            res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
-            sxy = np.concatenate([r["sxy"] for r in res])
-            drops = np.concatenate([r["drops"] for r in res])
-            span = case.loading.gamma_max - case.loading.stationary_from
-            summary.update(
-                backend=model.backend, slip_systems_per_cell=model.params.N,
-                num_cells=model.num_cells,
-                seeds=[[case.run.seed, r["index"]] for r in res],
-                total_slip_events=int(sum(r["events"] for r in res)),
-                realization_wall_time=[r["wall"] for r in res],
-                stationary=dict(
-                    gamma_from=case.loading.stationary_from,
-                    sigma_xy_mean=float(sxy.mean()), sigma_xy_std=float(sxy.std()),
-                    stress_drop_mean=float(drops.mean()) if len(drops) else 0.0,
-                    avalanches=int(len(drops)),
-                    slip_events_per_unit_strain=float(
-                        np.mean([r["events_stat"] for r in res]) / span)))
-            if case.patches.enabled:
-                from femplast.analysis.patches import summary_section
-
-                summary["patches"] = summary_section(case, [r["patches"] for r in res],
-                                                     sum(r["patches_wall"] for r in res))
     if comm.rank == 0:
         summary["wall_time"] = time.perf_counter() - t0
         write_json(outdir / "summary.json", summary)

@@ -300,53 +300,28 @@ def point_params(pcase, model):
 
 
 def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
-    """One realization of a point, in memory: stationary external stress per step (resolved on
-    the loading direction), stress increments per step, stress drops of the avalanches,
-    slip events, patch statistics."""
+    """One realization of a point through the realization pipeline, in memory: stationary
+    external stress per step (resolved on the loading direction), stress increments per step,
+    stress drops of the avalanches, slip events, patch statistics. ``idle`` is called at the
+    pipeline's safe points (rank 0 serves work requests there)."""
     from femplast.analysis.patches import resolved
-    from femplast.protocols.records import steps_table
-    from femplast.redistribution.backends import from_dsp
-    from femplast.streams import realization_rng
-    from femplast.tensorial.aqs import AQSDriver
+    from femplast.protocols.pipeline import RealizationRun, stages_from_case
 
     ld = pcase.loading
-    initial = model._sweep_initial
-    st = model.new_state(realization_rng(pcase.run.seed, j),
-                         None if initial is None else initial[0])
-    if initial is not None:
-        st.theta[:] = initial[1]
-        st.tauc[:] = initial[2]
-        st.sin2[:] = np.sin(2 * st.theta)
-        st.cos2[:] = np.cos(2 * st.theta)
+    stages = stages_from_case(pcase)
+    run = RealizationRun(pcase, model, j, None, stages, model._sweep_initial,
+                         progress=lambda *a, **k: None)
+    res = run.run(idle if idle is not None else (lambda: None))
+    tabs = res["tables"][stages[0].name]
     alpha = math.radians(ld.alpha_ext)
-    k_end = int(round(ld.gamma_max / ld.dgamma_ext))
-    drv = AQSDriver(model, st, alpha, ld.dgamma_ext, k_end)
-    probe, stops, on_stop = None, [], None
-    if pcase.patches.enabled:
-        from femplast.analysis.patches import PatchProbe
-
-        probe = PatchProbe(pcase, model, j)
-        probe.initial(st)
-        stops, wrapped = probe.stops, probe.wrap(st)
-
-        def on_stop(k):
-            wrapped(k)
-            if idle:
-                idle()
-    # rank 0 also serves requests during long realizations (every 20000 events; the driver's
-    # records do not depend on the budget) and at the patch stops
-    drv.run(stops=stops, on_stop=on_stop, on_progress=(lambda d: idle()) if idle else None)
-    rec = drv.avalanche_table()
-    Rm = model.weights @ drv.R.T
-    int0 = model.weights @ st.sigma0.T
-    gam, stress, _, _ = steps_table(rec, k_end, ld.dgamma_ext, Rm, int0, np.zeros(3))
-    s = resolved(alpha, stress)
-    stat = gam > ld.stationary_from
-    before, after = from_dsp(rec[:, 3:6].T), from_dsp(rec[:, 6:9].T)
-    av = rec[:, 0] * ld.dgamma_ext > ld.stationary_from
+    steps, av = tabs["steps"], tabs["avalanches"]
+    s = resolved(alpha, steps["stress"])
+    stat = steps["gamma_ext"] > ld.stationary_from
+    sel = av["gamma_ext"] > ld.stationary_from
     return dict(sigma_xy=s[stat], increment_xy=np.diff(s)[stat[1:]],
-                drop_xy=resolved(alpha, before[av]) - resolved(alpha, after[av]),
-                events=int(rec[av, 1].sum()), patches=None if probe is None else probe.sums)
+                drop_xy=(resolved(alpha, av["stress_before"][sel])
+                         - resolved(alpha, av["stress_after"][sel])),
+                events=int(av["size"][sel].sum()), patches=res.get("patches"))
 
 
 def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,

@@ -216,10 +216,18 @@ class PatchesSection:
     alpha: list[float] = key([float(a) for a in range(0, 180, 10)], "test orientations alpha "
                              "of the boundary pure shear M(alpha): 0 forward, 90 backward",
                              "deg", min=-180, max=180)
-    initial: bool = key(True, "probe the initial state (gamma_ext = 0, before loading)")
+    initial: bool = key(True, "probe the initial state before loading (gamma_ext = 0: fresh, "
+                        "initial.state, or the KMC-quenched glass of kmc.enabled)")
     gamma_ext: list[float] = key([], "also probe the state after the avalanche at these "
-                                 "gamma_ext (those >= loading.stationary_from are also pooled "
-                                 "as 'stationary')", "-", min=0)
+                                 "gamma_ext of the loading (with stages: of the stage named "
+                                 "by patches.stage); those >= loading.stationary_from are also "
+                                 "pooled as 'stationary'", "-", min=0)
+    stage: str | None = key(None, "with stages: the strain-controlled load stage whose "
+                            "gamma_ext the patches.gamma_ext values are (null: the first "
+                            "one)")
+    after: list[str] = key([], "with stages: also probe the final state of each of these "
+                           "stages (e.g. after unloading in a Bauschinger test); labelled "
+                           "'after:<stage>'")
     self_response: str = key("patch", "self-response used for the slip amplitude bound "
                              "gamma_max (eq. 6) inside a patch: patch (frozen boundary) or "
                              "model (periodic sample)", choices=("patch", "model"))

@@ -197,9 +197,9 @@ class StageRun:
     realization when the stage ends); ``event_log``: the driver logs every slip event."""
 
     def __init__(self, model, state, stage: Stage, alpha_deg: float, fields: bool = False,
-                 event_log: bool = False):
+                 event_log: bool = False, probe=None):
         self.model, self.state, self.stage, self.alpha_deg = model, state, stage, alpha_deg
-        self.fields, self.event_log = fields, event_log
+        self.fields, self.event_log, self.probe = fields, event_log, probe
         model.refresh(state)
         w = model.weights
         self.int0 = state.sig @ w
@@ -260,27 +260,37 @@ class StrainStage(StageRun):
         self.k_end = int(round(stage.gamma / stage.dgamma))
         self.drv = AQSDriver(model, state, self.alpha, stage.dgamma, self.k_end,
                              event_log=self.event_log)
-        # snapshot increments, as femplast.app.runner.run_realization: k = round(gamma / dgamma)
+        # probed states: field snapshots at k = round(gamma / dgamma), patch tests
         self.snap_k = sorted({int(round(g / stage.dgamma)) for g in stage.snapshots}
                              if self.fields else ())
-        self.snap_i = 0
+        self.probe_k = self.probe.stops(stage.dgamma) if self.probe is not None else []
+        self.stop_k = sorted(set(self.snap_k) | set(self.probe_k))
+        self.snap_i = 0  # stops passed
 
     def run(self, tick) -> None:
         # slices of SLICE increments or BUDGET events between safe points; stopping at a
         # stable state and going on does not change the trajectory
         while not self.done:
             ks = min(self.drv.k + SLICE, self.k_end)
-            if self.snap_i < len(self.snap_k):
-                ks = min(ks, self.snap_k[self.snap_i])
+            if self.snap_i < len(self.stop_k):
+                ks = min(ks, self.stop_k[self.snap_i])
             rc = self.drv.advance(ks, BUDGET)
-            if rc in (RC_STOP, RC_END) and self.snap_i < len(self.snap_k) \
-                    and self.drv.k == self.snap_k[self.snap_i]:
-                self.snapshot()
+            if rc in (RC_STOP, RC_END) and self.snap_i < len(self.stop_k) \
+                    and self.drv.k == self.stop_k[self.snap_i]:
+                self._probe(self.drv.k)
                 self.snap_i += 1
             if rc == RC_END or (rc == RC_STOP and self.drv.k >= self.k_end):
                 self.done = True
                 break
             tick()
+
+    def _probe(self, k: int) -> None:
+        """The probes of the stable state at increment k: fields, then patch tests."""
+        self.model.refresh(self.state)
+        if k in self.snap_k:
+            self.snapshot()
+        if k in self.probe_k:
+            self.probe.at_increment(self.state, k, self.stage.dgamma, self.alpha)
 
     def _extra(self) -> dict:
         return dict(snap_i=self.snap_i)
@@ -291,7 +301,8 @@ class StrainStage(StageRun):
     def tables(self) -> dict:
         drv, m = self.drv, self.model
         rec = drv.avalanche_table()
-        Rm = m.weights @ drv.R.T
+        # evolving moduli: the load response changes along the stage
+        Rm = drv.load_mean_per_increment() if drv.load_changes else m.weights @ drv.R.T
         gam, stress, epl, nev = steps_table(rec, self.k_end, self.stage.dgamma, Rm, self.int0,
                                             self.epl0)
         before, after = from_dsp(rec[:, 3:6].T), from_dsp(rec[:, 6:9].T)
@@ -485,16 +496,33 @@ class HoldStage(StageRun):
 
 # ============================================================================ realization
 class RealizationRun:
-    """KMC preparation (optional), then the stages, for realization ``index``."""
+    """One realization, whatever the run kind: prepare (fresh, ``initial.state`` or a KMC
+    quench) -> the stages in order (a plain run is one strain-controlled load stage) ->
+    probes at the requested states (field snapshots, patch tests, event log) -> records.
 
-    def __init__(self, case, model, index: int, outdir: Path, stages: list[Stage], initial,
-                 progress, event_log: bool = False):
+    ``outdir=None`` keeps the records in memory (``result["tables"]``, sweeps); ``write``
+    False computes without writing (the ranks of a distributed sample other than 0).
+    """
+
+    def __init__(self, case, model, index: int, outdir: Path | None, stages: list[Stage],
+                 initial, progress, event_log: bool = False, write: bool = True):
         from femplast.streams import realization_rng
 
         self.case, self.model, self.index, self.outdir = case, model, index, outdir
         self.stages, self.progress = stages, progress
-        self.fields, self.event_log = fields_enabled(case), event_log
+        self.write = write and outdir is not None
+        # fields are gathered on every rank (collective), written by rank 0
+        self.fields = fields_enabled(case) and outdir is not None
+        self.event_log = event_log
         self.opts = dict(fields=self.fields, event_log=event_log)
+        self.probe = None
+        if case.patches.enabled:
+            from femplast.analysis.patches import PatchProbe
+
+            self.probe = PatchProbe(case, model, index)
+        strain = [s.name for s in stages if s.kind == "load" and s.control == "strain"]
+        self.probed_stage = (case.patches.stage or (strain[0] if strain else None))
+        self.probed_initial = False
         self.needed = {s.start for s in stages if s.start}
         rng = realization_rng(case.run.seed, index)
         sigma0, systems = (None, None) if initial is None else (initial[0], initial[1:])
@@ -508,7 +536,8 @@ class RealizationRun:
         self.run_obj: StageRun | None = None
         self.kmc: KMC | None = None
         self.kmc_drv: AQSDriver | None = None
-        self.result: dict = dict(index=index, events=0, wall=0.0, stages={}, kmc=None)
+        self.result: dict = dict(index=index, events=0, wall=0.0, stages={}, kmc=None,
+                                 tables={})
         self.t0 = time.perf_counter()
         if self.kmc_on:
             self._new_kmc()
@@ -529,12 +558,24 @@ class RealizationRun:
         bind(self.model, self.state)
         if self.phase == "kmc":
             self._run_kmc(tick)
+        if self.probe is not None and not self.probed_initial:
+            self.model.refresh(self.state)
+            self.probe.initial(self.state, math.radians(self.case.loading.alpha_ext))
+            self.probed_initial = True
         while self.phase == "stages" and self.stage_idx < len(self.stages):
             self._run_stage(tick)
         self.phase = "done"
+        if self.probe is not None:
+            if self.write:
+                self.probe.write(self.outdir)
+            self.result.update(patches=self.probe.sums, patches_wall=self.probe.wall)
         self.result["wall"] += time.perf_counter() - self.t0
         self.t0 = time.perf_counter()
         return self.result
+
+    def _stage_opts(self, sg: Stage) -> dict:
+        probe = self.probe if sg.name == self.probed_stage else None
+        return dict(self.opts, probe=probe)
 
     def _run_kmc(self, tick):
         k, kmc = self.case.kmc, self.kmc
@@ -557,7 +598,7 @@ class RealizationRun:
                     **{f"quenched_{a}": b for a, b in obs.items()})
         self.result["kmc"] = dict(info)
         self.result["events"] += kmc.drv.num_events
-        if k.save:
+        if k.save and self.write:
             (self.outdir / "quench").mkdir(parents=True, exist_ok=True)
             info.update(windows=kmc.windows, samples=kmc.samples, realization=self.index,
                         seed=self.case.run.seed)
@@ -587,14 +628,14 @@ class RealizationRun:
         if sg.kind == "load":
             alpha = sg.alpha_deg
             if sg.control == "strain":
-                return StrainStage(self.model, st, sg, alpha, **self.opts)
-            return StressStage(self.model, st, sg, alpha, sg.stress, **self.opts)
+                return StrainStage(self.model, st, sg, alpha, **self._stage_opts(sg))
+            return StressStage(self.model, st, sg, alpha, sg.stress, **self._stage_opts(sg))
         if sg.kind == "unload":
             self.model.refresh(st)
             s_prev = resolved(st.sig @ self.model.weights, prev)
             alpha = _wrap_deg(prev + 90.0) if s_prev > 0 else prev
-            return StressStage(self.model, st, sg, alpha, 0.0, **self.opts)
-        return HoldStage(self.model, st, sg, prev, self.case.kmc.Va, **self.opts)
+            return StressStage(self.model, st, sg, alpha, 0.0, **self._stage_opts(sg))
+        return HoldStage(self.model, st, sg, prev, self.case.kmc.Va, **self._stage_opts(sg))
 
     def _run_stage(self, tick):
         if self.run_obj is None:
@@ -623,7 +664,13 @@ class RealizationRun:
             sel = av["gamma_ext"] > g0
             res.update(sxy=tr[tg > g0, 2], drops=av["drop_xy"][sel],
                        events_stat=int(av["size"][sel].sum()))
-        self._write_stage(ro, tabs, mean)
+        if self.probe is not None:
+            self.model.refresh(self.state)
+            self.probe.after_stage(self.state, sg.name, ro.gamma_final, ro.alpha, sg.dgamma)
+        if self.outdir is not None:
+            self._write_stage(ro, tabs, mean)
+        else:
+            self.result["tables"][sg.name] = tabs
         self.result["stages"][sg.name] = res
         self.result["events"] += ro.drv.num_events
         fold(self.model, self.state, ro.gamma_final, ro.alpha_deg)
@@ -641,7 +688,8 @@ class RealizationRun:
             path = self.outdir / "realizations" / f"{self.name}.h5"
         else:
             path = self.outdir / "stages" / sg.name / "realizations" / f"{self.name}.h5"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.write:
+            path.parent.mkdir(parents=True, exist_ok=True)
         if ro.snaps:
             write_fields(path.parent.parent / "fields" / f"{self.name}.xdmf", m.box, ro.snaps)
         stress = m.total_stress(st, ro.gamma_final, ro.alpha)
@@ -651,6 +699,8 @@ class RealizationRun:
                      kind=sg.kind, control=sg.control, start=sg.start or "")
         if isinstance(ro, StressStage):
             attrs.update(target_stress=ro.target, reached=ro.reached, stress_error=ro.error)
+        if not self.write:
+            return
         with H5Writer(path) as f:
             f.attrs.update(dict(realization=self.index, seed=self.case.run.seed,
                                 femplast_version=__version__, backend=m.backend,
@@ -680,7 +730,8 @@ class RealizationRun:
                  saved={k: ck.state_arrays(v) for k, v in self.saved.items()},
                  result=self.result, wall=self.result["wall"] + time.perf_counter() - self.t0,
                  stage=None if self.run_obj is None else self.run_obj.checkpoint(),
-                 kmc=None)
+                 kmc=None, probed_initial=int(self.probed_initial),
+                 probe=None if self.probe is None else self.probe.checkpoint())
         if self.phase == "kmc":
             d["kmc"] = dict(kmc=self.kmc.checkpoint(), drv=ck.driver_arrays(self.kmc_drv))
         return d
@@ -692,6 +743,9 @@ class RealizationRun:
             ck.restore_state(s, v)
             self.saved[k] = s
         self.phase, self.stage_idx = d["phase"], int(d["stage_idx"])
+        self.probed_initial = bool(int(d.get("probed_initial", 0)))
+        if self.probe is not None and d.get("probe") is not None:
+            self.probe.restore(d["probe"])
         self.result = d["result"]
         self.result["wall"] = float(d["wall"])
         self.t0 = time.perf_counter()
@@ -708,54 +762,81 @@ class RealizationRun:
             sgd = d["stage"]
             sg = self.stages[self.stage_idx]
             alpha = float(sgd["alpha_deg"])
+            kw = self._stage_opts(sg)
             if sg.kind == "hold":
-                ro = HoldStage(self.model, self.state, sg, alpha, self.case.kmc.Va, **self.opts)
+                ro = HoldStage(self.model, self.state, sg, alpha, self.case.kmc.Va, **kw)
             elif sg.control == "strain":
-                ro = StrainStage(self.model, self.state, sg, alpha, **self.opts)
+                ro = StrainStage(self.model, self.state, sg, alpha, **kw)
             else:
                 ro = StressStage(self.model, self.state, sg, alpha,
-                                 0.0 if sg.kind == "unload" else sg.stress, **self.opts)
+                                 0.0 if sg.kind == "unload" else sg.stress, **kw)
             ro.restore(sgd)
             self.run_obj = ro
 
 
 # ============================================================================ the run
-def uses_protocol(case) -> bool:
-    """Whether a case runs through this module (see femplast.app.runner.run_case)."""
-    return case.model == "quench" or (case.model == "tensorial" and (
-        case.kmc.enabled or bool(case.stages) or case.run.checkpoint_interval > 0))
-
-
 def checkpoint_path(outdir: Path, comm) -> Path:
     return Path(outdir) / "checkpoint" / f"rank{comm.rank:03d}-of-{comm.size:03d}.npz"
 
 
-def run_protocol(case, outdir: Path, comm, progress, resume: bool = False,
-                 event_log: bool = False) -> dict:
-    """Run a protocol case on this rank's realizations; returns the summary part on rank 0.
-    ``event_log``: every stage's realization file gets an ``events`` group (--event-log).
+class Models:
+    """The model of each realization: one for all, or one per realization when the variant
+    draws a moduli field per realization (femplast.tensorial.variants); on ``comm``
+    (``run.parallel: sample``: the mesh distributed over the ranks) or on this rank alone."""
 
-    Raises :class:`femplast.protocols.checkpoint.Interrupted` after writing the checkpoint when a
-    SIGINT/SIGTERM arrives.
+    def __init__(self, case, comm, first_index: int):
+        from femplast.config.case import resolve_path
+        from femplast.protocols.prepare import build_model, load_initial_state
+        from femplast.tensorial.variants import per_realization_model
+
+        self.case, self.comm = case, comm
+        self.per_realization = per_realization_model(case)
+        self._build = build_model
+        self.first_index = first_index
+        self.first = build_model(case, comm, first_index)
+        self.initial = None
+        if case.initial.state:
+            self.initial = load_initial_state(resolve_path(case, case.initial.state),
+                                              self.first)
+
+    def get(self, index: int):
+        if not self.per_realization or index == self.first_index:
+            return self.first
+        return self._build(self.case, self.comm, index)
+
+
+def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
+                     event_log: bool = False) -> dict:
+    """Run the realizations of a tensorial case through :class:`RealizationRun`: spread over
+    the ranks, or (``run.parallel: sample``) each one on the mesh distributed over all ranks
+    (every rank runs the same replicated dynamics, rank 0 writes). Returns the summary part
+    on rank 0. ``event_log``: every stage's realization file gets an ``events`` group.
+
+    Checkpoints (every ``run.checkpoint_interval`` seconds, after every realization, on
+    SIGINT/SIGTERM, which then raise :class:`femplast.protocols.checkpoint.Interrupted`)
+    make every run resumable (``--resume``).
     """
-    from femplast.config.case import resolve_path
-    from femplast.protocols.prepare import build_model, load_initial_state
+    from mpi4py import MPI
 
-    model = build_model(case, MPI_SELF())
-    initial = None
-    if case.initial.state:
-        initial = load_initial_state(resolve_path(case, case.initial.state), model)
+    sample = case.run.parallel == "sample"
     stages = stages_from_case(case)
-    mine = list(range(comm.rank, case.run.realizations, comm.size))
+    mine = (list(range(case.run.realizations)) if sample
+            else list(range(comm.rank, case.run.realizations, comm.size)))
+    models = Models(case, comm if sample else MPI.COMM_SELF, 0 if sample else comm.rank)
     cpath = checkpoint_path(outdir, comm)
     done: list[dict] = []
     current = None
+
+    def new_run(i):
+        return RealizationRun(case, models.get(i), i, outdir,
+                              stages_from_case(case), models.initial, progress, event_log,
+                              write=not sample or comm.rank == 0)
+
     if resume and cpath.is_file():
         data = ck.load(cpath)
         done = list(data["done"])
         if data["current"] is not None:
-            current = RealizationRun(case, model, int(data["current"]["index"]), outdir,
-                                     stages_from_case(case), initial, progress, event_log)
+            current = new_run(int(data["current"]["index"]))
             current.restore(data["current"])
         progress(f"resumed from {cpath}: {len(done)} realization(s) done"
                  + (f", realization {current.index + 1} in progress" if current else ""), True)
@@ -773,8 +854,7 @@ def run_protocol(case, outdir: Path, comm, progress, resume: bool = False,
             if i in finished:
                 continue
             if holder["run"] is None or holder["run"].index != i:
-                holder["run"] = RealizationRun(case, model, i, outdir, stages_from_case(case),
-                                               initial, progress, event_log)
+                holder["run"] = new_run(i)
             res = holder["run"].run(intr.tick)
             done.append(res)
             holder["run"] = None
@@ -782,17 +862,11 @@ def run_protocol(case, outdir: Path, comm, progress, resume: bool = False,
                      f"events in {res['wall']:.2f} s", True)
             intr.tick(force=True)
         write()
-    allres = comm.gather(done, root=0)
+    allres = [done] if sample else comm.gather(done, root=0)
     if comm.rank != 0:
         return {}
     res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
-    return summarize(case, model, stages, res)
-
-
-def MPI_SELF():
-    from mpi4py import MPI
-
-    return MPI.COMM_SELF
+    return summarize(case, models.first, stages, res)
 
 
 def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
@@ -842,6 +916,11 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
                                                   / span))
     if st_out and not (len(stages) == 1 and stages[0].implicit):
         out["stages"] = st_out
+    if case.patches.enabled:
+        from femplast.analysis.patches import summary_section
+
+        out["patches"] = summary_section(case, [r["patches"] for r in res],
+                                         sum(r["patches_wall"] for r in res))
     return out
 
 
@@ -864,7 +943,7 @@ def check_resume(case, outdir: Path, marker: str = "checkpoint") -> None:
                                  "overrides) as the interrupted run (OUTDIR/case.yaml)")
 
 
-__all__ = ["run_protocol", "uses_protocol", "check_resume", "StressStage", "StrainStage",
+__all__ = ["run_realizations", "check_resume", "StressStage", "StrainStage",
            "Stage", "fold", "write_json"]
 
 
@@ -879,14 +958,6 @@ def check(case) -> None:
                                  "stages")
     if case.model == "quench" and case.stages:
         raise FemplastInputError("stages", "[...]", "empty with model: quench")
-    protocol = kmc_on or case.stages or case.run.checkpoint_interval > 0
-    if protocol and case.model in ("tensorial", "quench"):
-        if case.patches.enabled:
-            raise FemplastInputError("patches.enabled", True, "false with kmc, stages or "
-                                     "run.checkpoint_interval > 0")
-        if case.run.parallel == "sample":
-            raise FemplastInputError("run.parallel", "sample", "'realizations' with kmc, "
-                                     "stages or run.checkpoint_interval > 0")
     names: list[str] = []
     for i, sg in enumerate(case.stages):
         k = f"stages[{i}]"
@@ -921,6 +992,33 @@ def check(case) -> None:
             if not 0 <= g <= (sg.gamma or 0.0):
                 raise FemplastInputError(f"{k}.snapshots[{j}]", g,
                                          f"in [0, {k}.gamma = {sg.gamma}]")
+    _check_patch_states(case, names)
     if case.stages and case.output.snapshots:
         raise FemplastInputError("output.snapshots", case.output.snapshots, "empty with "
                                  "stages (snapshots are per stage: stages[i].snapshots)")
+
+
+def _check_patch_states(case, names: list[str]) -> None:
+    """patches.stage and patches.after name stages of the case."""
+    pa = case.patches
+    if not pa.enabled:
+        return
+    strain = [s.name for s in case.stages if s.kind == "load" and s.stress is None]
+    if pa.stage is not None and pa.stage not in strain:
+        raise FemplastInputError("patches.stage", pa.stage, "the name of a strain-controlled "
+                                 f"load stage ({', '.join(strain) or 'none'})")
+    for i, n in enumerate(pa.after):
+        if n not in names:
+            raise FemplastInputError(f"patches.after[{i}]", n, "the name of a stage "
+                                     f"({', '.join(names) or 'none: the case has no stages'})")
+    if case.stages and pa.gamma_ext:
+        probed = next((s for s in case.stages if s.name == (pa.stage or strain[0])), None) \
+            if (pa.stage or strain) else None
+        if probed is None:
+            raise FemplastInputError("patches.gamma_ext", pa.gamma_ext, "empty when no stage "
+                                     "is strain-controlled (use patches.after)")
+        for i, g in enumerate(pa.gamma_ext):
+            if g > probed.gamma:
+                raise FemplastInputError(f"patches.gamma_ext[{i}]", g, f"<= stages "
+                                         f"{probed.name}.gamma = {probed.gamma}")
+
