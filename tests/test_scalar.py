@@ -12,12 +12,14 @@ from femplast.app.cli import main
 from femplast.scalar.distributions import Distribution
 from femplast.scalar.model import (
     S_NACT,
+    FitRuns,
+    FitTarget,
     ScalarDriver,
     ScalarModel,
     _shift_add,
     ensemble,
     fe_kernel,
-    fit_slip,
+    fit_slip_law,
     fourier_kernel,
     loc_index,
     statistics,
@@ -304,8 +306,8 @@ def test_c0_fit_recovers_a_synthetic_target():
     m = _model(c0=c0_true, p_i=Distribution.weibull(1.404, 3.0), p_r=MCT)
     target = statistics(ensemble(m, 100, range(16), 0.8, grid), grid, 0.4)
     start = m.with_slip(0.05, 0.0)
-    fit = fit_slip(start, 7, 16, 0.8, grid, 0.4, target["flow_stress"],
-                   target["flow_stress_err"])
+    fit = fit_slip_law(start, FitRuns(7, 16, 0.8, grid, 0.4),
+                       FitTarget(target["flow_stress"], target["flow_stress_err"]))
     assert fit["c0_err95"] < 0.1 * c0_true  # a useful fit
     assert abs(fit["c0"] - c0_true) <= fit["c0_err95"]
     assert fit["dflow_dc0"] < 0  # larger slips: lower flow stress

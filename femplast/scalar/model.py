@@ -651,103 +651,153 @@ def statistics(curves: dict, grid: np.ndarray, stationary_from: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- fit
-def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
-             grid: np.ndarray, stationary_from: float, flow_stress: float,
-             flow_stress_err: float = 0.0, peak_stress: float | None = None,
-             peak_stress_err: float = 0.0, max_evaluations: int = 16, comm=None,
-             log=None) -> dict:
-    """Fit c0 (c1 fixed) to a target flow stress, or (c0, c1) to flow and peak stresses.
+@dataclass(frozen=True)
+class FitRuns:
+    """The ensemble run at every evaluation of a fit: the same ``realizations`` of ``seed``
+    (common random numbers) to ``gamma_max``, curves on ``grid``, spread over ``comm``."""
 
-    Every evaluation runs the same ``realizations`` (common random numbers). One parameter:
-    bracketing secant (Illinois) on ``F(c0) = flow_stress``, then the local slope ``dF/dc0`` by
-    a central difference (+-10 %). Two parameters: Newton with a forward-difference Jacobian.
-    Uncertainty (1 sigma): the ensemble standard errors of the flow (and peak) stress and the
-    targets' stated errors propagated through the inverse Jacobian; ``*_err95`` = 1.96 sigma.
-    """
-    idx = range(realizations)
-    evals = []
+    seed: int
+    realizations: int
+    gamma_max: float
+    grid: np.ndarray
+    stationary_from: float
+    comm: object = None
 
-    def evaluate(c0, c1):
-        m = model.with_slip(c0, c1)
-        st = statistics(ensemble(m, seed, idx, gamma_max, grid, comm), grid, stationary_from)
-        evals.append(dict(c0=c0, c1=c1, flow_stress=st["flow_stress"],
-                          peak_stress=st["peak_stress"]))
-        if log:
-            log(f"fit: c0 = {c0:.5g}, c1 = {c1:.5g} -> flow {st['flow_stress']:.4f} "
-                f"+- {st['flow_stress_err']:.4f}, peak {st['peak_stress']:.4f}")
+    def statistics(self, model: ScalarModel) -> dict:
+        curves = ensemble(model, self.seed, range(self.realizations), self.gamma_max, self.grid,
+                          self.comm)
+        return statistics(curves, self.grid, self.stationary_from)
+
+
+@dataclass(frozen=True)
+class FitTarget:
+    """Target stresses with their 1-sigma errors; ``peak_stress`` None: fit c0 alone."""
+
+    flow_stress: float
+    flow_stress_err: float = 0.0
+    peak_stress: float | None = None
+    peak_stress_err: float = 0.0
+
+
+class _Evaluations:
+    """Ensemble statistics at (c0, c1), logged and kept in ``evals`` (the fit's history)."""
+
+    def __init__(self, model: ScalarModel, runs: FitRuns, target: FitTarget, log=None):
+        self.model, self.runs, self.target, self.log = model, runs, target, log
+        self.evals: list[dict] = []
+
+    def __call__(self, c0, c1) -> dict:
+        st = self.runs.statistics(self.model.with_slip(c0, c1))
+        self.evals.append(dict(c0=c0, c1=c1, flow_stress=st["flow_stress"],
+                               peak_stress=st["peak_stress"]))
+        if self.log:
+            self.log(f"fit: c0 = {c0:.5g}, c1 = {c1:.5g} -> flow {st['flow_stress']:.4f} "
+                     f"+- {st['flow_stress_err']:.4f}, peak {st['peak_stress']:.4f}")
         return st
 
-    def fail(msg):
-        raise FemplastInputError("scalar.fit.flow_stress", flow_stress, msg)
+    def __len__(self) -> int:
+        return len(self.evals)
 
-    if peak_stress is None:
-        c1 = model.c1
-        a = model.c0 if model.c0 > 0 else 0.05
-        sa = evaluate(a, c1)
-        fa = sa["flow_stress"] - flow_stress
-        # F decreases with c0: step towards the target until bracketed
-        b, fb, sb = a, fa, sa
-        for _ in range(8):
-            b = b * 2.0 if fb > 0 else b / 2.0
-            sb = evaluate(b, c1)
-            fb = sb["flow_stress"] - flow_stress
-            if fa * fb <= 0:
-                break
-            a, fa, sa = b, fb, sb
+    def miss(self, st: dict) -> float:
+        """Flow stress minus its target."""
+        return st["flow_stress"] - self.target.flow_stress
+
+    def fail(self, msg: str):
+        raise FemplastInputError("scalar.fit.flow_stress", self.target.flow_stress, msg)
+
+
+def _bracket_c0(ev: _Evaluations, c0: float, c1: float) -> tuple:
+    """From ``c0``, halve or double c0 (the flow stress decreases with c0) until the target
+    flow stress is bracketed: ``(a, F(a) - target, stats(a), b, F(b) - target, stats(b))``."""
+    a = c0
+    sa = ev(a, c1)
+    fa = ev.miss(sa)
+    b, fb, sb = a, fa, sa
+    for _ in range(8):
+        b = b * 2.0 if fb > 0 else b / 2.0
+        sb = ev(b, c1)
+        fb = ev.miss(sb)
+        if fa * fb <= 0:
+            return a, fa, sa, b, fb, sb
+        a, fa, sa = b, fb, sb
+    ev.fail(f"a flow stress reached for c0 in [{min(e['c0'] for e in ev.evals):.3g}, "
+            f"{max(e['c0'] for e in ev.evals):.3g}] (got "
+            f"{min(e['flow_stress'] for e in ev.evals):.4g} .. "
+            f"{max(e['flow_stress'] for e in ev.evals):.4g})")
+
+
+def _illinois_c0(ev: _Evaluations, bracket: tuple, c1: float, max_evaluations: int) -> tuple:
+    """Bracketing secant (Illinois) on F(c0) = target until within 0.1 ensemble standard
+    errors or out of evaluations (two kept for the slope): the best ``(c0, stats)``."""
+    a, fa, sa, b, fb, sb = bracket
+    se = sa["flow_stress_err"]
+    side = 0
+    best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
+    while len(ev) < max_evaluations - 2 and abs(ev.miss(best[1])) > 0.1 * se:
+        c = (a * fb - b * fa) / (fb - fa)
+        sc = ev(c, c1)
+        fc = ev.miss(sc)
+        if abs(fc) < abs(ev.miss(best[1])):
+            best = (c, sc)
+        if fc * fb < 0:
+            a, fa = b, fb
+            b, fb = c, fc
+            side = 0
         else:
-            fail(f"a flow stress reached for c0 in [{min(e['c0'] for e in evals):.3g}, "
-                 f"{max(e['c0'] for e in evals):.3g}] (got "
-                 f"{min(e['flow_stress'] for e in evals):.4g} .. "
-                 f"{max(e['flow_stress'] for e in evals):.4g})")
-        se = sa["flow_stress_err"]
-        side = 0
-        best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
-        while len(evals) < max_evaluations - 2 and abs(best[1]["flow_stress"] - flow_stress) \
-                > 0.1 * se:
-            c = (a * fb - b * fa) / (fb - fa)
-            sc = evaluate(c, c1)
-            fc = sc["flow_stress"] - flow_stress
-            if abs(fc) < abs(best[1]["flow_stress"] - flow_stress):
-                best = (c, sc)
-            if fc * fb < 0:
-                a, fa = b, fb
-                b, fb = c, fc
-                side = 0
-            else:
-                b, fb = c, fc
-                if side == 1:
-                    fa *= 0.5
-                side = 1
-        c0 = best[0]
-        h = 0.1 * c0
-        sp, sm = evaluate(c0 + h, c1), evaluate(c0 - h, c1)
-        slope = (sp["flow_stress"] - sm["flow_stress"]) / (2 * h)
-        sF = math.hypot(best[1]["flow_stress_err"], flow_stress_err)
-        sig = sF / abs(slope) if slope != 0 else float("inf")
-        return dict(parameters=["c0"], c0=c0, c1=c1, c0_err=sig, c0_err95=1.96 * sig,
-                    flow_stress=best[1]["flow_stress"],
-                    flow_stress_err=best[1]["flow_stress_err"],
-                    target_flow_stress=flow_stress, target_flow_stress_err=flow_stress_err,
-                    dflow_dc0=slope, realizations=realizations, seed=seed, evaluations=evals)
+            b, fb = c, fc
+            if side == 1:
+                fa *= 0.5
+            side = 1
+    return best
 
-    # two parameters: Newton on (c0, c1) -> (flow, peak)
+
+def _fit_c0(model: ScalarModel, ev: _Evaluations, max_evaluations: int) -> dict:
+    """One parameter: c0 (c1 fixed) by bracketing + Illinois, then its 1-sigma error from the
+    flow-stress errors over the central-difference slope dF/dc0 (+-10 %)."""
+    t = ev.target
+    c1 = model.c1
+    bracket = _bracket_c0(ev, model.c0 if model.c0 > 0 else 0.05, c1)
+    c0, best = _illinois_c0(ev, bracket, c1, max_evaluations)
+    h = 0.1 * c0
+    sp, sm = ev(c0 + h, c1), ev(c0 - h, c1)
+    slope = (sp["flow_stress"] - sm["flow_stress"]) / (2 * h)
+    sF = math.hypot(best["flow_stress_err"], t.flow_stress_err)
+    sig = sF / abs(slope) if slope != 0 else float("inf")
+    return dict(parameters=["c0"], c0=c0, c1=c1, c0_err=sig, c0_err95=1.96 * sig,
+                flow_stress=best["flow_stress"], flow_stress_err=best["flow_stress_err"],
+                target_flow_stress=t.flow_stress, target_flow_stress_err=t.flow_stress_err,
+                dflow_dc0=slope, realizations=ev.runs.realizations, seed=ev.runs.seed,
+                evaluations=ev.evals)
+
+
+def _flow_peak(st: dict) -> np.ndarray:
+    return np.array([st["flow_stress"], st["peak_stress"]])
+
+
+def _jacobian(ev: _Evaluations, x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """d(flow, peak) / d(c0, c1) by forward differences of 0.1 ``scale``."""
+    J = np.empty((2, 2))
+    for j in range(2):
+        xp = x.copy()
+        xp[j] += 0.1 * scale[j]
+        J[:, j] = (_flow_peak(ev(*xp)) - y) / (0.1 * scale[j])
+    return J
+
+
+def _fit_c0_c1(model: ScalarModel, ev: _Evaluations, max_evaluations: int) -> dict:
+    """Two parameters: Newton on (c0, c1) -> (flow, peak), steps clipped to 2 ``scale``, until
+    both within half their ensemble errors; covariance from the ensemble and target errors
+    through the inverse Jacobian."""
+    t = ev.target
     m2 = model.p_i.moments()[1]
     x = np.array([model.c0 if model.c0 > 0 else 0.03, model.c1])
     scale = np.array([max(x[0], 1e-3), max(x[0], 1e-3) / m2])
-    target = np.array([flow_stress, peak_stress])
-
-    def vec(st):
-        return np.array([st["flow_stress"], st["peak_stress"]])
-
-    st = evaluate(*x)
+    target = np.array([t.flow_stress, t.peak_stress])
+    st = ev(*x)
     J = None
     for _ in range(max(1, (max_evaluations - 1) // 3)):
-        y = vec(st)
-        J = np.empty((2, 2))
-        for j in range(2):
-            xp = x.copy()
-            xp[j] += 0.1 * scale[j]
-            J[:, j] = (vec(evaluate(*xp)) - y) / (0.1 * scale[j])
+        y = _flow_peak(st)
+        J = _jacobian(ev, x, y, scale)
         r = y - target
         errs = np.array([st["flow_stress_err"], st["peak_stress_err"]])
         if np.all(np.abs(r) < 0.5 * errs):
@@ -755,14 +805,16 @@ def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
         try:
             dx = -np.linalg.solve(J, r)
         except np.linalg.LinAlgError:
-            fail("a Jacobian of full rank (flow and peak do not depend independently on c0, c1)")
+            ev.fail("a Jacobian of full rank (flow and peak do not depend independently on c0, "
+                    "c1)")
         lim = 2.0 * scale
         dx = np.clip(dx, -lim, lim)
         x = np.maximum(x + dx, [1e-6, 0.0])
         scale = np.array([max(x[0], 1e-3), max(x[0], 1e-3) / m2])
-        st = evaluate(*x)
+        st = ev(*x)
     F, P = st["flow_per_realization"], st["peak_per_realization"]
-    C = np.cov(np.vstack([F, P])) / len(F) + np.diag([flow_stress_err**2, peak_stress_err**2])
+    C = np.cov(np.vstack([F, P])) / len(F) + np.diag([t.flow_stress_err**2,
+                                                       t.peak_stress_err**2])
     Ji = np.linalg.inv(J)
     cov = Ji @ C @ Ji.T
     e = np.sqrt(np.diag(cov))
@@ -770,13 +822,41 @@ def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
                 c1_err=float(e[1]), c0_err95=float(1.96 * e[0]), c1_err95=float(1.96 * e[1]),
                 covariance=cov.tolist(), flow_stress=st["flow_stress"],
                 flow_stress_err=st["flow_stress_err"], peak_stress=st["peak_stress"],
-                peak_stress_err=st["peak_stress_err"], target_flow_stress=flow_stress,
-                target_peak_stress=peak_stress, jacobian=J.tolist(),
-                realizations=realizations, seed=seed, evaluations=evals)
+                peak_stress_err=st["peak_stress_err"], target_flow_stress=t.flow_stress,
+                target_peak_stress=t.peak_stress, jacobian=J.tolist(),
+                realizations=ev.runs.realizations, seed=ev.runs.seed, evaluations=ev.evals)
+
+
+def fit_slip_law(model: ScalarModel, runs: FitRuns, target: FitTarget,
+                 max_evaluations: int = 16, log=None) -> dict:
+    """Fit c0 (c1 fixed) to a target flow stress, or (c0, c1) to flow and peak stresses.
+
+    Every evaluation runs the same ``runs`` (common random numbers). One parameter:
+    bracketing secant (Illinois) on ``F(c0) = flow_stress``, then the local slope ``dF/dc0`` by
+    a central difference (+-10 %). Two parameters: Newton with a forward-difference Jacobian.
+    Uncertainty (1 sigma): the ensemble standard errors of the flow (and peak) stress and the
+    targets' stated errors propagated through the inverse Jacobian; ``*_err95`` = 1.96 sigma.
+    """
+    ev = _Evaluations(model, runs, target, log)
+    if target.peak_stress is None:
+        return _fit_c0(model, ev, max_evaluations)
+    return _fit_c0_c1(model, ev, max_evaluations)
+
+
+def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
+             grid: np.ndarray, stationary_from: float, flow_stress: float,
+             flow_stress_err: float = 0.0, peak_stress: float | None = None,
+             peak_stress_err: float = 0.0, max_evaluations: int = 16, comm=None,
+             log=None) -> dict:
+    """:func:`fit_slip_law` with flat arguments (the form femplast.app.runner calls)."""
+    return fit_slip_law(model, FitRuns(seed, realizations, gamma_max, grid, stationary_from, comm),
+                        FitTarget(flow_stress, flow_stress_err, peak_stress, peak_stress_err),
+                        max_evaluations, log)
 
 
 __all__ = ["ScalarModel", "ScalarState", "ScalarDriver", "fourier_kernel", "fe_kernel",
-           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "REC_NAMES"]
+           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "fit_slip_law",
+           "FitRuns", "FitTarget", "REC_NAMES"]
 
 
 # ----------------------------------------------------------------------------- validation
