@@ -1,6 +1,7 @@
 """Scalar EPM (femplast.scalar.model): LOC, kernels, dynamics invariants, physics, fit, case/CLI."""
 
 import json
+import math
 
 import h5py
 import numpy as np
@@ -10,12 +11,15 @@ import femplast  # noqa: F401
 from femplast.app.cli import main
 from femplast.scalar.distributions import Distribution
 from femplast.scalar.model import (
+    S_NACT,
+    FitRuns,
+    FitTarget,
     ScalarDriver,
     ScalarModel,
     _shift_add,
     ensemble,
     fe_kernel,
-    fit_slip,
+    fit_slip_law,
     fourier_kernel,
     loc_index,
     statistics,
@@ -147,6 +151,97 @@ def test_fe_and_fourier_kernels_give_similar_flow_stress():
     assert d < 0.05 * fl["fourier"]["flow_stress"]
 
 
+# ----------------------------------------------------------------------------- reference
+def _seqsum(a):
+    """Left-to-right sum (the compiled loop's order; np.sum is pairwise)."""
+    return np.cumsum(a)[-1]
+
+
+def reference_run(m, st, gamma_stop, on_step):
+    """Plain-numpy specification of the compiled loop (sec. III.A): extremal loading, then
+    synchronous steps (ascending cells: one uniform for the exponential slip of mean
+    eps0(sigma_c), eq. 11-12, one for the renewed threshold), redistribution by the rolled
+    kernel (by FFT beyond ``m.fft_threshold`` slips, as the driver), until stable. Calls
+    ``on_step(gamma, active cells)`` before each step; returns one record row per avalanche."""
+    G, n, nc = m.G, m.n, m.num_cells
+    gam = st.gamma
+    rows = []
+    while True:
+        x = st.thr - (st.sig + G * gam)
+        imin = int(np.argmin(x))
+        if x[imin] > 0.0:
+            if gam + x[imin] / G >= gamma_stop:
+                st.gamma = gamma_stop
+                return rows
+            gam = gam + x[imin] / G
+        unstable = st.thr - (st.sig + G * gam) < 0.0
+        unstable[imin] = True
+        act = np.flatnonzero(unstable)
+        row = np.zeros(10)
+        row[0], row[1] = gam, _seqsum(st.sig) / nc + G * gam
+        while act.size:
+            on_step(gam, act)
+            de = np.empty(act.size)
+            for i, c in enumerate(act):
+                e0 = m.c0 + m.c1 * st.thr[c] * st.thr[c]
+                de[i] = -e0 * math.log1p(-st.rng.random())
+                st.epl[c] += de[i]
+                st.thr[c] = m.p_r.ppf(st.rng.random())[0]
+            if act.size > m.fft_threshold:
+                amp = np.zeros(nc)
+                amp[act] = de
+                st.sig += m.convolve(amp)
+            else:
+                for c, d in zip(act, de, strict=True):
+                    st.sig += d * np.roll(m.K, divmod(int(c), n), axis=(0, 1)).ravel()
+            row[8] += act.size
+            row[9] += 1
+            act = np.flatnonzero(st.thr - (st.sig + G * gam) < 0.0)
+        sig, epl = st.sig, st.epl
+        ms, me = _seqsum(sig) / nc, _seqsum(epl) / nc
+        e = (sig + G * gam) / (2.0 * G) + epl
+        s2 = _seqsum(e * e)
+        row[2:8] = (ms + G * gam, me, _seqsum((epl - me) ** 2) / nc, _seqsum(st.thr) / nc,
+                    n * _seqsum(e * e * e * e) / (s2 * s2),
+                    math.sqrt(_seqsum((sig - ms) ** 2) / nc))
+        rows.append(row)
+
+
+@pytest.mark.parametrize("c1, p_r, fft_threshold", [
+    (0.0, None, 1 << 40),
+    (0.01, MCT, 1 << 40),
+    (0.01, Distribution.from_samples(np.linspace(0.5, 2.0, 7)), 1 << 40),
+    (0.01, MCT, 4),  # steps with > 4 slips by FFT
+])
+def test_compiled_loop_matches_the_numpy_reference_step_by_step(c1, p_r, fft_threshold):
+    """Same random numbers, same operations: every synchronous step's active cells and the
+    fields before it, every avalanche record and the final state are equal bit for bit."""
+    m = _model(n=8, c0=0.03, c1=c1, p_i=GQ, p_r=p_r)
+    m.fft_threshold = fft_threshold
+    a, b = m.new_state(realization_rng(6, 2)), m.new_state(realization_rng(6, 2))
+    got, want = [], []
+
+    def snap(d):  # budget = 1: called before each synchronous step but the first, and at the end
+        lp = d.loop
+        got.append((d.gamma_ext, lp.act[:lp.st[S_NACT]].copy(), a.sig.copy(), a.epl.copy(),
+                    a.thr.copy()))
+
+    drv = ScalarDriver(m, a, budget=1)  # (a record flush would restart the budget count)
+    drv.run(0.4, on_progress=snap)
+    rows = reference_run(m, b, 0.4, lambda g, act: want.append(
+        (g, act.copy(), b.sig.copy(), b.epl.copy(), b.thr.copy())))
+    assert len(want) > 150 and len(got) == len(want)
+    for g, w in zip(got[:-1], want[1:], strict=True):
+        assert g[0] == w[0]
+        for x, y in zip(g[1:], w[1:], strict=True):
+            assert np.array_equal(x, y)
+    assert np.array_equal(drv.table()[1:], np.array(rows))
+    for k in ("sig", "epl", "thr"):
+        assert np.array_equal(getattr(a, k), getattr(b, k))
+    assert a.gamma == b.gamma == 0.4
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+
+
 # ----------------------------------------------------------------------------- physics
 def test_without_rejuvenation_mean_threshold_never_decreases():
     grid = np.linspace(0, 1.0, 101)
@@ -211,8 +306,8 @@ def test_c0_fit_recovers_a_synthetic_target():
     m = _model(c0=c0_true, p_i=Distribution.weibull(1.404, 3.0), p_r=MCT)
     target = statistics(ensemble(m, 100, range(16), 0.8, grid), grid, 0.4)
     start = m.with_slip(0.05, 0.0)
-    fit = fit_slip(start, 7, 16, 0.8, grid, 0.4, target["flow_stress"],
-                   target["flow_stress_err"])
+    fit = fit_slip_law(start, FitRuns(7, 16, 0.8, grid, 0.4),
+                       FitTarget(target["flow_stress"], target["flow_stress_err"]))
     assert fit["c0_err95"] < 0.1 * c0_true  # a useful fit
     assert abs(fit["c0"] - c0_true) <= fit["c0_err95"]
     assert fit["dflow_dc0"] < 0  # larger slips: lower flow stress

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.angles import wrap_orientation_deg
+
 MACRO_QUANTITIES = ("sigma_xy", "drop_xy", "increment_xy")
 LOCAL_QUANTITIES = ("tau_i", "tau_c", "dtau_c", "delta_tau_c")
 LOCAL_COLUMNS = tuple(f"{q}_{s}" for q in LOCAL_QUANTITIES for s in ("mean", "std"))
@@ -136,7 +138,7 @@ class Reference:
     def local_rows(self, state: str, alpha: float, R: float | None = None) -> dict | None:
         """The local row of (state, alpha) at the R nearest to ``R`` (largest R if None)."""
         rows = [r for r in (self.local or []) if r["state"] == state
-                and abs(_wrap_deg(r["alpha"] - alpha)) < 1e-6]
+                and _same_orientation(r["alpha"], alpha)]
         if not rows:
             return None
         if R is None:
@@ -144,8 +146,14 @@ class Reference:
         return min(rows, key=lambda r: (abs(r["R"] - R), -r["R"]))
 
 
-def _wrap_deg(a: float) -> float:
-    return (a + 90.0) % 180.0 - 90.0  # orientations of a pure shear are defined mod 180
+def _same_orientation(a: float, b: float) -> bool:
+    """Pure-shear orientations ``a``, ``b`` (degrees) equal modulo 180."""
+    return abs(wrap_orientation_deg(a - b)) < 1e-6
+
+
+# TODO(app): femplast/app/sweep.py still calls C._wrap_deg; switch it to
+# femplast.angles.wrap_orientation_deg, then delete this alias.
+_wrap_deg = wrap_orientation_deg
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -318,7 +326,7 @@ def local_entry(entries: list[dict], state: str, alpha: float, R: float | None =
     """From femplast.analysis.patches summary entries (``{state, R, alpha, tau_c: {mean, std}, ..}``
     or flat ``tau_c_mean``), the flat row of (state, alpha) at the largest R (or nearest R)."""
     rows = [_flat(e) for e in entries if e.get("state") == state
-            and abs(_wrap_deg(float(e.get("alpha", e.get("alpha_deg", 0.0))) - alpha)) < 1e-6]
+            and _same_orientation(float(e.get("alpha", e.get("alpha_deg", 0.0))), alpha)]
     rows = [r for r in rows if np.isfinite(r.get("tau_c_mean", np.nan))]
     if not rows:
         return None

@@ -242,73 +242,102 @@ class PeriodicElasticity:
 
     def __init__(self, box: BoxMesh, G=13.2, B=59.0, petsc_options: dict | None = None,
                  petsc_prefix: str = "femplast_elasticity_"):
-        import ufl
-        from dolfinx import fem
-        from dolfinx.fem.petsc import assemble_matrix, assemble_vector
-        from petsc4py import PETSc
-
         self.box = box
-        msh = box.mesh
-        comm = msh.comm
-        self.comm = comm
-        G_all = _check_moduli("elasticity.G", G, box.num_cells)
-        B_all = _check_moduli("elasticity.B", B, box.num_cells)
-        self.uniform = bool(np.ptp(G_all) == 0 and np.ptp(B_all) == 0)
+        self.comm = box.mesh.comm
         order = np.argsort(box.canonical, kind="stable")
         self.cells = box.canonical[order]  # canonical index of each local position
         self._dolfinx_cells = order.astype(np.int32)
+        self._set_moduli(G, B)
+        self._create_spaces()
+        K, Bs, Dm = self._assemble_operators()
+        self._reduce_periodic(K, Bs, Dm)
+        self._factorize(petsc_options, petsc_prefix)
+        self.num_solves = 0
+
+    # ------------------------------------------------------------------ construction steps
+    def _set_moduli(self, G, B) -> None:
+        """Check the moduli (numbers or one per cell, canonical) and keep the local ones."""
+        G_all = _check_moduli("elasticity.G", G, self.box.num_cells)
+        B_all = _check_moduli("elasticity.B", B, self.box.num_cells)
+        self.uniform = bool(np.ptp(G_all) == 0 and np.ptp(B_all) == 0)
         self.G = G_all[self.cells]
         self.B = B_all[self.cells]
 
-        V = fem.functionspace(msh, ("Lagrange", 1, (2,)))
-        Q = fem.functionspace(msh, ("DG", 0, (3,)))
-        W = fem.functionspace(msh, ("DG", 0))
-        self.V, self.Q, self.W = V, Q, W
-        self._qblk = Q.dofmap.list[self._dolfinx_cells, 0]
-        wblk = W.dofmap.list[self._dolfinx_cells, 0]
-        Gf, Bf = fem.Function(W), fem.Function(W)
-        Gf.x.array[wblk] = self.G
-        Bf.x.array[wblk] = self.B
-        Gf.x.scatter_forward()
-        Bf.x.scatter_forward()
-        self._Gf, self._Bf = Gf, Bf
+    def _create_spaces(self) -> None:
+        """P1 displacements ``V``, DG0 cell 3-vectors ``Q`` and scalars ``W`` (the moduli)."""
+        from dolfinx import fem
 
-        a_K, a_Bs, a_Dm = elasticity_forms(V, Q, Gf, Bf)
+        msh = self.box.mesh
+        self.V = fem.functionspace(msh, ("Lagrange", 1, (2,)))
+        self.Q = fem.functionspace(msh, ("DG", 0, (3,)))
+        self.W = fem.functionspace(msh, ("DG", 0))
+        self._qblk = self.Q.dofmap.list[self._dolfinx_cells, 0]
+        self._wblk = self.W.dofmap.list[self._dolfinx_cells, 0]
+        self._Gf, self._Bf = fem.Function(self.W), fem.Function(self.W)
+        self._write_moduli_fields()
+
+    def _write_moduli_fields(self) -> None:
+        for f, v in ((self._Gf, self.G), (self._Bf, self.B)):
+            f.x.array[self._wblk] = v
+            f.x.scatter_forward()
+
+    def _assemble_operators(self):
+        """Full-space operators ``(K, Bs, Dm)`` of :func:`elasticity_forms`; sets the cell
+        areas. ``Bs``: cell stress -> nodal forces (rhs of u~ is ``Bs @ C:(eps_pl - E)``);
+        ``Dm``: displacement -> cell-averaged strain (rows scaled here)."""
+        from dolfinx import fem
+        from dolfinx.fem.petsc import assemble_matrix
+
+        a_K, a_Bs, a_Dm = elasticity_forms(self.V, self.Q, self._Gf, self._Bf)
         self._aK = fem.form(a_K)  # kept: update_moduli reassembles the stiffness
-        self._wblk = wblk
-        K = assemble_matrix(self._aK)
-        K.assemble()
-        # stress field (cell-wise constant) -> nodal forces; rhs of u~ is Bs @ C:(eps_pl - E)
-        Bs = assemble_matrix(fem.form(a_Bs))
-        Bs.assemble()
-        # displacement -> cell-averaged strain (rows scaled by 1 / cell area below)
-        Dm = assemble_matrix(fem.form(a_Dm))
-        Dm.assemble()
+        mats = []
+        for form in (self._aK, fem.form(a_Bs), fem.form(a_Dm)):
+            A = assemble_matrix(form)
+            A.assemble()
+            mats.append(A)
+        K, Bs, Dm = mats
+        self._cell_areas()
+        self._average_strain_rows(Dm)
+        return K, Bs, Dm
+
+    def _cell_areas(self) -> None:
+        import ufl
+        from dolfinx import fem
+        from dolfinx.fem.petsc import assemble_vector
+        from petsc4py import PETSc
+
         dx = ufl.dx(metadata={"quadrature_degree": 2})
-        area = assemble_vector(fem.form(ufl.TestFunction(W) * dx))
+        area = assemble_vector(fem.form(ufl.TestFunction(self.W) * dx))
         area.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        self.area = area.array[wblk].copy()
-        # Dm's rows carry the weights [1, 1, 2] of inner(eps, tens(w)); undo them with the area
-        # (rows of Dm are Q dofs; map the areas through the cells rather than assuming that
-        # the scalar and blocked DG0 spaces number their dofs alike)
+        self.area = area.array[self._wblk].copy()
+        self.box_area = self.comm.allreduce(float(self.area.sum()))
+
+    def _average_strain_rows(self, Dm) -> None:
+        """Turn Dm's rows (strain moments weighted [1, 1, 2] by inner(eps, tens(w))) into cell
+        averages: divide by the area and the weights. Rows are Q dofs; the areas are mapped
+        through the cells rather than assuming that the scalar and blocked DG0 spaces number
+        their dofs alike."""
         scale = Dm.createVecLeft()
         sc = np.ones((scale.getLocalSize() // 3, 3))
         sc[self._qblk] = 1.0 / self.area[:, None] / VOIGT_METRIC
         scale.array[:] = sc.ravel()
         Dm.diagonalScale(L=scale)
-        self.box_area = comm.allreduce(float(self.area.sum()))
 
-        P, self.n_reduced = periodic_prolongation(V, box.L)
-        self.P = P
-        self.Kp = K.PtAP(P)
-        self.PtBs = P.transposeMatMult(Bs)
-        self.DmP = Dm.matMult(P)
-        # only the reduced operators are used from here on: free the full ones before the
-        # factorization, which sets the peak memory
+    def _reduce_periodic(self, K, Bs, Dm) -> None:
+        """Reduced operators ``K_p = P^T K P``, ``P^T Bs``, ``Dm P`` on the periodic dofs. The
+        full ones are freed before the factorization, which sets the peak memory."""
+        self.P, self.n_reduced = periodic_prolongation(self.V, self.box.L)
+        self.Kp = K.PtAP(self.P)
+        self.PtBs = self.P.transposeMatMult(Bs)
+        self.DmP = Dm.matMult(self.P)
         for mat in (K, Bs, Dm):
             mat.destroy()
 
-        ksp = PETSc.KSP().create(comm)
+    def _factorize(self, petsc_options: dict | None, petsc_prefix: str) -> None:
+        """MUMPS LU of ``K_p`` (options under ``petsc_prefix``) and the work vectors."""
+        from petsc4py import PETSc
+
+        ksp = PETSc.KSP().create(self.comm)
         ksp.setOptionsPrefix(petsc_prefix)
         ksp.setOperators(self.Kp)
         ksp.setType("preonly")
@@ -324,7 +353,6 @@ class PeriodicElasticity:
         self._q = self.PtBs.createVecRight()
         self._b, self._x = self.Kp.createVecLeft(), self.Kp.createVecRight()
         self._e = self.DmP.createVecLeft()
-        self.num_solves = 0
 
     def update_moduli(self, G, B) -> None:
         """Replace the per-cell moduli (collective; numbers or one value per cell, canonical).
@@ -336,14 +364,8 @@ class PeriodicElasticity:
         """
         from dolfinx.fem.petsc import assemble_matrix
 
-        G_all = _check_moduli("elasticity.G", G, self.box.num_cells)
-        B_all = _check_moduli("elasticity.B", B, self.box.num_cells)
-        self.uniform = bool(np.ptp(G_all) == 0 and np.ptp(B_all) == 0)
-        self.G = G_all[self.cells]
-        self.B = B_all[self.cells]
-        for f, v in ((self._Gf, self.G), (self._Bf, self.B)):
-            f.x.array[self._wblk] = v
-            f.x.scatter_forward()
+        self._set_moduli(G, B)
+        self._write_moduli_fields()
         K = assemble_matrix(self._aK)
         K.assemble()
         K.PtAP(self.P, result=self.Kp)

@@ -487,78 +487,113 @@ def fit_parabola(k: np.ndarray, L: np.ndarray, half_width: int | None = None):
     return float(kh), float(np.polyval(coef, kh)), coef, used
 
 
+_ERROR_LABELS = {"L_macro": r"$L_{\rm macro}$", "L_meso_plus": r"$L^+_{\rm meso}$",
+                 "L_meso_minus": r"$L^-_{\rm meso}$", "L_stat": r"$L_{\rm stat}$"}
+
+
+def _of_l(rows: dict[str, np.ndarray], lv):
+    """Mask of the rows at sweep length ``lv`` (all rows when the sweep has no l column)."""
+    return slice(None) if lv is None else rows["l"] == lv
+
+
+def _l_label(lv) -> str:
+    return "" if lv is None else f"l = {lv:g}"
+
+
+def _panel_macro(ax, t: dict[str, np.ndarray], ls) -> None:
+    """(a) L_macro of every (lambda, chi) and of the best row per k, one line per l."""
+    if "L_macro" not in t:
+        return
+    bm = best_per_k(t, "L_macro")
+    ax.scatter(t["k"], t["L_macro"], s=4, color="0.75", label="all (λ, χ)")
+    for j, lv in enumerate(ls):
+        mm = _of_l(bm, lv)
+        o = np.argsort(bm["k"][mm])
+        ax.plot(bm["k"][mm][o], bm["L_macro"][mm][o], "o-", color=S.COLORS[j % 8],
+                label=f"best per k {_l_label(lv)}".strip())
+
+
+def _panel_stat(ax, best: dict[str, np.ndarray], ls) -> list[str]:
+    """(b) L_stat(k) of the best rows per k with the parabola around its minimum, one set per
+    l; returns the optimum (k_hat, L_stat_hat, lambda_hat, chi_hat) of each as text."""
+    notes = []
+    for j, lv in enumerate(ls):
+        c = S.COLORS[j % 8]
+        lab = _l_label(lv)
+        mb = _of_l(best, lv)
+        k, L = best["k"][mb], best["L_stat"][mb]
+        o = np.argsort(k)
+        ax.plot(k[o], L[o], "o", color=c, label=lab or r"$L_{\rm stat}$ (best per k)")
+        ax.set_ylim(top=L.max() + 0.35 * (L.max() - L.min()))
+        fit = fit_parabola(k, L)
+        if not fit:
+            continue
+        kh, Lh, coef, used = fit
+        xx = np.linspace(k[used].min(), k[used].max(), 100)
+        lam = np.interp(kh, k[o], best["lambda"][mb][o]) if "lambda" in best else np.nan
+        chi = np.interp(kh, k[o], best["chi"][mb][o]) if "chi" in best else np.nan
+        ax.plot(xx, np.polyval(coef, xx), "-", color=c, lw=0.9,
+                label=rf"parabola: $\hat k$ = {kh:.2f}, $\hat\lambda$ = {lam:.2f}, "
+                      rf"$\hat\chi$ = {chi:.2f}")
+        ax.plot([kh], [Lh], "*", ms=10, color=c)
+        notes.append(f"{lab + ': ' if lab else ''}k_hat = {kh:.3g}, L_stat_hat = "
+                     f"{Lh:.3g}, lambda_hat = {lam:.3g}, chi_hat = {chi:.3g}")
+    return notes
+
+
+def _panel_components(ax, best: dict[str, np.ndarray], comps: list[str], lv0) -> None:
+    """(c) every error component of the best rows per k at the first l."""
+    m0 = _of_l(best, lv0)
+    o = np.argsort(best["k"][m0])
+    for j, cc in enumerate(comps):
+        ax.plot(best["k"][m0][o], best[cc][m0][o], "o-", ms=3, color=S.COLORS[j],
+                label=_ERROR_LABELS[cc])
+    ax.set_ylabel("relative error" + ("" if lv0 is None else f" (l = {lv0:g})"))
+
+
+def _panel_landscape(fig, ax, t: dict[str, np.ndarray], best: dict[str, np.ndarray], lv0):
+    """(d) L_stat over (lambda, chi) at the swept k closest to the optimum (first l)."""
+    if "lambda" not in t or "chi" not in t:
+        ax.axis("off")
+        return
+    m0 = _of_l(best, lv0)
+    fit = fit_parabola(best["k"][m0], best["L_stat"][m0])
+    kh = fit[0] if fit else best["k"][m0][np.argmin(best["L_stat"][m0])]
+    ks = np.unique(t["k"])
+    kn = ks[np.argmin(abs(ks - kh))]
+    m = t["k"] == kn
+    if lv0 is not None:
+        m &= t["l"] == lv0
+    sc = ax.scatter(t["lambda"][m], t["chi"][m], c=t["L_stat"][m], s=40,
+                    cmap="viridis_r", edgecolors="k", linewidths=0.3)
+    i = np.flatnonzero(m)[np.argmin(t["L_stat"][m])]
+    ax.plot(t["lambda"][i], t["chi"][i], "*", ms=12, color=S.COLORS[0])
+    fig.colorbar(sc, ax=ax, label=_ERROR_LABELS["L_stat"])
+    ax.set_xlabel(r"Weibull scale $\lambda$ [" + S.U_STRESS + "]")
+    ax.set_ylabel(r"amplitude parameter $\chi$")
+    ax.set_title(f"landscape at k = {kn:g}", fontsize=8)
+
+
 def calibration(run: RunData, saver: Saver) -> list[Entry]:
+    """Calibration figure (paper Fig. 3) of a sweep table: panels (a)-(d)."""
     t = run.calibration
     if t is None:
         return []
     best = best_per_k(t)
     ls = np.unique(best["l"]) if "l" in best else [None]
     comps = [c for c in ("L_macro", "L_meso_plus", "L_meso_minus", "L_stat") if c in t]
-    clab = {"L_macro": r"$L_{\rm macro}$", "L_meso_plus": r"$L^+_{\rm meso}$",
-            "L_meso_minus": r"$L^-_{\rm meso}$", "L_stat": r"$L_{\rm stat}$"}
-    notes = []
     with S.style():
         fig, ax = plt.subplots(2, 2, figsize=(S.DOUBLE, 5.2))
         ax = ax.ravel()
-        bm = best_per_k(t, "L_macro") if "L_macro" in t else None
-        if bm is not None:
-            ax[0].scatter(t["k"], t["L_macro"], s=4, color="0.75", label="all (λ, χ)")
-        for j, lv in enumerate(ls):
-            c = S.COLORS[j % 8]
-            lab = "" if lv is None else f"l = {lv:g}"
-            if bm is not None:
-                mm = slice(None) if lv is None else bm["l"] == lv
-                o = np.argsort(bm["k"][mm])
-                ax[0].plot(bm["k"][mm][o], bm["L_macro"][mm][o], "o-", color=c,
-                           label=f"best per k {lab}".strip())
-            mb = slice(None) if lv is None else best["l"] == lv
-            k, L = best["k"][mb], best["L_stat"][mb]
-            o = np.argsort(k)
-            ax[1].plot(k[o], L[o], "o", color=c, label=lab or r"$L_{\rm stat}$ (best per k)")
-            ax[1].set_ylim(top=L.max() + 0.35 * (L.max() - L.min()))
-            fit = fit_parabola(k, L)
-            if fit:
-                kh, Lh, coef, used = fit
-                xx = np.linspace(k[used].min(), k[used].max(), 100)
-                lam = np.interp(kh, k[o], best["lambda"][mb][o]) if "lambda" in best else np.nan
-                chi = np.interp(kh, k[o], best["chi"][mb][o]) if "chi" in best else np.nan
-                ax[1].plot(xx, np.polyval(coef, xx), "-", color=c, lw=0.9,
-                           label=rf"parabola: $\hat k$ = {kh:.2f}, $\hat\lambda$ = {lam:.2f}, "
-                                 rf"$\hat\chi$ = {chi:.2f}")
-                ax[1].plot([kh], [Lh], "*", ms=10, color=c)
-                notes.append(f"{lab + ': ' if lab else ''}k_hat = {kh:.3g}, L_stat_hat = "
-                             f"{Lh:.3g}, lambda_hat = {lam:.3g}, chi_hat = {chi:.3g}")
-        ax[0].set_ylabel(clab["L_macro"])
-        ax[1].set_ylabel(clab["L_stat"])
-        lv0 = ls[0]
-        m0 = slice(None) if lv0 is None else best["l"] == lv0
-        o = np.argsort(best["k"][m0])
-        for j, cc in enumerate(comps):
-            ax[2].plot(best["k"][m0][o], best[cc][m0][o], "o-", ms=3, color=S.COLORS[j],
-                       label=clab[cc])
-        ax[2].set_ylabel("relative error" + ("" if lv0 is None else f" (l = {lv0:g})"))
+        _panel_macro(ax[0], t, ls)
+        notes = _panel_stat(ax[1], best, ls)
+        ax[0].set_ylabel(_ERROR_LABELS["L_macro"])
+        ax[1].set_ylabel(_ERROR_LABELS["L_stat"])
+        _panel_components(ax[2], best, comps, ls[0])
         for x in ax[:3]:
             x.set_xlabel(r"Weibull exponent $k$")
             x.legend(fontsize=6.5, loc="upper center" if x is ax[1] else "best")
-        # landscape over (lambda, chi) at the k closest to the optimum
-        if "lambda" in t and "chi" in t:
-            fit = fit_parabola(best["k"][m0], best["L_stat"][m0])
-            kh = fit[0] if fit else best["k"][m0][np.argmin(best["L_stat"][m0])]
-            ks = np.unique(t["k"])
-            kn = ks[np.argmin(abs(ks - kh))]
-            m = t["k"] == kn
-            if lv0 is not None:
-                m &= t["l"] == lv0
-            sc = ax[3].scatter(t["lambda"][m], t["chi"][m], c=t["L_stat"][m], s=40,
-                               cmap="viridis_r", edgecolors="k", linewidths=0.3)
-            i = np.flatnonzero(m)[np.argmin(t["L_stat"][m])]
-            ax[3].plot(t["lambda"][i], t["chi"][i], "*", ms=12, color=S.COLORS[0])
-            fig.colorbar(sc, ax=ax[3], label=clab["L_stat"])
-            ax[3].set_xlabel(r"Weibull scale $\lambda$ [" + S.U_STRESS + "]")
-            ax[3].set_ylabel(r"amplitude parameter $\chi$")
-            ax[3].set_title(f"landscape at k = {kn:g}", fontsize=8)
-        else:
-            ax[3].axis("off")
+        _panel_landscape(fig, ax[3], t, best, ls[0])
         S.panel_letters(ax, x=-0.22)
         fig.tight_layout()
         cap = ("Calibration (paper Fig. 3): (a) macroscale error versus k (grey: every "

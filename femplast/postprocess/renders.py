@@ -125,13 +125,6 @@ def render_field(xdmf: Path, name: str, out: Path, times=None, panel=360) -> Ent
     return Entry(out, cap, "render")
 
 
-def render_fields(xdmf: Path, outdir: Path) -> list[Entry]:
-    _, _, _, _, data = read_series(xdmf)
-    names = list(data[0]) if data else []
-    order = sorted(names, key=lambda k: (not k.startswith("eps_pl"), k != "dtau_c_min", k))
-    return [render_field(xdmf, k, outdir / f"{xdmf.stem}_{k}.png") for k in order]
-
-
 def plastic_strain_frames(events: dict, num_cells: int, steps: np.ndarray, dgamma: float,
                           component: str = "xy") -> np.ndarray:
     """Plastic strain component per cell after each of ``steps`` (loading-step indices),

@@ -81,6 +81,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector
 from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group, write_json
@@ -113,15 +114,6 @@ def instability_estimate(sig, R, sin2, cos2, tauc, alpha_p, p_off):
                 if g < best:
                     best = g
     return best
-
-
-def _wrap_deg(a: float) -> float:
-    a = math.fmod(a, 360.0)
-    if a > 180.0:
-        a -= 360.0
-    if a <= -180.0:
-        a += 360.0
-    return a
 
 
 def resolved(dsp_mean, alpha_deg: float) -> float:
@@ -633,7 +625,7 @@ class RealizationRun:
         if sg.kind == "unload":
             self.model.refresh(st)
             s_prev = resolved(st.sig @ self.model.weights, prev)
-            alpha = _wrap_deg(prev + 90.0) if s_prev > 0 else prev
+            alpha = wrap_angle_deg(prev + 90.0) if s_prev > 0 else prev
             return StressStage(self.model, st, sg, alpha, 0.0, **self._stage_opts(sg))
         return HoldStage(self.model, st, sg, prev, self.case.kmc.Va, **self._stage_opts(sg))
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -74,8 +75,6 @@ KERNELS = ("fourier", "fe")
 PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
 RC_STOP, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_RUNAWAY = 0, 1, 2, 3, 4
 S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS = range(6)
-F_G, F_C0, F_C1, F_GSTOP = range(4)
-I_N, I_FFT, I_BUDGET, I_MAXAV = range(4)
 REC_NAMES = ("gamma_ext", "stress_before", "stress", "eps_pl_mean", "eps_pl_var", "tau_c_mean",
              "loc", "sigma_std", "size", "relaxation_steps")
 REC_COLS = len(REC_NAMES)
@@ -126,6 +125,38 @@ def loc_index(field) -> float:
 
 
 # ----------------------------------------------------------------------------- compiled loop
+class Fields(NamedTuple):
+    """Per-cell arrays of one realization (cell ``iy * N + ix``), updated in place."""
+
+    sig: np.ndarray  # internal stress (redistribution + sigma0); sigma_i = sig_i + G gamma_ext
+    epl: np.ndarray  # plastic strain, tensorial eps_xy
+    thr: np.ndarray  # forward thresholds sigma_c,i
+
+
+class Params(NamedTuple):
+    """Constants of one call of :func:`scalar_advance`."""
+
+    K: np.ndarray  # redistribution kernel (n, n) per unit slip, source in cell (0, 0)
+    G: float  # shear modulus: d(sigma_i) / d(gamma_ext)
+    c0: float  # slip law eps0(sigma_c) = c0 + c1 sigma_c^2 (eq. 12)
+    c1: float
+    gamma_stop: float  # load no further than this strain
+    n: int  # lattice side N
+    fft_threshold: int  # steps with more slips are redistributed by the caller (FFT)
+    budget: int  # return RC_BUDGET after this many slips (progress reports)
+    max_avalanche: int  # RC_RUNAWAY beyond this avalanche size
+
+
+class Loop(NamedTuple):
+    """Resumable state of the compiled loop, kept by the driver between calls."""
+
+    st: np.ndarray  # int64 counters, indexed by S_PHASE .. S_NSTEPS
+    gamma: np.ndarray  # (1,) gamma_ext
+    act: np.ndarray  # unstable cells of the current synchronous step (ascending)
+    pend: np.ndarray  # their slips d(eps_p), not yet redistributed when RC_EXTERNAL
+    rec: np.ndarray  # one row per finished avalanche (REC_NAMES), st[S_NREC] rows used
+
+
 @njit(cache=True)
 def _shift_add(sig, K, c, n, amp):
     """``sig[i] += amp K[i - c]`` on the periodic n x n grid (eq. 3 of the scalar paper).
@@ -152,7 +183,10 @@ def _axpy(x, k, amp):
 
 
 @njit(cache=True)
-def _record(rec, r, gam, sig, epl, thr, G, n):
+def _record(rec, r, gam, f, G, n):
+    """Columns 2-7 of record ``r``: stress, eps_p mean and variance, mean threshold, LOC
+    (eq. 13) of the local total strain, std of the internal stress."""
+    sig, epl, thr = f.sig, f.epl, f.thr
     nc = sig.shape[0]
     ms = 0.0
     me = 0.0
@@ -183,90 +217,139 @@ def _record(rec, r, gam, sig, epl, thr, G, n):
 
 
 @njit(cache=True)
-def scalar_advance(rng, st, fs, fpar, ipar, sig, epl, thr, K, act, pend, rec,
-                   rkind, rpar, rtu, rtx):
-    """Advance the synchronous extremal dynamics up to ``gamma_stop`` (see module doc)."""
-    G = fpar[F_G]
-    c0 = fpar[F_C0]
-    c1 = fpar[F_C1]
-    gstop = fpar[F_GSTOP]
-    n = ipar[I_N]
-    nc = sig.shape[0]
+def _weakest(f, G, gam):
+    """(x_min, cell) of the smallest margin ``x_i = sigma_c,i - sigma_i`` (first on ties)."""
+    xmin = np.inf
+    imin = 0
+    for c in range(f.sig.shape[0]):
+        x = f.thr[c] - (f.sig[c] + G * gam)
+        if x < xmin:
+            xmin = x
+            imin = c
+    return xmin, imin
+
+
+@njit(cache=True)
+def _collect_unstable(f, G, gam, act, forced):
+    """Cells with ``sigma_i > sigma_c,i`` (plus the cell ``forced``, -1: none) into ``act`` in
+    ascending order; returns their number."""
+    na = 0
+    for c in range(f.sig.shape[0]):
+        if c == forced or f.thr[c] - (f.sig[c] + G * gam) < 0.0:
+            act[na] = c
+            na += 1
+    return na
+
+
+@njit(cache=True)
+def _start_avalanche(f, p, lp):
+    """Extremal loading: raise gamma_ext until the weakest cell reaches its threshold, then
+    open an avalanche with the unstable cells. False if that would pass ``gamma_stop`` (then
+    gamma_ext = gamma_stop, stable)."""
+    gam = lp.gamma[0]
+    xmin, imin = _weakest(f, p.G, gam)
+    if xmin > 0.0:
+        gnew = gam + xmin / p.G
+        if gnew >= p.gamma_stop:
+            lp.gamma[0] = p.gamma_stop
+            return False
+        gam = gnew
+        lp.gamma[0] = gam
+    st = lp.st
+    na = _collect_unstable(f, p.G, gam, lp.act, imin)
+    nc = f.sig.shape[0]
+    ms = 0.0
+    for c in range(nc):
+        ms += f.sig[c]
+    r = st[S_NREC]
+    lp.rec[r, 0] = gam
+    lp.rec[r, 1] = ms / nc + p.G * gam
+    st[S_NACT] = na
+    st[S_AVSIZE] = 0
+    st[S_NSTEPS] = 0
+    return True
+
+
+@njit(cache=True)
+def _close_avalanche(f, p, lp):
+    """Record the finished avalanche (observables, size, synchronous steps)."""
+    st = lp.st
+    r = st[S_NREC]
+    _record(lp.rec, r, lp.gamma[0], f, p.G, p.n)
+    lp.rec[r, 8] = st[S_AVSIZE]
+    lp.rec[r, 9] = st[S_NSTEPS]
+    st[S_NREC] = r + 1
+
+
+@njit(cache=True)
+def _slip_and_renew(rng, f, p, renewal, lp):
+    """One synchronous step: each unstable cell, in ascending order, slips by an exponential
+    ``d(eps_p)`` of mean ``eps0(sigma_c)`` of the threshold it exceeded (eq. 11-12; one
+    uniform), then draws its new threshold from p_r (one uniform). The slips are kept in
+    ``pend`` for the redistribution."""
+    st = lp.st
+    na = st[S_NACT]
+    kind, par, tu, tx = renewal
+    for i in range(na):
+        c = lp.act[i]
+        e0 = p.c0 + p.c1 * f.thr[c] * f.thr[c]
+        de = -e0 * math.log1p(-rng.random())
+        f.epl[c] += de
+        lp.pend[i] = de
+        f.thr[c] = draw(rng, kind, par, tu, tx)
+    st[S_EVENTS] += na
+    st[S_AVSIZE] += na
+    st[S_NSTEPS] += 1
+
+
+@njit(cache=True)
+def scalar_advance(rng, f, p, renewal, lp):
+    """Synchronous extremal dynamics (sec. III.A) up to ``p.gamma_stop``: fields ``f``
+    (:class:`Fields`), constants ``p`` (:class:`Params`), renewal law p_r as
+    ``Distribution.args``, resumable loop state ``lp`` (:class:`Loop`).
+
+    Per avalanche:
+
+    1. load: gamma_ext grows until the weakest cell reaches its threshold (extremal);
+    2. step: all unstable cells slip at once and renew their thresholds (eq. 11-12);
+    3. redistribute: ``sig += d(eps_p) K(. - c)`` per slip (shifted adds), or by the caller
+       with an FFT when more than ``fft_threshold`` cells slipped (returns RC_EXTERNAL, the
+       caller then sets PH_AFTER);
+    4. collect the unstable cells; back to 2 while there are any, else record the avalanche.
+
+    Returns RC_STOP at ``gamma_stop``, RC_RECFULL when ``lp.rec`` is full, RC_BUDGET after
+    ``budget`` slips, RC_RUNAWAY for an avalanche larger than ``max_avalanche``.
+    """
+    st = lp.st
     events0 = st[S_EVENTS]
     while True:
         ph = st[S_PHASE]
-        gam = fs[0]
         if ph == PH_LOAD:
-            if st[S_NREC] >= rec.shape[0]:
+            if st[S_NREC] >= lp.rec.shape[0]:
                 return RC_RECFULL
-            xmin = np.inf
-            imin = 0
-            for c in range(nc):
-                x = thr[c] - (sig[c] + G * gam)
-                if x < xmin:
-                    xmin = x
-                    imin = c
-            if xmin > 0.0:
-                gnew = gam + xmin / G
-                if gnew >= gstop:
-                    fs[0] = gstop
-                    return RC_STOP
-                gam = gnew
-                fs[0] = gam
-            na = 0
-            for c in range(nc):
-                if c == imin or thr[c] - (sig[c] + G * gam) < 0.0:
-                    act[na] = c
-                    na += 1
-            r = st[S_NREC]
-            ms = 0.0
-            for c in range(nc):
-                ms += sig[c]
-            rec[r, 0] = gam
-            rec[r, 1] = ms / nc + G * gam
-            st[S_NACT] = na
-            st[S_AVSIZE] = 0
-            st[S_NSTEPS] = 0
+            if not _start_avalanche(f, p, lp):
+                return RC_STOP
             st[S_PHASE] = PH_STEP
         elif ph == PH_STEP:
-            na = st[S_NACT]
-            if na == 0:
-                r = st[S_NREC]
-                _record(rec, r, gam, sig, epl, thr, G, n)
-                rec[r, 8] = st[S_AVSIZE]
-                rec[r, 9] = st[S_NSTEPS]
-                st[S_NREC] = r + 1
+            if st[S_NACT] == 0:
+                _close_avalanche(f, p, lp)
                 st[S_PHASE] = PH_LOAD
                 continue
-            if st[S_EVENTS] - events0 >= ipar[I_BUDGET]:
+            if st[S_EVENTS] - events0 >= p.budget:
                 return RC_BUDGET
-            if st[S_AVSIZE] > ipar[I_MAXAV]:
+            if st[S_AVSIZE] > p.max_avalanche:
                 return RC_RUNAWAY
-            for i in range(na):
-                c = act[i]
-                e0 = c0 + c1 * thr[c] * thr[c]
-                de = -e0 * math.log1p(-rng.random())
-                epl[c] += de
-                pend[i] = de
-                thr[c] = draw(rng, rkind, rpar, rtu, rtx)
-            st[S_EVENTS] += na
-            st[S_AVSIZE] += na
-            st[S_NSTEPS] += 1
-            if na > ipar[I_FFT]:
+            _slip_and_renew(rng, f, p, renewal, lp)
+            if st[S_NACT] > p.fft_threshold:
                 st[S_PHASE] = PH_EXTERNAL
                 return RC_EXTERNAL
-            for i in range(na):
-                _shift_add(sig, K, act[i], n, pend[i])
+            for i in range(st[S_NACT]):
+                _shift_add(f.sig, p.K, lp.act[i], p.n, lp.pend[i])
             st[S_PHASE] = PH_AFTER
         elif ph == PH_EXTERNAL:
             return RC_EXTERNAL
-        else:  # PH_AFTER: collect the unstable cells
-            na = 0
-            for c in range(nc):
-                if thr[c] - (sig[c] + G * gam) < 0.0:
-                    act[na] = c
-                    na += 1
-            st[S_NACT] = na
+        else:  # PH_AFTER
+            st[S_NACT] = _collect_unstable(f, p.G, lp.gamma[0], lp.act, -1)
             st[S_PHASE] = PH_STEP
 
 
@@ -388,7 +471,7 @@ class ScalarModel:
 
     def initial_record(self, s: ScalarState) -> np.ndarray:
         rec = np.zeros((1, REC_COLS))
-        _record(rec, 0, s.gamma, s.sig, s.epl, s.thr, self.G, self.n)
+        _record(rec, 0, s.gamma, Fields(s.sig, s.epl, s.thr), self.G, self.n)
         rec[0, 0] = s.gamma
         rec[0, 1] = rec[0, 2]
         return rec[0]
@@ -401,48 +484,57 @@ class ScalarDriver:
                  budget: int = 200000):
         self.model, self.state = model, state
         nc = model.num_cells
-        self.st = np.zeros(6, np.int64)
-        self.fs = np.array([state.gamma])
-        self.fpar = np.array([model.G, model.c0, model.c1, 0.0])
-        self.ipar = np.array([model.n, model.fft_threshold, budget, 1000 * nc], np.int64)
-        self.act = np.zeros(nc, np.int64)
-        self.pend = np.zeros(nc)
-        self.rec = np.zeros((rec_capacity, REC_COLS))
+        self.loop = Loop(st=np.zeros(6, np.int64), gamma=np.array([state.gamma]),
+                         act=np.zeros(nc, np.int64), pend=np.zeros(nc),
+                         rec=np.zeros((rec_capacity, REC_COLS)))
+        self.budget = int(budget)
+        self.max_avalanche = 1000 * nc
         self.records = [model.initial_record(state)[None, :]]
 
     @property
     def gamma_ext(self) -> float:
-        return float(self.fs[0])
+        return float(self.loop.gamma[0])
 
     @property
     def num_events(self) -> int:
-        return int(self.st[S_EVENTS])
+        return int(self.loop.st[S_EVENTS])
 
     def _flush(self):
-        k = int(self.st[S_NREC])
+        st = self.loop.st
+        k = int(st[S_NREC])
         if k:
-            self.records.append(self.rec[:k].copy())
-            self.st[S_NREC] = 0
+            self.records.append(self.loop.rec[:k].copy())
+            st[S_NREC] = 0
+
+    def _params(self, gamma_stop: float) -> Params:
+        m = self.model
+        return Params(K=m.K, G=m.G, c0=m.c0, c1=m.c1, gamma_stop=float(gamma_stop), n=m.n,
+                      fft_threshold=int(m.fft_threshold), budget=self.budget,
+                      max_avalanche=self.max_avalanche)
+
+    def _redistribute_fft(self):
+        """Step 3 of :func:`scalar_advance` for many simultaneous slips: one FFT convolution."""
+        m, lp = self.model, self.loop
+        na = int(lp.st[S_NACT])
+        amp = np.zeros(m.num_cells)
+        np.add.at(amp, lp.act[:na], lp.pend[:na])
+        self.state.sig += m.convolve(amp)
+        lp.st[S_PHASE] = PH_AFTER
 
     def advance(self, gamma_stop: float) -> int:
-        m, s = self.model, self.state
-        self.fpar[F_GSTOP] = gamma_stop
-        rk, rp, rtu, rtx = m.p_r.args
+        s = self.state
+        p = self._params(gamma_stop)
         while True:
-            rc = scalar_advance(s.rng, self.st, self.fs, self.fpar, self.ipar, s.sig, s.epl,
-                                s.thr, m.K, self.act, self.pend, self.rec, rk, rp, rtu, rtx)
+            rc = scalar_advance(s.rng, Fields(s.sig, s.epl, s.thr), p, self.model.p_r.args,
+                                self.loop)
             if rc == RC_EXTERNAL:
-                na = int(self.st[S_NACT])
-                amp = np.zeros(m.num_cells)
-                np.add.at(amp, self.act[:na], self.pend[:na])
-                s.sig += m.convolve(amp)
-                self.st[S_PHASE] = PH_AFTER
+                self._redistribute_fft()
                 continue
             if rc == RC_RECFULL:
                 self._flush()
                 continue
             if rc == RC_RUNAWAY:
-                raise RuntimeError(f"avalanche of more than {self.ipar[I_MAXAV]} slips at "
+                raise RuntimeError(f"avalanche of more than {self.max_avalanche} slips at "
                                    f"gamma_ext = {self.gamma_ext:.6g}: no stable state")
             s.gamma = self.gamma_ext
             return rc
@@ -559,103 +651,153 @@ def statistics(curves: dict, grid: np.ndarray, stationary_from: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- fit
-def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
-             grid: np.ndarray, stationary_from: float, flow_stress: float,
-             flow_stress_err: float = 0.0, peak_stress: float | None = None,
-             peak_stress_err: float = 0.0, max_evaluations: int = 16, comm=None,
-             log=None) -> dict:
-    """Fit c0 (c1 fixed) to a target flow stress, or (c0, c1) to flow and peak stresses.
+@dataclass(frozen=True)
+class FitRuns:
+    """The ensemble run at every evaluation of a fit: the same ``realizations`` of ``seed``
+    (common random numbers) to ``gamma_max``, curves on ``grid``, spread over ``comm``."""
 
-    Every evaluation runs the same ``realizations`` (common random numbers). One parameter:
-    bracketing secant (Illinois) on ``F(c0) = flow_stress``, then the local slope ``dF/dc0`` by
-    a central difference (+-10 %). Two parameters: Newton with a forward-difference Jacobian.
-    Uncertainty (1 sigma): the ensemble standard errors of the flow (and peak) stress and the
-    targets' stated errors propagated through the inverse Jacobian; ``*_err95`` = 1.96 sigma.
-    """
-    idx = range(realizations)
-    evals = []
+    seed: int
+    realizations: int
+    gamma_max: float
+    grid: np.ndarray
+    stationary_from: float
+    comm: object = None
 
-    def evaluate(c0, c1):
-        m = model.with_slip(c0, c1)
-        st = statistics(ensemble(m, seed, idx, gamma_max, grid, comm), grid, stationary_from)
-        evals.append(dict(c0=c0, c1=c1, flow_stress=st["flow_stress"],
-                          peak_stress=st["peak_stress"]))
-        if log:
-            log(f"fit: c0 = {c0:.5g}, c1 = {c1:.5g} -> flow {st['flow_stress']:.4f} "
-                f"+- {st['flow_stress_err']:.4f}, peak {st['peak_stress']:.4f}")
+    def statistics(self, model: ScalarModel) -> dict:
+        curves = ensemble(model, self.seed, range(self.realizations), self.gamma_max, self.grid,
+                          self.comm)
+        return statistics(curves, self.grid, self.stationary_from)
+
+
+@dataclass(frozen=True)
+class FitTarget:
+    """Target stresses with their 1-sigma errors; ``peak_stress`` None: fit c0 alone."""
+
+    flow_stress: float
+    flow_stress_err: float = 0.0
+    peak_stress: float | None = None
+    peak_stress_err: float = 0.0
+
+
+class _Evaluations:
+    """Ensemble statistics at (c0, c1), logged and kept in ``evals`` (the fit's history)."""
+
+    def __init__(self, model: ScalarModel, runs: FitRuns, target: FitTarget, log=None):
+        self.model, self.runs, self.target, self.log = model, runs, target, log
+        self.evals: list[dict] = []
+
+    def __call__(self, c0, c1) -> dict:
+        st = self.runs.statistics(self.model.with_slip(c0, c1))
+        self.evals.append(dict(c0=c0, c1=c1, flow_stress=st["flow_stress"],
+                               peak_stress=st["peak_stress"]))
+        if self.log:
+            self.log(f"fit: c0 = {c0:.5g}, c1 = {c1:.5g} -> flow {st['flow_stress']:.4f} "
+                     f"+- {st['flow_stress_err']:.4f}, peak {st['peak_stress']:.4f}")
         return st
 
-    def fail(msg):
-        raise FemplastInputError("scalar.fit.flow_stress", flow_stress, msg)
+    def __len__(self) -> int:
+        return len(self.evals)
 
-    if peak_stress is None:
-        c1 = model.c1
-        a = model.c0 if model.c0 > 0 else 0.05
-        sa = evaluate(a, c1)
-        fa = sa["flow_stress"] - flow_stress
-        # F decreases with c0: step towards the target until bracketed
-        b, fb, sb = a, fa, sa
-        for _ in range(8):
-            b = b * 2.0 if fb > 0 else b / 2.0
-            sb = evaluate(b, c1)
-            fb = sb["flow_stress"] - flow_stress
-            if fa * fb <= 0:
-                break
-            a, fa, sa = b, fb, sb
+    def miss(self, st: dict) -> float:
+        """Flow stress minus its target."""
+        return st["flow_stress"] - self.target.flow_stress
+
+    def fail(self, msg: str):
+        raise FemplastInputError("scalar.fit.flow_stress", self.target.flow_stress, msg)
+
+
+def _bracket_c0(ev: _Evaluations, c0: float, c1: float) -> tuple:
+    """From ``c0``, halve or double c0 (the flow stress decreases with c0) until the target
+    flow stress is bracketed: ``(a, F(a) - target, stats(a), b, F(b) - target, stats(b))``."""
+    a = c0
+    sa = ev(a, c1)
+    fa = ev.miss(sa)
+    b, fb, sb = a, fa, sa
+    for _ in range(8):
+        b = b * 2.0 if fb > 0 else b / 2.0
+        sb = ev(b, c1)
+        fb = ev.miss(sb)
+        if fa * fb <= 0:
+            return a, fa, sa, b, fb, sb
+        a, fa, sa = b, fb, sb
+    ev.fail(f"a flow stress reached for c0 in [{min(e['c0'] for e in ev.evals):.3g}, "
+            f"{max(e['c0'] for e in ev.evals):.3g}] (got "
+            f"{min(e['flow_stress'] for e in ev.evals):.4g} .. "
+            f"{max(e['flow_stress'] for e in ev.evals):.4g})")
+
+
+def _illinois_c0(ev: _Evaluations, bracket: tuple, c1: float, max_evaluations: int) -> tuple:
+    """Bracketing secant (Illinois) on F(c0) = target until within 0.1 ensemble standard
+    errors or out of evaluations (two kept for the slope): the best ``(c0, stats)``."""
+    a, fa, sa, b, fb, sb = bracket
+    se = sa["flow_stress_err"]
+    side = 0
+    best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
+    while len(ev) < max_evaluations - 2 and abs(ev.miss(best[1])) > 0.1 * se:
+        c = (a * fb - b * fa) / (fb - fa)
+        sc = ev(c, c1)
+        fc = ev.miss(sc)
+        if abs(fc) < abs(ev.miss(best[1])):
+            best = (c, sc)
+        if fc * fb < 0:
+            a, fa = b, fb
+            b, fb = c, fc
+            side = 0
         else:
-            fail(f"a flow stress reached for c0 in [{min(e['c0'] for e in evals):.3g}, "
-                 f"{max(e['c0'] for e in evals):.3g}] (got "
-                 f"{min(e['flow_stress'] for e in evals):.4g} .. "
-                 f"{max(e['flow_stress'] for e in evals):.4g})")
-        se = sa["flow_stress_err"]
-        side = 0
-        best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
-        while len(evals) < max_evaluations - 2 and abs(best[1]["flow_stress"] - flow_stress) \
-                > 0.1 * se:
-            c = (a * fb - b * fa) / (fb - fa)
-            sc = evaluate(c, c1)
-            fc = sc["flow_stress"] - flow_stress
-            if abs(fc) < abs(best[1]["flow_stress"] - flow_stress):
-                best = (c, sc)
-            if fc * fb < 0:
-                a, fa = b, fb
-                b, fb = c, fc
-                side = 0
-            else:
-                b, fb = c, fc
-                if side == 1:
-                    fa *= 0.5
-                side = 1
-        c0 = best[0]
-        h = 0.1 * c0
-        sp, sm = evaluate(c0 + h, c1), evaluate(c0 - h, c1)
-        slope = (sp["flow_stress"] - sm["flow_stress"]) / (2 * h)
-        sF = math.hypot(best[1]["flow_stress_err"], flow_stress_err)
-        sig = sF / abs(slope) if slope != 0 else float("inf")
-        return dict(parameters=["c0"], c0=c0, c1=c1, c0_err=sig, c0_err95=1.96 * sig,
-                    flow_stress=best[1]["flow_stress"],
-                    flow_stress_err=best[1]["flow_stress_err"],
-                    target_flow_stress=flow_stress, target_flow_stress_err=flow_stress_err,
-                    dflow_dc0=slope, realizations=realizations, seed=seed, evaluations=evals)
+            b, fb = c, fc
+            if side == 1:
+                fa *= 0.5
+            side = 1
+    return best
 
-    # two parameters: Newton on (c0, c1) -> (flow, peak)
+
+def _fit_c0(model: ScalarModel, ev: _Evaluations, max_evaluations: int) -> dict:
+    """One parameter: c0 (c1 fixed) by bracketing + Illinois, then its 1-sigma error from the
+    flow-stress errors over the central-difference slope dF/dc0 (+-10 %)."""
+    t = ev.target
+    c1 = model.c1
+    bracket = _bracket_c0(ev, model.c0 if model.c0 > 0 else 0.05, c1)
+    c0, best = _illinois_c0(ev, bracket, c1, max_evaluations)
+    h = 0.1 * c0
+    sp, sm = ev(c0 + h, c1), ev(c0 - h, c1)
+    slope = (sp["flow_stress"] - sm["flow_stress"]) / (2 * h)
+    sF = math.hypot(best["flow_stress_err"], t.flow_stress_err)
+    sig = sF / abs(slope) if slope != 0 else float("inf")
+    return dict(parameters=["c0"], c0=c0, c1=c1, c0_err=sig, c0_err95=1.96 * sig,
+                flow_stress=best["flow_stress"], flow_stress_err=best["flow_stress_err"],
+                target_flow_stress=t.flow_stress, target_flow_stress_err=t.flow_stress_err,
+                dflow_dc0=slope, realizations=ev.runs.realizations, seed=ev.runs.seed,
+                evaluations=ev.evals)
+
+
+def _flow_peak(st: dict) -> np.ndarray:
+    return np.array([st["flow_stress"], st["peak_stress"]])
+
+
+def _jacobian(ev: _Evaluations, x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """d(flow, peak) / d(c0, c1) by forward differences of 0.1 ``scale``."""
+    J = np.empty((2, 2))
+    for j in range(2):
+        xp = x.copy()
+        xp[j] += 0.1 * scale[j]
+        J[:, j] = (_flow_peak(ev(*xp)) - y) / (0.1 * scale[j])
+    return J
+
+
+def _fit_c0_c1(model: ScalarModel, ev: _Evaluations, max_evaluations: int) -> dict:
+    """Two parameters: Newton on (c0, c1) -> (flow, peak), steps clipped to 2 ``scale``, until
+    both within half their ensemble errors; covariance from the ensemble and target errors
+    through the inverse Jacobian."""
+    t = ev.target
     m2 = model.p_i.moments()[1]
     x = np.array([model.c0 if model.c0 > 0 else 0.03, model.c1])
     scale = np.array([max(x[0], 1e-3), max(x[0], 1e-3) / m2])
-    target = np.array([flow_stress, peak_stress])
-
-    def vec(st):
-        return np.array([st["flow_stress"], st["peak_stress"]])
-
-    st = evaluate(*x)
+    target = np.array([t.flow_stress, t.peak_stress])
+    st = ev(*x)
     J = None
     for _ in range(max(1, (max_evaluations - 1) // 3)):
-        y = vec(st)
-        J = np.empty((2, 2))
-        for j in range(2):
-            xp = x.copy()
-            xp[j] += 0.1 * scale[j]
-            J[:, j] = (vec(evaluate(*xp)) - y) / (0.1 * scale[j])
+        y = _flow_peak(st)
+        J = _jacobian(ev, x, y, scale)
         r = y - target
         errs = np.array([st["flow_stress_err"], st["peak_stress_err"]])
         if np.all(np.abs(r) < 0.5 * errs):
@@ -663,14 +805,16 @@ def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
         try:
             dx = -np.linalg.solve(J, r)
         except np.linalg.LinAlgError:
-            fail("a Jacobian of full rank (flow and peak do not depend independently on c0, c1)")
+            ev.fail("a Jacobian of full rank (flow and peak do not depend independently on c0, "
+                    "c1)")
         lim = 2.0 * scale
         dx = np.clip(dx, -lim, lim)
         x = np.maximum(x + dx, [1e-6, 0.0])
         scale = np.array([max(x[0], 1e-3), max(x[0], 1e-3) / m2])
-        st = evaluate(*x)
+        st = ev(*x)
     F, P = st["flow_per_realization"], st["peak_per_realization"]
-    C = np.cov(np.vstack([F, P])) / len(F) + np.diag([flow_stress_err**2, peak_stress_err**2])
+    C = np.cov(np.vstack([F, P])) / len(F) + np.diag([t.flow_stress_err**2,
+                                                       t.peak_stress_err**2])
     Ji = np.linalg.inv(J)
     cov = Ji @ C @ Ji.T
     e = np.sqrt(np.diag(cov))
@@ -678,13 +822,41 @@ def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
                 c1_err=float(e[1]), c0_err95=float(1.96 * e[0]), c1_err95=float(1.96 * e[1]),
                 covariance=cov.tolist(), flow_stress=st["flow_stress"],
                 flow_stress_err=st["flow_stress_err"], peak_stress=st["peak_stress"],
-                peak_stress_err=st["peak_stress_err"], target_flow_stress=flow_stress,
-                target_peak_stress=peak_stress, jacobian=J.tolist(),
-                realizations=realizations, seed=seed, evaluations=evals)
+                peak_stress_err=st["peak_stress_err"], target_flow_stress=t.flow_stress,
+                target_peak_stress=t.peak_stress, jacobian=J.tolist(),
+                realizations=ev.runs.realizations, seed=ev.runs.seed, evaluations=ev.evals)
+
+
+def fit_slip_law(model: ScalarModel, runs: FitRuns, target: FitTarget,
+                 max_evaluations: int = 16, log=None) -> dict:
+    """Fit c0 (c1 fixed) to a target flow stress, or (c0, c1) to flow and peak stresses.
+
+    Every evaluation runs the same ``runs`` (common random numbers). One parameter:
+    bracketing secant (Illinois) on ``F(c0) = flow_stress``, then the local slope ``dF/dc0`` by
+    a central difference (+-10 %). Two parameters: Newton with a forward-difference Jacobian.
+    Uncertainty (1 sigma): the ensemble standard errors of the flow (and peak) stress and the
+    targets' stated errors propagated through the inverse Jacobian; ``*_err95`` = 1.96 sigma.
+    """
+    ev = _Evaluations(model, runs, target, log)
+    if target.peak_stress is None:
+        return _fit_c0(model, ev, max_evaluations)
+    return _fit_c0_c1(model, ev, max_evaluations)
+
+
+def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
+             grid: np.ndarray, stationary_from: float, flow_stress: float,
+             flow_stress_err: float = 0.0, peak_stress: float | None = None,
+             peak_stress_err: float = 0.0, max_evaluations: int = 16, comm=None,
+             log=None) -> dict:
+    """:func:`fit_slip_law` with flat arguments (the form femplast.app.runner calls)."""
+    return fit_slip_law(model, FitRuns(seed, realizations, gamma_max, grid, stationary_from, comm),
+                        FitTarget(flow_stress, flow_stress_err, peak_stress, peak_stress_err),
+                        max_evaluations, log)
 
 
 __all__ = ["ScalarModel", "ScalarState", "ScalarDriver", "fourier_kernel", "fe_kernel",
-           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "REC_NAMES"]
+           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "fit_slip_law",
+           "FitRuns", "FitTarget", "REC_NAMES"]
 
 
 # ----------------------------------------------------------------------------- validation
