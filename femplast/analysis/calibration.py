@@ -151,9 +151,6 @@ def _same_orientation(a: float, b: float) -> bool:
     return abs(wrap_orientation_deg(a - b)) < 1e-6
 
 
-# TODO(app): femplast/app/sweep.py still calls C._wrap_deg; switch it to
-# femplast.angles.wrap_orientation_deg, then delete this alias.
-_wrap_deg = wrap_orientation_deg
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -985,7 +985,7 @@ def summary_section(case, all_sums, wall=0.0) -> dict:
     pa = case.patches
     entries = []
     for label, s in merged.items():
-        g = None if label in ("initial", "stationary") else float(label.split("=", 1)[1])
+        g = float(label.split("=", 1)[1]) if label.startswith("gamma_ext=") else None
         entries += summary_entries(label, g, s, pa.alpha)
     return dict(shape=pa.shape, sizes=pa.n if pa.shape == "square" else pa.radius,
                 alpha=pa.alpha, self_response=pa.self_response, states=list(merged),

@@ -45,6 +45,7 @@ import numpy as np
 from mpi4py import MPI
 
 from femplast.analysis import calibration as C
+from femplast.angles import wrap_orientation_deg
 from femplast.errors import FemplastInputError
 
 ALIASES = {"k": "slip.weibull_k", "lambda": "slip.weibull_lambda", "chi": "slip.chi"}
@@ -228,7 +229,7 @@ def _check_reference(case):
         if not case.patches.enabled:
             raise FemplastInputError("sweep.errors", sw.errors, "'meso' needs patches.enabled "
                                      "(patch statistics per point)")
-        al = [C._wrap_deg(a) for a in case.patches.alpha]
+        al = [wrap_orientation_deg(a) for a in case.patches.alpha]
         if not any(abs(a) < 1e-9 for a in al) or not any(abs(abs(a) - 90) < 1e-9 for a in al):
             raise FemplastInputError("patches.alpha", case.patches.alpha, "0 and 90 among the "
                                      "orientations (L_meso_plus / L_meso_minus)")
