@@ -24,6 +24,26 @@ VOIGT_METRIC = np.array([1.0, 1.0, 2.0])
 """Weights such that ``A : B = sum(VOIGT_METRIC * a * b)`` for 3-vectors ``[xx, yy, xy]``."""
 
 
+UNIT_S = np.array([-0.5, 0.5, 0.0])
+"""Unit pure-shear eigenstrain ``[xx, yy, xy]`` of the ``sin 2theta`` part of ``M(theta) / 2``."""
+UNIT_C = np.array([0.0, 0.0, 0.5])
+"""Unit pure-shear eigenstrain of the ``cos 2theta`` part of ``M(theta) / 2``."""
+
+
+def to_dsp(sig_xyz: np.ndarray) -> np.ndarray:
+    """``[xx, yy, xy]`` (..., 3) -> ``(d, s, p)`` stacked first: shape (3, ...), with
+    ``d = (S_yy - S_xx) / 2``, ``s = S_xy``, ``p = (S_xx + S_yy) / 2`` (so that a system's
+    resolved shear stress is ``sin 2theta d + cos 2theta s``, eq. 3-4)."""
+    s = np.asarray(sig_xyz, float)
+    return np.stack([0.5 * (s[..., 1] - s[..., 0]), s[..., 2], 0.5 * (s[..., 0] + s[..., 1])])
+
+
+def from_dsp(dsp: np.ndarray) -> np.ndarray:
+    """``(d, s, p)`` (3, ...) -> ``[xx, yy, xy]`` (..., 3)."""
+    d, s, p = dsp[0], dsp[1], dsp[2]
+    return np.stack([p - d, p + d, s], axis=-1)
+
+
 def M_vector(theta) -> np.ndarray:
     """Slip tensor M(theta) of eq. 3 as ``[xx, yy, xy]``; shape (..., 3)."""
     theta = np.asarray(theta, dtype=float)

@@ -28,26 +28,19 @@ import numpy as np
 from mpi4py import MPI
 
 from femplast.errors import FemplastInputError
-from femplast.fe.elasticity import M_vector, PeriodicElasticity
+from femplast.fe.elasticity import (
+    UNIT_C,
+    UNIT_S,
+    M_vector,
+    PeriodicElasticity,
+    from_dsp,
+    to_dsp,
+)
 
 log = logging.getLogger("femplast")
 
 MODE_PROPAGATOR, MODE_DENSE, MODE_EXTERNAL = 0, 1, 2
 BACKENDS = ("auto", "propagator", "dense", "direct")
-UNIT_S = np.array([-0.5, 0.5, 0.0])
-UNIT_C = np.array([0.0, 0.0, 0.5])
-
-
-def to_dsp(sig_xyz: np.ndarray) -> np.ndarray:
-    """``[xx, yy, xy]`` (..., 3) -> ``(d, s, p)`` stacked first: shape (3, ...)."""
-    s = np.asarray(sig_xyz, float)
-    return np.stack([0.5 * (s[..., 1] - s[..., 0]), s[..., 2], 0.5 * (s[..., 0] + s[..., 1])])
-
-
-def from_dsp(dsp: np.ndarray) -> np.ndarray:
-    """``(d, s, p)`` (3, ...) -> ``[xx, yy, xy]`` (..., 3)."""
-    d, s, p = dsp[0], dsp[1], dsp[2]
-    return np.stack([p - d, p + d, s], axis=-1)
 
 
 def self_coefficients(k0_self: np.ndarray, k1_self: np.ndarray) -> np.ndarray:
