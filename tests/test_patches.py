@@ -16,9 +16,9 @@ from femplast.analysis.patches import (
     PatchRules,
     patch_arrays,
     patch_test,
-    resolved,
 )
 from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import resolved_shear
 from femplast.fe.mesh import structured_box
 from femplast.streams import realization_rng
 from femplast.tensorial.aqs import AQSDriver
@@ -178,7 +178,7 @@ def test_one_cell_patch_is_the_cells_distance_along_alpha(model8, loaded):
         c = np.cos(2 * (st.theta - a))
         dist = np.where(c > 0, dt / np.where(c > 0, c, 1), np.inf).min(axis=1)
         assert np.allclose(t["dtau_c"][:, ia], dist[cells], rtol=1e-10)
-        assert np.allclose(t["tau_i"][:, ia], resolved(a, np.stack(
+        assert np.allclose(t["tau_i"][:, ia], resolved_shear(a, np.stack(
             [tot[2] - tot[0], tot[2] + tot[0], tot[1]], axis=-1))[cells], atol=1e-12)
 
 

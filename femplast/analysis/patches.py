@@ -52,6 +52,7 @@ import numpy as np
 from numba import njit
 
 from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import resolved_shear
 from femplast.fe.patch_fe import PatchFE, unwrapped_patch_mesh  # noqa: F401 (re-exported)
 from femplast.redistribution.backends import (
     from_dsp,
@@ -429,13 +430,6 @@ def patch_arrays(state, cells, sig) -> Patch:
                  state.tauc[cells].copy())
 
 
-def resolved(alpha, sig_xyz) -> np.ndarray:
-    """``M(alpha) : Sigma`` for stresses ``[xx, yy, xy]`` (..., 3)."""
-    s = np.asarray(sig_xyz)
-    return (math.sin(2 * alpha) * 0.5 * (s[..., 1] - s[..., 0])
-            + math.cos(2 * alpha) * s[..., 2])
-
-
 def von_mises(sig_xyz) -> np.ndarray:
     s = np.asarray(sig_xyz)
     return np.sqrt(0.25 * (s[..., 0] - s[..., 1]) ** 2 + s[..., 2] ** 2)
@@ -558,9 +552,9 @@ class PatchAnalysis:
                     res["trigger_cell"][ip, ia] = cells[r.trigger] if r.trigger >= 0 else -1
                     res["complete"][ip, ia] = r.complete
             for ia, a in enumerate(self.alphas):
-                res["tau_i"][:, ia] = resolved(a, res["sigma_i"])
-                res["tau_c"][:, ia] = resolved(a, res["sigma_c"][:, ia])
-                res["tau_f"][:, ia] = resolved(a, res["sigma_f"][:, ia])
+                res["tau_i"][:, ia] = resolved_shear(a, res["sigma_i"])
+                res["tau_c"][:, ia] = resolved_shear(a, res["sigma_c"][:, ia])
+                res["tau_f"][:, ia] = resolved_shear(a, res["sigma_f"][:, ia])
             res["dtau_c"] = res["tau_c"] - res["tau_i"]
             res["delta_tau_c"] = res["tau_c"] - res["tau_f"]
             res["von_mises"] = von_mises(res["sigma_i"])

@@ -305,7 +305,7 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     external stress per step (resolved on the loading direction), stress increments per step,
     stress drops of the avalanches, slip events, patch statistics. ``idle`` is called at the
     pipeline's safe points (rank 0 serves work requests there)."""
-    from femplast.analysis.patches import resolved
+    from femplast.fe.elasticity import resolved_shear as resolved
     from femplast.protocols.pipeline import RealizationRun, stages_from_case
 
     ld = pcase.loading

@@ -14,6 +14,8 @@ shear component (``eps_xy = gamma / 2`` for a simple shear ``gamma``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from mpi4py import MPI
 
@@ -51,9 +53,17 @@ def M_vector(theta) -> np.ndarray:
     return np.stack([-0.5 * s, 0.5 * s, 0.5 * c], axis=-1)
 
 
-def resolved_shear(theta, sigma) -> np.ndarray:
-    """Resolved shear stress tau = M(theta) : Sigma (eq. 4)."""
-    return np.sum(VOIGT_METRIC * M_vector(theta) * np.asarray(sigma), axis=-1)
+def resolved_shear(theta: float, sigma_xyz) -> np.ndarray:
+    """Resolved shear stress ``tau = M(theta) : Sigma`` (eq. 4) of stresses ``[xx, yy, xy]``
+    (..., 3), ``theta`` in radians: ``sin 2theta (S_yy - S_xx) / 2 + cos 2theta S_xy``."""
+    s = np.asarray(sigma_xyz)
+    return math.sin(2 * theta) * 0.5 * (s[..., 1] - s[..., 0]) + math.cos(2 * theta) * s[..., 2]
+
+
+def resolved_shear_dsp(dsp, theta_deg: float) -> float:
+    """The same for a stress given as ``(d, s, ...)`` and an angle in degrees."""
+    a = math.radians(2 * theta_deg)
+    return math.sin(a) * dsp[0] + math.cos(a) * dsp[1]
 
 
 def stiffness_matrix(G, B) -> np.ndarray:

@@ -83,7 +83,7 @@ from numba import njit
 
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
-from femplast.fe.elasticity import M_vector
+from femplast.fe.elasticity import M_vector, resolved_shear_dsp
 from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group, write_json
 from femplast.protocols import checkpoint as ck
 from femplast.protocols.records import steps_table
@@ -114,11 +114,6 @@ def instability_estimate(sig, R, sin2, cos2, tauc, alpha_p, p_off):
                 if g < best:
                     best = g
     return best
-
-
-def resolved(dsp_mean, alpha_deg: float) -> float:
-    a = math.radians(2 * alpha_deg)
-    return math.sin(a) * dsp_mean[0] + math.cos(a) * dsp_mean[1]
 
 
 def bind(model, state) -> None:
@@ -624,7 +619,7 @@ class RealizationRun:
             return StressStage(self.model, st, sg, alpha, sg.stress, **self._stage_opts(sg))
         if sg.kind == "unload":
             self.model.refresh(st)
-            s_prev = resolved(st.sig @ self.model.weights, prev)
+            s_prev = resolved_shear_dsp(st.sig @ self.model.weights, prev)
             alpha = wrap_angle_deg(prev + 90.0) if s_prev > 0 else prev
             return StressStage(self.model, st, sg, alpha, 0.0, **self._stage_opts(sg))
         return HoldStage(self.model, st, sg, prev, self.case.kmc.Va, **self._stage_opts(sg))
@@ -641,7 +636,7 @@ class RealizationRun:
         tabs = ro.tables()
         mean = ro.mean_dsp()
         res = dict(kind=sg.kind, control=sg.control, alpha_ext=ro.alpha_deg,
-                   gamma_final=ro.gamma_final, stress_final=resolved(mean, ro.alpha_deg),
+                   gamma_final=ro.gamma_final, stress_final=resolved_shear_dsp(mean, ro.alpha_deg),
                    events=ro.drv.num_events, start=sg.start or "")
         if isinstance(ro, StressStage):
             res.update(target=ro.target, reached=int(ro.reached), stress_error=ro.error)

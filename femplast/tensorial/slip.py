@@ -27,12 +27,13 @@ def systems_per_cell(cell_length: float, rho_s: float = 0.8) -> int:
 
 
 @njit(cache=True)
-def draw_threshold(rng, kind: int, p0: float, p1: float) -> float:
-    """One slip threshold: Weibull(lambda=p0, k=p1) (eq. 5) or the fixed value p0."""
+def draw_threshold(rng, kind: int, weibull_lambda: float, weibull_k: float) -> float:
+    """One slip threshold: Weibull(weibull_lambda, weibull_k) (eq. 5), or the fixed value
+    weibull_lambda (THRESHOLD_FIXED, model E)."""
     if kind == THRESHOLD_FIXED:
-        return p0
+        return weibull_lambda
     u = rng.random()
-    return p0 * (-math.log1p(-u)) ** (1.0 / p1)
+    return weibull_lambda * (-math.log1p(-u)) ** (1.0 / weibull_k)
 
 
 @njit(cache=True)
@@ -67,8 +68,8 @@ def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
             the renewal), marginal unchanged; 0: fresh draws.
         lambda_ss, k_ss, struct_strain: evolving structure (struct_strain > 0): the Weibull
             ``lambda(e) = lambda_ss + (lambda_q - lambda_ss) exp(-e / struct_strain)`` (same for
-            k) with ``lambda_q, k_q`` the quench values (p0, p1) and ``e`` the cell's
-            accumulated plastic strain (sum of its d_gamma).
+            k) with ``lambda_q, k_q`` the quench values (weibull_lambda, weibull_k) and ``e`` the
+            cell's accumulated plastic strain (sum of its d_gamma).
         cap: fixed slip amplitudes are capped at gamma_max (eq. 6).
     """
     v = np.zeros(NVPAR)
@@ -142,7 +143,8 @@ def _weibull_from_z(z: float, lam: float, k: float) -> float:
 
 
 @njit(cache=True)
-def draw_threshold_corr(rng, kind: int, p0: float, p1: float, rho: float, old: float) -> float:
+def draw_threshold_corr(rng, kind: int, weibull_lambda: float, weibull_k: float, rho: float,
+                        old: float) -> float:
     """A renewed threshold correlated with ``old`` (Gaussian copula, coefficient rho).
 
     One uniform u as :func:`draw_threshold`; with ``rho = 0`` (or a non-finite old value) it is
@@ -151,12 +153,12 @@ def draw_threshold_corr(rng, kind: int, p0: float, p1: float, rho: float, old: f
     kept, the normal scores of old and new thresholds have correlation rho.
     """
     if kind == THRESHOLD_FIXED:
-        return p0
+        return weibull_lambda
     if rho <= 0.0 or not math.isfinite(old) or old <= 0.0:
-        return draw_threshold(rng, kind, p0, p1)
+        return draw_threshold(rng, kind, weibull_lambda, weibull_k)
     u = rng.random()
-    z = rho * _weibull_z(old, p0, p1) + math.sqrt(1.0 - rho * rho) * ndtri(u)
-    return _weibull_from_z(z, p0, p1)
+    z = rho * _weibull_z(old, weibull_lambda, weibull_k) + math.sqrt(1.0 - rho * rho) * ndtri(u)
+    return _weibull_from_z(z, weibull_lambda, weibull_k)
 
 
 @njit(cache=True)
@@ -173,13 +175,14 @@ def poisson_inv(u: float, mu: float, kmax: int) -> int:
 
 
 @njit(cache=True)
-def structure_params(p0: float, p1: float, vpar, e: float):
+def structure_params(weibull_lambda: float, weibull_k: float, vpar, e: float):
     """Weibull (lambda, k) of a cell with accumulated plastic strain e (evolving structure)."""
     e0 = vpar[V_STRUCT_STRAIN]
     if e0 <= 0.0:
-        return p0, p1
+        return weibull_lambda, weibull_k
     f = math.exp(-e / e0)
-    return vpar[V_LAMBDA_SS] + (p0 - vpar[V_LAMBDA_SS]) * f, vpar[V_K_SS] + (p1 - vpar[V_K_SS]) * f
+    return (vpar[V_LAMBDA_SS] + (weibull_lambda - vpar[V_LAMBDA_SS]) * f,
+            vpar[V_K_SS] + (weibull_k - vpar[V_K_SS]) * f)
 
 
 @njit(cache=True)
@@ -198,7 +201,8 @@ def _draw_angles(rng, c, ngroups, theta, sin2, cos2):
 
 
 @njit(cache=True)
-def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0, e=0.0):
+def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k, vpar=None,
+               dg=0.0, e=0.0):
     """Renew the systems of cell ``c``.
 
     Original renewal (``vpar`` None): N/4 random base angles, then N thresholds (one uniform
@@ -212,9 +216,9 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0,
         N = theta.shape[1]
         _draw_angles(rng, c, N // 4, theta, sin2, cos2)
         for n in range(N):
-            tauc[c, n] = draw_threshold(rng, kind, p0, p1)
+            tauc[c, n] = draw_threshold(rng, kind, weibull_lambda, weibull_k)
         return
-    lam, k = structure_params(p0, p1, vpar, e)
+    lam, k = structure_params(weibull_lambda, weibull_k, vpar, e)
     rho = 0.0
     if vpar[V_CORR_STRAIN] > 0.0:
         rho = math.exp(-dg / vpar[V_CORR_STRAIN])
@@ -244,12 +248,13 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None, dg=0.0,
 
 
 @njit(cache=True)
-def renew_all(rng, theta, sin2, cos2, tauc, kind, p0, p1, vpar=None):
+def renew_all(rng, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k, vpar=None):
     """Draw the systems of every cell (initial state; with vpar: fresh, uncorrelated draws)."""
     if vpar is None:
         for c in range(theta.shape[0]):
-            renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1)
+            renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k)
     else:
         tauc[:, :] = np.inf
         for c in range(theta.shape[0]):
-            renew_cell(rng, c, theta, sin2, cos2, tauc, kind, p0, p1, vpar, np.inf, 0.0)
+            renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k, vpar,
+                       np.inf, 0.0)
