@@ -363,7 +363,8 @@ class Simulation:
         if self.distance_to_threshold().min() < 0.0:
             return self.relax()
         self._rebase(direction, self.dgamma)
-        g = self._next_instability()
+        self._model.refresh(self._state)
+        g = self._drv.next_unstable_strain(0.0)
         if not math.isfinite(g):
             raise RuntimeError("no system becomes active along this direction")
         self._drv = self._driver(direction, g)
@@ -547,25 +548,6 @@ class Simulation:
         n = self._drv.num_events - n0
         self.num_events += n
         return n
-
-    def _next_instability(self) -> float:
-        """Smallest strain of the (fresh) driver at which a system is active."""
-        s, p, R = self._state, self._model.params, self._drv.R
-        self._model.refresh(s)
-        a = s.tauc - (s.sin2 * s.sig[0][:, None] + s.cos2 * s.sig[1][:, None])
-        r = s.sin2 * R[0][:, None] + s.cos2 * R[1][:, None]
-        if p.alpha_p:
-            a = a + p.alpha_p * (p.p_offset - s.sig[2])[:, None]
-            r = r + p.alpha_p * R[2][:, None]
-        up = r > 0
-        if not up.any():
-            return math.inf
-        g = max(float((a[up] / r[up]).min()), 0.0)
-        step = max(abs(float(np.spacing(g))), 1e-300)
-        while self._model.distance_to_threshold(s, g, self._drv.alpha_ext).min() >= 0.0:
-            g += step
-            step *= 2.0
-        return g
 
     def _amplitude(self, c: int, n: int) -> float:
         """Amplitude of a slip of system n of cell c: the model's slip rule (eq. 6-7,

@@ -79,7 +79,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
@@ -97,23 +96,6 @@ log = logging.getLogger("femplast")
 BUDGET = 5000  # events between safe points (interruption, checkpoints)
 SLICE = 1000  # strain increments between safe points
 CURVE_POINTS = 201
-
-
-@njit(cache=True)
-def instability_estimate(sig, R, sin2, cos2, tauc, alpha_p, p_off):
-    """min over systems with a growing resolved stress of a_n / r_n (see the module doc)."""
-    best = np.inf
-    for c in range(sig.shape[1]):
-        sh0 = 0.0 if alpha_p == 0.0 else alpha_p * (p_off - sig[2, c])
-        rp = alpha_p * R[2, c]
-        for n in range(sin2.shape[1]):
-            r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
-            if r > 0.0:
-                a = tauc[c, n] + sh0 - (sin2[c, n] * sig[0, c] + cos2[c, n] * sig[1, c])
-                g = a / r
-                if g < best:
-                    best = g
-    return best
 
 
 def bind(model, state) -> None:
@@ -340,17 +322,7 @@ class StressStage(StageRun):
                                   p.p_offset))
 
     def next_instability(self, g0: float) -> float:
-        s, p = self.state, self.model.params
-        g = float(instability_estimate(s.sig, self.drv.R, s.sin2, s.cos2, s.tauc, p.alpha_p,
-                                       p.p_offset))
-        if not math.isfinite(g):
-            return math.inf
-        g = max(g, g0)
-        step = max(abs(np.spacing(g)), 1e-300)
-        while not self._active(g):
-            g += step
-            step *= 2.0
-        return g
+        return self.drv.next_unstable_strain(g0)
 
     def _avalanche(self, g: float, tick) -> None:
         self._set_gamma(g)

@@ -205,6 +205,26 @@ def any_active_at(gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
     return False
 
 
+@njit(cache=True)
+def instability_estimate(sig, R, sin2, cos2, tauc, alpha_p, p_off):
+    """``min a_n / r_n`` over the systems whose distance to threshold
+    ``dtau_c,n(gamma) = a_n - r_n gamma`` decreases with the external strain (inf: none)."""
+    best = np.inf
+    for c in range(sig.shape[1]):
+        sh0 = 0.0 if alpha_p == 0.0 else alpha_p * (p_off - sig[2, c])
+        rp = alpha_p * R[2, c]
+        for n in range(sin2.shape[1]):
+            r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
+            if r > 0.0:
+                a = tauc[c, n] + sh0 - (sin2[c, n] * sig[0, c] + cos2[c, n] * sig[1, c])
+                g = a / r
+                if g < best:
+                    best = g
+    return best
+
+
+
+
 # ============================================================================ 1. load
 @njit(cache=True)
 def _candidates(span, gam0, sig, R, lz, ctl):
@@ -729,6 +749,26 @@ class AQSDriver:
         self.model.refresh(self.state)
         if on_progress:
             on_progress(self)
+
+    def next_unstable_strain(self, g0: float = 0.0) -> float:
+        """The smallest continuous external strain ``>= g0`` (this driver's orientation) at
+        which a system is active, from a stable state: the linear estimate
+        (:func:`instability_estimate`) settled upward by a few ulps until the loop's exact
+        activity test holds; inf when no system is loaded (stress control, event-driven
+        stepping). With pressure-sensitive thresholds the pressure must be current
+        (``model.refresh``; it is whenever the loop tracks it)."""
+        s, p = self.state, self.model.params
+        g = float(instability_estimate(s.sig, self.R, s.sin2, s.cos2, s.tauc, p.alpha_p,
+                                       p.p_offset))
+        if not math.isfinite(g):
+            return math.inf
+        g = max(g, g0)
+        step = max(abs(np.spacing(g)), 1e-300)
+        while not any_active_at(g, s.sig, self.R, s.sin2, s.cos2, s.tauc, p.alpha_p,
+                                p.p_offset):
+            g += step
+            step *= 2.0
+        return g
 
     def _finish_avalanche(self) -> None:
         k = self.k
