@@ -443,7 +443,7 @@ class RenewalSection(ThresholdsSection):
 
 @dataclass
 class ScalarFitSection:
-    """Fit of the slip law to target stresses (femplast.scalar.model.fit_slip)."""
+    """Fit of the slip law to target stresses (femplast.scalar.model.fit_slip_law)."""
 
     flow_stress: float | None = key(None, "target flow stress (mean stress for gamma_ext >= "
                                     "loading.stationary_from); when given, c0 (and c1 if "
