@@ -209,3 +209,93 @@ def test_sigterm_subprocess_then_resume(tmp_path):
     r = subprocess.run(cmd + [str(cut), "--resume"], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "complete" in r.stderr
+
+
+# ----------------------------------------------------------------------------- scalar sweeps
+SWEEP_CASE = ROOT / "cases" / "sweep_scalar.yaml"
+
+
+@pytest.fixture(scope="module")
+def scalar_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scalar_sweep") / "serial"
+    summary = run_case(load_case(SWEEP_CASE), out, MPI.COMM_SELF, quiet=True)
+    return out, summary
+
+
+def _table(out: Path) -> list[list[str]]:
+    text = (out / "sweep" / "table.csv").read_text()
+    return [ln.split(",") for ln in text.splitlines() if not ln.startswith("#")]
+
+
+def test_scalar_sweep_table(scalar_sweep):
+    """The shipped scalar sweep: one row per grid point with the scalar statistics and no
+    error columns; larger slips lower the flow stress, an older glass overshoots more."""
+    from femplast.app.sweep import SCALAR_STAT_COLUMNS
+
+    out, summary = scalar_sweep
+    rows = _table(out)
+    assert rows[0] == ["point", "scalar.c0", "scalar.thresholds.scale",
+                       *SCALAR_STAT_COLUMNS]
+    assert len(rows) == 1 + 6 and not any(c.startswith("L_") for c in rows[0])
+    t = {c: np.array([float(r[j]) for r in rows[1:]]) for j, c in enumerate(rows[0])}
+    assert np.all(t["realizations"] == 16) and np.all(np.isfinite(t["flow_stress"]))
+    flow = t["flow_stress"].reshape(3, 2)  # c0 rows, scale columns
+    assert np.all(np.diff(flow, axis=0) < 0)
+    over = t["overshoot"].reshape(3, 2)
+    assert np.all(over[:, 1] > over[:, 0])
+    sw = summary["sweep"]
+    assert sw["grid_points"] == 6 and sw["errors"] == [] and "best" not in sw
+    assert sw["grid"] == {"scalar.c0": [0.015, 0.025, 0.035],
+                          "scalar.thresholds.scale": [1.4, 2.0]}
+
+
+def test_scalar_sweep_point_equals_plain_run(scalar_sweep, tmp_path):
+    """A point of the scalar sweep is a plain scalar run of the point's case: the same
+    statistics, bit for bit."""
+    from femplast.app import sweep as SW
+
+    out, _ = scalar_sweep
+    case = load_case(SWEEP_CASE)
+    pt = SW.plan(case)[3]
+    s = run_case(SW.point_case(case, pt), tmp_path / "plain3", MPI.COMM_SELF, quiet=True)
+    p = json.loads(SW.point_path(out, 3).read_text())
+    assert p["params"] == {"scalar.c0": 0.025, "scalar.thresholds.scale": 2.0}
+    want = json.loads(json.dumps(s["scalar"]["statistics"]))
+    assert {k: p["statistics"][k] for k in want} == want
+    assert p["statistics"]["age"] == s["scalar"]["age"]
+
+
+@pytest.mark.mpi
+def test_scalar_sweep_two_ranks_same_table(scalar_sweep, tmp_path):
+    out, _ = scalar_sweep
+    mpirun = Path(sys.executable).parent / "mpirun"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([str(mpirun), "-n", "2", sys.executable, "-m", "femplast",
+                        str(SWEEP_CASE), "--out", str(tmp_path / "mpi2"), "--quiet"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mpi2" / "sweep" / "table.csv").read_bytes() == \
+        (out / "sweep" / "table.csv").read_bytes()
+    ranks = json.loads((tmp_path / "mpi2" / "summary.json").read_text())["sweep"]["ranks"]
+    assert sum(x["points_computed"] for x in ranks) == 6
+
+
+@pytest.mark.parametrize("override, key", [
+    ("sweep.errors=[macro]", "sweep.errors"),
+    ("sweep.grid={k: [2.0]}", "sweep.grid.k"),
+    ("sweep.grid={slip.chi: [2.0]}", "sweep.grid.slip.chi"),
+    ("sweep.grid={scalar.fit.flow_stress: [1.0]}", "sweep.grid.scalar.fit.flow_stress"),
+    ("sweep.grid={scalar.thresholds: [1.0]}", "sweep.grid.scalar.thresholds"),
+    ("sweep.grid={scalar.nope: [1.0]}", "sweep.grid.scalar.nope"),
+    ("sweep.grid={scalar.c0: [0.02, -1.0]}", "sweep.grid.scalar.c0"),
+    ("sweep.finite_size=[8]", "sweep.finite_size"),
+    ("sweep.reference=ref", "sweep.reference"),
+    ("scalar.fit.flow_stress=1.0", "scalar.fit.flow_stress"),
+])
+def test_scalar_sweep_validation(override, key):
+    from femplast.errors import FemplastInputError
+
+    with pytest.raises(FemplastInputError) as e:
+        load_case(SWEEP_CASE, [override])
+    assert e.value.key == key, str(e.value)
