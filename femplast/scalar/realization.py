@@ -188,7 +188,7 @@ class ScalarRuns:
         model = S.model_from_case(case)
         fit = None
         if case.scalar.fit.flow_stress is not None:
-            fit = _fit(case, model, Path(outdir), comm, progress, resume)
+            fit = _fit(case, model, outdir, comm, progress, resume)
             model = model.with_slip(fit["c0"], fit["c1"])
             progress(f"fit: c0 = {fit['c0']:.5g} +- {fit['c0_err95']:.2g} (95%), c1 = "
                      f"{fit['c1']:.5g}", True)
@@ -239,13 +239,14 @@ def fit_target(case) -> S.FitTarget:
     return S.FitTarget(f.flow_stress, f.flow_stress_err, f.peak_stress, f.peak_stress_err)
 
 
-def _fit(case, model, outdir: Path, comm, progress, resume: bool) -> dict:
-    """Fit the slip law (collective over ``comm``), or read the saved fit on resume."""
+def _fit(case, model, outdir: Path | None, comm, progress, resume: bool) -> dict:
+    """Fit the slip law (collective over ``comm``), or read the saved fit on resume;
+    ``outdir`` None: not saved."""
     from femplast.io.output import write_json
 
-    path = outdir / "checkpoint" / "fit.json"
+    path = None if outdir is None else Path(outdir) / "checkpoint" / "fit.json"
     fit = None
-    if comm.rank == 0 and resume and path.is_file():
+    if comm.rank == 0 and resume and path is not None and path.is_file():
         fit = json.loads(path.read_text())
         progress(f"resumed: fit read from {path}", True)
     fit = comm.bcast(fit, root=0)
@@ -253,7 +254,7 @@ def _fit(case, model, outdir: Path, comm, progress, resume: bool) -> dict:
         return fit
     fit = S.fit_slip_law(model, fit_runs(case, comm), fit_target(case),
                          case.scalar.fit.max_evaluations, log=lambda m: progress(m, True))
-    if comm.rank == 0:
+    if comm.rank == 0 and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, fit)
     return fit
