@@ -3,7 +3,6 @@ write per-realization outputs and the summary."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,10 +13,8 @@ from femplast.config.case import Case
 from femplast.errors import FemplastInputError
 from femplast.io.output import (
     FieldWriter,
-    H5Writer,
     Progress,
     stress_fields,
-    write_group,
     write_json,
 )
 from femplast.protocols import pipeline as protocols
@@ -57,100 +54,6 @@ def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) 
                 num_cells=box.num_cells)
 
 
-SCALAR_STEP_NAMES = dict(gamma_ext=0, stress_before=1, stress=2, eps_pl_mean=3,
-                         plastic_strain_variance=4, mean_threshold=5, LOC=6,
-                         internal_stress_std=7, size=8, relaxation_steps=9)
-
-
-def run_scalar(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) -> dict:
-    """model: scalar -> scalar EPM under synchronous extremal dynamics (femplast.scalar.model):
-    optional fit of the slip law, then the realizations (spread over ranks)."""
-    from femplast.scalar import model as S
-    from femplast.streams import realization_rng
-
-    sc, ld, seed, nreal = case.scalar, case.loading, case.run.seed, case.run.realizations
-    model = S.model_from_case(case)
-    grid = np.linspace(0.0, ld.gamma_max, sc.curve_points)
-    fit = None
-    if sc.fit.flow_stress is not None:
-        fit = S.fit_slip(model, seed, nreal, ld.gamma_max, grid, ld.stationary_from,
-                         sc.fit.flow_stress, sc.fit.flow_stress_err, sc.fit.peak_stress,
-                         sc.fit.peak_stress_err, sc.fit.max_evaluations, comm,
-                         log=lambda m: progress(m, True))
-        model = model.with_slip(fit["c0"], fit["c1"])
-        progress(f"fit: c0 = {fit['c0']:.5g} +- {fit['c0_err95']:.2g} (95%), c1 = "
-                 f"{fit['c1']:.5g}", True)
-    box = build_box(case, MPI.COMM_SELF) if case.output.fields and case.output.snapshots \
-        else None
-    (outdir / "realizations").mkdir(parents=True, exist_ok=True)
-    results = []
-    for i in range(comm.rank, nreal, comm.size):
-        st = model.new_state(realization_rng(seed, i))
-        drv = S.ScalarDriver(model, st)
-        name = f"r{i:04d}"
-        fw = FieldWriter(outdir / "fields" / f"{name}.xdmf", box) if box is not None else None
-
-        def snapshot(g, st=st, fw=fw):
-            sig = st.sig + model.G * g
-            fw.write(g, dict(sigma_xy=sig, eps_pl_xy=st.epl, tau_c=st.thr, x=st.thr - sig,
-                             sigma0_xy=st.sigma0))
-
-        t0 = time.perf_counter()
-
-        def on_progress(d, i=i, t0=t0):
-            progress(f"realization {i + 1}/{nreal}: gamma_ext = {d.gamma_ext:.4f} / "
-                     f"{ld.gamma_max}, {d.num_events} slips, "
-                     f"{d.num_events / max(time.perf_counter() - t0, 1e-9):,.0f} slips/s")
-
-        drv.run(ld.gamma_max, stops=case.output.snapshots if fw else (),
-                on_stop=snapshot if fw else None, on_progress=on_progress)
-        wall = time.perf_counter() - t0
-        if fw:
-            fw.close()
-        rec = drv.table()
-        with H5Writer(outdir / "realizations" / f"{name}.h5") as f:
-            f.attrs.update(dict(realization=i, seed=seed, model="scalar",
-                                femplast_version=__version__, kernel=model.kernel_kind,
-                                wall_time=wall, num_events=drv.num_events))
-            write_group(f, "steps", {k: (rec[:, c].astype(np.int64) if k in ("size",
-                                         "relaxation_steps") else rec[:, c])
-                                     for k, c in SCALAR_STEP_NAMES.items()},
-                        dict(doc="row 0: initial state; then one row per avalanche, after it "
-                                 "(stress_before: at its start). stress: macroscopic xy stress; "
-                                 "eps_pl_mean, plastic_strain_variance: tensorial eps_xy; LOC: "
-                                 "eq. 13 of the local total strain; size: slips"))
-            write_group(f, "state", dict(stress=st.sig + model.G * st.gamma,
-                                         sigma0=st.sigma0, eps_pl=st.epl, tau_c=st.thr),
-                        dict(gamma_ext=st.gamma, alpha_ext=0.0,
-                             rng_state=json.dumps(st.rng.bit_generator.state),
-                             doc="scalar fields per cell (iy * N + ix): xy stress, frozen-in "
-                                 "stress, tensorial plastic eps_xy, threshold"))
-        results.append(dict(index=i, wall=wall, events=drv.num_events,
-                            curves=S.curves_on_grid(rec, grid, model.G)))
-        progress(f"realization {i + 1}/{nreal} done: {drv.num_events} slips in {wall:.2f} s",
-                 True)
-    allres = comm.gather(results, root=0)
-    if comm.rank != 0:
-        return {}
-    res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
-    curves = {k: np.array([r["curves"][k] for r in res]) for k in S.CURVE_NAMES}
-    stats = S.statistics(curves, grid, ld.stationary_from)
-    for k in ("flow_per_realization", "peak_per_realization"):
-        stats[k] = stats[k].tolist()
-    par = model.parameters()
-    if fit is not None:
-        fit = {k: v for k, v in fit.items()}
-    with np.errstate(all="ignore"):
-        mean_curves = {k: np.nanmean(v, axis=0) for k, v in curves.items()}
-        std_curves = {k: np.nanstd(v, axis=0) for k, v in curves.items()}
-    return dict(num_cells=model.num_cells, seeds=[[seed, r["index"]] for r in res],
-                total_slip_events=int(sum(r["events"] for r in res)),
-                realization_wall_time=[r["wall"] for r in res],
-                scalar=dict(disorder_strength=par["disorder_strength_s"], age=par["age_r"],
-                            parameters=par, statistics=stats, fit=fit,
-                            curves=dict(gamma_ext=grid, mean=mean_curves, std=std_curves)))
-
-
 def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: bool = False,
              event_log: bool = False, resume: bool = False) -> dict | None:
     """Run ``case`` into ``outdir``; returns the summary on rank 0. ``resume``: continue an
@@ -170,18 +73,21 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
         from femplast.app.sweep import run_sweep
 
         summary.update(run_sweep(case, outdir, comm, progress, resume=resume))
-    elif case.model in ("tensorial", "quench"):  # the realization pipeline
+    elif case.model in ("tensorial", "quench", "scalar"):  # the realization loop
         if resume:
             protocols.check_resume(case, outdir)
+        runs = None  # tensorial: protocols.TensorialRuns
+        if case.model == "scalar":  # the fit of the slip law (scalar.fit) runs here
+            from femplast.scalar.realization import ScalarRuns
+
+            runs = ScalarRuns.prepare(case, outdir, comm, progress, resume=resume)
         summary.update(protocols.run_realizations(case, outdir, comm, progress, resume=resume,
-                                                  event_log=event_log))
+                                                  event_log=event_log, runs=runs))
     elif resume:
-        raise FemplastInputError("--resume", True, "only for tensorial runs and sweeps "
-                                 "(sweep.enabled)")
+        raise FemplastInputError("--resume", True, "only for tensorial and scalar runs and "
+                                 "sweeps (sweep.enabled)")
     elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
-    elif case.model == "scalar":
-        summary.update(run_scalar(case, outdir, comm, progress))
     if comm.rank == 0:
         summary["wall_time"] = time.perf_counter() - t0
         write_json(outdir / "summary.json", summary)

@@ -24,6 +24,17 @@ Outputs (``OUTDIR/sweep/``):
   assembled from the point files, hence identical for any number of ranks or interruptions;
 * ``finite_size.csv``: one row per system size (``sweep.finite_size``).
 
+Scalar model (``model: scalar``, femplast.scalar): grid keys are numeric keys of the sections
+``scalar`` (``scalar.c0``, ``scalar.c1``, ``scalar.internal_stress_std``,
+``scalar.thresholds.scale``, ``scalar.renewal.shape``, ...), ``mesh``, ``elasticity`` and
+``loading``. A point runs its realizations through
+:class:`femplast.scalar.realization.ScalarRealization` in memory (no field stops, as a plain
+run without snapshots) and reduces them with :func:`femplast.scalar.model.statistics`; the
+table has those statistics (:data:`SCALAR_STAT_COLUMNS`: flow and peak stress with standard
+errors, overshoot, LOC maximum, thresholds, ...) and no error columns: calibration errors
+compare tensorial statistics with a reference, so ``sweep.errors`` must be ``[]`` and
+``sweep.reference`` null; no finite-size points, no ``scalar.fit`` per point.
+
 Scheduling: rank 0 hands out point indices on request (dynamic load balancing) and computes
 points itself, answering requests between realizations; a killed sweep restarted with
 ``--resume`` skips every point whose file exists.
@@ -56,6 +67,13 @@ STAT_COLUMNS = ("sigma_xy_mean", "sigma_xy_std", "sigma_xy_std_err", "drop_xy_me
                 "avalanches_per_realization", "slip_events_per_unit_strain",
                 "tau_c_mean_plus", "delta_tau_c_mean_plus", "tau_c_mean_minus",
                 "delta_tau_c_mean_minus", "realizations")
+SCALAR_SECTIONS = ("scalar", "mesh", "elasticity", "loading")
+SCALAR_STAT_COLUMNS = ("flow_stress", "flow_stress_err", "peak_stress", "peak_stress_err",
+                       "gamma_peak", "overshoot", "loc_max", "gamma_loc_max", "loc_final",
+                       "tau_c_mean_initial", "tau_c_mean_final", "tau_c_mean_max",
+                       "gamma_tau_c_max", "eps_pl_var_final", "sigma_std_final",
+                       "disorder_strength", "age", "slip_events_per_realization",
+                       "realizations")
 TAG_REQ, TAG_WORK = 7101, 7102
 
 
@@ -175,30 +193,20 @@ def validate(case) -> None:
     sw = case.sweep
     if not sw.enabled:
         return
-    if case.model != "tensorial":
-        raise FemplastInputError("sweep.enabled", True, "only with model: tensorial")
+    if case.model not in ("tensorial", "scalar"):
+        raise FemplastInputError("sweep.enabled", True, "only with model: tensorial or scalar")
     if case.run.parallel != "realizations":
         raise FemplastInputError("run.parallel", case.run.parallel,
                                  "'realizations' with sweep.enabled (points run on one rank)")
     if not sw.grid and not sw.finite_size:
         raise FemplastInputError("sweep.grid", sw.grid, "at least one axis (or "
                                  "sweep.finite_size)")
-    from femplast.config.case import Case
-
-    top = {f.name for f in dataclasses.fields(Case)}
+    if case.model == "scalar":
+        _check_scalar(case)
     base = case.to_dict()
     axes = {}
     for k, spec in sw.grid.items():
-        dk = dotted(str(k))
-        parts = dk.split(".")
-        if parts[0] not in top or parts[0] in NOT_GRIDDABLE or len(parts) != 2:
-            raise FemplastInputError(f"sweep.grid.{k}", spec, "k, lambda, chi or a dotted "
-                                     "numeric key of sections mesh, elasticity, slip, loading, "
-                                     "redistribution (e.g. loading.dgamma_ext)")
-        sec = base.get(parts[0])
-        if not isinstance(sec, dict) or parts[1] not in sec:
-            raise FemplastInputError(f"sweep.grid.{k}", spec, f"an existing key ({dk} is not "
-                                     "a case key)")
+        _check_key(case, str(k), spec, base)
         if column(k) in axes:
             raise FemplastInputError(f"sweep.grid.{k}", spec, "each key once")
         axes[column(k)] = axis_values(spec, str(k))
@@ -212,6 +220,52 @@ def validate(case) -> None:
             point_case(case, dict(point=0, kind="grid", params=dict(first, **{a: v})))
     if sw.reference is not None:
         _check_reference(case)
+
+
+def _check_key(case, k: str, spec, base: dict) -> None:
+    """A grid key names an existing numeric key of a griddable section: tensorial: sections
+    mesh, elasticity, slip, loading, redistribution (and the aliases k, lambda, chi); scalar:
+    mesh, elasticity, loading, scalar (scalar.thresholds.* and scalar.renewal.* too)."""
+    from femplast.config.case import Case
+
+    dk = dotted(k)
+    parts = dk.split(".")
+    if case.model == "scalar":
+        ok = parts[0] in SCALAR_SECTIONS and (len(parts) == 2 or (
+            len(parts) == 3 and parts[0] == "scalar" and parts[1] in ("thresholds", "renewal")))
+        what = ("a dotted numeric key of sections scalar, mesh, elasticity, loading with model: "
+                "scalar (e.g. scalar.c0, scalar.internal_stress_std, scalar.thresholds.scale, "
+                "scalar.renewal.shape, loading.gamma_max)")
+    else:
+        top = {f.name for f in dataclasses.fields(Case)}
+        ok = parts[0] in top and parts[0] not in NOT_GRIDDABLE and len(parts) == 2
+        what = ("k, lambda, chi or a dotted numeric key of sections mesh, elasticity, slip, "
+                "loading, redistribution (e.g. loading.dgamma_ext)")
+    if not ok:
+        raise FemplastInputError(f"sweep.grid.{k}", spec, what)
+    sec = base
+    for p in parts[:-1]:
+        sec = sec.get(p) if isinstance(sec, dict) else None
+    if not isinstance(sec, dict) or parts[-1] not in sec or isinstance(sec[parts[-1]], dict):
+        raise FemplastInputError(f"sweep.grid.{k}", spec, f"an existing key ({dk} is not "
+                                 "a case key)")
+
+
+def _check_scalar(case) -> None:
+    """A scalar sweep reports the scalar statistics per point: no calibration errors against
+    a tensorial reference, no finite-size points, no fit of the slip law per point."""
+    sw = case.sweep
+    if sw.errors:
+        raise FemplastInputError("sweep.errors", sw.errors, "[] with model: scalar (calibration "
+                                 "errors compare tensorial statistics with a reference)")
+    if sw.reference is not None:
+        raise FemplastInputError("sweep.reference", sw.reference, "null with model: scalar")
+    if sw.finite_size:
+        raise FemplastInputError("sweep.finite_size", sw.finite_size, "[] with model: scalar "
+                                 "(sweep mesh.n instead)")
+    if case.scalar.fit.flow_stress is not None:
+        raise FemplastInputError("scalar.fit.flow_stress", case.scalar.fit.flow_stress,
+                                 "null with sweep.enabled (points run at the grid's slip law)")
 
 
 def _check_reference(case):
@@ -328,6 +382,8 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
 def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
                   idle=None, keep_samples: bool = False) -> dict:
     """Run one point's realizations and reduce them to its statistics and errors."""
+    if case.model == "scalar":
+        return compute_scalar_point(case, pt, idle)
     t0 = time.perf_counter()
     pc = point_case(case, pt)
     model = models.get(pc)
@@ -391,6 +447,35 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
     if keep_samples:
         out["samples"] = {q: np.concatenate(v) if v else np.zeros(0) for q, v in samples.items()}
     return out
+
+
+def compute_scalar_point(case, pt: dict, idle=None) -> dict:
+    """One point of a scalar sweep: its realizations (femplast.scalar.realization, in memory)
+    reduced to the statistics of :func:`femplast.scalar.model.statistics` (flow and peak
+    stress with standard errors, LOC maximum, thresholds, ...), the point's disorder strength
+    and age; the same numbers as a plain run of the point's case (summary ``scalar``)."""
+    from femplast.scalar.model import CURVE_NAMES, model_from_case, statistics
+    from femplast.scalar.realization import ScalarRealization, curve_grid
+
+    t0 = time.perf_counter()
+    pc = point_case(case, pt)
+    model = model_from_case(pc)
+    R = pc.run.realizations
+    tick = idle if idle is not None else (lambda: None)
+    res = []
+    for j in range(R):
+        res.append(ScalarRealization(pc, model, j, None).run(tick))
+        tick()
+    curves = {k: np.array([r["curves"][k] for r in res]) for k in CURVE_NAMES}
+    st = statistics(curves, curve_grid(pc), pc.loading.stationary_from)
+    stats = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+    par = model.parameters()
+    stats.update(disorder_strength=par["disorder_strength_s"], age=par["age_r"],
+                 slip_events_per_realization=float(np.mean([r["events"] for r in res])))
+    return dict(point=pt["point"], kind=pt["kind"], params=pt["params"], seed=pc.run.seed,
+                realizations=R, num_cells=model.num_cells, L=pc.mesh.L, statistics=stats,
+                parameters=par, patches=[], errors={}, wall_time=time.perf_counter() - t0,
+                rank=MPI.COMM_WORLD.rank)
 
 
 def point_errors(case, counts, totals, entries, ref) -> dict:
@@ -570,16 +655,19 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
 # ============================================================================ table + analyses
 def table_rows(case, points, results) -> tuple[list[str], list[list]]:
     axes = list(grid_points(case)[0]) if case.sweep.grid else []
-    cols = ["point", *axes, *C.ERROR_COLUMNS, *STAT_COLUMNS]
+    scalar = case.model == "scalar"
+    errs = () if scalar else C.ERROR_COLUMNS
+    stat_cols = SCALAR_STAT_COLUMNS if scalar else STAT_COLUMNS
+    cols = ["point", *axes, *errs, *stat_cols]
     rows = []
     for p, r in zip(points, results, strict=True):
         if p["kind"] != "grid":
             continue
         st, er = r["statistics"], r["errors"]
         row = [p["point"], *(p["params"][a] for a in axes)]
-        row += [er.get(c, math.nan) for c in C.ERROR_COLUMNS]
+        row += [er.get(c, math.nan) for c in errs]
         row += [r["realizations"] if c == "realizations" else st.get(c, math.nan)
-                for c in STAT_COLUMNS]
+                for c in stat_cols]
         rows.append(row)
     return cols, rows
 

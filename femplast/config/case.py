@@ -245,8 +245,10 @@ class SweepSection:
     grid: dict = key({}, "grid axes 'key: spec' (points = their product, the last axis "
                      "fastest); key k, lambda, chi (slip.weibull_k, slip.weibull_lambda, "
                      "slip.chi) or a dotted numeric key of mesh, elasticity, slip, loading, "
-                     "redistribution; spec {start, stop, step} (stop included), a list or "
-                     "a number")
+                     "redistribution; model: scalar: a dotted numeric key of scalar (also "
+                     "scalar.thresholds.* and scalar.renewal.*, e.g. scalar.c0, "
+                     "scalar.thresholds.scale), mesh, elasticity, loading; spec {start, stop, "
+                     "step} (stop included), a list or a number")
     realizations: int | None = key(None, "realizations per point; null: run.realizations",
                                    min=1)
     seeds: str = key("common", "common: realization j of every point uses "
@@ -263,7 +265,8 @@ class SweepSection:
                             "increments, eq. 8), meso (L_meso_plus / L_meso_minus = mean L[F] "
                             "of the 8 stationary patch statistics at alpha 0 / 90 and the "
                             "largest patch size, eq. 9; needs patches.enabled). L_stat = "
-                            "(L_macro + (L+ + L-)/2)/2, or L_macro without meso",
+                            "(L_macro + (L+ + L-)/2)/2, or L_macro without meso. "
+                            "model: scalar: [] (the table has the scalar statistics)",
                             choices=("macro", "meso"))
     finite_size: list[int] = key([], "also run the base parameters at these mesh.n (same "
                                  "cell size: mesh.L scales with n), sweep.realizations each, "
@@ -443,7 +446,7 @@ class RenewalSection(ThresholdsSection):
 
 @dataclass
 class ScalarFitSection:
-    """Fit of the slip law to target stresses (femplast.scalar.model.fit_slip)."""
+    """Fit of the slip law to target stresses (femplast.scalar.model.fit_slip_law)."""
 
     flow_stress: float | None = key(None, "target flow stress (mean stress for gamma_ext >= "
                                     "loading.stationary_from); when given, c0 (and c1 if "

@@ -764,38 +764,58 @@ class Models:
         return self._build(self.case, self.comm, index)
 
 
+class TensorialRuns:
+    """The tensorial run kind of :func:`run_realizations`: realizations are
+    :class:`RealizationRun` objects; ``sample`` (``run.parallel: sample``): each realization
+    on the mesh distributed over all ranks (every rank runs the same replicated dynamics,
+    rank 0 writes). ``event_log``: every stage's realization file gets an ``events`` group."""
+
+    def __init__(self, case, outdir: Path, comm, progress, event_log: bool = False):
+        from mpi4py import MPI
+
+        self.case, self.outdir, self.comm = case, outdir, comm
+        self.progress, self.event_log = progress, event_log
+        self.sample = case.run.parallel == "sample"
+        self.stages = stages_from_case(case)
+        self.models = Models(case, comm if self.sample else MPI.COMM_SELF,
+                             0 if self.sample else comm.rank)
+
+    def new_run(self, index: int) -> RealizationRun:
+        return RealizationRun(self.case, self.models.get(index), index, self.outdir,
+                              stages_from_case(self.case), self.models.initial, self.progress,
+                              self.event_log, write=not self.sample or self.comm.rank == 0)
+
+    def summarize(self, res: list[dict]) -> dict:
+        return summarize(self.case, self.models.first, self.stages, res)
+
+
 def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
-                     event_log: bool = False) -> dict:
-    """Run the realizations of a tensorial case through :class:`RealizationRun`: spread over
-    the ranks, or (``run.parallel: sample``) each one on the mesh distributed over all ranks
-    (every rank runs the same replicated dynamics, rank 0 writes). Returns the summary part
-    on rank 0. ``event_log``: every stage's realization file gets an ``events`` group.
+                     event_log: bool = False, runs=None) -> dict:
+    """The one realization loop of every run kind. ``runs`` is the kind (default
+    :class:`TensorialRuns`; the scalar model's is ``femplast.scalar.realization.ScalarRuns``):
+    an object with ``sample`` (True: every rank runs every realization, on a distributed
+    mesh; False: realizations spread over the ranks), ``new_run(index)`` returning a
+    realization (``index``, ``run(tick) -> result dict`` with ``index``, ``events``,
+    ``wall``; ``checkpoint() -> dict``, ``restore(d)``) and ``summarize(results)``. Results
+    are gathered to rank 0, sorted by index; returns the kind's summary on rank 0.
 
     Checkpoints (every ``run.checkpoint_interval`` seconds, after every realization, on
     SIGINT/SIGTERM, which then raise :class:`femplast.protocols.checkpoint.Interrupted`)
     make every run resumable (``--resume``).
     """
-    from mpi4py import MPI
-
-    sample = case.run.parallel == "sample"
-    stages = stages_from_case(case)
+    if runs is None:
+        runs = TensorialRuns(case, outdir, comm, progress, event_log)
+    sample = runs.sample
     mine = (list(range(case.run.realizations)) if sample
             else list(range(comm.rank, case.run.realizations, comm.size)))
-    models = Models(case, comm if sample else MPI.COMM_SELF, 0 if sample else comm.rank)
     cpath = checkpoint_path(outdir, comm)
     done: list[dict] = []
     current = None
-
-    def new_run(i):
-        return RealizationRun(case, models.get(i), i, outdir,
-                              stages_from_case(case), models.initial, progress, event_log,
-                              write=not sample or comm.rank == 0)
-
     if resume and cpath.is_file():
         data = ck.load(cpath)
         done = list(data["done"])
         if data["current"] is not None:
-            current = new_run(int(data["current"]["index"]))
+            current = runs.new_run(int(data["current"]["index"]))
             current.restore(data["current"])
         progress(f"resumed from {cpath}: {len(done)} realization(s) done"
                  + (f", realization {current.index + 1} in progress" if current else ""), True)
@@ -813,7 +833,7 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
             if i in finished:
                 continue
             if holder["run"] is None or holder["run"].index != i:
-                holder["run"] = new_run(i)
+                holder["run"] = runs.new_run(i)
             res = holder["run"].run(intr.tick)
             done.append(res)
             holder["run"] = None
@@ -824,8 +844,7 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
     allres = [done] if sample else comm.gather(done, root=0)
     if comm.rank != 0:
         return {}
-    res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
-    return summarize(case, models.first, stages, res)
+    return runs.summarize(sorted((r for rs in allres for r in rs), key=lambda r: r["index"]))
 
 
 def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
@@ -902,7 +921,7 @@ def check_resume(case, outdir: Path, marker: str = "checkpoint") -> None:
                                  "overrides) as the interrupted run (OUTDIR/case.yaml)")
 
 
-__all__ = ["run_realizations", "check_resume", "StressStage", "StrainStage",
+__all__ = ["run_realizations", "TensorialRuns", "check_resume", "StressStage", "StrainStage",
            "Stage", "fold", "write_json"]
 
 

@@ -843,19 +843,8 @@ def fit_slip_law(model: ScalarModel, runs: FitRuns, target: FitTarget,
     return _fit_c0_c1(model, ev, max_evaluations)
 
 
-def fit_slip(model: ScalarModel, seed: int, realizations: int, gamma_max: float,
-             grid: np.ndarray, stationary_from: float, flow_stress: float,
-             flow_stress_err: float = 0.0, peak_stress: float | None = None,
-             peak_stress_err: float = 0.0, max_evaluations: int = 16, comm=None,
-             log=None) -> dict:
-    """:func:`fit_slip_law` with flat arguments (the form femplast.app.runner calls)."""
-    return fit_slip_law(model, FitRuns(seed, realizations, gamma_max, grid, stationary_from, comm),
-                        FitTarget(flow_stress, flow_stress_err, peak_stress, peak_stress_err),
-                        max_evaluations, log)
-
-
 __all__ = ["ScalarModel", "ScalarState", "ScalarDriver", "fourier_kernel", "fe_kernel",
-           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip", "fit_slip_law",
+           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip_law",
            "FitRuns", "FitTarget", "REC_NAMES"]
 
 
