@@ -124,3 +124,22 @@ def test_the_checker_flags_an_upward_import_inside_a_function(tmp_path):
     assert edges["femplast.fe.mesh"] == {"femplast.app.runner"}
     layers = declared_layers()
     assert layer_index(layers, "femplast.app.runner") > layer_index(layers, "femplast.fe.mesh")
+
+
+def test_functions_are_short_and_take_few_parameters():
+    """No function in femplast/ longer than 80 lines or with more than 12 parameters
+    (compiled kernels take bundles: femplast.tensorial.aqs, femplast.scalar.model)."""
+    bad = []
+    for m, f in modules().items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            lines = node.end_lineno - node.lineno + 1
+            a = node.args
+            n = (len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg)
+                 + bool(a.kwarg))
+            if a.args and a.args[0].arg in ("self", "cls"):
+                n -= 1
+            if lines > 80 or n > 12:
+                bad.append(f"{m}.{node.name}: {lines} lines, {n} parameters")
+    assert not bad, "\n".join(bad)
