@@ -82,7 +82,7 @@ def test_bauschinger_reverse_branch_yields_earlier(tmp_path):
 def test_folding_keeps_the_fe_stress(tmp_path):
     """After stages in several orientations the stress equals a fresh FE solve."""
     from femplast.fe.mesh import structured_box
-    from femplast.protocols.pipeline import (
+    from femplast.protocols.stages import (
         Stage,
         StrainStage,
         StressStage,

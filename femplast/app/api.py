@@ -207,7 +207,7 @@ class Simulation:
     ``loading.dgamma_ext`` (AQS, sec. 3.4); every call ends at a stable state.
 
     Reloading backward uses ``M(alpha + pi/2) = -M(alpha)`` (appendix A.4): the load reached
-    so far is folded into the internal stress (:func:`femplast.protocols.pipeline.fold`) and
+    so far is folded into the internal stress (:func:`femplast.protocols.stages.fold`) and
     the sample is driven along ``alpha_ext + 90 deg``. Such a change of direction (and a
     target off the current strain grid, an event-driven step, an explicit slip, a copy)
     starts a new strain grid at the current ``gamma_ext``; forward loading from the start on
@@ -233,8 +233,8 @@ class Simulation:
     def __init__(self, case, realization: int = 0):
         from mpi4py import MPI
 
-        from femplast.protocols.pipeline import bind, init_protocol_state
         from femplast.protocols.prepare import build_model, load_initial_state
+        from femplast.protocols.stages import bind, init_protocol_state
         from femplast.streams import realization_rng
 
         case = case if isinstance(case, Case) else load_case(case)
@@ -466,7 +466,7 @@ class Simulation:
         into its own state); the original is not changed. Two copies stepped alike stay
         identical bit for bit.
         """
-        from femplast.protocols.pipeline import fold
+        from femplast.protocols.stages import fold
 
         new = Simulation.__new__(Simulation)
         new.__dict__.update(self.__dict__)
@@ -519,7 +519,7 @@ class Simulation:
         return a if sign > 0 else a + 90.0
 
     def _bind(self) -> None:
-        from femplast.protocols.pipeline import bind
+        from femplast.protocols.stages import bind
 
         bind(self._model, self._state)  # the direct backend reads the state's sigma0
 
@@ -532,7 +532,7 @@ class Simulation:
 
     def _rebase(self, sign: int, dgamma: float) -> None:
         """Fold the current load into the state; a new driver along ``sign`` from here."""
-        from femplast.protocols.pipeline import fold
+        from femplast.protocols.stages import fold
 
         g = self.gamma_ext
         self._bind()

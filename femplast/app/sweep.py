@@ -360,7 +360,8 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     stress drops of the avalanches, slip events, patch statistics. ``idle`` is called at the
     pipeline's safe points (rank 0 serves work requests there)."""
     from femplast.fe.elasticity import resolved_shear as resolved
-    from femplast.protocols.pipeline import RealizationRun, stages_from_case
+    from femplast.protocols.pipeline import RealizationRun
+    from femplast.protocols.stages import stages_from_case
 
     ld = pcase.loading
     stages = stages_from_case(pcase)

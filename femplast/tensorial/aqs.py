@@ -76,7 +76,7 @@ event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-res
 
 
 # ============================================================================ stability
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pressure_shift(c, gam, sig, R, alpha_p, p_off):
     if alpha_p == 0.0:
         return 0.0
@@ -84,7 +84,7 @@ def _pressure_shift(c, gam, sig, R, alpha_p, p_off):
     return alpha_p * (p_off - (sig[2, c] + gam * R[2, c]))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
     """Smallest distance to threshold of cell ``c`` at gamma_ext = gam, and its system."""
     d = sig[0, c] + gam * R[0, c]
@@ -100,7 +100,7 @@ def cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
     return best, arg
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def full_check(c, gam, sig, R, sy, lz, ctl):
     """Scan all systems of cell ``c``; reset its reference stress and margin.
 
@@ -116,7 +116,7 @@ def full_check(c, gam, sig, R, sy, lz, ctl):
     return arg
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _drifted(c, gam, sig, R, lz, alpha_p, tol):
     # same arithmetic as the fused test in propagator_add, so both paths flag the same cells
     dd = sig[0, c] + gam * R[0, c] - lz.ref[0, c]
@@ -185,7 +185,7 @@ def check_pass(gam, sig, R, sy, lz, ctl, act_cell, act_sys):
     return na
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _cell_active_at(c, gam, sig, R, sin2, cos2, tauc, alpha_p, p_off):
     d = sig[0, c] + gam * R[0, c]
     s = sig[1, c] + gam * R[1, c]
@@ -242,7 +242,7 @@ def _candidates(span, gam0, sig, R, lz, ctl):
         cand[c] = np.int8(room <= 0.0) | np.int8(room * room <= dd * dd + ds * ds)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     """Estimate of the first increment after ``k0`` at which a system of cell ``c`` is active,
     from the linear growth of every system's resolved stress (kend + 2: none)."""
@@ -252,9 +252,10 @@ def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, ctl.p_off)
     rp = alpha_p * R[2, c]
     kc = kend + 2
-    for n in range(sy.sin2.shape[1]):
-        a = sy.tauc[c, n] + sh0 - (sy.sin2[c, n] * d0 + sy.cos2[c, n] * s0)
-        r = sy.sin2[c, n] * R[0, c] + sy.cos2[c, n] * R[1, c] + rp
+    sin2, cos2, tauc = sy.sin2, sy.cos2, sy.tauc
+    for n in range(sin2.shape[1]):
+        a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
+        r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
         if r > 0.0:
             g = a / r / dgam
             if g < kc:
@@ -266,7 +267,7 @@ def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     return kc
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _settle(k0, kend, kmin, ncand, sig, R, sy, lz, ctl):
     """Settle the estimate ``kmin`` with the exact activity test (the stepwise expression) on
     the candidates within one increment of it; returns the first unstable increment or
@@ -309,7 +310,7 @@ def _settle(k0, kend, kmin, ncand, sig, R, sy, lz, ctl):
             return kmin
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def next_instability(k0, kend, sig, R, sy, lz, ctl, span):
     """Smallest k in (k0, kend] with an active system at gamma_ext = k dgamma, else kend + 1.
 
@@ -354,7 +355,7 @@ def load_speed(R, alpha_p: float) -> np.ndarray:
     return np.ascontiguousarray(np.hypot(R[0], R[1]) + alpha_p * np.abs(R[2]))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def begin_record(st, f, wk, gam):
     """Open the record of an avalanche at the current increment ``st[S_K]`` (strain ``gam``):
     its box-average stress before, no slips yet."""
@@ -366,7 +367,7 @@ def begin_record(st, f, wk, gam):
     st[S_NSTEPS] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _open_avalanche(st, f, wk, na, gam):
     """Open the avalanche of the ``na`` active cells at the current increment."""
     st[S_NACT] = na
@@ -374,7 +375,7 @@ def _open_avalanche(st, f, wk, na, gam):
     st[S_PHASE] = PH_SLIP
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _close_avalanche(st, f, wk, gam):
     r = st[S_NREC]
     wk.rec[r, 1] = st[S_AVSIZE]
@@ -386,7 +387,7 @@ def _close_avalanche(st, f, wk, gam):
     st[S_PHASE] = PH_LOAD
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _load(st, f, sy, lz, wk, ctl):
     """Phase 1: load to the next unstable increment (or the stop / end) and open its
     avalanche. Returns a return code, or -1 to go on."""
@@ -423,7 +424,7 @@ def _load(st, f, sy, lz, wk, ctl):
 
 
 # ============================================================================ 2. slip
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _slip(rng, st, f, sy, kb, wk, rule, ctl, i, tau_drive):
     """Slip ``i`` of the step: system ``act_sys[i]`` of cell ``act_cell[i]``, driven by the
     resolved stress ``tau_drive`` (the cell's own ``tau`` in AQS): amplitude, eigenstrain,
@@ -457,7 +458,7 @@ def _slip(rng, st, f, sy, kb, wk, rule, ctl, i, tau_drive):
         st[S_NEV] = e + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _count_step(st, na):
     st[S_NPEND] = na
     st[S_EVENTS] += na
@@ -466,7 +467,7 @@ def _count_step(st, na):
 
 
 # ============================================================================ 3. redistribute
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _redistribute(st, f, sy, lz, kb, wk, ctl):
     """Phase 3 in the loop (propagator shifted add, dense columns); returns whether the step
     must be redistributed outside (FE solve, or an FFT convolution for many slips)."""
@@ -500,7 +501,7 @@ def _redistribute(st, f, sy, lz, kb, wk, ctl):
 
 
 # ============================================================================ 4. renew
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _renew_and_rescan(rng, st, f, sy, lz, wk, rule, ctl):
     """Phase 4: renew the slipped cells, rescan what may have become unstable."""
     gam = st[S_K] * ctl.dgamma

@@ -186,7 +186,7 @@ class SlipRule:
 
 
 # ============================================================================ compiled steps
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def slip_amplitude(rng, rule, tau, den):
     """``d_gamma`` of a slip driven by the resolved stress ``tau`` in a cell of self-response
     ``den``: ``gamma_max = -2 tau / den`` (eq. 6), then the rule's amplitude (eq. 7)."""
@@ -197,13 +197,13 @@ def slip_amplitude(rng, rule, tau, den):
     return rule.amplitude(u, gmax, rule.par[0], rule.par[1], rule.par[2])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def self_response(c, s2, c2, selfq):
     """``(C:(S - I):M):M`` of cell ``c`` for a system with (sin 2theta, cos 2theta)."""
     return s2 * s2 * selfq[c, 0] + s2 * c2 * selfq[c, 1] + c2 * c2 * selfq[c, 2]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_slip(eps_pl, c, s2, c2, d_gamma):
     """The eigenstrain increment ``d_gamma M(theta) / 2`` of a slip, ``[xx, yy, xy]``
     tensorial: ``M = [-sin 2theta, sin 2theta, cos 2theta]``."""
@@ -212,7 +212,7 @@ def add_slip(eps_pl, c, s2, c2, d_gamma):
     eps_pl[c, 2] += 0.5 * c2 * d_gamma
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def renew(rng, rule, theta, sin2, cos2, tauc, c, d_gamma, e):
     """Renew the systems of cell ``c`` after a slip of ``d_gamma`` (``e``: the cell's
     accumulated plastic strain), as the rule says (no-op when renewal is off)."""
