@@ -205,3 +205,26 @@ def test_slip_rule_bundle():
     args = rule.args()
     assert args.draws is False and args.renew is False
     assert args.par.tolist() == [0.02, 0.0, 0.0] and args.weibull_lambda == 1.5
+
+
+def test_a_case_selects_a_registered_rule_by_name(tmp_path):
+    """slip.amplitude names the rule in a case file (here the toy rule of this file)."""
+    from femplast.app.cases import case_from_dict
+    from femplast.app.runner import run_case
+    from femplast.errors import FemplastInputError
+
+    base = dict(model="tensorial", mesh=dict(kind="quad", n=6, L=39.6),
+                loading=dict(gamma_max=0.3, stationary_from=0.1), output=dict(fields=False),
+                run=dict(realizations=1, seed=4))
+    case = case_from_dict(dict(base, slip=dict(N=8, amplitude="test_half_max")))
+    run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True, event_log=True)
+    import h5py
+
+    with h5py.File(tmp_path / "out" / "realizations" / "r0000.h5") as f:
+        tau, den, dg = (f[f"events/{k}"][:] for k in ("tau", "self_response", "d_gamma"))
+    assert len(dg) > 20
+    np.testing.assert_allclose(dg, -tau / den, rtol=1e-14)
+    for amp, allowed in (("nope", "registered"), ("fixed", "unless the variant")):
+        with pytest.raises(FemplastInputError, match=allowed) as e:
+            case_from_dict(dict(base, slip=dict(N=8, amplitude=amp)))
+        assert e.value.key == "slip.amplitude"

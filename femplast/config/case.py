@@ -70,6 +70,10 @@ class SlipSection:
                            min=0, min_open=True)
     chi: float = key(2.25, "shape chi of the bounded power-law slip amplitude (eq. 7)",
                      min=0, min_open=True)
+    amplitude: str | None = key(None, "slip amplitude rule by its registered name "
+                                "(femplast.tensorial.rules): power_law (eq. 7 with chi), fixed "
+                                "or fixed_capped (variant.d_gamma_pl), or a rule registered by "
+                                "user code; null: eq. 7, or the variant's fixed amplitude")
 
 
 @dataclass

@@ -66,6 +66,12 @@ class AmplitudeRule:
     def params(self) -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0)
 
+    @classmethod
+    def from_params(cls, p) -> AmplitudeRule:
+        """The rule with the parameters of :class:`femplast.tensorial.model.ModelParams`
+        ``p`` (a rule selected by name); default: no parameters."""
+        return cls()
+
 
 AMPLITUDE_RULES: dict[str, type[AmplitudeRule]] = {}
 
@@ -98,6 +104,10 @@ class PowerLaw(AmplitudeRule):
     def params(self):
         return (float(self.chi), 0.0, 0.0)
 
+    @classmethod
+    def from_params(cls, p):
+        return cls(p.chi)
+
 
 @register
 @dataclass(frozen=True)
@@ -115,6 +125,10 @@ class Fixed(AmplitudeRule):
 
     def params(self):
         return (float(self.d_gamma), 0.0, 0.0)
+
+    @classmethod
+    def from_params(cls, p):
+        return cls(p.fixed_dgamma)
 
 
 @register
@@ -136,6 +150,10 @@ class FixedCapped(AmplitudeRule):
 
     def params(self):
         return (float(self.d_gamma), 0.0, 0.0)
+
+    @classmethod
+    def from_params(cls, p):
+        return cls(p.fixed_dgamma)
 
 
 @dataclass
@@ -168,7 +186,7 @@ class SlipRule:
             if amp not in AMPLITUDE_RULES:
                 raise FemplastInputError("slip amplitude rule", amp,
                                          f"one of {', '.join(sorted(AMPLITUDE_RULES))}")
-            amp = AMPLITUDE_RULES[amp]()
+            amp = AMPLITUDE_RULES[amp].from_params(p)
         if amp is None:
             if p.fixed_dgamma > 0.0:
                 capped = p.vpar is not None and p.vpar[V_CAP] != 0.0

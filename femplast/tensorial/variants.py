@@ -133,7 +133,7 @@ def model_options(case, box, index: int = 0) -> dict:
                 weibull_lambda=v.tau_c if fixed_thr else s.weibull_lambda, weibull_k=s.weibull_k,
                 alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
                 fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std,
-                G_ss=float(v.G_ss or 0.0))
+                G_ss=float(v.G_ss or 0.0), amplitude=s.amplitude)
     two = sw["systems"] == "two_fixed"
     if two or ngm or v.renewal_correlation_strain or v.structure_strain or (fixed_amp and
                                                                              v.d_gamma_cap):
@@ -173,6 +173,7 @@ def check(case) -> None:
     """Consistency of the variant section with the rest of the case (FemplastInputError)."""
     v = case.variant
     sw = resolve(v)
+    _check_amplitude_rule(case, sw)
     touched = v.model != "C" or any(getattr(v, k) is not None for k in DEFAULTS) or \
         v.N_fluctuation or v.renewal_correlation_strain or v.structure_strain or \
         v.prestress_std or v.G_ss is not None
@@ -234,3 +235,19 @@ def check(case) -> None:
             raise FemplastInputError("variant.G_ss", v.G_ss, "null with kmc, stages, "
                                      "checkpoints, sweeps, patches or run.parallel: sample "
                                      "(evolving moduli are implemented for plain runs)")
+
+
+def _check_amplitude_rule(case, sw) -> None:
+    """slip.amplitude names a registered rule; the fixed ones need a fixed amplitude."""
+    from femplast.tensorial.rules import AMPLITUDE_RULES
+
+    name = case.slip.amplitude
+    if name is None:
+        return
+    if name not in AMPLITUDE_RULES:
+        raise FemplastInputError("slip.amplitude", name, "a registered amplitude rule: "
+                                 f"{', '.join(sorted(AMPLITUDE_RULES))} (or null)")
+    if name in ("fixed", "fixed_capped") and sw["amplitude"] != "fixed":
+        raise FemplastInputError("slip.amplitude", name, "power_law (or null) unless the "
+                                 "variant has a fixed amplitude (variant.d_gamma_pl)")
+
