@@ -802,7 +802,7 @@ class AQSDriver:
         event), driven by ``tau_drive`` (NaN: its resolved stress), then the avalanche it
         triggers at the current strain; returns the avalanche size (the slip included)."""
         self._open_record()
-        if self.ev_i.shape[0] > 1 and self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell) - 1:
+        if self.event_log and self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell) - 1:
             self._flush()
         ctl, f, sy, lz, kb, wk, rule = self._bundles(self.k)
         trigger_slip(self.state.rng, self.st, ctl, f, sy, kb, wk, rule, int(cell), int(system),
