@@ -28,50 +28,17 @@ import numpy as np
 from numba import njit
 
 from femplast.errors import FemplastInputError
+from femplast.special import ndtr, ndtri
 
 WEIBULL, GAUSS, GAMMA, UNIFORM, TABLE = 0, 1, 2, 3, 4
 KINDS = ("weibull", "gauss", "gamma", "uniform", "samples", "histogram")
 
-_SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 
 
 # ----------------------------------------------------------------------------- special functions
-@njit(cache=True)
-def norm_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / _SQRT2)
-
-
-@njit(cache=True)
-def ndtri(p: float) -> float:
-    """Inverse of the standard normal CDF (Acklam's rational approximation + one Halley step;
-    relative error ~1e-15 in the bulk)."""
-    if p <= 0.0:
-        return -np.inf
-    if p >= 1.0:
-        return np.inf
-    plow = 0.02425
-    if p < plow or p > 1.0 - plow:
-        q = math.sqrt(-2.0 * math.log(p if p < plow else 1.0 - p))
-        x = ((((( -7.784894002430293e-03 * q - 3.223964580411365e-01) * q
-                - 2.400758277161838e+00) * q - 2.549732539343734e+00) * q
-              + 4.374664141464968e+00) * q + 2.938163982698783e+00) / \
-            ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q
-               + 2.445134137142996e+00) * q + 3.754408661907416e+00) * q + 1.0)
-        if p > 1.0 - plow:
-            x = -x
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r
-                - 2.759285104469687e+02) * r + 1.383577518672690e+02) * r
-              - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q / \
-            (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r
-                - 1.556989798598866e+02) * r + 6.680131188771972e+01) * r
-              - 1.328068155288572e+01) * r + 1.0)
-    e = norm_cdf(x) - p
-    u = e * _SQRT2PI * math.exp(0.5 * x * x)
-    return x - u / (1.0 + 0.5 * x * u)
+# one implementation of the normal CDF and its inverse for the whole package
+norm_cdf = ndtr
 
 
 @njit(cache=True)
