@@ -228,3 +228,22 @@ def test_a_case_selects_a_registered_rule_by_name(tmp_path):
         with pytest.raises(FemplastInputError, match=allowed) as e:
             case_from_dict(dict(base, slip=dict(N=8, amplitude=amp)))
         assert e.value.key == "slip.amplitude"
+
+
+def test_renewal_modes_compose_the_compiled_renewal_parameters():
+    from femplast.tensorial.rules import (
+        CorrelatedThresholds,
+        EvolvingStructure,
+        FluctuatingSystems,
+        TwoFixedSystems,
+        renewal_vector,
+    )
+    from femplast.tensorial.slip import SYSTEMS_TWO_FIXED, variant_vector
+
+    assert renewal_vector([]) is None  # the original renewal (sec. 3.3)
+    v = renewal_vector([CorrelatedThresholds(0.1), EvolvingStructure(1.2, 4.0, 0.05),
+                        FluctuatingSystems(3.5)])
+    np.testing.assert_array_equal(v, variant_vector(n_groups_mean=3.5, corr_strain=0.1,
+                                                    lambda_ss=1.2, k_ss=4.0, struct_strain=0.05))
+    np.testing.assert_array_equal(renewal_vector([TwoFixedSystems()], cap=True),
+                                  variant_vector(SYSTEMS_TWO_FIXED, cap=True))

@@ -9,7 +9,10 @@ thermal events, avalanches inside patch tests) goes through the same three steps
    into ``d_gamma`` (eq. 7, or a fixed amplitude, capped or not);
 2. **eigenstrain increment** ``Delta eps_pl = d_gamma M(theta) / 2`` (:func:`add_slip`);
 3. after the stresses are redistributed, **renewal** of the cell's systems: new angles and
-   Weibull thresholds (eq. 5), or a variant's renewal mode (:mod:`femplast.tensorial.slip`).
+   Weibull thresholds (eq. 5), modified by the variants' :class:`RenewalMode` s (two fixed
+   systems, a fluctuating number of systems, correlated thresholds, evolving structure), which
+   combine into the parameter vector of the compiled renewal (:mod:`femplast.tensorial.slip`).
+   A new renewal mode needs a slot there and its compiled branch in ``renew_cell``.
 
 The drivers' compiled loops receive the rule as one bundle (:class:`RuleArgs`, built by
 :meth:`SlipRule.args`). An amplitude rule is a compiled C callback of the fixed signature
@@ -41,7 +44,19 @@ import numpy as np
 from numba import cfunc, njit, types
 
 from femplast.errors import FemplastInputError
-from femplast.tensorial.slip import THRESHOLD_WEIBULL, V_CAP, renew_cell
+from femplast.tensorial.slip import (
+    SYSTEMS_TWO_FIXED,
+    THRESHOLD_WEIBULL,
+    V_CAP,
+    V_CORR_STRAIN,
+    V_K_SS,
+    V_LAMBDA_SS,
+    V_NGROUPS_MEAN,
+    V_STRUCT_STRAIN,
+    V_SYSTEMS,
+    renew_cell,
+    variant_vector,
+)
 
 _f8 = types.float64
 AMPLITUDE = _f8(_f8, _f8, _f8, _f8, _f8)
@@ -154,6 +169,69 @@ class FixedCapped(AmplitudeRule):
     @classmethod
     def from_params(cls, p):
         return cls(p.fixed_dgamma)
+
+
+# ============================================================================ renewal modes
+class RenewalMode:
+    """A renewal mode of the model variants (appendix A.8, sec. 6). The compiled renewal
+    (:func:`femplast.tensorial.slip.renew_cell`) reads the modes from one parameter vector;
+    each mode writes its slots (:meth:`apply`), and modes combine."""
+
+    def apply(self, v: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TwoFixedSystems(RenewalMode):
+    """Two systems at 0 and 90 deg sharing one threshold (model I): only thresholds renew."""
+
+    def apply(self, v):
+        v[V_SYSTEMS] = SYSTEMS_TWO_FIXED
+
+
+@dataclass(frozen=True)
+class FluctuatingSystems(RenewalMode):
+    """A fluctuating number of systems, ``4 (1 + Poisson(n_groups_mean - 1))`` per renewal."""
+
+    n_groups_mean: float
+
+    def apply(self, v):
+        v[V_NGROUPS_MEAN] = self.n_groups_mean
+
+
+@dataclass(frozen=True)
+class CorrelatedThresholds(RenewalMode):
+    """Renewed thresholds correlated with the old ones (Gaussian copula,
+    ``rho = exp(-d_gamma / strain)``), the Weibull marginal kept."""
+
+    strain: float
+
+    def apply(self, v):
+        v[V_CORR_STRAIN] = self.strain
+
+
+@dataclass(frozen=True)
+class EvolvingStructure(RenewalMode):
+    """Weibull parameters relaxing with the cell's accumulated slip ``e`` towards
+    ``(lambda_ss, k_ss)`` on the strain scale ``strain`` (sec. 6)."""
+
+    lambda_ss: float
+    k_ss: float
+    strain: float
+
+    def apply(self, v):
+        v[V_LAMBDA_SS], v[V_K_SS], v[V_STRUCT_STRAIN] = self.lambda_ss, self.k_ss, self.strain
+
+
+def renewal_vector(modes=(), cap: bool = False) -> np.ndarray | None:
+    """The parameter vector of the compiled renewal for ``modes`` (None: the original renewal
+    of sec. 3.3, when there is no mode and no capped amplitude)."""
+    if not modes and not cap:
+        return None
+    v = variant_vector(cap=cap)
+    for mode in modes:
+        mode.apply(v)
+    return v
 
 
 @dataclass

@@ -105,14 +105,8 @@ def n_columns(N: int) -> tuple[int, float]:
 
 def model_options(case, box, index: int = 0) -> dict:
     """Keyword arguments of :meth:`femplast.tensorial.model.TensorialModel.build` for a case."""
-    from femplast.tensorial.slip import (
-        SYSTEMS_RANDOM,
-        SYSTEMS_TWO_FIXED,
-        THRESHOLD_FIXED,
-        THRESHOLD_WEIBULL,
-        systems_per_cell,
-        variant_vector,
-    )
+    from femplast.tensorial.rules import renewal_vector
+    from femplast.tensorial.slip import THRESHOLD_FIXED, THRESHOLD_WEIBULL, systems_per_cell
 
     s, v = case.slip, case.variant
     sw = resolve(v)
@@ -134,15 +128,32 @@ def model_options(case, box, index: int = 0) -> dict:
                 alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
                 fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std,
                 G_ss=float(v.G_ss or 0.0), amplitude=s.amplitude)
-    two = sw["systems"] == "two_fixed"
-    if two or ngm or v.renewal_correlation_strain or v.structure_strain or (fixed_amp and
-                                                                             v.d_gamma_cap):
-        opts["vpar"] = variant_vector(
-            SYSTEMS_TWO_FIXED if two else SYSTEMS_RANDOM, ngm, v.renewal_correlation_strain,
-            v.lambda_ss if v.lambda_ss is not None else s.weibull_lambda,
-            v.k_ss if v.k_ss is not None else s.weibull_k, v.structure_strain,
-            fixed_amp and v.d_gamma_cap)
+    opts["vpar"] = renewal_vector(renewal_modes(v, sw, ngm, s),
+                                  cap=bool(fixed_amp and v.d_gamma_cap))
     return opts
+
+
+def renewal_modes(v, sw, n_groups_mean: float, s) -> list:
+    """The renewal modes of a variant section (femplast.tensorial.rules)."""
+    from femplast.tensorial.rules import (
+        CorrelatedThresholds,
+        EvolvingStructure,
+        FluctuatingSystems,
+        TwoFixedSystems,
+    )
+
+    modes = []
+    if sw["systems"] == "two_fixed":
+        modes.append(TwoFixedSystems())
+    if n_groups_mean:
+        modes.append(FluctuatingSystems(n_groups_mean))
+    if v.renewal_correlation_strain:
+        modes.append(CorrelatedThresholds(v.renewal_correlation_strain))
+    if v.structure_strain:
+        modes.append(EvolvingStructure(
+            v.lambda_ss if v.lambda_ss is not None else s.weibull_lambda,
+            v.k_ss if v.k_ss is not None else s.weibull_k, v.structure_strain))
+    return modes
 
 
 def wrap_kernel(model, kernel: str):
