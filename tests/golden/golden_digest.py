@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,14 @@ CASES = [
       "--set", "loading.stationary_from=0.1", "--set", "output.snapshots=[0.2]"], 2),
 ]
 
+ROUNDOFF = {"sample_mpi": 1e-12}
+"""Runs reproducible only to round-off: one sample distributed over MPI ranks is solved by
+MUMPS across ranks, whose reductions follow message arrival, so two runs of the *same* code
+can differ in the last bit (measured: 1 run in 6 under load, 1e-16, same events). Their
+float datasets are compared with this relative tolerance against arrays frozen in
+``<name>.npz`` (from a run whose digests equal golden.json bit for bit); everything else
+(integers, events, attributes, text) bit for bit."""
+
 SKIP_KEYS = ("wall", "version", "time", "source", "seconds")
 SKIP_ATTRS = ("doc",)  # descriptive text naming modules, not results
 
@@ -82,7 +91,9 @@ def run_case(name: str, case: str, args: list[str], ranks: int, base: Path) -> P
            "--quiet", *args]
     if ranks > 1:
         cmd = [MPIRUN, "-n", str(ranks), *cmd]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    # one thread per rank: threaded BLAS/MUMPS reductions need not be reproducible bit for bit
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{name}: exit {r.returncode}\n{r.stderr[-3000:]}")
     return out
@@ -155,6 +166,19 @@ def digest(outdir: Path) -> dict:
     return res
 
 
+def float_arrays(outdir: Path) -> dict[str, np.ndarray]:
+    """Every float dataset of the HDF5 files of a run, keyed ``file:dataset``."""
+    out = {}
+    for p in sorted(outdir.rglob("*.h5")):
+        rel = p.relative_to(outdir).as_posix()
+        if rel.startswith("checkpoint/"):
+            continue
+        with h5py.File(p, "r") as f:
+            f.visititems(lambda k, v, rel=rel: out.__setitem__(f"{rel}:{k}", v[()])
+                         if isinstance(v, h5py.Dataset) and v.dtype.kind == "f" else None)
+    return out
+
+
 def compute(names=None, base: Path | None = None) -> dict:
     import tempfile
 
@@ -168,6 +192,19 @@ def compute(names=None, base: Path | None = None) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["freeze-arrays"] and len(argv) == 2:  # freeze-arrays NAME (ROUNDOFF runs)
+        import tempfile
+
+        name = argv[1]
+        base = Path(tempfile.mkdtemp(prefix="femplast-golden-"))
+        got = json.loads(json.dumps(compute([name], base)[name]))
+        want = json.loads(GOLDEN.read_text())[name]
+        if any(want[f][k] != got.get(f, {}).get(k) for f in want for k in want[f]):
+            print(f"{name}: this run differs from golden.json; run again", file=sys.stderr)
+            return 1
+        np.savez_compressed(HERE / f"{name}.npz", **float_arrays(base / name))
+        print(f"wrote {HERE / f'{name}.npz'}")
+        return 0
     if argv[:1] == ["freeze"]:
         data = compute()
         GOLDEN.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
