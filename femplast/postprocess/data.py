@@ -336,6 +336,19 @@ class RunData:
     calibration_path: Path | None
     finite_size: dict | None
     xdmf: list[Path]
+    reference_path: Path | None = None  # reference data to overlay (see :func:`find_reference`)
+
+    @property
+    def reference(self):
+        """The reference set (:class:`femplast.analysis.calibration.Reference`) to overlay, or
+        None; read once."""
+        if self.reference_path is None:
+            return None
+        if not hasattr(self, "_reference"):
+            from femplast.analysis.calibration import read_reference
+
+            self._reference = read_reference(self.reference_path)
+        return self._reference
 
     @property
     def stationary_from(self) -> float | None:
@@ -368,8 +381,30 @@ class RunData:
         return out
 
 
-def load_run(outdir: str | Path) -> RunData:
-    """Read an output directory; :class:`NoRunError` if it holds nothing femplast wrote."""
+def find_reference(outdir: Path, summary: dict | None) -> Path | None:
+    """The reference directory of the run's case (``sweep.reference``), looked up as given,
+    next to the output directory, from the working directory and next to the shipped cases
+    (paths in a case are relative to the case file, which summary.json does not record)."""
+    try:
+        p = (summary or {})["case"]["sweep"]["reference"]
+    except (TypeError, KeyError):
+        return None
+    if not p:
+        return None
+    q = Path(p)
+    shipped = Path(__file__).resolve().parents[2] / "cases"
+    for c in ([q] if q.is_absolute() else [outdir / q, outdir.parent / q, Path.cwd() / q,
+                                           shipped / q]):
+        if (c / "macro.csv").is_file():
+            return c
+    return None
+
+
+def load_run(outdir: str | Path, reference: str | Path | None = None) -> RunData:
+    """Read an output directory; :class:`NoRunError` if it holds nothing femplast wrote.
+
+    ``reference``: a reference directory (``macro.csv`` ...) to overlay on the figures;
+    default: the case's ``sweep.reference`` when it can be found (:func:`find_reference`)."""
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise NoRunError(f"{outdir}: no such directory")
@@ -394,8 +429,11 @@ def load_run(outdir: str | Path) -> RunData:
     if fs and not ({"L", "std_sigma_xy"} <= set(fs) and len(fs["L"])):
         fs = None
     xdmf = sorted((outdir / "fields").glob("*.xdmf")) if (outdir / "fields").is_dir() else []
+    ref = Path(reference) if reference is not None else find_reference(outdir, summary)
+    if ref is not None and not (ref / "macro.csv").is_file():
+        raise NoRunError(f"--reference {ref}: not a reference directory (no macro.csv)")
     run = RunData(outdir, summary, reals, stages, patches, rows,
-                  cal[0] if cal else None, cal[1] if cal else None, fs, xdmf)
+                  cal[0] if cal else None, cal[1] if cal else None, fs, xdmf, ref)
     if not run.families():
         what = "summary.json only" if summary else "nothing femplast writes"
         raise NoRunError(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.postprocess import measures as M
 from femplast.postprocess import style as S
 from femplast.postprocess.data import (
     PATCH_QUANTITIES,
@@ -109,6 +110,12 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         ax[0].plot(*r.curve(), color=S.COLORS[0], lw=0.8)
         ax[0].set_title(f"single realization ({r.name})")
         _band(ax[1], g, vals, S.COLORS[1], f"mean of {len(vals)} realizations")
+        pf = M.peak_and_flow(g, vals.mean(axis=0), g0)
+        ax[1].plot([pf.gamma_peak], [pf.peak], "v", ms=6, color=S.COLORS[0], zorder=5,
+                   label=rf"peak $\Sigma_{{\rm peak}}$ = {pf.peak:.3f}")
+        ax[1].hlines(pf.flow, max(g0, float(g[0])), float(g[-1]), color="k", ls="--", lw=1.0,
+                     zorder=4, label=rf"flow $\Sigma_{{\rm flow}}$ = {pf.flow:.3f} $\pm$ "
+                                     f"{pf.flow_std:.3f}")
         ax[1].set_title("ensemble")
         ax[1].legend(loc="lower right")
         for x in ax:
@@ -118,16 +125,20 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         S.panel_letters(ax)
         fig.tight_layout()
         cap = (f"Stress-strain curve: (a) realization {r.name}, (b) mean over {len(vals)} "
-               f"realizations with a band of one standard deviation. Dotted: start of the "
-               f"stationary regime (gamma_ext = {g0:g}).")
+               f"realizations with a band of one standard deviation; peak stress {pf.peak:.4g} "
+               f"at gamma_ext = {pf.gamma_peak:.4g} (triangle), flow stress {pf.flow:.4g} +- "
+               f"{pf.flow_std:.2g} (dashed: mean and std of the mean curve for gamma_ext > "
+               f"{g0:g}, dotted line: start of the stationary regime).")
         return [saver.save(fig, "stress_strain", cap)]
 
 
-def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
+def stationary_samples(run: RunData) -> dict | None:
+    """Samples of the stationary regime pooled over realizations: external stress ``sig``,
+    avalanche stress drops ``drop``, per-step increments ``inc`` (AQS only), avalanche sizes
+    ``size`` (when recorded), the start ``g0``, the loading angle ``alpha`` and ``n``."""
     reals = [r for r in run.realizations if r.stress is not None]
     if not reals:
-        return []
-    a = reals[0].alpha_deg
+        return None
     _, g0 = _stationary(run, reals[0].gamma)
     sig, inc, drops, sizes = [], [], [], []
     for r in reals:
@@ -141,47 +152,100 @@ def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
         sz = r.sizes()
         if sz is not None:
             sizes.append(sz[1][sz[0] > g0])
-    sig, drops = np.concatenate(sig), np.concatenate(drops)
-    inc = np.concatenate(inc) if inc else None
-    sizes = np.concatenate(sizes) if sizes else None
-    panels = [p for p, ok in (("sig", True), ("drop", True), ("inc", inc is not None),
-                              ("size", sizes is not None)) if ok]
-    n = len(panels)
+    return dict(sig=np.concatenate(sig), drop=np.concatenate(drops),
+                inc=np.concatenate(inc) if inc else None,
+                size=np.concatenate(sizes) if sizes else None, g0=g0,
+                alpha=reals[0].alpha_deg, n=len(reals))
+
+
+def _step_density(ax, hist, **kw):
+    """A reference histogram (:class:`femplast.analysis.calibration.Histogram`) as steps."""
+    d = np.append(hist.density, hist.density[-1])
+    ax.step(hist.edges, d, where="post", lw=1.0, **kw)
+
+
+REF_MACRO = {"sig": "sigma_xy", "drop": "drop_xy", "inc": "increment_xy"}
+
+
+def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
+    """Stationary densities of the external stress, the stress drops and the per-step
+    increments (paper Fig. 2), with the reference's histograms as steps when given."""
+    d = stationary_samples(run)
+    if d is None:
+        return []
+    a, g0 = d["alpha"], d["g0"]
+    panels = [p for p in ("sig", "drop", "inc") if d[p] is not None]
+    ref = run.reference
     with S.style():
-        fig, axs = plt.subplots(2, 2, figsize=(S.DOUBLE, 4.8))
-        axs = axs.ravel()
-        for x in axs[n:]:
-            x.axis("off")
-        ax = dict(zip(panels, axs, strict=False))
-        _density(ax["sig"], sig, color=S.COLORS[0])
-        ax["sig"].set_xlabel(S.stress_label(a))
-        ax["sig"].set_ylabel(rf"$P(${S.stress_symbol(a)}$)$")
-        _density(ax["drop"], drops, log=True, color=S.COLORS[1])
-        ax["drop"].set_xscale("log")
-        ax["drop"].set_yscale("log")
-        ax["drop"].set_xlabel(S.stress_label(a, "drop"))
-        ax["drop"].set_ylabel(rf"$P(${S.stress_symbol(a, 'drop')}$)$")
-        parts = [f"external stress ({len(sig)} values)", f"stress drops of avalanches "
-                 f"({len(drops)})"]
-        if inc is not None:
-            _density(ax["inc"], inc, color=S.COLORS[2])
-            ax["inc"].set_yscale("log")
-            ax["inc"].set_xlabel(S.stress_label(a, "inc"))
-            ax["inc"].set_ylabel(rf"$P(${S.stress_symbol(a, 'inc')}$)$")
-            parts.append("stress increments per loading step")
-        if sizes is not None:
-            _density(ax["size"], sizes, bins=20, log=True, color=S.COLORS[3])
-            ax["size"].set_xscale("log")
-            ax["size"].set_yscale("log")
-            ax["size"].set_xlabel(r"avalanche size $S$ [slip events]")
-            ax["size"].set_ylabel(r"$P(S)$")
-            parts.append(f"avalanche sizes ({len(sizes)})")
-        S.panel_letters(axs[:n], x=-0.2)
+        fig, axs = plt.subplots(1, len(panels), figsize=(S.DOUBLE, 2.5))
+        ax = dict(zip(panels, np.atleast_1d(axs), strict=True))
+        what = {"sig": "", "drop": "drop", "inc": "inc"}
+        for i, p in enumerate(panels):
+            log = p == "drop"
+            _density(ax[p], d[p], log=log, color=S.COLORS[0], label="femplast")
+            if ref is not None and REF_MACRO[p] in ref.macro:
+                _step_density(ax[p], ref.macro[REF_MACRO[p]], color=S.COLORS[1],
+                              label=_ref_label(run))
+            if log:
+                ax[p].set_xscale("log")
+            if p != "sig":
+                ax[p].set_yscale("log")
+            ax[p].set_xlabel(S.stress_label(a, what[p]))
+            ax[p].set_ylabel(rf"$P(${S.stress_symbol(a, what[p])}$)$")
+        if ref is not None:
+            ax[panels[0]].legend(loc="upper left")
+        S.panel_letters(list(ax.values()), x=-0.25)
         fig.tight_layout()
+        parts = {"sig": f"external stress ({len(d['sig'])} values)",
+                 "drop": f"stress drops of avalanches ({len(d['drop'])})",
+                 "inc": "stress increments per loading step"}
         cap = (f"Probability densities in the stationary regime (gamma_ext > {g0:g}), "
-               f"{len(reals)} realizations: "
-               + ", ".join(f"({chr(97 + i)}) {t}" for i, t in enumerate(parts)) + ".")
+               f"{d['n']} realizations: "
+               + ", ".join(f"({chr(97 + i)}) {parts[p]}" for i, p in enumerate(panels))
+               + (f"; steps: reference {run.reference_path.name}" if ref is not None else "")
+               + ".")
         return [saver.save(fig, "densities", cap)]
+
+
+def avalanche_sizes(run: RunData, saver: Saver) -> list[Entry]:
+    """Density of the avalanche sizes S (slip events per avalanche) in the stationary regime
+    with the maximum-likelihood power law P(S) ~ S^-tau above S_min
+    (:func:`measures.fit_power_law`: x_min by KS distance, bootstrap 95 % interval)."""
+    d = stationary_samples(run)
+    if d is None or d["size"] is None or not (d["size"] > 0).any():
+        return []
+    sizes = d["size"][d["size"] > 0]
+    fit = M.fit_power_law(sizes)
+    with S.style():
+        fig, ax = plt.subplots(figsize=(S.SINGLE[0] * 1.2, S.SINGLE[1] * 1.2))
+        edges = np.unique(np.round(np.geomspace(1, sizes.max() + 1, 25))) - 0.5
+        h, e = np.histogram(sizes, edges)
+        dens = h / (len(sizes) * np.diff(e))  # per unit size: a pmf for integer sizes
+        c = np.sqrt((e[:-1] + 0.5) * (e[1:] - 0.5))  # geometric centre of the sizes in a bin
+        ok = h > 0
+        ax.plot(c[ok], dens[ok], "o", color=S.COLORS[0], label=f"{len(sizes)} avalanches")
+        cap = (f"Avalanche-size density in the stationary regime (gamma_ext > {d['g0']:g}, "
+               f"{d['n']} realizations, logarithmic bins)")
+        if fit is not None:
+            xx = np.geomspace(fit.x_min, sizes.max(), 50)
+            ax.plot(xx, fit.density(xx), "-", color="k", lw=1.0,
+                    label=rf"MLE $\tau$ = {fit.alpha:.2f} [{fit.alpha_lo:.2f}, "
+                          rf"{fit.alpha_hi:.2f}], $S \geq$ {fit.x_min:g}")
+            ax.axvline(fit.x_min, color="0.6", ls=":", lw=0.8)
+            cap += (f"; maximum-likelihood exponent tau = {fit.alpha:.4g} (95 % bootstrap "
+                    f"interval {fit.alpha_lo:.4g} .. {fit.alpha_hi:.4g}) over the "
+                    f"{fit.n_tail} avalanches with S >= {fit.x_min:g} (KS distance "
+                    f"{fit.ks:.3f}; {'discrete' if fit.discrete else 'continuous'} MLE, "
+                    "Clauset et al. 2009)")
+        else:
+            cap += "; too few avalanches for a power-law fit"
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(r"avalanche size $S$ [slip events]")
+        ax.set_ylabel(r"$P(S)$")
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        return [saver.save(fig, "avalanche_sizes", cap + ".")]
 
 
 def rms_deviation(reals: list[Realization], g0: float, widths=None):
@@ -222,13 +286,19 @@ def rms(run: RunData, saver: Saver) -> list[Entry]:
         fig, ax = plt.subplots(figsize=S.SINGLE)
         ax.loglog(x, r, "o-", ms=3, color=S.COLORS[0], label=r"$r(\Delta\gamma^{\rm ext})$")
         ax.axhline(std, color="0.4", ls="--", lw=0.8, label=rf"std({S.stress_symbol(a)})")
+        ref = run.reference.rms if run.reference is not None else None
+        if ref is not None:
+            ax.loglog(ref["dgamma"], ref["r"], "s", mfc="none", ms=3, color=S.COLORS[1],
+                      label=_ref_label(run))
         ax.yaxis.set_minor_formatter(S.matplotlib.ticker.NullFormatter())
         ax.set_xlabel(r"strain window $\Delta\gamma^{\rm ext}$")
         ax.set_ylabel(rf"rms deviation $r$ [{S.U_STRESS}]")
         ax.legend()
         fig.tight_layout()
         cap = ("Root-mean-square deviation r of the external stress over strain windows "
-               "(paper Fig. 5a) in the stationary regime; dashed: its standard deviation.")
+               "(paper Fig. 5a) in the stationary regime; dashed: its standard deviation"
+               + (f"; squares: reference {run.reference_path.name}" if ref is not None else "")
+               + ".")
         return [saver.save(fig, "rms_deviation", cap)]
 
 
@@ -293,29 +363,138 @@ def scalar_evolution(run: RunData, saver: Saver) -> list[Entry]:
 
 
 # ----------------------------------------------------------------------------- Bauschinger
+def _case(run: RunData, *keys, default=None):
+    """A key of the resolved case in summary.json (``default`` when absent)."""
+    v = (run.summary or {}).get("case", {})
+    for k in keys:
+        if not isinstance(v, dict) or k not in v or v[k] is None:
+            return default
+        v = v[k]
+    return v
+
+
+def stage_protocol(run: RunData) -> list[tuple[str, str | None]]:
+    """(stage, the stage it starts from) in protocol order: the case's ``stages`` list when
+    summary.json has it (``start:`` branches), else the directory order, each stage starting
+    from the previous one."""
+    spec = {s["name"]: s.get("start") for s in (_case(run, "stages", default=[]) or [])
+            if isinstance(s, dict) and "name" in s}
+    names = [n for n in spec if n in run.stages] + [n for n in run.stages if n not in spec]
+    out, prev = [], None
+    for n in names:
+        out.append((n, spec.get(n) or prev))
+        prev = n
+    return out
+
+
+def reload_stages(run: RunData) -> list[str]:
+    """The branches reloaded from a common state (stages with ``start:``); without a case
+    in summary.json, every stage after the second (load, unload, then the reloads)."""
+    spec = [s for s in (_case(run, "stages", default=[]) or []) if isinstance(s, dict)]
+    if spec:
+        return [s["name"] for s in spec if s.get("start") and s["name"] in run.stages]
+    return list(run.stages)[2:] or list(run.stages)
+
+
+def elastic_modulus(run: RunData, g: np.ndarray, s: np.ndarray) -> float:
+    """Slope of the elastic response ``Sigma = G gamma`` (case's elasticity.G; without it,
+    the slope of the first ten steps of the branch)."""
+    G = _case(run, "elasticity", "G")
+    if isinstance(G, (int, float)):
+        return float(G)
+    k = min(len(g), 11)
+    return float(np.polyfit(g[:k] - g[0], s[:k], 1)[0])
+
+
+def reload_yield(run: RunData) -> dict[str, dict]:
+    """Per reload branch: mean curve (gamma, mean, std, n) and its offset yield point
+    (:func:`measures.offset_yield`, offset ``YIELD_OFFSET``) on the mean curve."""
+    out = {}
+    for name in reload_stages(run):
+        reals = [r for r in run.stages[name] if r.stress is not None]
+        if not reals:
+            continue
+        g, v = ensemble(reals)
+        m = v.mean(axis=0)
+        y = M.offset_yield(g, m, elastic_modulus(run, g, m))
+        out[name] = dict(gamma=g, mean=m, std=v.std(axis=0), n=len(v), yield_point=y,
+                         alpha=reals[0].alpha_deg)
+    return out
+
+
+def _protocol_curves(run: RunData):
+    """Each stage's mean curve in the frame of the first stage: strain along the first
+    loading direction a0 (``gamma cos 2(a - a0)``, accumulated from where the stage starts)
+    and the stress resolved on a0."""
+    a0 = None
+    ends: dict[str, float] = {}
+    curves = []
+    for name, start in stage_protocol(run):
+        reals = [r for r in run.stages[name] if r.stress is not None]
+        if not reals:
+            continue
+        a = reals[0].alpha_deg
+        a0 = a if a0 is None else a0
+        proj = [Realization(r.name, r.gamma, r.stress, r.steps, alpha_deg=a0) for r in reals]
+        g, v = ensemble(proj)
+        x = ends.get(start, 0.0) + (g - g[0]) * np.cos(np.deg2rad(2 * (a - a0)))
+        ends[name] = float(x[-1])
+        curves.append((name, x, v.mean(axis=0), v.std(axis=0), a))
+    return curves, a0
+
+
 def bauschinger(run: RunData, saver: Saver) -> list[Entry]:
-    stages = {k: [r for r in v if r.stress is not None] for k, v in run.stages.items()}
-    stages = {k: v for k, v in stages.items() if v}
-    if not stages:
+    """Bauschinger test (tensorial paper sec. 5, Fig. 5d): (a) the whole protocol in the
+    frame of the first loading direction, (b) the reload branches from the unloaded state,
+    each resolved on its own direction, with the offset yield stress marked."""
+    curves, a0 = _protocol_curves(run)
+    if not curves:
         return []
+    ys = reload_yield(run)
     with S.style():
-        fig, ax = plt.subplots(figsize=(S.SINGLE[0] * 1.3, S.SINGLE[1] * 1.2))
-        for i, (name, reals) in enumerate(stages.items()):
-            g, v = ensemble(reals)
-            a = reals[0].alpha_deg
+        fig, ax = plt.subplots(1, 2, figsize=(S.DOUBLE, 2.9))
+        for i, (name, x, m, sd, a) in enumerate(curves):
             c = S.COLORS[i % len(S.COLORS)]
-            m, sd = v.mean(axis=0), v.std(axis=0)
-            ax.fill_between(g, m - sd, m + sd, color=c, alpha=0.2, lw=0)
-            ax.plot(g, m, color=c, label=rf"{name} ($\alpha_{{\rm ext}}$ = {a:g}$^\circ$, "
-                                         f"n = {len(v)})")
-        ax.set_xlabel(S.GAMMA + " (of the stage)")
-        ax.set_ylabel(r"resolved external stress $\Sigma^{\rm ext}_\alpha$" + f" [{S.U_STRESS}]")
-        ax.axhline(0, color="0.6", lw=0.5)
-        ax.legend(loc="best")
+            ax[0].fill_between(x, m - sd, m + sd, color=c, alpha=0.2, lw=0)
+            unload = "unload" in name  # drawn dashed on top: the forward reload retraces it
+            ax[0].plot(x, m, color=c, ls="--" if unload else "-", zorder=4 if unload else 2,
+                       label=rf"{name} ($\alpha_{{\rm ext}}$ = {a:g}°)")
+        ax[0].axhline(0, color="0.6", lw=0.5)
+        ax[0].set_xlabel(rf"strain along $\alpha_{{\rm ext}}$ = {a0:g}°, "
+                         r"$\gamma^{\rm ext}$")
+        ax[0].set_ylabel(S.stress_label(a0))
+        ax[0].legend(loc="best", fontsize=6.5)
+        notes = []
+        for i, (name, d) in enumerate(ys.items()):
+            c = S.COLORS[[n for n, *_ in curves].index(name) % len(S.COLORS)]
+            g, m, sd = d["gamma"], d["mean"], d["std"]
+            ax[1].fill_between(g, m - sd, m + sd, color=c, alpha=0.2, lw=0)
+            lab = rf"{name} ($\alpha_{{\rm ext}}$ = {d['alpha']:g}°, n = {d['n']})"
+            if d["yield_point"] is not None:
+                gy, sy = d["yield_point"]
+                lab += rf", $\Sigma_y$ = {sy:.3f}"
+                ax[1].plot([gy], [sy], "o", ms=6, mfc="white", mec=c, mew=1.5, zorder=5)
+                notes.append(f"{name}: yield stress {sy:.4g} at gamma_ext = {gy:.4g}")
+            ax[1].plot(g, m, color=c, label=lab)
+        G = elastic_modulus(run, curves[0][1], curves[0][2])
+        gmax = max(float(d["gamma"][-1]) for d in ys.values()) if ys else 0.0
+        xx = np.array([M.YIELD_OFFSET, gmax])
+        ax[1].plot(xx, G * (xx - M.YIELD_OFFSET), ":", color="0.4", lw=0.8,
+                   label=rf"offset line $G(\gamma - {M.YIELD_OFFSET:g})$")
+        top = max((float((d["mean"] + d["std"]).max()) for d in ys.values()), default=1.0)
+        ax[1].set_ylim(min(0.0, *(float(d["mean"].min()) for d in ys.values())) - 0.02,
+                       1.15 * top)
+        ax[1].set_xlim(0, gmax)
+        ax[1].set_xlabel(r"strain of the reload $\gamma^{\rm ext}$")
+        ax[1].set_ylabel(f"resolved stress {S.stress_symbol(90.0)} [{S.U_STRESS}]")
+        ax[1].legend(loc="lower right", fontsize=6.5)
+        S.panel_letters(ax, x=-0.15)
         fig.tight_layout()
-        cap = ("Bauschinger test: mean stress-strain branch of each stage (stress resolved on "
-               "the stage's loading direction alpha_ext; band: one standard deviation). "
-               "Stages: " + ", ".join(stages) + ".")
+        cap = ("Bauschinger test (paper Fig. 5d): (a) mean stress of every stage in the frame "
+               f"of the first loading direction (alpha_ext = {a0:g} deg; band: one standard "
+               "deviation); (b) the reloads from the unloaded state, each resolved on its own "
+               f"direction, yield stress at a plastic strain gamma - Sigma/G = {M.YIELD_OFFSET:g}"
+               " (circles). " + "; ".join(notes) + ".")
         return [saver.save(fig, "bauschinger", cap)]
 
 
@@ -607,22 +786,39 @@ def calibration(run: RunData, saver: Saver) -> list[Entry]:
 
 # ----------------------------------------------------------------------------- finite size
 def finite_size(run: RunData, saver: Saver) -> list[Entry]:
+    """std(Sigma_xy) versus L with error bars and the weighted fit of summary.json (paper
+    Fig. 5b): the same function, :func:`femplast.analysis.calibration.finite_size_fit`,
+    computes both."""
+    from femplast.analysis.calibration import finite_size_fit
+
     fs = run.finite_size
     if not fs:
         return []
     L = np.asarray(fs["L"], float)
     s = np.asarray(fs["std_sigma_xy"], float)
-    o = np.argsort(L)
-    L, s = L[o], s[o]
+    err = fs.get("std_sigma_xy_err")
+    err = None if err is None else np.asarray(err, float)
+    fit = finite_size_fit(L, s, err)
     with S.style():
         fig, ax = plt.subplots(figsize=S.SINGLE)
-        ax.loglog(L, s, "o", color=S.COLORS[0], label="femplast")
-        cap = "Finite-size scaling of the external stress fluctuations (paper Fig. 5b)"
-        if len(L) >= 2 and (s > 0).all():
-            p = np.polyfit(np.log(L), np.log(s), 1)
-            ax.loglog(L, np.exp(np.polyval(p, np.log(L))), "-", color="0.4", lw=0.8,
-                      label=rf"$\propto L^{{{p[0]:.2f}}}$")
-            cap += f"; power-law fit exponent {p[0]:.3f}"
+        ax.errorbar(L, s, yerr=err, fmt="o", color=S.COLORS[0], capsize=2, label="femplast")
+        cap = ("Finite-size scaling of the external stress fluctuations (paper Fig. 5b), "
+               "error bars: standard error of std(Sigma_xy) over realizations")
+        ref = run.reference.finite_size if run.reference is not None else None
+        if ref is not None and "L" in ref and "std_sigma_xy" in ref:
+            ax.errorbar(ref["L"], ref["std_sigma_xy"], yerr=ref.get("std_sigma_xy_err"),
+                        fmt="s", mfc="none", color=S.COLORS[1], capsize=2,
+                        label=_ref_label(run))
+            cap += f"; squares: reference {run.reference_path.name}"
+        if np.isfinite(fit["exponent"]):
+            xx = np.geomspace(L.min(), L.max(), 50)
+            ax.plot(xx, fit["amplitude"] * xx ** fit["exponent"], "-", color="0.4", lw=0.8,
+                    label=rf"$\propto L^{{a}}$, $a$ = {fit['exponent']:.3f} $\pm$ "
+                          f"{fit['exponent_err']:.3f}")
+            cap += (f"; {'weighted ' if fit['weighted'] else ''}power-law fit exponent "
+                    f"{fit['exponent']:.3f} +- {fit['exponent_err']:.3f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel(f"system size $L$ [{S.U_LENGTH}]")
         ax.set_ylabel(rf"std($\Sigma^{{\rm ext}}_{{xy}}$) [{S.U_STRESS}]")
         ax.legend()
@@ -630,7 +826,12 @@ def finite_size(run: RunData, saver: Saver) -> list[Entry]:
         return [saver.save(fig, "finite_size", cap + ".")]
 
 
-FIGURES = [stress_strain, macro_densities, rms, plastic_activity, scalar_evolution, bauschinger,
+def _ref_label(run: RunData) -> str:
+    ref = run.reference
+    return "reference" + (" (SYNTHETIC)" if ref is not None and ref.synthetic else "")
+
+
+FIGURES = [stress_strain, macro_densities, avalanche_sizes, rms, plastic_activity, scalar_evolution, bauschinger,
            patches_mean, patches_std, patches_drop_vs_yield, calibration, finite_size]
 
 
@@ -639,6 +840,7 @@ def applies(fn, run: RunData) -> bool:
     tens = any(r.stress is not None for r in run.realizations)
     return {
         stress_strain: tens, macro_densities: tens,
+        avalanche_sizes: tens and any(r.sizes() is not None for r in run.realizations),
         rms: any(r.stress is not None and r.uniform_steps for r in run.realizations),
         plastic_activity: any({"eps_pl", "n_events"} & set(r.steps) for r in run.realizations),
         scalar_evolution: any(set(SCALAR_OBSERVABLES) & set(r.steps) for r in run.realizations),
