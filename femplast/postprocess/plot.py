@@ -51,6 +51,9 @@ def plot_jobs(run: RunData, saver: Saver, all_realizations: bool = False,
     """(name, callable returning [Entry]) for everything this run supports."""
     jobs = [(fn.__name__, lambda fn=fn: fn(run, saver))
             for fn in figures.FIGURES if figures.applies(fn, run)]
+    if (run.summary or {}).get("inclusion") and run.xdmf:
+        jobs.append(("inclusion_eshelby", lambda: [e for e in [
+            renders.inclusion_job(run, saver.figdir)] if e]))
     if not renders_on:
         return jobs
     rdir = saver.figdir / "renders"

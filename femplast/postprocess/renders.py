@@ -99,30 +99,124 @@ def _bar(pl, mesh, name, clim, cmap):
                       position_y=0.08, width=0.38, height=0.74, n_labels=5)
 
 
-def render_field(xdmf: Path, name: str, out: Path, times=None, panel=360) -> Entry:
-    """One PNG: field ``name`` at each snapshot (or the given time indices), shared scale."""
+def distinct_times(times) -> list[int]:
+    """Indices of the snapshots to draw: one per distinct time (the last written wins), so a
+    series that repeats its final state shows it once."""
+    keep: dict[float, int] = {}
+    for i, t in enumerate(times):
+        keep[round(float(t), 12)] = i
+    return sorted(keep.values())
+
+
+def draw_cells(ax, pts: np.ndarray, cells: np.ndarray, values: np.ndarray, norm, cmap,
+               edges: bool = False):
+    """Each cell as one flat polygon of its own colour (no interpolation, no triangulation:
+    no seam inside a quad), equal aspect, no axes frame clutter."""
+    from matplotlib.collections import PolyCollection
+
+    pc = PolyCollection(pts[cells][..., :2], array=np.asarray(values, float), cmap=cmap,
+                        norm=norm, edgecolors="0.3" if edges else "face",
+                        linewidths=0.2 if edges else 0.05, antialiaseds=edges)
+    ax.add_collection(pc)
+    ax.set_xlim(pts[:, 0].min(), pts[:, 0].max())
+    ax.set_ylim(pts[:, 1].min(), pts[:, 1].max())
+    ax.set_aspect("equal")
+    return pc
+
+
+def render_field(xdmf: Path, name: str, out: Path, times=None, panel: float = 2.3) -> Entry:
+    """One PNG: cell field ``name`` at each distinct snapshot (or the given time indices),
+    one colour scale, the papers' symbol and unit on the colour bar."""
+    from femplast.postprocess import style as S
+
     pts, ctype, cells, ts, data = read_series(xdmf)
-    idx = list(range(len(ts))) if times is None else list(times)
-    g = grid(pts, ctype, cells)
+    idx = distinct_times(ts) if times is None else list(times)
     vals = [data[i][name] for i in idx]
     clim, cmap = color_range(vals)
+    norm = S.matplotlib.colors.Normalize(*clim)
     n = len(idx)
-    pl = _plotter((1, n + 1), (int(panel * (n + 0.45)), panel), [1.0] * n + [0.45])
     edges = len(cells) <= 1024
-    for j, (i, v) in enumerate(zip(idx, vals, strict=True)):
-        pl.subplot(0, j)
-        m = g.copy()
-        m.cell_data[name] = v
-        _frame(pl, m, name, clim, cmap, f"gamma_ext = {ts[i]:.4g}", edges)
-    pl.subplot(0, n)
-    _bar(pl, m, name, clim, cmap)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pl.screenshot(str(out))
-    pl.close()
-    cap = (f"{name} of {xdmf.stem} at gamma_ext = " + ", ".join(f"{ts[i]:.4g}" for i in idx)
-           + f" (colour range {clim[0]:.3g} .. {clim[1]:.3g}; ParaView file "
+    with S.style():
+        fig, axs = S.plt.subplots(1, n, figsize=(panel * n + 0.9, panel + 0.3), squeeze=False)
+        for ax, i, v in zip(axs[0], idx, vals, strict=True):
+            pc = draw_cells(ax, pts, cells, v, norm, cmap, edges)
+            ax.set_title(rf"$\gamma^{{\rm ext}}$ = {ts[i]:.4g}")
+            ax.set_xlabel(f"$x$ [{S.U_LENGTH}]")
+        axs[0, 0].set_ylabel(f"$y$ [{S.U_LENGTH}]")
+        for ax in axs[0, 1:]:
+            ax.tick_params(labelleft=False)
+        fig.colorbar(pc, ax=list(axs[0]), label=S.field_label(name), shrink=0.9, pad=0.02)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+        S.plt.close(fig)
+    cap = (f"{S.field_label(name)} of {xdmf.stem} at gamma_ext = "
+           + ", ".join(f"{ts[i]:.4g}" for i in idx)
+           + f" (one colour per cell; range {clim[0]:.3g} .. {clim[1]:.3g}; ParaView file "
            f"fields/{xdmf.name}).")
     return Entry(out, cap, "render")
+
+
+def inclusion_job(run, figdir: Path) -> Entry | None:
+    """The inclusion case (``model: inclusion``) against the analytic Eshelby field: FE cell
+    stress Sigma_xy, the periodic analytic field at the cell centres
+    (:func:`measures.compare_eshelby`) and their difference, with the relative error."""
+    from femplast.postprocess import measures as M
+    from femplast.postprocess import style as S
+
+    info = (run.summary or {}).get("inclusion")
+    xd = [p for p in run.xdmf if p.stem == "inclusion"]
+    if not info or not xd:
+        return None
+    case = run.summary["case"]
+    pts, _, cells, _, data = read_series(xd[0])
+    d = data[-1]
+    fe = np.column_stack([d["sigma_xx"], d["sigma_yy"], d["sigma_xy"]])
+    lo = pts[:, :2].min(axis=0)
+    L = float(pts[:, 0].max() - lo[0])
+    inc = dict(case["inclusion"], area=info.get("inclusion_area"))
+    cmp = M.compare_eshelby(pts[cells][..., :2].mean(axis=1) - lo, fe, L,
+                            L / float(case["mesh"]["n"]), inc, float(case["elasticity"]["G"]),
+                            float(case["elasticity"]["B"]), info["mean_stress"])
+    out_m = ~cmp.inside
+    m = float(np.abs(cmp.analytic[out_m, 2]).max())  # exterior range: the inside is clipped
+    norm = S.matplotlib.colors.Normalize(-m, m)
+    diff = cmp.fe[:, 2] - cmp.analytic[:, 2]
+    e = float(np.abs(diff).max()) or 1.0
+    with S.style():
+        fig, ax = S.plt.subplots(1, 3, figsize=(S.DOUBLE, 2.7), layout="constrained")
+        sym = S.field_symbol("sigma_xy")
+        pc = draw_cells(ax[0], pts - [*lo, 0], cells, cmp.fe[:, 2], norm, "RdBu_r")
+        draw_cells(ax[1], pts - [*lo, 0], cells, cmp.analytic[:, 2], norm, "RdBu_r")
+        fig.colorbar(pc, ax=ax[:2], label=f"{sym} [{S.U_STRESS}]", extend="both",
+                     shrink=0.85, pad=0.02)
+        pe = draw_cells(ax[2], pts - [*lo, 0], cells, diff, S.matplotlib.colors.Normalize(-e, e),
+                        "PuOr_r")
+        fig.colorbar(pe, ax=ax[2], label=f"FE $-$ analytic [{S.U_STRESS}]", extend="both",
+                     shrink=0.85, pad=0.04)
+        ax[0].set_title(f"(a) FE\ninside {cmp.inside_fe:.4f}", fontsize=8)
+        ax[1].set_title(f"(b) analytic Eshelby\ninside {cmp.inside_analytic:.4f}", fontsize=8)
+        ax[2].set_title(f"(c) FE $-$ analytic\nL2 error {100 * cmp.rel_error_outside:.1f} % "
+                        "outside", fontsize=8)
+        zoom = min(L / 2, 8 * float(inc["radius"]))  # the near field, where the field lives
+        for a in ax:
+            a.set_xlim(L / 2 - zoom, L / 2 + zoom)
+            a.set_ylim(L / 2 - zoom, L / 2 + zoom)
+            a.set_xlabel(f"$x$ [{S.U_LENGTH}]")
+            a.tick_params(labelsize=6)
+        ax[0].set_ylabel(f"$y$ [{S.U_LENGTH}]")
+        out = Path(figdir) / "inclusion_eshelby.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+        S.plt.close(fig)
+    cap = (f"Sheared circular inclusion (radius {inc['radius']:g}, eps0 = {inc['eps0']:g}): "
+           f"(a) FE cell stress Sigma_xy, (b) the analytic Eshelby field of the circle of the "
+           f"same area, summed over periodic images, at the cell centres (same scale, clipped "
+           f"inside the inclusion), (c) their difference (the largest errors sit on the "
+           f"staircase interface of the cells). Near field shown: +-8 radii. Inside: FE {cmp.inside_fe:.5g}, "
+           f"analytic {cmp.inside_analytic:.5g} (relative difference "
+           f"{cmp.inside_fe / cmp.inside_analytic - 1:+.2%}); outside, beyond one cell from "
+           f"the interface: relative L2 error {cmp.rel_error_outside:.4f}.")
+    return Entry(out, cap, "figure")
 
 
 def plastic_strain_frames(events: dict, num_cells: int, steps: np.ndarray, dgamma: float,

@@ -65,13 +65,37 @@ SCALAR_LABELS = {
     "internal_stress_std": (r"internal stress std $\sigma_{\rm int}$", f" [{U_STRESS}]"),
 }
 
+# cell fields of fields/*.xdmf: (symbol, name, unit); local stresses are lower-case sigma,
+# the external stress Sigma (tensorial paper eq. 3); scalar-model fields after the scalar paper
 FIELD_LABELS = {
-    "sigma_xx": "sigma_xx (stress xx)", "sigma_yy": "sigma_yy (stress yy)",
-    "sigma_xy": "sigma_xy (shear stress)", "sigma_vm": "sigma_vm (von Mises)",
-    "pressure": "pressure", "eps_pl_xx": "eps_pl_xx (plastic strain)",
-    "eps_pl_yy": "eps_pl_yy (plastic strain)", "eps_pl_xy": "eps_pl_xy (plastic strain)",
-    "dtau_c_min": "dtau_c_min (distance to threshold)",
+    "sigma_xx": (r"$\sigma_{xx}$", "local stress", U_STRESS),
+    "sigma_yy": (r"$\sigma_{yy}$", "local stress", U_STRESS),
+    "sigma_xy": (r"$\sigma_{xy}$", "local shear stress", U_STRESS),
+    "sigma_vm": (r"$\sigma_{\rm vm}$", "von Mises stress", U_STRESS),
+    "pressure": (r"$p$", "pressure", U_STRESS),
+    "eps_pl_xx": (r"$\varepsilon^{\rm pl}_{xx}$", "plastic strain", ""),
+    "eps_pl_yy": (r"$\varepsilon^{\rm pl}_{yy}$", "plastic strain", ""),
+    "eps_pl_xy": (r"$\varepsilon^{\rm pl}_{xy}$", "plastic strain", ""),
+    "dtau_c_min": (r"$\min_i \Delta\tau_{c,i}$", "distance to threshold", U_STRESS),
+    "tau_c": (r"$\sigma_c$", "local threshold", U_STRESS),
+    "x": (r"$x = \sigma_c - \sigma_{xy}$", "local stability", U_STRESS),
+    "sigma0_xy": (r"$\sigma^0_{xy}$", "frozen-in stress", U_STRESS),
+    "tau_c_cell": (r"$\tau_c$", "slip threshold", U_STRESS),
+    "G": (r"$G$", "shear modulus", U_STRESS),
+    "B": (r"$B$", "bulk modulus", U_STRESS),
 }
+
+
+def field_label(name: str) -> str:
+    """Colour-bar label of a cell field: ``name symbol [unit]`` (the raw name when unknown)."""
+    if name not in FIELD_LABELS:
+        return name.replace("_", " ")
+    sym, what, unit = FIELD_LABELS[name]
+    return f"{what} {sym}" + (f" [{unit}]" if unit else "")
+
+
+def field_symbol(name: str) -> str:
+    return FIELD_LABELS[name][0] if name in FIELD_LABELS else name.replace("_", " ")
 
 
 @contextlib.contextmanager
