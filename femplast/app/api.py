@@ -128,6 +128,54 @@ class Results:
         mean and std of ``Sigma_xy``, mean stress drop, avalanches, events per unit strain)."""
         return self.summary.get("stationary")
 
+    TABLES = ("steps", "avalanches")
+
+    def table(self, kind: str = "steps") -> dict[str, np.ndarray]:
+        """One flat table (column -> 1-D array) of every realization's ``steps/`` or
+        ``avalanches/`` rows, plus ``stage`` and ``realization`` columns; ``(n, 3)`` stresses
+        and strains ``[xx, yy, xy]`` become columns ``<name>_xx``, ``_yy``, ``_xy``. Units: the
+        ``units`` attribute of the HDF5 datasets (:data:`femplast.io.output.DATASET_UNITS`).
+
+        Raises:
+            FemplastInputError: ``kind`` is not one of :attr:`TABLES`.
+        """
+        if kind not in self.TABLES:
+            raise FemplastInputError("kind", kind, f"one of {', '.join(self.TABLES)}")
+        groups = [("", self.realizations)] + list(self.stages.items())
+        cols: dict[str, list[np.ndarray]] = {}
+        n_rows = 0
+        for stage, reals in groups:
+            for r in reals:
+                g = r.steps if kind == "steps" else (r.avalanches or {})
+                flat = {}
+                for k, v in g.items():
+                    v = np.asarray(v)
+                    if v.ndim == 2 and v.shape[1] == 3:
+                        flat.update({f"{k}_{c}": v[:, j] for j, c in enumerate(("xx", "yy",
+                                                                                  "xy"))})
+                    elif v.ndim == 1:
+                        flat[k] = v
+                n = len(next(iter(flat.values()))) if flat else 0
+                if n == 0:
+                    continue
+                flat["stage"] = np.full(n, stage)
+                flat["realization"] = np.full(n, int(r.name.lstrip("r") or 0))
+                for k in set(cols) | set(flat):  # a column absent somewhere is NaN there
+                    cols.setdefault(k, [np.full(n_rows, np.nan)] if n_rows else [])
+                    cols[k].append(flat.get(k, np.full(n, np.nan)))
+                n_rows += n
+        return {k: np.concatenate(v) for k, v in cols.items()}
+
+    def to_pandas(self, kind: str = "steps"):
+        """:meth:`table` as a ``pandas.DataFrame`` (needs pandas: ``pip install
+        femplast[tables]``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Results.to_pandas needs pandas (pip install pandas, or "
+                              "femplast[tables])") from None
+        return pd.DataFrame(self.table(kind))
+
     def __repr__(self) -> str:
         where = self.outdir if self.outdir is not None else "in memory"
         return f"Results({len(self.realizations)} realizations, {where})"

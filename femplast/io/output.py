@@ -79,13 +79,45 @@ class H5Writer:
             self.tmp.unlink(missing_ok=True)
 
 
+# Units of every dataset femplast writes (attribute ``units`` of each HDF5 dataset), in the
+# Lennard-Jones units of the atomistic reference (docs/case-reference.md): stresses in
+# epsilon_SL / sigma_SL^2, lengths in sigma_SL; "1": dimensionless (strains, ratios, flags);
+# "count": a number of events / steps / items; "index": a cell, step or event index.
+STRESS_UNIT = "epsilon_SL/sigma_SL^2"
+LENGTH_UNIT = "sigma_SL"
+_UNIT_NAMES = {
+    STRESS_UNIT: (
+        "stress", "stress_before", "stress_after", "drop_xy", "sigma0", "tau_c", "tau_i",
+        "tau_f", "dtau_c", "delta_tau_c", "von_mises", "sigma_c", "sigma_f", "sigma_i",
+        "internal_stress_std", "mean_threshold", "window_mean_tau_c", "window_stress_std",
+        "sample_mean_tau_c", "sample_stress_std", "sigma_xx", "sigma_yy", "sigma_xy",
+        "sigma_vm", "pressure", "dtau_c_min", "x", "sigma0_xy", "G", "B", "increment_xy", "tau",
+        "self_response"),
+    LENGTH_UNIT: ("centre", "points", "L"),
+    "1": ("gamma_ext", "eps_pl", "eps_pl_mean", "eps_pl_xx", "eps_pl_yy", "eps_pl_xy",
+          "plastic_strain_variance", "gamma_c", "LOC", "complete", "d_gamma", "E_macro"),
+    "rad": ("theta",),
+    "deg": ("alpha", "alpha_ext"),
+    "count": ("n_events", "size", "relaxation_steps", "window_event", "sample_event"),
+    "index": ("step", "cell", "cells", "trigger_cell", "system", "realization",
+              "relaxation_step"),
+}
+DATASET_UNITS = {n: u for u, names in _UNIT_NAMES.items() for n in names}
+
+
+def dataset_units(name: str) -> str:
+    """The unit of a dataset by its name (:data:`DATASET_UNITS`); ``"unknown"`` for a name
+    not listed (tests/test_output.py fails on it for the datasets of real runs)."""
+    return DATASET_UNITS.get(name, "unknown")
+
+
 def write_group(f, name: str, data: dict, attrs: dict | None = None):
     g = f.require_group(name)
     for k, v in data.items():
         if v is None:
             continue
         # no compression: the HDF5 shared with dolfinx is built without the gzip filter
-        g.create_dataset(k, data=np.asarray(v))
+        g.create_dataset(k, data=np.asarray(v)).attrs["units"] = dataset_units(k)
     for k, v in (attrs or {}).items():
         g.attrs[k] = v
     return g
@@ -141,6 +173,8 @@ class FieldWriter:
             self.h5 = h5py.File(self.tmp.with_suffix(".h5"), "w")
             self.h5["mesh/points"] = self.points
             self.h5["mesh/cells"] = self.cells
+            for k in ("points", "cells"):
+                self.h5[f"mesh/{k}"].attrs["units"] = dataset_units(k)
 
     @property
     def times(self) -> list[float]:
@@ -152,6 +186,7 @@ class FieldWriter:
             i = len(self.steps)
             for k, v in fields.items():
                 self.h5[f"fields/{i}/{k}"] = np.asarray(v, dtype=float)
+                self.h5[f"fields/{i}/{k}"].attrs["units"] = dataset_units(k)
         self.steps.append((float(t), list(fields)))
 
     def _xml(self) -> str:
