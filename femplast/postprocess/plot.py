@@ -74,12 +74,13 @@ def plot_jobs(run: RunData, saver: Saver, all_realizations: bool = False,
 
 
 def plot_run(outdir, figdir=None, quiet: bool = False, formats=("png",), renders_on=True,
-             all_realizations: bool = False, strict: bool = False):
-    """Write every figure of ``outdir`` into ``figdir`` (default ``OUTDIR/figures``).
+             all_realizations: bool = False, strict: bool = False, reference=None):
+    """Write every figure of ``outdir`` into ``figdir`` (default ``OUTDIR/figures``);
+    ``reference``: a reference directory to overlay (default: the case's, when found).
 
     Returns (entries, failures, index.html path). A failing figure is reported and skipped
     (``strict``: raised)."""
-    run = load_run(outdir)
+    run = load_run(outdir, reference)
     figdir = Path(figdir) if figdir else run.outdir / "figures"
     saver = Saver(figdir, formats)
     jobs = plot_jobs(run, saver, all_realizations, renders_on)
@@ -104,8 +105,16 @@ def parser() -> argparse.ArgumentParser:
         description="Figures, field renders, a plastic-strain animation and an index page for "
                     "a femplast output directory (whatever it holds: realizations, Bauschinger "
                     "stages, patches, calibration sweep, finite-size summary, fields).")
-    p.add_argument("outdir", help="output directory of a run (python -m femplast CASE --out)")
-    p.add_argument("--out", help="figure directory (default OUTDIR/figures)")
+    p.add_argument("outdir", nargs="+",
+                   help="output directory of a run (python -m femplast CASE --out); several: "
+                        "the runs are compared on common figures")
+    p.add_argument("--out", help="figure directory (default OUTDIR/figures; several runs: "
+                                 "OUTDIR1/figures/compare)")
+    p.add_argument("--labels", help="comma-separated legend labels of the runs (default: the "
+                                    "directory names)")
+    p.add_argument("--reference", help="reference data directory (macro.csv, rms.csv, "
+                                       "finite_size.csv) to overlay (default: the case's "
+                                       "sweep.reference when found)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--formats", default="png",
                    help="comma-separated figure formats, e.g. png,pdf (default png)")
@@ -115,12 +124,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def compare(outdirs, labels=None, figdir=None, formats=("png",), reference=None):
+    """Comparison figures of several runs (:mod:`femplast.postprocess.compare`) in ``figdir``
+    (default ``OUTDIR1/figures/compare``); returns (entries, failures, index.html path)."""
+    from femplast.postprocess.compare import compare_runs
+
+    runs = [load_run(d, reference) for d in outdirs]
+    labels = list(labels) if labels else [r.outdir.name for r in runs]
+    if len(labels) != len(runs):
+        raise NoRunError(f"--labels: {len(labels)} labels for {len(runs)} runs (one per run)")
+    figdir = Path(figdir) if figdir else runs[0].outdir / "figures" / "compare"
+    entries, failures = compare_runs(runs, labels, Saver(figdir, formats))
+    index = write_index(runs[0], figdir, entries, failures)[0]
+    return entries, failures, index
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     try:
-        entries, failures, index = plot_run(args.outdir, args.out, args.quiet, formats,
-                                            not args.no_renders, args.all_realizations)
+        if len(args.outdir) > 1 or labels:
+            entries, failures, index = compare(args.outdir, labels, args.out, formats,
+                                               args.reference)
+        else:
+            entries, failures, index = plot_run(args.outdir[0], args.out, args.quiet, formats,
+                                                not args.no_renders, args.all_realizations,
+                                                reference=args.reference)
     except NoRunError as exc:
         print(f"femplast plot: error: {exc}", file=sys.stderr)
         return EXIT_NO_RUN
