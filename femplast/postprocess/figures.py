@@ -533,68 +533,110 @@ def _sel(rows, **kw):
                                    for k, v in kw.items())]
 
 
+PATCH_PANELS = ("tau_i", "tau_c", "dtau_c", "delta_tau_c")  # paper Fig. 4 (a)-(d)
+
+
+def _few(values, k: int = 3) -> list[float]:
+    """Up to ``k`` of the sorted values: smallest, largest and one in between."""
+    v = sorted(set(values))
+    if len(v) <= k:
+        return v
+    return [v[round(i * (len(v) - 1) / (k - 1))] for i in range(k)]
+
+
+def _patch_states(rows) -> tuple[str, str | None]:
+    """(main state, the quench state or None): the stationary state when present."""
+    states = _main_states(list(dict.fromkeys(r["state"] for r in rows)))
+    main = "stationary" if "stationary" in states else states[-1]
+    init = next((s for s in states if s in ("initial", "quench") and s != main), None)
+    return main, init
+
+
 def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
+    """Patch averages (``stat`` mean) or standard deviations versus the shear orientation
+    alpha (paper Figs. 4 and 8): one panel per quantity, a few patch sizes R (colours) in the
+    main state, the quench state dashed at the largest R."""
     rows = patch_table(run)
-    qs = [q for q in PATCH_QUANTITIES if any(f"{q}_{stat}" in r for r in rows)]
+    qs = [q for q in PATCH_PANELS if any(f"{q}_{stat}" in r for r in rows)]
     if not qs:
         return []
-    states = _main_states(list(dict.fromkeys(r["state"] for r in rows)))
-    Rmax = max(r["R"] for r in rows)
-    alphas = sorted({r["alpha_deg"] for r in rows})
-    show_a = [a for a in (0.0, 90.0) if a in alphas] or alphas[:1]
-    raw = run.patches
-    ncol = 3 if (raw is not None and stat == "mean") else 2
-    ls = {0.0: "-", 90.0: "--"}
+    main, init = _patch_states(rows)
+    Rs = _few([r["R"] for r in rows if r["state"] == main])
     with S.style():
-        fig, axes = plt.subplots(len(qs), ncol, figsize=(S.DOUBLE, 1.9 * len(qs) + 0.3),
-                                 squeeze=False)
-        for i, q in enumerate(qs):
+        nr = (len(qs) + 1) // 2
+        fig, axes = plt.subplots(nr, 2, figsize=(S.DOUBLE, 2.3 * nr + 0.2), squeeze=False)
+        axes = axes.ravel()
+        for x in axes[len(qs):]:
+            x.axis("off")
+        for ax, q in zip(axes, qs, strict=False):
             sym, name = S.PATCH_LABELS[q]
-            c0 = 0
-            if ncol == 3:  # densities at the largest R
-                ax = axes[i, 0]
-                for si, s in enumerate(states):
-                    for a in show_a:
-                        m = (raw["state"] == s) & (raw["R"] == Rmax) & (raw["alpha_deg"] == a)
-                        if q in raw and m.any():
-                            _density(ax, raw[q][m], bins=int(np.clip(np.sqrt(m.sum()), 8, 30)),
-                                     color=S.COLORS[si % 8],
-                                     ls=ls.get(a, ":"), label=f"{s}, {a:g}°")
-                ax.set_xlabel(f"{name} {sym} [{S.U_STRESS}]")
-                ax.set_ylabel(f"$P(${sym}$)$, R = {Rmax:.3g}")
-                c0 = 1
-            ax = axes[i, c0]
-            for si, s in enumerate(states):
-                for a in show_a:
-                    rr = sorted(_sel(rows, state=s, alpha_deg=a), key=lambda r: r["R"])
-                    rr = [r for r in rr if f"{q}_{stat}" in r]
-                    if rr:
-                        ax.plot([r["R"] for r in rr], [r[f"{q}_{stat}"] for r in rr], "o",
-                                ls=ls.get(a, ":"), color=S.COLORS[si % 8],
-                                label=rf"{s}, $\alpha$ = {a:g}°")
-            ax.set_xlabel(f"patch radius $R$ [{S.U_LENGTH}]")
+            for j, R in enumerate(Rs):
+                rr = sorted(_sel(rows, state=main, R=R), key=lambda r: r["alpha_deg"])
+                rr = [r for r in rr if f"{q}_{stat}" in r]
+                ax.plot([r["alpha_deg"] for r in rr], [r[f"{q}_{stat}"] for r in rr], "o-",
+                        ms=3, color=S.COLORS[j % 8], label=f"{main}, R = {R:.3g}")
+            if init is not None:
+                rr = sorted(_sel(rows, state=init, R=Rs[-1]), key=lambda r: r["alpha_deg"])
+                rr = [r for r in rr if f"{q}_{stat}" in r]
+                ax.plot([r["alpha_deg"] for r in rr], [r[f"{q}_{stat}"] for r in rr], "s--",
+                        ms=3, color="0.45", label=f"{init}, R = {Rs[-1]:.3g}")
             sy = rf"$\langle${sym}$\rangle$" if stat == "mean" else f"std({sym})"
             ax.set_ylabel(f"{sy} [{S.U_STRESS}]")
-            ax = axes[i, c0 + 1]
-            for si, s in enumerate(states):
-                rr = sorted(_sel(rows, state=s, R=Rmax), key=lambda r: r["alpha_deg"])
-                rr = [r for r in rr if f"{q}_{stat}" in r]
-                if rr:
-                    ax.plot([r["alpha_deg"] for r in rr], [r[f"{q}_{stat}"] for r in rr], "o-",
-                            color=S.COLORS[si % 8], label=s)
             ax.set_xlabel(r"shear orientation $\alpha$ [°]")
-            ax.set_ylabel(f"{sy}, R = {Rmax:.3g}")
-        axes[0, c0].legend(fontsize=6.5)
-        axes[0, c0 + 1].legend(fontsize=6.5)
-        S.panel_letters(axes.ravel(), x=-0.32)
+            ax.set_title(name, fontsize=8)
+        axes[0].legend(fontsize=6.5)
+        S.panel_letters(axes[:len(qs)], x=-0.2)
         fig.tight_layout()
         what = "averages" if stat == "mean" else "standard deviations"
-        cap = (f"Patch statistics ({what}, paper Fig. {4 if stat == 'mean' else 8}): "
-               + ("densities at the largest R (first column), " if ncol == 3 else "")
-               + f"{what} versus patch radius R (alpha = {', '.join(f'{a:g}' for a in show_a)}"
-               f" deg; solid forward, dashed backward) and versus orientation alpha at "
-               f"R = {Rmax:.3g}, for each state ({', '.join(states)}).")
+        cap = (f"Patch {what} versus the shear orientation alpha (paper Fig. "
+               f"{4 if stat == 'mean' else 8}): "
+               + ", ".join(f"({chr(97 + i)}) {q}" for i, q in enumerate(qs))
+               + f"; state {main} at R = {', '.join(f'{R:.3g}' for R in Rs)}"
+               + (f", state {init} at R = {Rs[-1]:.3g} (dashed)" if init else "") + ".")
         return [saver.save(fig, f"patches_{stat}", cap)]
+
+
+def patches_densities(run: RunData, saver: Saver) -> list[Entry]:
+    """Densities of the patch quantities at alpha = 0 as step histograms: a few patch sizes in
+    the main state (colours), the quench state at the largest R (grey)."""
+    raw = run.patches
+    if raw is None:
+        return []
+    rows = [dict(state=s, R=R) for s, R in zip(raw["state"], raw["R"], strict=True)]
+    main, init = _patch_states(rows)
+    Rs = _few(raw["R"][raw["state"] == main].tolist())
+    a0 = min(set(raw["alpha_deg"].tolist()), key=abs)
+    qs = [q for q in PATCH_PANELS if q in raw]
+    with S.style():
+        nr = (len(qs) + 1) // 2
+        fig, axes = plt.subplots(nr, 2, figsize=(S.DOUBLE, 2.3 * nr + 0.2), squeeze=False)
+        axes = axes.ravel()
+        for x in axes[len(qs):]:
+            x.axis("off")
+        for ax, q in zip(axes, qs, strict=False):
+            sym, name = S.PATCH_LABELS[q]
+            sel = [(main, R, S.COLORS[j % 8]) for j, R in enumerate(Rs)]
+            if init is not None:
+                sel.append((init, Rs[-1], "0.45"))
+            for st, R, c in sel:
+                m = (raw["state"] == st) & np.isclose(raw["R"], R) & (raw["alpha_deg"] == a0)
+                v = raw[q][m]
+                v = v[np.isfinite(v)]
+                if len(v) < 2:
+                    continue
+                edges = np.histogram_bin_edges(v, bins=int(np.clip(np.sqrt(len(v)), 6, 30)))
+                ax.stairs(*np.histogram(v, edges, density=True), color=c, lw=1.1,
+                          label=f"{st}, R = {R:.3g}")
+            ax.set_xlabel(f"{name} {sym} [{S.U_STRESS}]")
+            ax.set_ylabel(f"$P(${sym}$)$")
+        axes[0].legend(fontsize=6.5)
+        S.panel_letters(axes[:len(qs)], x=-0.2)
+        fig.tight_layout()
+        cap = (f"Densities of the patch quantities at alpha = {a0:g} deg (step histograms): "
+               + ", ".join(f"({chr(97 + i)}) {q}" for i, q in enumerate(qs))
+               + f"; state {main} at R = {', '.join(f'{R:.3g}' for R in Rs)}"
+               + (f", state {init} at R = {Rs[-1]:.3g} (grey)" if init else "") + ".")
+        return [saver.save(fig, "patches_densities", cap)]
 
 
 def patches_mean(run: RunData, saver: Saver) -> list[Entry]:
@@ -831,8 +873,9 @@ def _ref_label(run: RunData) -> str:
     return "reference" + (" (SYNTHETIC)" if ref is not None and ref.synthetic else "")
 
 
-FIGURES = [stress_strain, macro_densities, avalanche_sizes, rms, plastic_activity, scalar_evolution, bauschinger,
-           patches_mean, patches_std, patches_drop_vs_yield, calibration, finite_size]
+FIGURES = [stress_strain, macro_densities, avalanche_sizes, rms, plastic_activity,
+           scalar_evolution, bauschinger, patches_densities, patches_mean, patches_std,
+           patches_drop_vs_yield, calibration, finite_size]
 
 
 def applies(fn, run: RunData) -> bool:
@@ -845,6 +888,7 @@ def applies(fn, run: RunData) -> bool:
         plastic_activity: any({"eps_pl", "n_events"} & set(r.steps) for r in run.realizations),
         scalar_evolution: any(set(SCALAR_OBSERVABLES) & set(r.steps) for r in run.realizations),
         bauschinger: bool(run.stages),
+        patches_densities: run.patches is not None,
         patches_mean: run.patches is not None or bool(run.patch_rows),
         patches_std: run.patches is not None or bool(run.patch_rows),
         patches_drop_vs_yield: run.patches is not None or bool(run.patch_rows),
