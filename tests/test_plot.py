@@ -26,6 +26,25 @@ def pixel_variance(path: Path) -> float:
     return float(np.asarray(img, float)[..., :3].var())
 
 
+def assert_units(*paths: Path) -> int:
+    """Every dataset of the HDF5 files has a known ``units`` attribute; returns how many."""
+    from femplast.io.output import DATASET_UNITS
+
+    seen = []
+
+    def check(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            u = obj.attrs.get("units")
+            assert u is not None and u != "unknown", (name, u)
+            assert u == DATASET_UNITS[name.split("/")[-1]]
+            seen.append(name)
+
+    for p in paths:
+        with h5py.File(p) as f:
+            f.visititems(check)
+    return len(seen)
+
+
 def gif_frames(path: Path) -> list[np.ndarray]:
     im = Image.open(path)
     out = []
@@ -53,7 +72,8 @@ def test_quickstart_figures_not_blank(quickstart, quickstart_plots):
     assert failures == []
     figdir = quickstart / "figures"
     figs = {e.path.stem for e in entries if e.kind == "figure"}
-    assert figs == {"stress_strain", "densities", "rms_deviation", "plastic_activity"}
+    assert figs == {"stress_strain", "densities", "avalanche_sizes", "rms_deviation",
+                    "plastic_activity"}
     renders = [e.path for e in entries if e.kind == "render"]
     # the first realization's XDMF: one render per field, each with a panel per snapshot
     assert {p.stem for p in renders} == {f"r0000_{k}" for k in QUICKSTART_FIELDS}
@@ -103,13 +123,39 @@ def test_quickstart_timeseries_open_in_meshio_and_pyvista(quickstart):
     # the last snapshot is the final state of the realization file
     with h5py.File(quickstart / "realizations" / "r0000.h5") as f:
         np.testing.assert_allclose(mesh.cell_data["eps_pl_xy"], f["state/eps_pl"][:, 2])
+        assert f["steps/stress"].attrs["units"] == "epsilon_SL/sigma_SL^2"
+        assert f["state/theta"].attrs["units"] == "rad"
+    assert assert_units(*(quickstart / "realizations").glob("*.h5"),
+                        *(quickstart / "fields").glob("*.h5")) > 50
+
+
+def test_results_tables(quickstart):
+    from femplast.app.api import load_run as api_load_run
+
+    res = api_load_run(quickstart)
+    t = res.table("steps")
+    n = [len(r.gamma) for r in res.realizations]
+    assert len(t["gamma_ext"]) == sum(n) and set(t["realization"]) == {0, 1, 2, 3}
+    with h5py.File(quickstart / "realizations" / "r0002.h5") as f:
+        m = t["realization"] == 2
+        np.testing.assert_array_equal(t["stress_xy"][m], f["steps/stress"][:, 2])
+        np.testing.assert_array_equal(t["eps_pl_xx"][m], f["steps/eps_pl"][:, 0])
+    av = res.table("avalanches")
+    assert len(av["size"]) == sum(len(a["size"]) for a in res.avalanches)
+    from femplast.errors import FemplastInputError
+
+    with pytest.raises(FemplastInputError):
+        res.table("fields")
+    pd = pytest.importorskip("pandas")
+    df = res.to_pandas()
+    assert isinstance(df, pd.DataFrame) and len(df) == sum(n)
 
 
 def test_cli_plot_subcommand_and_no_run_error(quickstart, tmp_path, capsys):
     figdir = tmp_path / "figs"
     assert cli_main(["plot", str(quickstart), "--out", str(figdir), "--quiet",
                      "--no-renders", "--formats", "png,pdf"]) == 0
-    assert len(list(figdir.glob("*.png"))) == 4 and len(list(figdir.glob("*.pdf"))) == 4
+    assert len(list(figdir.glob("*.png"))) == 5 and len(list(figdir.glob("*.pdf"))) == 5
     assert not (figdir / "renders").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -130,6 +176,7 @@ def test_event_log_animation_rebuilds_plastic_strain(tmp_path):
                      "loading.gamma_max=0.2", "--set", "loading.stationary_from=0.1", "--set",
                      "output.snapshots=[0.2]"]) == 0
     run = load_run(out)
+    assert assert_units(out / "realizations" / "r0000.h5")  # incl. the events/ datasets
     r = run.realizations[0]
     k_end = len(r.gamma) - 1
     vals = plastic_strain_frames(r.events, 64, np.array([k_end // 2, k_end]), 0.0)
@@ -182,10 +229,12 @@ def test_patch_figures_from_rows(tmp_path):
     assert run.families() == ["patches"]
     assert len(run.patches["R"]) == 2 * 2 * 3 * 4 * 20
     entries, failures, _ = plot_run(tmp_path, quiet=True, strict=True)
-    assert {e.path.stem for e in entries} == {"patches_mean", "patches_std",
-                                              "patches_drop_vs_yield"}
+    assert {e.path.stem for e in entries} == {"patches_densities", "patches_mean",
+                                              "patches_std", "patches_drop_vs_yield"}
     for e in entries:
         assert pixel_variance(e.path) > MIN_VARIANCE
+    (d,) = [e for e in entries if e.path.stem == "patches_densities"]
+    assert "R = 3.7, 7.4, 15" in d.caption and "state quench" in d.caption
 
 
 def test_patch_figures_from_summary_only(tmp_path):
@@ -282,8 +331,11 @@ def test_patch_tables_of_a_real_run_match_its_summary(tmp_path):
                         ("von_mises", "sigma_vm")):
             assert r[f"{name}_mean"] == pytest.approx(e[q]["mean"], abs=1e-12)
             assert r[f"{name}_std"] == pytest.approx(e[q]["std"], abs=1e-9)
+    assert assert_units(*(out / "patches").glob("*.h5"), *(out / "realizations").glob("*.h5"))
     (entry,) = figures.patches_std(run, figures.Saver(tmp_path / "figs"))
-    assert "initial, stationary" in entry.caption  # single probes folded into 'stationary'
+    # single probes (gamma_ext=...) folded into 'stationary', shown next to the quench state
+    assert "state stationary at R" in entry.caption and "state initial" in entry.caption
+    assert "gamma_ext=" not in entry.caption
     assert pixel_variance(entry.path) > MIN_VARIANCE
 
 
@@ -295,12 +347,13 @@ def test_scalar_run_figures(tmp_path):
                      "--realizations", "2", "--set", "scalar.fit.flow_stress=null",
                      "--set", "output.fields=false"]) == 0
     run = load_run(out)
+    assert assert_units(*(out / "realizations").glob("*.h5"))
     r = run.realizations[0]
     assert not r.uniform_steps and not r.tensorial
     g, s = r.curve()  # saw-tooth: loading peak then post-avalanche stress at each row
     assert len(g) == 2 * len(r.gamma) and (s[::2] >= s[1::2] - 1e-12).all()
     assert [fn.__name__ for fn in figures.FIGURES if figures.applies(fn, run)] == [
-        "stress_strain", "macro_densities", "scalar_evolution"]
+        "stress_strain", "macro_densities", "avalanche_sizes", "scalar_evolution"]
     saver = figures.Saver(tmp_path / "figs")
     (e,) = figures.scalar_evolution(run, saver)
     assert all(k in e.caption for k in ("LOC", "plastic_strain_variance", "mean_threshold",
@@ -309,3 +362,206 @@ def test_scalar_run_figures(tmp_path):
     assert "increments" not in d.caption  # no fixed loading step in extremal dynamics
     for p in (e.path, d.path):
         assert pixel_variance(p) > MIN_VARIANCE
+
+
+# ----------------------------------------------------------------------------- talk figures
+def _bauschinger_dir(root: Path, G=13.2, tau_f=0.5, tau_r=0.2, h=0.5):
+    """Synthetic Bauschinger output: load to a plateau, unload along 90 deg to zero stress,
+    reload forward (yield at tau_f) and reverse (yield at tau_r), bilinear branches."""
+    import json
+
+    def branch(stage, alpha, g, s_resolved):
+        st = np.zeros((len(g), 3))
+        st[:, 2] = s_resolved if alpha == 0 else -s_resolved  # resolved on alpha_ext
+        for i in range(2):
+            write_steps(root / "stages" / stage / "realizations" / f"r{i:04d}.h5", g,
+                        st + 1e-3 * i, alpha)
+
+    g = np.linspace(0, 0.2, 2001)
+    branch("load", 0.0, g, np.minimum(G * g, 0.5))
+    gu = np.linspace(0, 0.5 / G, 200)
+    branch("unload", 90.0, gu, -0.5 + G * gu)
+    gr = np.linspace(0, 0.1, 1001)
+    branch("forward", 0.0, gr, np.minimum(G * gr, tau_f + h * gr))
+    branch("reverse", 90.0, gr, np.minimum(G * gr, tau_r + h * gr))
+    stages = [dict(name="load", start=None), dict(name="unload", kind="unload", start=None),
+              dict(name="forward", start="unload"), dict(name="reverse", start="unload")]
+    (root / "summary.json").write_text(json.dumps(
+        {"case": {"name": "b", "elasticity": {"G": G}, "stages": stages}}))
+    # offset yield stress: plastic strain g - s/G = 2e-3 on the hardening line s = tau + h g
+    return lambda tau: tau + h * (2e-3 + tau / G) / (1 - h / G)
+
+
+def test_bauschinger_two_panels_mark_the_reverse_yield_stress(tmp_path):
+    from femplast.postprocess import figures
+
+    expected = _bauschinger_dir(tmp_path)
+    run = load_run(tmp_path)
+    assert figures.reload_stages(run) == ["forward", "reverse"]
+    ys = figures.reload_yield(run)
+    # the mean curve of the two realizations (stored Sigma_xy + 0, + 1e-3) is the bilinear
+    # branch shifted by +0.5e-3 resolved on 0 deg, -0.5e-3 on 90 deg (Sigma_90 = -Sigma_xy)
+    assert ys["reverse"]["yield_point"][1] == pytest.approx(expected(0.2 - 5e-4), abs=1e-5)
+    assert ys["forward"]["yield_point"][1] == pytest.approx(expected(0.5 + 5e-4), abs=1e-5)
+    curves, a0 = figures._protocol_curves(run)
+    ends = {n: (x[-1], m[-1]) for n, x, m, _, _ in curves}
+    assert a0 == 0.0
+    assert ends["unload"][0] == pytest.approx(0.2 - 0.5 / 13.2)  # unloading strains back
+    assert ends["reverse"][0] == pytest.approx(ends["unload"][0] - 0.1)  # reverse: backward
+    assert ends["reverse"][1] < -0.2 < 0.5 < ends["forward"][1]  # ... and negative stress
+    (e,) = figures.bauschinger(run, figures.Saver(tmp_path / "figs"))
+    sy = float(e.caption.split("reverse: yield stress ")[1].split(" ")[0])
+    assert sy == pytest.approx(ys["reverse"]["yield_point"][1], rel=1e-4)
+    assert pixel_variance(e.path) > MIN_VARIANCE
+    w, h = Image.open(e.path).size
+    assert w > 2 * h  # two panels side by side
+
+
+def test_stress_strain_marks_peak_and_flow_stress(tmp_path):
+    import json
+
+    g = np.linspace(0, 1, 10001)
+    s = np.minimum(13.2 * g, 0.5 + 0.3 * np.exp(-((g - 0.1) / 0.03) ** 2))
+    for i in range(3):
+        st = np.zeros((len(g), 3))
+        st[:, 2] = s + 0.01 * (i - 1)
+        write_steps(tmp_path / "realizations" / f"r{i:04d}.h5", g, st)
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"case": {"loading": {"stationary_from": 0.4}}}))
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True, renders_on=False)
+    (e,) = [x for x in entries if x.path.stem == "stress_strain"]
+    peak = float(e.caption.split("peak stress ")[1].split(" ")[0])
+    flow = float(e.caption.split("flow stress ")[1].split(" ")[0])
+    assert peak == pytest.approx(s.max(), rel=1e-3) and peak > 0.75
+    assert flow == pytest.approx(0.5, rel=1e-3)
+
+
+def test_avalanche_size_density_reports_the_mle_exponent(tmp_path):
+    rng = np.random.default_rng(4)
+    g = np.linspace(0, 1, 1001)
+    for i in range(2):
+        st = np.zeros((len(g), 3))
+        st[:, 2] = np.minimum(13.2 * g, 0.5)
+        write_steps(tmp_path / "realizations" / f"r{i:04d}.h5", g, st)
+        with h5py.File(tmp_path / "realizations" / f"r{i:04d}.h5", "a") as f:
+            f["avalanches/gamma_ext"] = np.sort(rng.uniform(0.6, 1.0, 3000))
+            f["avalanches/size"] = rng.zipf(1.8, 3000)
+            f["avalanches/drop_xy"] = rng.exponential(0.01, 3000)
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True, renders_on=False)
+    (e,) = [x for x in entries if x.path.stem == "avalanche_sizes"]
+    tau = float(e.caption.split("tau = ")[1].split(" ")[0])
+    lo, hi = (float(v) for v in e.caption.split("interval ")[1].split(")")[0].split(" .. "))
+    assert lo < 1.8 < hi and lo < tau < hi
+    assert pixel_variance(e.path) > MIN_VARIANCE
+
+
+def test_finite_size_exponent_is_the_one_of_summary(tmp_path):
+    import json
+
+    from femplast.analysis.calibration import finite_size_fit
+
+    L = np.array([39.5, 59.3, 79.0, 98.8])
+    sd = np.array([0.055, 0.036, 0.028, 0.021])
+    err = np.array([0.002, 0.004, 0.001, 0.003])
+    fit = finite_size_fit(L, sd, err)  # what app/sweep.py writes into summary.json
+    unweighted = np.polyfit(np.log(L), np.log(sd), 1)[0]
+    assert abs(unweighted - fit["exponent"]) > 5e-3  # the figure used to refit unweighted
+    (tmp_path / "summary.json").write_text(json.dumps({"finite_size": dict(
+        L=L.tolist(), std_sigma_xy=sd.tolist(), std_sigma_xy_err=err.tolist(), **fit)}))
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True)
+    (e,) = entries
+    run = load_run(tmp_path)
+    a = run.finite_size["exponent"]
+    assert f"exponent {a:.3f} +- {run.finite_size['exponent_err']:.3f}" in e.caption
+    assert "weighted" in e.caption and "error bars" in e.caption
+
+
+def test_reference_overlays_and_comparison_of_runs(tmp_path, capsys):
+    import json
+
+    ref = ROOT / "reference" / "synthetic_l6.6"
+    rng = np.random.default_rng(8)
+    g = np.arange(0, 1.0001, 1e-3)
+    for name, level in (("on", 0.55), ("off", 0.45)):
+        for i in range(2):
+            st = np.zeros((len(g), 3))
+            st[:, 2] = np.minimum(13.2 * g, level) + 0.02 * rng.standard_normal(len(g))
+            write_steps(tmp_path / name / "realizations" / f"r{i:04d}.h5", g, st)
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"case": {"loading": {"stationary_from": 0.5}, "sweep": {"reference": str(ref)}}}))
+    run = load_run(tmp_path / "on")
+    assert run.reference_path == ref and run.reference.synthetic
+    entries, _, _ = plot_run(tmp_path / "on", quiet=True, strict=True)
+    caps = {e.path.stem: e.caption for e in entries}
+    assert "reference synthetic_l6.6" in caps["densities"]
+    assert "reference synthetic_l6.6" in caps["rms_deviation"]
+    assert cli_main(["plot", str(tmp_path / "on"), "--reference", str(tmp_path)]) == 2
+    assert "not a reference directory" in capsys.readouterr().err
+    out = tmp_path / "cmp"
+    assert cli_main(["plot", str(tmp_path / "on"), str(tmp_path / "off"), "--labels",
+                     "rejuvenation,none", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["compare_densities.png",
+                                                         "compare_stress_strain.png"]
+    md = (out / "index.md").read_text()
+    flows = [float(md.split(f"{lab}: peak ")[1].split("flow ")[1].split(" ")[0])
+             for lab in ("rejuvenation", "none")]
+    assert flows[0] == pytest.approx(0.55, abs=0.01) and flows[1] == pytest.approx(0.45,
+                                                                                   abs=0.01)
+    assert cli_main(["plot", str(tmp_path / "on"), str(tmp_path / "off"), "--labels",
+                     "a"]) == 2
+
+
+def test_render_labels_and_distinct_snapshots():
+    from femplast.postprocess import style as S
+    from femplast.postprocess.renders import distinct_times
+
+    assert distinct_times([0.1, 0.5, 1.0, 1.0]) == [0, 1, 3]  # a repeated final state once
+    for k in QUICKSTART_FIELDS | {"x", "tau_c", "sigma0_xy"}:
+        lab = S.field_label(k)
+        outside_math = "".join(lab.split("$")[::2])
+        assert "$" in lab and "_" not in outside_math and lab != k, lab  # no raw names
+    assert "[" in S.field_label("sigma_xy") and "[" not in S.field_label("eps_pl_xy")
+
+
+def test_inclusion_against_analytic_eshelby_field(tmp_path):
+    from femplast.postprocess import measures as M
+    from femplast.postprocess.renders import inclusion_job, read_series
+
+    out = tmp_path / "run"
+    assert cli_main([str(ROOT / "cases" / "inclusion.yaml"), "--out", str(out), "--quiet"]) == 0
+    run = load_run(out)
+    e = inclusion_job(run, tmp_path / "figs")
+    assert pixel_variance(e.path) > MIN_VARIANCE
+    inside = float(e.caption.split("Inside: FE ")[1].split(",")[0])
+    analytic = float(e.caption.split("Inside: FE ")[1].split("analytic ")[1].split(" ")[0])
+    err = float(e.caption.split("relative L2 error ")[1].rstrip("."))
+    assert inside == pytest.approx(run.summary["inclusion"]["mean_stress_inside"][2], rel=1e-4)
+    assert analytic == pytest.approx(run.summary["inclusion"]["eshelby_circular_inside_xy"],
+                                     rel=2e-2)  # the circle of the same area as the cells
+    assert inside == pytest.approx(analytic, rel=1e-2)
+    assert err < 0.12  # 64 x 64 cells, radius 3.2 cells: staircase interface
+    # without the periodic images the far field is visibly worse
+    pts, _, cells, _, data = read_series(run.xdmf[0])
+    c = pts[cells][..., :2].mean(axis=1)
+    L = float(pts[:, 0].max())
+    iso = M.eshelby_circular_stress(c[:, 0] - L / 2, c[:, 1] - L / 2, 5.0, 0.01, 13.2, 59.0)
+    far = np.hypot(c[:, 0] - L / 2, c[:, 1] - L / 2) > 10
+    e_iso = np.linalg.norm(data[0]["sigma_xy"][far] - iso[far, 2]) / np.linalg.norm(iso[far, 2])
+    assert e_iso > 1.5 * err
+
+
+def test_plot_does_not_import_dolfinx(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"finite_size": {"L": [20.0, 40.0], "std_sigma_xy": [0.1, 0.05]}}))
+    code = ("import sys; from femplast.postprocess.plot import main; "
+            f"assert main([{str(tmp_path)!r}, '--quiet', '--reference', "
+            f"{str(ROOT / 'reference' / 'synthetic_l6.6')!r}]) == 0; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dolfinx', 'petsc4py')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "figures" / "finite_size.png").is_file()

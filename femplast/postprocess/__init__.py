@@ -1,8 +1,12 @@
 """Post-processing of femplast output directories: figures, field renders, an animation,
-index pages. Top layer: nothing in the solver layers imports it, and it imports none of them
-(only numpy, h5py, meshio, matplotlib, pyvista, pillow).
+index pages. Nothing in the solver layers imports it; of them it imports only the pure-numpy
+:mod:`femplast.analysis.calibration` (reference data, the finite-size fit of summary.json), so
+``femplast plot`` never loads dolfinx (numpy, h5py, meshio, matplotlib, pyvista, pillow).
+The numbers the figures mark (yield, peak and flow stresses, power-law exponents, the Eshelby
+field) are computed in :mod:`femplast.postprocess.measures`.
 
-Entry points: ``python -m femplast plot OUTDIR [--out FIGDIR] [--quiet]``,
+Entry points: ``python -m femplast plot OUTDIR [--out FIGDIR] [--quiet] [--reference DIR]``,
+``python -m femplast plot RUN1 RUN2 ... --labels a,b`` (comparison, :mod:`.compare`),
 ``python -m femplast.postprocess OUTDIR``, ``python postprocess/plot.py OUTDIR`` or
 :func:`plot_run`. Figures are data-driven: each family is drawn when its data is present.
 

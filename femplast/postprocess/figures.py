@@ -180,7 +180,7 @@ def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
         fig, axs = plt.subplots(1, len(panels), figsize=(S.DOUBLE, 2.5))
         ax = dict(zip(panels, np.atleast_1d(axs), strict=True))
         what = {"sig": "", "drop": "drop", "inc": "inc"}
-        for i, p in enumerate(panels):
+        for p in panels:
             log = p == "drop"
             _density(ax[p], d[p], log=log, color=S.COLORS[0], label="femplast")
             if ref is not None and REF_MACRO[p] in ref.macro:
@@ -465,7 +465,7 @@ def bauschinger(run: RunData, saver: Saver) -> list[Entry]:
         ax[0].set_ylabel(S.stress_label(a0))
         ax[0].legend(loc="best", fontsize=6.5)
         notes = []
-        for i, (name, d) in enumerate(ys.items()):
+        for name, d in ys.items():
             c = S.COLORS[[n for n, *_ in curves].index(name) % len(S.COLORS)]
             g, m, sd = d["gamma"], d["mean"], d["std"]
             ax[1].fill_between(g, m - sd, m + sd, color=c, alpha=0.2, lw=0)

@@ -212,7 +212,8 @@ def inclusion_job(run, figdir: Path) -> Entry | None:
            f"(a) FE cell stress Sigma_xy, (b) the analytic Eshelby field of the circle of the "
            f"same area, summed over periodic images, at the cell centres (same scale, clipped "
            f"inside the inclusion), (c) their difference (the largest errors sit on the "
-           f"staircase interface of the cells). Near field shown: +-8 radii. Inside: FE {cmp.inside_fe:.5g}, "
+           f"staircase interface of the cells). Near field shown: +-8 radii. "
+           f"Inside: FE {cmp.inside_fe:.5g}, "
            f"analytic {cmp.inside_analytic:.5g} (relative difference "
            f"{cmp.inside_fe / cmp.inside_analytic - 1:+.2%}); outside, beyond one cell from "
            f"the interface: relative L2 error {cmp.rel_error_outside:.4f}.")
