@@ -1,7 +1,7 @@
 """Post-processing of femplast output directories: figures, field renders, an animation,
 index pages. Nothing in the solver layers imports it; of them it imports only the pure-numpy
 :mod:`femplast.analysis.calibration` (reference data, the finite-size fit of summary.json), so
-``femplast plot`` never loads dolfinx (numpy, h5py, meshio, matplotlib, pyvista, pillow).
+``femplast plot`` never loads dolfinx (numpy, h5py, meshio, matplotlib, pillow).
 The numbers the figures mark (yield, peak and flow stresses, power-law exponents, the Eshelby
 field) are computed in :mod:`femplast.postprocess.measures`.
 

@@ -1,24 +1,20 @@
-"""Off-screen pyvista renders of the cell fields (``fields/*.xdmf``) and a GIF of plastic strain.
+"""Renders of the cell fields (``fields/*.xdmf``) and a GIF of plastic strain.
 
-The XDMF time series written by :class:`femplast.io.output.FieldWriter` is read with meshio (the
-same file ParaView opens); every field gets one PNG with a panel per snapshot and a shared colour
-scale. The animation uses the event log (``events/`` of ``--event-log`` runs: plastic strain
-rebuilt at many strains) when present, else the field snapshots. No display is needed.
+The XDMF time series is read with meshio (the same file ParaView opens); every field gets one
+PNG with a panel per distinct snapshot and a shared colour scale. Cells are drawn as flat
+matplotlib polygons, one colour each (no interpolation, no triangulation seams), labelled with
+the papers' symbols and units. The animation uses the event log (``events/`` of
+``--event-log`` runs: plastic strain rebuilt at many strains) when present, else the field
+snapshots. No display is needed.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from femplast.postprocess.figures import Entry
-
-os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
-
-VTK_TYPES = {"quad": 9, "triangle": 5}
-SEQUENTIAL = {"sigma_vm", "dtau_c_min"}
 
 
 def read_series(xdmf: Path):
@@ -37,21 +33,15 @@ def read_series(xdmf: Path):
     return pts3, blocks[0].type, np.asarray(blocks[0].data), times, data
 
 
-def grid(points: np.ndarray, cell_type: str, cells: np.ndarray):
-    import pyvista as pv
-
-    return pv.UnstructuredGrid({VTK_TYPES[cell_type]: cells}, points)
-
-
-def structured_grid(n: int, L: float):
-    """The canonical structured quad mesh (cell ``iy * n + ix``) of an ``n x n`` box."""
+def structured_mesh(n: int, L: float) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n+1)^2 x 3, quads) of the canonical structured mesh (cell ``iy * n + ix``)
+    of an ``n x n`` box, counter-clockwise corners."""
     x = np.linspace(0.0, L, n + 1)
     X, Y = np.meshgrid(x, x)
     pts = np.column_stack([X.ravel(), Y.ravel(), np.zeros(X.size)])
     iy, ix = np.divmod(np.arange(n * n), n)
     p0 = iy * (n + 1) + ix
-    cells = np.column_stack([p0, p0 + 1, p0 + n + 2, p0 + n + 1])
-    return grid(pts, "quad", cells)
+    return pts, np.column_stack([p0, p0 + 1, p0 + n + 2, p0 + n + 1])
 
 
 def color_range(values) -> tuple[tuple[float, float], str]:
@@ -68,35 +58,6 @@ def color_range(values) -> tuple[tuple[float, float], str]:
     if hi <= lo:
         hi = lo + (abs(lo) or 1.0) * 1e-6
     return (lo, hi), "viridis"
-
-
-def _plotter(shape, size, col_weights=None):
-    import pyvista as pv
-
-    pv.vtk_verbosity("off")  # no "bad X server connection" noise: rendering is off-screen
-    pl = pv.Plotter(off_screen=True, shape=shape, window_size=size, border=False,
-                    col_weights=col_weights)
-    pl.set_background("white")
-    return pl
-
-
-def _frame(pl, mesh, name, clim, cmap, title, edges: bool, opacity=1.0):
-    pl.add_mesh(mesh, scalars=name, cmap=cmap, clim=clim, show_edges=edges, lighting=False,
-                edge_color="#444444", line_width=0.5, show_scalar_bar=False, opacity=opacity)
-    if title:
-        pl.add_text(title, position="upper_left", font_size=10, color="black", name="title")
-    pl.view_xy()
-    pl.camera.parallel_projection = True
-    pl.reset_camera()
-    pl.camera.zoom(1.08)
-
-
-def _bar(pl, mesh, name, clim, cmap):
-    """The colour bar alone in the current (narrow) subplot."""
-    _frame(pl, mesh, name, clim, cmap, "", False, opacity=0.0)
-    pl.add_scalar_bar(title=name, vertical=True, fmt="%.3g", color="black",
-                      title_font_size=15, label_font_size=13, position_x=0.08,
-                      position_y=0.08, width=0.38, height=0.74, n_labels=5)
 
 
 def distinct_times(times) -> list[int]:
@@ -129,7 +90,7 @@ def render_field(xdmf: Path, name: str, out: Path, times=None, panel: float = 2.
     one colour scale, the papers' symbol and unit on the colour bar."""
     from femplast.postprocess import style as S
 
-    pts, ctype, cells, ts, data = read_series(xdmf)
+    pts, _, cells, ts, data = read_series(xdmf)
     idx = distinct_times(ts) if times is None else list(times)
     vals = [data[i][name] for i in idx]
     clim, cmap = color_range(vals)
@@ -247,29 +208,33 @@ def write_gif(frames: list[np.ndarray], out: Path, ms: int = 150, hold: int = 6)
     ims[0].save(out, save_all=True, append_images=ims[1:], duration=ms, loop=0, optimize=True)
 
 
-def animate(g, values: np.ndarray, gammas, out: Path, name="eps_pl_xy", size=(560, 420),
-            source="") -> Entry:
-    """GIF of one cell field over frames (``values[frame, cell]``), fixed colour scale."""
+def animate(pts: np.ndarray, cells: np.ndarray, values: np.ndarray, gammas, out: Path,
+            name: str = "eps_pl_xy", source: str = "") -> Entry:
+    """GIF of one cell field over frames (``values[frame, cell]``), fixed colour scale, cells
+    as flat polygons (:func:`draw_cells`)."""
+    from femplast.postprocess import style as S
+
     clim, cmap = color_range([values[-1], values[0]])
-    pl = _plotter((1, 2), size, [1.0, 0.35])
-    m = g.copy()
-    m.cell_data[name] = values[0]
-    pl.subplot(0, 1)
-    _bar(pl, m.copy(), name, clim, cmap)
-    pl.subplot(0, 0)
-    _frame(pl, m, name, clim, cmap, "", g.n_cells <= 1024)
     frames = []
-    for v, gm in zip(values, gammas, strict=True):
-        m.cell_data[name] = v
-        pl.add_text(f"gamma_ext = {gm:.4f}", position="upper_left", font_size=10,
-                    color="black", name="title")
-        pl.render()
-        frames.append(pl.screenshot(return_img=True))
-    pl.close()
+    with S.style():
+        fig, ax = S.plt.subplots(figsize=(4.2, 3.4), dpi=110)
+        pc = draw_cells(ax, pts, cells, values[0], S.matplotlib.colors.Normalize(*clim), cmap,
+                        len(cells) <= 1024)
+        fig.colorbar(pc, ax=ax, label=S.field_label(name))
+        ax.set_xlabel(f"$x$ [{S.U_LENGTH}]")
+        ax.set_ylabel(f"$y$ [{S.U_LENGTH}]")
+        title = ax.set_title(rf"$\gamma^{{\rm ext}}$ = {gammas[0]:.4f}")  # room for it
+        fig.tight_layout()
+        for v, gm in zip(values, gammas, strict=True):
+            pc.set_array(np.asarray(v, float))
+            title.set_text(rf"$\gamma^{{\rm ext}}$ = {gm:.4f}")
+            fig.canvas.draw()
+            frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        S.plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_gif(frames, out)
-    cap = (f"Animation of {name} accumulating from gamma_ext = {gammas[0]:.3g} to "
-           f"{gammas[-1]:.3g} ({len(frames)} frames, {source}).")
+    cap = (f"Animation of {S.field_label(name)} accumulating from gamma_ext = {gammas[0]:.3g} "
+           f"to {gammas[-1]:.3g} ({len(frames)} frames, {source}).")
     return Entry(out, cap, "animation")
 
 
@@ -281,25 +246,25 @@ def animation_job(run, outdir: Path, real=None, num_frames: int = 48):
     xd = {p.stem: p for p in run.xdmf}
     if real is not None and real.events:
         if real.name in xd:
-            pts, ctype, cells, _, _ = read_series(xd[real.name])
-            g = grid(pts, ctype, cells)
+            pts, _, cells, _, _ = read_series(xd[real.name])
         else:
             try:
                 mesh = run.summary["case"]["mesh"]
                 if mesh["kind"] != "quad":
                     return None
-                g = structured_grid(int(mesh["n"]), float(mesh["L"]))
+                pts, cells = structured_mesh(int(mesh["n"]), float(mesh["L"]))
             except (TypeError, KeyError):
                 return None
         k_end = len(real.gamma) - 1
         steps = np.unique(np.linspace(0, k_end, num_frames).round().astype(int))
-        vals = plastic_strain_frames(real.events, g.n_cells, steps, 0.0)
-        return animate(g, vals, real.gamma[steps], outdir / f"{real.name}_eps_pl_xy.gif",
+        vals = plastic_strain_frames(real.events, len(cells), steps, 0.0)
+        return animate(pts, cells, vals, real.gamma[steps],
+                       outdir / f"{real.name}_eps_pl_xy.gif",
                        source=f"{real.name}, rebuilt from the event log")
     for p in run.xdmf:
-        pts, ctype, cells, ts, data = read_series(p)
+        pts, _, cells, ts, data = read_series(p)
         if len(ts) >= 2 and all("eps_pl_xy" in d for d in data):
             vals = np.vstack([d["eps_pl_xy"] for d in data])
-            return animate(grid(pts, ctype, cells), vals, ts, outdir / f"{p.stem}_eps_pl_xy.gif",
+            return animate(pts, cells, vals, ts, outdir / f"{p.stem}_eps_pl_xy.gif",
                            source=f"{p.stem}, field snapshots")
     return None
