@@ -281,6 +281,8 @@ def rms(run: RunData, saver: Saver) -> list[Entry]:
     if res is None:
         return []
     x, r, std = res
+    if not (r > 0).any():  # a constant stress: nothing to draw on log axes
+        return []
     a = reals[0].alpha_deg
     with S.style():
         fig, ax = plt.subplots(figsize=S.SINGLE)
