@@ -521,6 +521,15 @@ def test_render_labels_and_distinct_snapshots():
         outside_math = "".join(lab.split("$")[::2])
         assert "$" in lab and "_" not in outside_math and lab != k, lab  # no raw names
     assert "[" in S.field_label("sigma_xy") and "[" not in S.field_label("eps_pl_xy")
+    from femplast.postprocess.renders import color_range
+
+    rng = np.random.default_rng(0)
+    field = np.concatenate([0.01 * rng.standard_normal(4000), np.full(40, -0.1)])  # inclusion
+    (lo, hi), cmap = color_range([field], robust=True)
+    assert cmap == "RdBu_r" and 0.02 < hi < 0.04 and lo == -hi  # the 1 % inclusion clipped
+    assert color_range([field])[0] == (-0.1, 0.1)  # not robust: the full range
+    binary = np.concatenate([np.zeros(4000), np.full(40, 0.01)])  # the few cells are the field
+    assert color_range([binary], robust=True)[0] == (0.0, 0.01)
 
 
 def test_inclusion_against_analytic_eshelby_field(tmp_path):

@@ -44,14 +44,25 @@ def structured_mesh(n: int, L: float) -> tuple[np.ndarray, np.ndarray]:
     return pts, np.column_stack([p0, p0 + 1, p0 + n + 2, p0 + n + 1])
 
 
-def color_range(values) -> tuple[tuple[float, float], str]:
+OUTLIER_SHARE = 0.02  # at most this share of cells may be clipped ...
+OUTLIER_RATIO = 3.0  # ... when the full range is this many times the range of the others
+
+
+def color_range(values, robust: bool = False) -> tuple[tuple[float, float], str]:
     """(clim, colormap): symmetric diverging when the data straddle zero comparably,
-    sequential otherwise."""
+    sequential otherwise. ``robust``: when a few cells (at most ``OUTLIER_SHARE``, e.g. an
+    inclusion) span ``OUTLIER_RATIO`` times the range of all others, the range of the others,
+    so the rest of the field is not washed out (the clipped cells show the end colours)."""
     v = np.concatenate([np.ravel(x) for x in values])
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return (0.0, 1.0), "viridis"
     lo, hi = float(v.min()), float(v.max())
+    if robust and len(v) >= 100:
+        plo, phi = np.quantile(v, [OUTLIER_SHARE, 1 - OUTLIER_SHARE])
+        # (not for a field that is constant but for the few cells: they are the field)
+        if OUTLIER_RATIO * (phi - plo) < hi - lo < 1e3 * (phi - plo):
+            lo, hi = float(plo), float(phi)
     if lo < 0 < hi and min(-lo, hi) > 0.2 * max(-lo, hi):
         m = max(-lo, hi)
         return (-m, m), "RdBu_r"
@@ -93,7 +104,10 @@ def render_field(xdmf: Path, name: str, out: Path, times=None, panel: float = 2.
     pts, _, cells, ts, data = read_series(xdmf)
     idx = distinct_times(ts) if times is None else list(times)
     vals = [data[i][name] for i in idx]
-    clim, cmap = color_range(vals)
+    clim, cmap = color_range(vals, robust=True)
+    vmin = min(float(np.nanmin(v)) for v in vals)
+    vmax = max(float(np.nanmax(v)) for v in vals)
+    clipped = vmin < clim[0] or vmax > clim[1]
     norm = S.matplotlib.colors.Normalize(*clim)
     n = len(idx)
     edges = len(cells) <= 1024
@@ -106,13 +120,16 @@ def render_field(xdmf: Path, name: str, out: Path, times=None, panel: float = 2.
         axs[0, 0].set_ylabel(f"$y$ [{S.U_LENGTH}]")
         for ax in axs[0, 1:]:
             ax.tick_params(labelleft=False)
-        fig.colorbar(pc, ax=list(axs[0]), label=S.field_label(name), shrink=0.9, pad=0.02)
+        fig.colorbar(pc, ax=list(axs[0]), label=S.field_label(name), shrink=0.9, pad=0.02,
+                     extend="both" if clipped else "neither")
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
         S.plt.close(fig)
     cap = (f"{S.field_label(name)} of {xdmf.stem} at gamma_ext = "
            + ", ".join(f"{ts[i]:.4g}" for i in idx)
-           + f" (one colour per cell; range {clim[0]:.3g} .. {clim[1]:.3g}; ParaView file "
+           + f" (one colour per cell; colour range {clim[0]:.3g} .. {clim[1]:.3g}"
+           + (f", clipped: values span {vmin:.3g} .. {vmax:.3g}" if clipped else "")
+           + "; ParaView file "
            f"fields/{xdmf.name}).")
     return Entry(out, cap, "render")
 
