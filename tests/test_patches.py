@@ -10,17 +10,19 @@ from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
 from femplast.analysis.patches import (
+    Patch,
     PatchAnalysis,
     PatchFE,
     PatchOperator,
     PatchRules,
+    Tables,
     patch_arrays,
     patch_test,
 )
 from femplast.errors import FemplastInputError
-from femplast.fe.elasticity import resolved_shear
+from femplast.fe.elasticity import resolved_shear, to_dsp
 from femplast.fe.mesh import structured_box
-from femplast.streams import realization_rng
+from femplast.streams import CounterStream, counter_generator, probe_key, realization_rng
 from femplast.tensorial.aqs import AQSDriver
 from femplast.tensorial.model import TensorialModel
 
@@ -297,3 +299,70 @@ def test_every_model_variant_runs_patch_tests(variant, tmp_path):
     for e in ent:
         assert e["count"] == 36
         assert e["dtau_c"]["mean"] > 0 and np.isfinite(e["tau_c"]["mean"])
+
+
+def test_counter_stream_rewinds_to_the_tests_own_philox_stream():
+    key = probe_key(11, 2, 1)
+    cs = CounterStream(key)
+    cs.gen.random(5)  # wherever the stream was, a rewind starts the test's stream
+    cs.rewind((7, 3000, 90000))
+    want = counter_generator(key, (7, 3000, 90000)).random(9)
+    assert np.array_equal(cs.gen.random(9), want)
+    assert not np.array_equal(want, counter_generator(key, (7, 3000, 0)).random(9))
+
+
+@pytest.mark.parametrize("self_response", ["patch", "model"])
+def test_compiled_batch_equals_the_direct_tests(model8, loaded, self_response):
+    """The compiled loop over positions and orientations gives, test by test, what the
+    reference implementation gives with the same counter-based stream: patch_test with a fresh
+    FE solve per relaxation step (direct) and with the dense Green operator."""
+    _, st = loaded
+    g, key = 0.3, (4, 1, 2)
+    alphas = [0.0, 45.0, 112.5]
+    pa = PatchAnalysis(model8, "square", [1, 3], alphas, spacing=2 * 6.6,
+                       self_response=self_response)
+    tables = pa.analyse(st, g, 0.0, key)
+    tot = st.sig + g * model8.load_response(0.0)
+    p = PatchRules.from_model(model8)
+    checked = 0
+    for ps, t in zip(pa.sets, tables, strict=True):
+        op = pa.operator(ps, ps.ref, keep_fe=True)
+        for ip in pa.positions(ps):
+            cells = ps.cells[ip]
+            sq = op.selfq if self_response == "patch" else model8.redist.selfq[cells]
+            for ia, ad in enumerate(alphas):
+                ctr = (int(ps.ids[ip]), int(round(ps.size * 1000)), int(round(ad * 1000)))
+                for direct in (False, True):
+                    r = patch_test(op, math.radians(ad), patch_arrays(st, cells, tot[:, cells]),
+                                   p, counter_generator(probe_key(*key), ctr), selfq=sq,
+                                   direct=direct)
+                    assert r.n_events == t["n_events"][ip, ia] >= 1
+                    assert r.gamma_c == pytest.approx(t["gamma_c"][ip, ia], rel=1e-12)
+                    assert np.allclose(r.sigma_c, t["sigma_c"][ip, ia], rtol=0, atol=1e-10)
+                    assert np.allclose(r.sigma_f, t["sigma_f"][ip, ia], rtol=0, atol=1e-9)
+                    assert cells[r.trigger] == t["trigger_cell"][ip, ia]
+                    assert r.complete == t["complete"][ip, ia]
+                    checked += 1
+    assert checked == 2 * 2 * 16 * len(alphas)
+    op.fe.destroy()
+
+
+def test_compiled_batch_does_not_depend_on_the_order_of_positions(model8, loaded):
+    _, st = loaded
+    pa = PatchAnalysis(model8, "square", [2], [0.0, 67.5, 90.0])
+    (t,) = pa.analyse(st, 0.3, 0.0, (9, 0, 1))
+    ps = pa.sets[0]
+    P = len(pa.positions(ps))
+    rev = np.arange(P)[::-1]
+    tabs = Tables(np.full((P, 3), np.nan), np.full((3, P, 3), np.nan), np.full((3, P, 3), np.nan),
+                  np.zeros((P, 3), np.int64), np.zeros((P, 3), np.int64),
+                  np.full((P, 3), -1, np.int64), np.zeros((P, 3), bool), np.zeros((3, P)))
+    total = st.sig + 0.3 * model8.load_response(0.0)
+    smp = Patch(np.ascontiguousarray(total), st.eps_pl, st.eacc, st.theta, st.sin2, st.cos2,
+                st.tauc)
+    pa._batch(CounterStream(probe_key(9, 0, 1)), smp, ps, ps.ref, ps.cells[rev], ps.ids[rev],
+              tabs)
+    assert np.array_equal(tabs.gamma_c[::-1], t["gamma_c"])
+    assert np.array_equal(tabs.n_events[::-1], t["n_events"])
+    # the table's [xx, yy, xy] stresses come from these (d, s, p) ones
+    assert np.allclose(tabs.sig_f[:, ::-1], to_dsp(t["sigma_f"]), rtol=0, atol=1e-12)

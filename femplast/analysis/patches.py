@@ -60,7 +60,8 @@ from femplast.redistribution.backends import (
     to_dsp,
 )
 from femplast.redistribution.kernels import dense_add
-from femplast.tensorial.aqs import cell_scan
+from femplast.streams import CounterStream, probe_key
+from femplast.tensorial.aqs import TOL, cell_scan, load_speed
 from femplast.tensorial.rules import SlipRule, add_slip, renew, self_response, slip_amplitude
 
 SHAPES = ("square", "disk")
@@ -302,22 +303,24 @@ def _dtau(sig, R, gam, sin2, cos2, tauc, alpha_p, p_off):
 # redistribution), written out here on a small dense problem (a full rescan per relaxation step
 # is cheap) so that the patch code does not depend on the internals of the sample's event loop.
 # Random numbers are consumed in the same order: amplitudes in ascending cell order, renewals.
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _slip_all(rng, pt, ld, rule, act_cell, act_sys, na, dg_out):
     """Step 2: the ``na`` active cells slip (amplitude, eigenstrain: the model's rule)."""
+    sin2, cos2, sig, eacc, eps_pl = pt.sin2, pt.cos2, pt.sig, pt.eacc, pt.eps_pl
+    R, gam = ld.R, ld.gam
     for i in range(na):
         c = act_cell[i]
         n = act_sys[i]
-        s2 = pt.sin2[c, n]
-        c2 = pt.cos2[c, n]
-        tau = s2 * (pt.sig[0, c] + ld.gam * ld.R[0, c]) + c2 * (pt.sig[1, c] + ld.gam * ld.R[1, c])
+        s2 = sin2[c, n]
+        c2 = cos2[c, n]
+        tau = s2 * (sig[0, c] + gam * R[0, c]) + c2 * (sig[1, c] + gam * R[1, c])
         dg = slip_amplitude(rng, rule, tau, self_response(c, s2, c2, ld.selfq))
         dg_out[i] = dg
-        pt.eacc[c] += dg
-        add_slip(pt.eps_pl, c, s2, c2, dg)
+        eacc[c] += dg
+        add_slip(eps_pl, c, s2, c2, dg)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg):
     """Step 4: renew the slipped cells, then rescan every cell; returns the new number of
     active cells."""
@@ -335,11 +338,11 @@ def _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg):
     return nn
 
 
-@njit(cache=True)
-def _avalanche_dense(rng, pt, ld, rule, D, act_cell, act_sys, na):
+@njit(cache=True, inline="always")
+def _avalanche_dense(rng, pt, ld, rule, D, act_cell, act_sys, na, dirty, dg):
     """Relax at constant boundary strain with the dense Green operator; returns (events,
-    steps, active)."""
-    dg = np.empty(pt.sig.shape[1])
+    steps, active). ``dirty[c] = 1`` marks the cells that slipped (their arrays changed);
+    ``dg``: work array of the amplitudes."""
     events = 0
     steps = 0
     while na > 0 and events < ld.max_events:
@@ -348,6 +351,7 @@ def _avalanche_dense(rng, pt, ld, rule, D, act_cell, act_sys, na):
         steps += 1
         for i in range(na):  # step 3: redistribute
             c = act_cell[i]
+            dirty[c] = 1
             n = act_sys[i]
             dense_add(pt.sig, D, c, dg[i] * pt.sin2[c, n], dg[i] * pt.cos2[c, n])
         na = _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg)
@@ -393,7 +397,9 @@ def patch_test(op: PatchOperator, alpha: float, pt: Patch, rules: PatchRules,
     dt = _dtau(sig, R, gam, pt.sin2, pt.cos2, pt.tauc, ap, po)
     arg = np.argmin(dt, axis=1)
     m = dt[np.arange(npc), arg]
-    scale = 1.0 + np.abs(pt.tauc).max() + np.abs(sig[:2]).max() + gam * np.abs(R[:2]).max()
+    # the scale of round-off; unused systems of some variants have tau_c = inf
+    tmax = np.abs(np.where(np.isfinite(pt.tauc), pt.tauc, 0.0)).max()
+    scale = 1.0 + tmax + np.abs(sig[:2]).max() + gam * np.abs(R[:2]).max()
     trig = int(np.argmin(m))
     active = np.flatnonzero(m <= TIE_RTOL * scale)
     if trig not in active:
@@ -407,7 +413,8 @@ def patch_test(op: PatchOperator, alpha: float, pt: Patch, rules: PatchRules,
     ld = Loading(gam, np.ascontiguousarray(R), sq, ap, po, rules.max_events)
     rule = rules.rule.args()
     if not direct:
-        ev, steps, na = _avalanche_dense(rng, pt, ld, rule, op.D, act_cell, act_sys, na)
+        ev, steps, na = _avalanche_dense(rng, pt, ld, rule, op.D, act_cell, act_sys, na,
+                                           np.zeros(npc, np.int8), np.empty(npc))
     else:
         sig0, epl0 = sig.copy(), pt.eps_pl.copy()
         dg = np.empty(npc)
@@ -422,12 +429,316 @@ def patch_test(op: PatchOperator, alpha: float, pt: Patch, rules: PatchRules,
     return TestResult(gam, sigma_c, sigma_f, int(ev), int(steps), trig, na == 0)
 
 
+# ============================================================================ compiled batch
+Batch = namedtuple("Batch", "D Rs rn selfq w cells ids size_key alpha_keys sq_model alpha_p "
+                            "p_off max_events")
+"""One compiled batch of tests: the patch operator (Green operator ``D``, responses ``Rs``
+(A, 3, np) to the boundary shear of each orientation (:meth:`PatchOperator.response`), their
+load speeds ``rn`` (A, np) (:func:`femplast.tensorial.aqs.load_speed`), self-response
+``selfq``, area weights ``w``), the positions (``cells`` (P, np) and their stream ids), the
+stream keys of the size and of the orientations, the sample's per-cell self-response when
+``self_response = "model"`` (else shape (0, 3)), the pressure sensitivity and the event budget
+of an avalanche."""
+Tables = namedtuple("Tables", "gamma_c sig_c sig_f n_events n_steps trigger complete sig_i")
+"""What a batch writes: per (position, orientation) gamma~*, the (d, s, p) patch stress at the
+instability and after the avalanche (3, P, A), events, relaxation steps, trigger (patch cell;
+-1: none), completeness; per position the starting (d, s, p) patch stress (3, P)."""
+Scratch = namedtuple("Scratch", "act_cell act_sys dirty dg sig0 dist amin lb ref margin")
+"""Work arrays of a batch: active cells and systems, slipped cells (restored from the sample
+after a test), amplitudes; the patch before a test: (d, s, p) stress, distances to threshold
+(np, N) and their minimum per cell; per cell a lower bound of its critical strain, and the
+total stress and margin (a lower bound of the distance to threshold) of its last scan."""
+SAFETY = 1e-9
+"""Relative round-off allowance of the bounds that let cells be skipped (the skipped cells
+are those the bounds exclude by far more than round-off; results equal the full scans)."""
+
+
+@njit(cache=True)
+def _patch_buffers(npc, N):
+    return Patch(np.empty((3, npc)), np.empty((npc, 3)), np.empty(npc), np.empty((npc, N)),
+                 np.empty((npc, N)), np.empty((npc, N)), np.empty((npc, N)))
+
+
+@njit(cache=True, inline="always")
+def _copy_rows(src, dst, c, j):
+    """Row ``c`` of the sample's slip arrays to row ``j`` of the patch's."""
+    # arrays are bound to locals once: each attribute read of a bundle is a reference-count
+    # increment and decrement (atomic), which would dominate the inner loops
+    for k in range(3):
+        dst.eps_pl[j, k] = src.eps_pl[c, k]
+    dst.eacc[j] = src.eacc[c]
+    st, ss, sc, su = src.theta, src.sin2, src.cos2, src.tauc
+    dt, ds, dc, du = dst.theta, dst.sin2, dst.cos2, dst.tauc
+    for n in range(ss.shape[1]):
+        dt[j, n] = st[c, n]
+        ds[j, n] = ss[c, n]
+        dc[j, n] = sc[c, n]
+        du[j, n] = su[c, n]
+
+
+@njit(cache=True, inline="always")
+def _patch_mean(sig, R, gam, w, out, ip, ia):
+    """The patch's area-weighted (d, s, p) stress at boundary strain ``gam``."""
+    for j in range(3):
+        a = 0.0
+        b = 0.0
+        for i in range(w.shape[0]):
+            a += sig[j, i] * w[i]
+            b += R[j, i] * w[i]
+        out[j, ip, ia] = a + gam * b
+
+
+@njit(cache=True, inline="always")
+def _cell_critical(dist, sin2, cos2, R, rp, c):
+    """Smallest ``a / r`` of cell ``c`` over its loaded systems (the arithmetic of
+    :func:`instability`; 0 for a system beyond threshold)."""
+    best = np.inf
+    r0 = R[0, c]
+    r1 = R[1, c]
+    for n in range(dist.shape[1]):
+        a = dist[c, n]
+        r = sin2[c, n] * r0 + cos2[c, n] * r1 + rp
+        q = a / r if r != 0.0 else np.inf
+        g = q if r > 0 else np.inf
+        g = 0.0 if a < 0 else g
+        best = min(best, g)
+    return best
+
+
+@njit(cache=True, inline="always")
+def _critical_strain(pt, R, rn, alpha_p, scr):
+    """gamma~* of one test. A cell's systems cannot reach threshold before
+    ``max(min_n a_n, 0) / rn`` (``|r_n| <= rn``): the cell with the lowest bound is scanned
+    first, then only the cells whose bound does not exceed the current minimum."""
+    amin, lbs, dist, sin2, cos2 = scr.amin, scr.lb, scr.dist, pt.sin2, pt.cos2
+    first, lbmin = 0, np.inf
+    for c in range(amin.shape[0]):
+        lb = 0.0 if amin[c] <= 0.0 else (amin[c] / rn[c] if rn[c] > 0.0 else np.inf)
+        lbs[c] = lb
+        if lb < lbmin:
+            first, lbmin = c, lb
+    best = _cell_critical(dist, sin2, cos2, R, alpha_p * R[2, first], first)
+    for c in range(amin.shape[0]):
+        if c != first and lbs[c] <= best * (1.0 + SAFETY):
+            best = min(best, _cell_critical(dist, sin2, cos2, R, alpha_p * R[2, c], c))
+    return best
+
+
+@njit(cache=True, inline="always")
+def _trigger_set(pt, R, rn, gam, b, tie, scr):
+    """The cells that slip at gamma~* (as :func:`patch_test`): every cell whose lowest system
+    is within ``tie`` of its threshold, at least the trigger; returns (number, trigger).
+
+    A cell's lowest distance is at least ``min_n a_n - gam rn``; cells whose bound exceeds
+    ``tie`` are not scanned (their bound is their margin for the lazy rescans)."""
+    sig, tauc, sin2, cos2 = pt.sig, pt.tauc, pt.sin2, pt.cos2
+    ref, margin, amin, act_cell, act_sys = scr.ref, scr.margin, scr.amin, scr.act_cell, scr.act_sys
+    alpha_p, p_off = b.alpha_p, b.p_off
+    trig, targ, mbest, na = 0, 0, np.inf, 0
+    for c in range(sig.shape[1]):
+        t0 = sig[0, c] + gam * R[0, c]
+        t1 = sig[1, c] + gam * R[1, c]
+        t2 = sig[2, c] + gam * R[2, c]
+        ref[0, c], ref[1, c], ref[2, c] = t0, t1, t2
+        bound = amin[c] - gam * rn[c]
+        bound -= SAFETY * (abs(amin[c]) + gam * rn[c])
+        if bound > tie:
+            margin[c] = bound
+            continue
+        m, arg = np.inf, 0
+        for n in range(sin2.shape[1]):
+            dt = tauc[c, n] - (sin2[c, n] * t0 + cos2[c, n] * t1)
+            if alpha_p:
+                dt = dt + alpha_p * (p_off - t2)
+            if dt < m:
+                m, arg = dt, n
+        margin[c] = m
+        if m < mbest:
+            mbest, trig, targ = m, c, arg
+        if m <= tie:
+            act_cell[na] = c
+            act_sys[na] = arg
+            na += 1
+    if na == 0:  # the trigger has the lowest distance: it is active whenever any cell is
+        act_cell[0] = trig
+        act_sys[0] = targ
+        na = 1
+    return na, trig
+
+
+@njit(cache=True, inline="always")
+def _rescan_lazy(rng, pt, ld, rule, scr, na):
+    """Step 4 of :func:`_avalanche_dense` with the lazy stability check of the sample's loop
+    (femplast.tensorial.aqs): renew the slipped cells, rescan them and every cell whose
+    stress moved by its margin since its last scan (the others cannot have become active:
+    ``(sin 2theta, cos 2theta)`` is a unit vector); returns the new number of active cells."""
+    sig, theta, sin2, cos2, tauc, eacc = pt.sig, pt.theta, pt.sin2, pt.cos2, pt.tauc, pt.eacc
+    ref, margin, act_cell, act_sys, dg = scr.ref, scr.margin, scr.act_cell, scr.act_sys, scr.dg
+    gam, R, alpha_p = ld.gam, ld.R, ld.alpha_p
+    for i in range(na):
+        c = act_cell[i]
+        renew(rng, rule, theta, sin2, cos2, tauc, c, dg[i], eacc[c])
+        margin[c] = -np.inf  # forces its rescan
+    nn = 0
+    for c in range(sig.shape[1]):
+        t0 = sig[0, c] + gam * R[0, c]
+        t1 = sig[1, c] + gam * R[1, c]
+        t2 = sig[2, c] + gam * R[2, c]
+        dd = t0 - ref[0, c]
+        ds = t1 - ref[1, c]
+        m = margin[c] - TOL
+        if alpha_p != 0.0:
+            m -= alpha_p * abs(t2 - ref[2, c])
+        if m > 0.0 and dd * dd + ds * ds < m * m:
+            continue
+        best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, ld.p_off)
+        ref[0, c], ref[1, c], ref[2, c] = t0, t1, t2
+        margin[c] = best
+        if best < 0.0:
+            act_cell[nn] = c
+            act_sys[nn] = arg
+            nn += 1
+    return nn
+
+
+@njit(cache=True, inline="always")
+def _avalanche_lazy(rng, pt, ld, rule, D, scr, na):
+    """:func:`_avalanche_dense` with the lazy rescan; returns (events, steps, active)."""
+    act_cell, act_sys, dg, dirty = scr.act_cell, scr.act_sys, scr.dg, scr.dirty
+    sig, sin2, cos2 = pt.sig, pt.sin2, pt.cos2
+    events = 0
+    steps = 0
+    while na > 0 and events < ld.max_events:
+        for i in range(na):
+            dirty[act_cell[i]] = 1
+        _slip_all(rng, pt, ld, rule, act_cell, act_sys, na, dg)
+        events += na
+        steps += 1
+        for i in range(na):  # step 3: redistribute
+            c = act_cell[i]
+            n = act_sys[i]
+            dense_add(sig, D, c, dg[i] * sin2[c, n], dg[i] * cos2[c, n])
+        na = _rescan_lazy(rng, pt, ld, rule, scr, na)
+    return events, steps, na
+
+
+@njit(cache=True, _nrt=False)
+def _one_test(gen, pt, sq, b, rule, scale0, scr, out, ip, ia):
+    """The test of position ``ip``, orientation ``ia`` on the patch ``pt`` (modified)."""
+    R = b.Rs[ia]
+    rn = b.rn[ia]
+    gam = _critical_strain(pt, R, rn, b.alpha_p, scr)
+    out.gamma_c[ip, ia] = gam
+    if not np.isfinite(gam):
+        return
+    _patch_mean(pt.sig, R, gam, b.w, out.sig_c, ip, ia)
+    rmax = 0.0
+    for j in range(2):
+        for i in range(R.shape[1]):
+            rmax = max(rmax, abs(R[j, i]))
+    na, trig = _trigger_set(pt, R, rn, gam, b, TIE_RTOL * (scale0 + gam * rmax), scr)
+    ld = Loading(gam, R, sq, b.alpha_p, b.p_off, b.max_events)
+    ev, steps, na = _avalanche_lazy(gen, pt, ld, rule, b.D, scr, na)
+    _patch_mean(pt.sig, R, gam, b.w, out.sig_f, ip, ia)
+    out.n_events[ip, ia] = ev
+    out.n_steps[ip, ia] = steps
+    out.trigger[ip, ia] = trig
+    out.complete[ip, ia] = na == 0
+
+
+@njit(cache=True, _nrt=False)
+def _prepare_position(smp, b, ip, pt, sq, scr, out):
+    """Gather the sample's arrays of position ``ip`` into the patch, with its distances to
+    threshold at gamma~ = 0; returns the angle-independent part of the tie scale of
+    :func:`patch_test`."""
+    cells, sq_model, w = b.cells[ip], b.sq_model, b.w
+    sig0, psig, ssig, dist, amins = scr.sig0, pt.sig, smp.sig, scr.dist, scr.amin
+    tauc, sin2, cos2 = pt.tauc, pt.sin2, pt.cos2
+    alpha_p, p_off = b.alpha_p, b.p_off
+    tmax = 0.0
+    smax = 0.0
+    for i in range(cells.shape[0]):
+        c = cells[i]
+        _copy_rows(smp, pt, c, i)
+        for j in range(3):
+            sig0[j, i] = ssig[j, c]
+            psig[j, i] = ssig[j, c]
+            if sq_model.shape[0]:
+                sq[i, j] = sq_model[c, j]
+        d, s, p = sig0[0, i], sig0[1, i], sig0[2, i]
+        smax = max(smax, abs(d), abs(s))
+        amin = np.inf
+        for n in range(tauc.shape[1]):  # the arithmetic of instability()
+            a = tauc[i, n] - (sin2[i, n] * d + cos2[i, n] * s)
+            if alpha_p:
+                a = a + alpha_p * (p_off - p)
+            dist[i, n] = a
+            amin = min(amin, a)
+            if abs(tauc[i, n]) < np.inf:  # unused systems of some variants: tau_c = inf
+                tmax = max(tmax, abs(tauc[i, n]))
+        amins[i] = amin
+    for j in range(3):
+        a = 0.0
+        for i in range(cells.shape[0]):
+            a += sig0[j, i] * w[i]
+        out.sig_i[j, ip] = a
+    return 1.0 + tmax + smax
+
+
+@njit(cache=True, _nrt=False)
+def _restore(smp, cells, pt, scr):
+    """Undo a test: the stresses, and the sample's arrays of the cells that slipped."""
+    sig, sig0, dirty = pt.sig, scr.sig0, scr.dirty
+    for i in range(cells.shape[0]):
+        for j in range(3):
+            sig[j, i] = sig0[j, i]
+        if dirty[i]:
+            dirty[i] = 0
+            _copy_rows(smp, pt, cells[i], i)
+
+
+@njit(cache=True)
+def run_batch(gen, ctr, bits, smp, b, rule, out):
+    """Every test of a batch: positions x orientations in one compiled loop.
+
+    Before each test the counter-based stream is rewound to ``[0, position id, size key,
+    orientation key]`` (:class:`femplast.streams.CounterStream`: ``ctr``, ``bits``), so each
+    test draws the numbers of its own Philox stream whatever else runs. ``smp``: the sample's
+    arrays (:class:`Patch`, ``sig`` the current total stress), never modified.
+    """
+    P, npc = b.cells.shape
+    N = smp.sin2.shape[1]
+    pt = _patch_buffers(npc, N)
+    scr = Scratch(np.zeros(npc, np.int64), np.zeros(npc, np.int64), np.zeros(npc, np.int8),
+                  np.zeros(npc), np.zeros((3, npc)), np.zeros((npc, N)), np.zeros(npc),
+                  np.zeros(npc), np.zeros((3, npc)), np.zeros(npc))
+    sq = b.selfq if b.sq_model.shape[0] == 0 else np.empty((npc, 3))
+    ids, alpha_keys = b.ids, b.alpha_keys
+    for ip in range(P):
+        scale0 = _prepare_position(smp, b, ip, pt, sq, scr, out)
+        for ia in range(b.Rs.shape[0]):
+            ctr[0] = 0
+            ctr[1] = ids[ip]
+            ctr[2] = b.size_key
+            ctr[3] = alpha_keys[ia]
+            bits[4] = 4  # CounterStream.BUFFER_POS: the output buffer is empty
+            bits[14] = 0  # CounterStream.HAS_UINT32
+            _one_test(gen, pt, sq, b, rule, scale0, scr, out, ip, ia)
+            _restore(smp, b.cells[ip], pt, scr)
+
+
 # ============================================================================ analysis
 def patch_arrays(state, cells, sig) -> Patch:
     """Copies of a state's arrays on the patch ``cells`` (``sig``: their current stress)."""
     return Patch(sig.copy(), state.eps_pl[cells].copy(), state.eacc[cells].copy(),
                  state.theta[cells].copy(), state.sin2[cells].copy(), state.cos2[cells].copy(),
                  state.tauc[cells].copy())
+
+
+def _rows(tabs: Tables, ip: int) -> list[np.ndarray]:
+    """Views of position ``ip`` of each :class:`Tables` array (stresses: (d, s, p) first)."""
+    return [t[:, ip:ip + 1] if name.startswith("sig_") else t[ip:ip + 1]
+            for name, t in zip(Tables._fields, tabs, strict=True)]
 
 
 def von_mises(sig_xyz) -> np.ndarray:
@@ -498,75 +809,85 @@ class PatchAnalysis:
     def analyse(self, state, gamma_ext: float, alpha_ext: float, key=(0, 0, 0)) -> list[dict]:
         """Test every patch and orientation on ``state`` at external strain ``gamma_ext``.
 
-        ``key = (seed, realization, state_index)`` seeds the per-test generators with
-        ``SeedSequence([*key, 1000 size, position id, 1000 alpha_deg mod 360000])``, so a test's
-        result does not depend on which other sizes, positions or orientations are tested. The
-        state is not modified. Returns one table (dict of arrays) per size.
+        ``key = (seed, realization, state_index)`` gives the Philox key of the state's tests
+        (:func:`femplast.streams.probe_key`); a test's counter is ``[0, position id, 1000 size,
+        1000 alpha_deg mod 360000]`` (:func:`femplast.streams.counter_generator`), so its
+        result does not depend on which other sizes, positions or orientations are tested, in
+        which order or on which rank. The state is not modified. Returns one table (dict of
+        arrays) per size.
         """
         import time
 
         m = self.model
-        total = state.sig + gamma_ext * m.load_response(alpha_ext)  # (3, nc) current stress
-        p = self.rules
+        total = np.ascontiguousarray(state.sig + gamma_ext * m.load_response(alpha_ext))
+        smp = Patch(total, state.eps_pl, state.eacc, state.theta, state.sin2, state.cos2,
+                    state.tauc)
+        stream = CounterStream(probe_key(*key))
         out = []
         for ps in self.sets:
             t0 = time.perf_counter()
-            pos_ids = list(self.positions(ps))
-            P, A = len(pos_ids), len(self.alphas)
-            res = {k: np.full((P, A), np.nan) for k in ("gamma_c", "tau_i", "tau_c", "tau_f",
-                                                         "dtau_c", "delta_tau_c")}
-            res["sigma_c"] = np.full((P, A, 3), np.nan)
-            res["sigma_f"] = np.full((P, A, 3), np.nan)
-            res["n_events"] = np.zeros((P, A), np.int64)
-            res["trigger_cell"] = np.full((P, A), -1, np.int64)
-            res["complete"] = np.zeros((P, A), bool)
-            res["sigma_i"] = np.zeros((P, 3))
-            gstar_all = None
-            size_key = int(round(ps.size * 1000))
-            alpha_keys = [int(round(a * 1000)) % 360000 for a in self.alphas_deg]
+            P, A = len(self.positions(ps)), len(self.alphas)
+            tabs = Tables(np.full((P, A), np.nan), np.full((3, P, A), np.nan),
+                          np.full((3, P, A), np.nan), np.zeros((P, A), np.int64),
+                          np.zeros((P, A), np.int64), np.full((P, A), -1, np.int64),
+                          np.zeros((P, A), bool), np.zeros((3, P)))
             if ps.shared:
-                op = self.operator(ps, ps.ref)
-                cells = ps.cells[:P]
-                sig_p = total[:, cells]  # (3, P, np)
-                gstar_all = np.stack([instability(sig_p, op.response(a), state.sin2[cells],
-                                                  state.cos2[cells], state.tauc[cells],
-                                                  p.alpha_p, p.p_offset)[0]
-                                      for a in self.alphas], axis=-1)  # (P, A)
-            for ip, pos in enumerate(pos_ids):
-                op = self.operator(ps, pos)
-                cells = np.asarray(ps.cells[pos])
-                w = op.weights
-                sig0 = np.ascontiguousarray(total[:, cells])
-                res["sigma_i"][ip] = from_dsp(sig0 @ w)
-                selfq = (op.selfq if self.self_response == "patch"
-                         else np.ascontiguousarray(m.redist.selfq[cells]))
-                for ia, a in enumerate(self.alphas):
-                    rng = np.random.default_rng(np.random.SeedSequence(
-                        [int(k) for k in key] + [size_key, int(ps.ids[pos]), alpha_keys[ia]]))
-                    r = patch_test(op, a, patch_arrays(state, cells, sig0), p, rng, selfq=selfq,
-                                   gamma_star=None if gstar_all is None else gstar_all[ip, ia])
-                    res["gamma_c"][ip, ia] = r.gamma_c
-                    res["sigma_c"][ip, ia] = r.sigma_c
-                    res["sigma_f"][ip, ia] = r.sigma_f
-                    res["n_events"][ip, ia] = r.n_events
-                    res["trigger_cell"][ip, ia] = cells[r.trigger] if r.trigger >= 0 else -1
-                    res["complete"][ip, ia] = r.complete
-            for ia, a in enumerate(self.alphas):
-                res["tau_i"][:, ia] = resolved_shear(a, res["sigma_i"])
-                res["tau_c"][:, ia] = resolved_shear(a, res["sigma_c"][:, ia])
-                res["tau_f"][:, ia] = resolved_shear(a, res["sigma_f"][:, ia])
-            res["dtau_c"] = res["tau_c"] - res["tau_i"]
-            res["delta_tau_c"] = res["tau_c"] - res["tau_f"]
-            res["von_mises"] = von_mises(res["sigma_i"])
-            res["centre"] = np.asarray(ps.centres[:P])
-            res["cells"] = (np.asarray(ps.cells[:P]) if ps.shared
-                            else np.array([len(c) for c in ps.cells]))
-            res["label"], res["size"], res["radius"] = ps.label, ps.size, ps.radius
-            res["skipped"] = ps.skipped
+                self._batch(stream, smp, ps, ps.ref, np.asarray(ps.cells[:P]), ps.ids[:P], tabs)
+            else:  # one operator per position: one batch each, writing into its row
+                for ip in self.positions(ps):
+                    row = Tables(*(np.ascontiguousarray(v) for v in _rows(tabs, ip)))
+                    self._batch(stream, smp, ps, ip, np.asarray(ps.cells[ip])[None],
+                                ps.ids[ip:ip + 1], row)
+                    for v, r in zip(_rows(tabs, ip), row, strict=True):
+                        v[...] = r
+            res = self._table(ps, tabs, P)
             self.test_time += time.perf_counter() - t0
             self.num_tests += P * A
             out.append(res)
         return out
+
+    def _batch(self, stream, smp, ps: PatchSet, pos: int, cells, ids, tabs) -> None:
+        """Run the compiled batch of ``cells`` (positions sharing the operator of ``pos``)."""
+        op = self.operator(ps, pos)
+        sq_model = (np.zeros((0, 3)) if self.self_response == "patch"
+                    else np.ascontiguousarray(self.model.redist.selfq))
+        p = self.rules
+        Rs = np.stack([op.response(a) for a in self.alphas])
+        b = Batch(op.D, Rs, np.stack([load_speed(R, p.alpha_p) for R in Rs]), op.selfq,
+                  np.ascontiguousarray(op.weights), np.ascontiguousarray(cells, np.int64),
+                  np.asarray(ids, np.int64), int(round(ps.size * 1000)),
+                  np.array([int(round(a * 1000)) % 360000 for a in self.alphas_deg], np.int64),
+                  sq_model, float(p.alpha_p), float(p.p_offset), int(p.max_events))
+        run_batch(stream.gen, stream.ctr, stream.bits, smp, b, p.rule.args(), tabs)
+
+    def _table(self, ps: PatchSet, tabs, P: int) -> dict:
+        """The output table of one size (stresses [xx, yy, xy], resolved stresses)."""
+        res = dict(gamma_c=tabs.gamma_c, sigma_c=from_dsp(tabs.sig_c),
+                   sigma_f=from_dsp(tabs.sig_f), n_events=tabs.n_events,
+                   complete=tabs.complete, sigma_i=from_dsp(tabs.sig_i))
+        trig = tabs.trigger
+        if ps.shared:
+            cells = np.asarray(ps.cells[:P])
+            glob = np.take_along_axis(cells, np.maximum(trig, 0), axis=1)
+        else:
+            glob = np.array([np.asarray(ps.cells[ip])[np.maximum(t, 0)]
+                             for ip, t in enumerate(trig)], np.int64).reshape(trig.shape)
+        res["trigger_cell"] = np.where(trig >= 0, glob, -1)
+        for q in ("tau_i", "tau_c", "tau_f"):
+            res[q] = np.full(tabs.gamma_c.shape, np.nan)
+        for ia, a in enumerate(self.alphas):
+            res["tau_i"][:, ia] = resolved_shear(a, res["sigma_i"])
+            res["tau_c"][:, ia] = resolved_shear(a, res["sigma_c"][:, ia])
+            res["tau_f"][:, ia] = resolved_shear(a, res["sigma_f"][:, ia])
+        res["dtau_c"] = res["tau_c"] - res["tau_i"]
+        res["delta_tau_c"] = res["tau_c"] - res["tau_f"]
+        res["von_mises"] = von_mises(res["sigma_i"])
+        res["centre"] = np.asarray(ps.centres[:P])
+        res["cells"] = (np.asarray(ps.cells[:P]) if ps.shared
+                        else np.array([len(c) for c in ps.cells]))
+        res["label"], res["size"], res["radius"] = ps.label, ps.size, ps.radius
+        res["skipped"] = ps.skipped
+        return res
 
 
 # ============================================================================ statistics
