@@ -519,7 +519,7 @@ def _renew_and_rescan(rng, st, f, sy, lz, wk, rule, ctl):
 
 
 # ============================================================================ the loop
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def aqs_advance(rng, st, ctl, f, sy, lz, kb, wk, rule):
     """Run the AQS algorithm (module docstring) from the phase in ``st``; returns a return
     code (RC_*): end of the stage, stop increment, event budget, full record buffer, or a

@@ -52,7 +52,19 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from femplast.tensorial.aqs import AQSDriver, Systems, _pressure_shift
+from femplast.tensorial.aqs import (
+    RC_STOP,
+    S_EVBASE,
+    S_EVENTS,
+    S_K,
+    S_NREC,
+    AQSDriver,
+    Systems,
+    _pressure_shift,
+    _redistribute,
+    aqs_advance,
+    trigger_slip,
+)
 
 Rates = namedtuple("Rates", "beta factor delta alpha_p p_off")
 """Rate law ``nu_n = exp(-beta dtau_c,n)`` (eq. 11) with ``beta = Va / kB T``; bounds
@@ -203,6 +215,40 @@ def kmc_pick(rng, gam, sig, R, sy, rt, tr):
                 return c, n, tries
 
 
+# returns of kmc_events: why it handed back to Python
+K_DONE, K_RECFULL, K_EXTERNAL, K_AVALANCHE = 0, 1, 2, 3
+
+
+@njit(cache=True, _nrt=False)
+def kmc_events(rng, st, ctl, f, sy, lz, kb, wk, rule, rt, tr, todo):
+    """Up to ``todo`` thermal events with their avalanches, in one compiled loop: the steps of
+    :meth:`KMC.step` (pick, :func:`trigger_slip`, redistribution, the avalanche by
+    :func:`aqs_advance` with ``ctl`` stopping at the current increment, bound refresh) with
+    nothing left to Python per event. Returns (events done, tries, refreshed cells, code):
+    K_DONE, or why Python must take over (full record buffer before an event; a redistribution
+    done outside, or an avalanche that needs one, after the event's slip: Python finishes that
+    event, see :meth:`KMC._finish_event`)."""
+    gam = st[S_K] * ctl.dgamma
+    done = 0
+    tries = 0
+    refreshed = 0
+    while done < todo:
+        if st[S_NREC] >= wk.rec.shape[0]:
+            return done, tries, refreshed, K_RECFULL
+        c, n, t = kmc_pick(rng, gam, f.sig, f.R, sy, rt, tr)
+        tries += t
+        tc = sy.tauc[c, n] + _pressure_shift(c, gam, f.sig, f.R, rt.alpha_p, rt.p_off)
+        trigger_slip(rng, st, ctl, f, sy, kb, wk, rule, c, n, tc)
+        if _redistribute(st, f, sy, lz, kb, wk, ctl):
+            return done, tries, refreshed, K_EXTERNAL
+        st[S_EVBASE] = st[S_EVENTS]
+        if aqs_advance(rng, st, ctl, f, sy, lz, kb, wk, rule) != RC_STOP:
+            return done, tries, refreshed, K_AVALANCHE
+        refreshed += kmc_refresh(False, gam, f.sig, f.R, sy, rt, tr)
+        done += 1
+    return done, tries, refreshed, K_DONE
+
+
 @njit(cache=True)
 def stress_observables(sig, R, gam, tauc, w):
     """(mean tau_c over all systems, sqrt(var d + var s) over cells) (cell weights w)."""
@@ -316,6 +362,47 @@ class KMC:
         self.refreshed += self.refresh()
         return size
 
+    def steps(self, count: int) -> None:
+        """``count`` thermal events (the same as ``count`` calls of :meth:`step`), run by the
+        compiled :func:`kmc_events`; Python takes over only for what the loop hands back."""
+        drv = self.drv
+        if drv.event_log:  # the event log's buffer is managed per event by the driver
+            for _ in range(count):
+                self.step()
+            return
+        if not self._initialized:
+            self.refresh(full=True)
+            self._initialized = True
+        drv.max_events = 1 << 40  # as AQSDriver.trigger's avalanche: no event budget
+        left = int(count)
+        while left > 0:
+            gam, sig, R, sy, rt, tr = self._bundles()
+            ctl, f, sy, lz, kb, wk, rule = drv._bundles(drv.k)
+            done, tries, nref, code = kmc_events(self.state.rng, drv.st, ctl, f, sy, lz, kb, wk,
+                                                 rule, rt, tr, left)
+            self.events += int(done)
+            self.tries += int(tries)
+            self.refreshed += int(nref)
+            left -= int(done)
+            if code == K_RECFULL:
+                drv._flush()
+            elif code != K_DONE:
+                self._finish_event(code)
+                left -= 1
+        drv._flush()
+
+    def _finish_event(self, code: int) -> None:
+        """The rest of an event :func:`kmc_events` handed back after its slip (as
+        :meth:`AQSDriver.trigger` and :meth:`step` do it)."""
+        drv = self.drv
+        if code == K_EXTERNAL:
+            drv._external()
+        # K_AVALANCHE: the avalanche stopped for a redistribution outside; the driver's
+        # stepping does it and goes on
+        drv._finish_avalanche()
+        self.events += 1
+        self.refreshed += self.refresh()
+
     def observe(self) -> tuple[float, float]:
         s = self.state
         self.model.refresh(s)
@@ -351,7 +438,11 @@ class KMC:
         while self.events < max_events:
             if until_stationary and self.stationary_at is not None:
                 break
-            self.step()
+            # every event up to the next sample, budget call or the end in one compiled run
+            nxt = min(max_events, (self.events // every + 1) * every)
+            if on_budget is not None:
+                nxt = min(nxt, (self.events // budget + 1) * budget)
+            self.steps(nxt - self.events)
             if self.events % every == 0:
                 self._sample()
             if on_budget is not None and self.events % budget == 0:
