@@ -46,6 +46,9 @@ setup() {
       | grep -v "^WARNING: Location" >&2 || true
     .venv/bin/python -c "import femplast, dolfinx" || { echo "[setup] install failed" >&2; exit 1; }
     echo "$want" > "$stamp"
+    # compile the event loops and FE forms now (numba / FFCx caches), not in the first run
+    .venv/bin/python -m femplast.app.compile >&2 \
+      || echo "[setup] compiling ahead failed: kernels compile on first use instead" >&2
   fi
 }
 

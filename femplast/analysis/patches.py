@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from femplast.analysis.patch_checks import check  # noqa: F401 (re-exported: the feature's check)
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import resolved_shear
 from femplast.fe.patch_fe import PatchFE, unwrapped_patch_mesh  # noqa: F401 (re-exported)
@@ -1074,38 +1075,3 @@ def summary_section(case, all_sums, wall=0.0) -> dict:
                     "R = equivalent radius; 'stationary' pools the probed gamma_ext >= "
                     "loading.stationary_from",
                 entries=entries)
-
-
-# ----------------------------------------------------------------------------- validation
-def check(case) -> None:
-    """Consistency of the patches section with the rest of the case (FemplastInputError)."""
-    pa, m = case.patches, case.mesh
-    if not pa.enabled:
-        return
-    if case.model != "tensorial":
-        raise FemplastInputError("patches.enabled", True, "only with model: tensorial")
-    if pa.shape == "square":
-        if m.kind == "gmsh":
-            raise FemplastInputError("patches.shape", "square", "'disk' on gmsh meshes")
-        if not pa.n:
-            raise FemplastInputError("patches.n", pa.n, "at least one size")
-        for i, n in enumerate(pa.n):
-            if n > m.n:
-                raise FemplastInputError(f"patches.n[{i}]", n, f"<= mesh.n = {m.n}")
-    elif not pa.radius:
-        raise FemplastInputError("patches.radius", pa.radius, "at least one radius (shape: "
-                                 "disk)")
-    else:
-        for i, r in enumerate(pa.radius):
-            if 2 * r >= m.L:
-                raise FemplastInputError(f"patches.radius[{i}]", r, f"< mesh.L / 2 = {m.L / 2:g} "
-                                         "(a disk must not overlap its own periodic image)")
-    if not pa.alpha:
-        raise FemplastInputError("patches.alpha", pa.alpha, "at least one orientation")
-    if not pa.initial and not pa.gamma_ext and not pa.after:
-        raise FemplastInputError("patches.gamma_ext", pa.gamma_ext, "at least one gamma_ext "
-                                 "when patches.initial is false")
-    for i, g in enumerate(pa.gamma_ext if not case.stages else ()):
-        if g > case.loading.gamma_max:
-            raise FemplastInputError(f"patches.gamma_ext[{i}]", g,
-                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")

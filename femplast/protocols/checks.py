@@ -8,12 +8,22 @@ sweeps (femplast.app.cases).
 
 from __future__ import annotations
 
-from femplast.analysis import patches
-from femplast.protocols import pipeline
-from femplast.scalar import model as scalar
+from femplast.analysis import patch_checks
+from femplast.protocols import stage_checks
 from femplast.tensorial import variants
 
-FEATURE_CHECKS = (patches.check, scalar.check, variants.check, pipeline.check)
+
+def _scalar_check(case):
+    # the scalar model's module holds its compiled kernels: imported only for scalar cases,
+    # so that validating a case (--check) does not load numba (its check returns at once
+    # for other models)
+    if case.model == "scalar":
+        from femplast.scalar.model import check
+
+        check(case)
+
+
+FEATURE_CHECKS = (patch_checks.check, _scalar_check, variants.check, stage_checks.check)
 
 
 def validate(case):

@@ -250,11 +250,11 @@ def check(case) -> None:
 
 def _check_amplitude_rule(case, sw) -> None:
     """slip.amplitude names a registered rule; the fixed ones need a fixed amplitude."""
-    from femplast.tensorial.rules import AMPLITUDE_RULES
-
     name = case.slip.amplitude
     if name is None:
         return
+    from femplast.tensorial.rules import AMPLITUDE_RULES  # compiled rules: only when named
+
     if name not in AMPLITUDE_RULES:
         raise FemplastInputError("slip.amplitude", name, "a registered amplitude rule: "
                                  f"{', '.join(sorted(AMPLITUDE_RULES))} (or null)")
