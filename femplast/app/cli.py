@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         elif comm.rank == 0:
             outdir = choose_outdir(args.out, case.name)
         outdir = comm.bcast(outdir, root=0)
+        from femplast.app.compile import announce_if_cold
         from femplast.app.runner import run_case
 
+        announce_if_cold(args.quiet or comm.rank != 0)
         run_case(case, outdir, comm, quiet=args.quiet, event_log=args.event_log,
                  resume=args.resume)
     except FemplastInputError as exc:

@@ -33,6 +33,29 @@ ESTIMATE_S = 90
 """About how long the steps take with a cold cache on a development machine (one core)."""
 
 
+def kernels_cached() -> bool:
+    """Whether numba's cache holds the AQS event loop for the current source (its index file,
+    next to the source or under ``NUMBA_CACHE_DIR``, newer than the source)."""
+    import os
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "tensorial" / "aqs.py"
+    dirs = [src.parent / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        dirs.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    stamp = src.stat().st_mtime
+    return any(p.stat().st_mtime >= stamp for d in dirs if d.is_dir()
+               for p in d.rglob("aqs.aqs_advance-*.nbi"))
+
+
+def announce_if_cold(quiet: bool = False) -> None:
+    """Say so before a run compiles the event loops (a first run without ``./run.sh setup``)."""
+    if not quiet and not kernels_cached():
+        print(f"[femplast] compiling the event loops once (about {ESTIMATE_S} s; cached for "
+              "later runs; 'python -m femplast.app.compile' does it ahead)", file=sys.stderr,
+              flush=True)
+
+
 def cases_dir():
     from pathlib import Path
 
