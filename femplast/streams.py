@@ -3,6 +3,10 @@
 Realization ``index`` of seed ``seed`` draws all its random numbers from
 ``numpy.random.default_rng(SeedSequence([seed, index]))``: the same whatever other
 realizations run, on however many MPI ranks.
+
+Patch tests draw from counter-based streams instead (:class:`CounterStream`): Philox keyed by
+``(seed, realization, probed state)`` with the test as its counter, so that a compiled loop
+over many tests rewinds one generator per test instead of creating one.
 """
 
 import numpy as np

@@ -19,9 +19,13 @@ stepping); then an avalanche runs at constant ``gamma~*`` with the model's rules
 cell slips at once on its lowest-``dtau_c`` system, amplitudes from eq. 7, renewal of slipped
 cells) by the same compiled loop as the full sample (:func:`femplast.tensorial.aqs.aqs_advance`),
 with the patch's operators. Every test runs on a copy of the patch state: the sample is never
-changed. Its random numbers come from its own generator,
-``SeedSequence([seed, realization, state, size, position, alpha])``, so results do not depend
-on which tests run or in which order.
+changed. Its random numbers come from its own counter-based stream: Philox with the key of
+``(seed, realization, state)`` and the counter ``(position, size, alpha)``
+(:mod:`femplast.streams`), so results do not depend on which tests run, in which order or on
+which rank. All tests of a patch size run in one compiled loop over positions and
+orientations (:func:`run_batch`, a few microseconds per test); :func:`patch_test` is the
+reference implementation of one test (one Python call, dense or direct FE redistribution),
+equal to it test by test (tests/test_patches.py).
 
 Slip amplitude bound (eq. 6/15): ``gamma_max = -2 tau / ((C : (S - I) : M) : M)`` uses, by
 default, the self-response of the cell *inside the patch with its frozen boundary*
