@@ -9,4 +9,22 @@ class FemplastInputError(ValueError):
 
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key} = {value!r} is invalid: {allowed}")
+        text = repr(value)
+        if len(text) > 80:  # one readable line, whatever the value
+            text = text[:77] + "..."
+        super().__init__(f"{key} = {text} is invalid: {allowed}")
+
+
+class FemplastInputErrors(FemplastInputError):
+    """Several input problems found by one validation pass, reported together (one line
+    each); ``problems`` lists them, the first also sets ``key``, ``value`` and ``allowed``."""
+
+    def __init__(self, problems: list[FemplastInputError]):
+        self.problems = [p for exc in problems for p in self.flatten(exc)]
+        first = self.problems[0]
+        self.key, self.value, self.allowed = first.key, first.value, first.allowed
+        ValueError.__init__(self, "\n".join(str(p) for p in self.problems))
+
+    @staticmethod
+    def flatten(exc: FemplastInputError) -> list[FemplastInputError]:
+        return list(exc.problems) if isinstance(exc, FemplastInputErrors) else [exc]
