@@ -28,3 +28,11 @@ class FemplastInputErrors(FemplastInputError):
     @staticmethod
     def flatten(exc: FemplastInputError) -> list[FemplastInputError]:
         return list(exc.problems) if isinstance(exc, FemplastInputErrors) else [exc]
+
+
+def io_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: the path and the system's reason (ENOSPC: 'No
+    space left on device'), e.g. for the command line's exit code 1."""
+    path = exc.filename if exc.filename is not None else getattr(exc, "femplast_path", None)
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return f"{path}: {reason}" if path is not None else reason

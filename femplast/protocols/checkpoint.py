@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.errors import FemplastInputError
+
 FORMAT_VERSION = 1
 
 
@@ -34,7 +36,9 @@ class Interrupted(Exception):
     def __init__(self, signum: int, path: Path | None):
         self.signum, self.path = int(signum), path
         name = signal.Signals(self.signum).name
-        super().__init__(f"interrupted by {name}: checkpoint written to {path}; continue with "
+        where = (f"checkpoint written to {path}" if path is not None else
+                 "no checkpoint written (a resumed run redoes the work since the last one)")
+        super().__init__(f"interrupted by {name}: {where}; continue with "
                          "'python -m femplast CASE --out OUTDIR --resume'")
 
     @property
@@ -90,14 +94,62 @@ def save(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def load(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["__meta__"]).decode())
-        if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: checkpoint format {meta.get('version')} is not "
-                             f"{FORMAT_VERSION}")
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-    return _unflatten(meta["data"], arrays)
+def load(path: Path, fingerprint: str | None = None) -> dict:
+    """Read a checkpoint; a file that is not one (truncated, corrupt, another format, or
+    another case: ``fingerprint`` differs) raises FemplastInputError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["__meta__"]).decode())
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('version') if isinstance(meta, dict) else '?'} "
+                             f"is not {FORMAT_VERSION}")
+        data = _unflatten(meta["data"], arrays)
+    except Exception as exc:  # zipfile, numpy, JSON and key errors of a damaged file
+        raise FemplastInputError("checkpoint", str(path), "a checkpoint femplast wrote (format "
+                                 f"{FORMAT_VERSION}); this file is damaged or foreign "
+                                 f"({' '.join(str(exc).split())[:100]}); delete it to restart "
+                                 "the interrupted realizations") from None
+    found = data.get("fingerprint") if isinstance(data, dict) else None
+    if fingerprint is not None and found is not None and found != fingerprint:
+        raise FemplastInputError("checkpoint", str(path), "a checkpoint of this case (it was "
+                                 "written by another case or --set overrides)")
+    return data
+
+
+def fingerprint(case_dict: dict) -> str:
+    """A digest of a resolved case: a checkpoint remembers the case it belongs to."""
+    import hashlib
+
+    text = json.dumps(case_dict, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class early_interrupts:
+    """SIGINT/SIGTERM raise :class:`Interrupted` at once (no checkpoint exists yet): for the
+    time before :class:`Interrupter` takes over (model building, compilation), so that a
+    signal then ends the run cleanly too (exit 130/143) instead of a traceback or the FE
+    library's abort. PETSc's own handler is switched off (PETSC_OPTIONS) for the same reason."""
+
+    def __enter__(self):
+        import threading
+
+        opts = os.environ.get("PETSC_OPTIONS", "")
+        if "-no_signal_handler" not in opts:
+            os.environ["PETSC_OPTIONS"] = f"{opts} -no_signal_handler".strip()
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Interrupted(signum, None)
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
 def state_arrays(state) -> dict:
