@@ -61,7 +61,7 @@ def check_sanity(case: Case) -> list:
         if getattr(el, k) > MAX_MODULUS:
             out.append(problem(f"elasticity.{k}", getattr(el, k), f"<= {MAX_MODULUS:g} LJ "
                                "stress (moduli of LJ glasses are O(10))"))
-    if el.B / el.G > MAX_MODULUS or el.G / el.B > MAX_MODULUS:
+    if not out and (el.B / el.G > MAX_MODULUS or el.G / el.B > MAX_MODULUS):
         out.append(problem("elasticity.B", el.B, f"within a factor {MAX_MODULUS:g} of "
                            f"elasticity.G = {el.G:g}"))
     if case.model in ("tensorial", "quench"):
@@ -74,7 +74,8 @@ def check_sanity(case: Case) -> list:
     if case.model == "scalar":
         out += _check_scalar(case)
     lo = case.loading
-    if case.model != "inclusion" and lo.gamma_max / lo.dgamma_ext > MAX_STRAIN_STEPS:
+    if case.model != "inclusion" and not case.stages and \
+            lo.gamma_max / lo.dgamma_ext > MAX_STRAIN_STEPS:
         out.append(problem("loading.gamma_max", lo.gamma_max, f"<= {MAX_STRAIN_STEPS:.0e} "
                            f"strain increments of loading.dgamma_ext = {lo.dgamma_ext:g} "
                            f"(asked: {lo.gamma_max / lo.dgamma_ext:.3g})"))
@@ -130,6 +131,7 @@ def _check_tensorial(case: Case) -> list:
 
 def _check_scalar(case: Case) -> list:
     """Thresholds of the scalar model are >= 0 (the stress to reach is a distance)."""
+    from femplast.scalar.distributions import TABLE, UNIFORM
     from femplast.scalar.model import distributions_from_case
 
     out = []
@@ -140,8 +142,8 @@ def _check_scalar(case: Case) -> list:
     for key, d in zip(("scalar.thresholds", "scalar.renewal"), dists, strict=True):
         if d is None:
             continue
-        low = float(d.tx[0]) if d.name.startswith(("samples", "histogram")) else (
-            float(d.par[0]) if d.name.startswith("uniform") else 0.0)
+        low = float(d.tx[0]) if d.kind == TABLE else float(d.par[0]) if d.kind == UNIFORM \
+            else 0.0
         if low < 0:
             out.append(problem(key, d.name, f"thresholds >= 0 (lowest here: {low:g})"))
     return out
@@ -199,6 +201,9 @@ def _check_msh(case: Case) -> list:
     except Exception as exc:  # gmsh raises plain Exception on unreadable files
         return [problem(key, str(path), f"a gmsh .msh file gmsh can read "
                         f"({' '.join(str(exc).split())[:120]})")]
+    if x is None:
+        return [problem(key, str(path), "a gmsh mesh with a 2D physical group (femplast "
+                        "reads the cells of physical groups; see femplast.fe.mesh)")]
     if x.shape[0] < 3:
         return [problem(key, str(path), "a 2D gmsh mesh of triangles (no nodes found)")]
     lo, hi = x.min(axis=0), x.max(axis=0)
@@ -227,9 +232,10 @@ def _msh_nodes(path) -> np.ndarray:
         gmsh.model.add("femplast_check")
         gmsh.merge(str(path))
         _, coords, _ = gmsh.model.mesh.getNodes()
-        types = gmsh.model.mesh.getElementTypes(2)
-        if len(types) == 0:
+        if len(gmsh.model.mesh.getElementTypes(2)) == 0:
             raise ValueError("no 2D elements")
+        if not gmsh.model.getPhysicalGroups(2):
+            return None
         return np.asarray(coords, float).reshape(-1, 3)
     finally:
         gmsh.model.remove()
@@ -280,18 +286,20 @@ def estimate(case: Case) -> dict:
         N = 1
     else:
         N = case.slip.N or max(4, 4 * round(case.slip.rho_s * l2 / 4))
-    mesh_key = "mesh.size" if m.kind == "gmsh" else "mesh.n"
-    est = {mesh_key: nc * 4096.0, "slip.N": nc * N * 8.0 * 8}
+    # per cell: the FE problem and caches (~4 kB) and 8 arrays over the slip systems
+    cells_key = "slip.N" if case.slip.N is not None and N * 64 > 4096 else \
+        "mesh.size" if m.kind == "gmsh" else "mesh.n"
+    est = {cells_key: nc * (4096.0 + N * 64.0)}
     be = case.redistribution.backend
     dense = DenseRedistribution.memory_bytes(int(nc)) if nc < 1e9 else math.inf
     if be == "dense" or (be == "auto" and m.kind != "quad"
                          and dense <= case.redistribution.dense_memory_mb * 2**20):
         est["redistribution.backend"] = float(dense)
-    if case.model != "inclusion":
-        steps = case.loading.gamma_max / case.loading.dgamma_ext
-        steps += sum((sg.gamma or 1.0) / (sg.dgamma_ext or case.loading.dgamma_ext)
-                     for sg in case.stages)
-        est["loading.gamma_max"] = steps * 16 * 8.0
+    if case.model != "inclusion" and not case.stages:  # the steps table: 16 numbers a step
+        est["loading.gamma_max"] = case.loading.gamma_max / case.loading.dgamma_ext * 128.0
+    for i, sg in enumerate(case.stages):
+        est[f"stages[{i}].gamma"] = (sg.gamma or 1.0) / (sg.dgamma_ext or
+                                                         case.loading.dgamma_ext) * 128.0
     if case.model in ("tensorial", "quench") and (case.kmc.enabled or case.model == "quench"):
         est["kmc.max_events"] = case.kmc.max_events * 8 * 8.0
     return est
@@ -309,6 +317,7 @@ def check_resources(case: Case) -> list:
                                case.redistribution.dense_memory_mb,
                                f">= {need:.0f} MiB for the dense operator of this mesh "
                                "(or redistribution.backend: auto)"))
+            return out  # the total would only repeat it
     total = sum(est.values())
     limit = (case.run.max_memory_gb * 2**30 if case.run.max_memory_gb is not None
              else machine_memory_bytes())
@@ -325,7 +334,10 @@ def check_resources(case: Case) -> list:
 def _value_of(case: Case, dotted: str):
     obj = case
     for p in dotted.split("."):
-        obj = getattr(obj, p)
+        name, _, idx = p.partition("[")
+        obj = getattr(obj, name)
+        if idx:
+            obj = obj[int(idx.rstrip("]"))]
     return obj
 
 
@@ -347,33 +359,24 @@ def check_grid(case: Case) -> list:
                         "(the product of the axis lengths)")]
     out = []
     first = {a: v[0] for a, v in axes.items()}
-    trials = [dict(point=0, kind="grid", params=dict(first, **{a: x}))
+    trials = [(f"sweep.grid.{a}", x, dict(point=0, kind="grid", params=dict(first, **{a: x})))
               for a, vals in axes.items() for x in dict.fromkeys(vals)]
-    trials += [p for p in sweep.plan(case) if p["kind"] == "finite_size"]
-    seen = set()
-    for pt in trials:
+    trials += [("sweep.finite_size", p["params"]["mesh.n"], p) for p in sweep.plan(case)
+               if p["kind"] == "finite_size"]
+    for key, value, pt in trials:
         try:
             pc = sweep.point_case(case, pt)
-            errs = check_sanity(pc) + check_resources(pc)
+            errs = check_sanity(pc) or check_resources(pc)
         except FemplastInputError as exc:
             errs = FemplastInputErrors.flatten(exc)
         for e in errs:
-            e = _grid_key(e, pt)
-            if str(e) not in seen:
-                seen.add(str(e))
+            if e.key.startswith("sweep."):
                 out.append(e)
+            else:  # name the grid value that makes the point invalid
+                out.append(problem(key, value, f"a value making {e.key} valid: {e.allowed}"))
+        if len(out) >= 10:  # enough to fix; the grid may be long
+            break
     return out
-
-
-def _grid_key(exc: FemplastInputError, pt: dict) -> FemplastInputError:
-    from femplast.app import sweep
-
-    for k, v in pt["params"].items():
-        if sweep.dotted(k) == exc.key:
-            name = ("sweep.finite_size" if pt["kind"] == "finite_size"
-                    else f"sweep.grid.{k}")
-            return problem(name, v, exc.allowed)
-    return exc
 
 
 # ----------------------------------------------------------------------------- the pass
@@ -390,6 +393,10 @@ def validate(case: Case, feature_checks=()) -> Case:
         except FemplastInputError as exc:
             problems += FemplastInputErrors.flatten(exc)
     for check in CHECKS:
+        if check is check_grid and any(p.key.startswith("sweep.") for p in problems):
+            continue  # the grid's own problems come first
+        if check is check_resources and problems:
+            continue  # an estimate of an invalid case means nothing
         try:
             problems += check(case)
         except FemplastInputError as exc:
