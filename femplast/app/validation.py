@@ -56,7 +56,7 @@ def check_name(case: Case) -> list:
 def check_sanity(case: Case) -> list:
     """Ranges where the model's numbers stay finite and meaningful."""
     out = []
-    el, sl = case.elasticity, case.slip
+    el = case.elasticity
     for k in ("G", "B"):
         if getattr(el, k) > MAX_MODULUS:
             out.append(problem(f"elasticity.{k}", getattr(el, k), f"<= {MAX_MODULUS:g} LJ "

@@ -176,8 +176,8 @@ class FieldWriter:
 
     Heavy data go to ``<name>.h5`` (``/mesh/points``, ``/mesh/cells``, ``/fields/<t>/<field>``);
     the XML is written on :meth:`close`. Both are built in memory and written atomically on
-    close (the XML last), so an interrupted run leaves no complete-looking file. Fields are given in global
-    canonical cell order; rank 0 writes.
+    close (the XML last), so an interrupted run leaves no complete-looking file. Fields are
+    given in global canonical cell order; rank 0 writes.
     """
 
     def __init__(self, path: Path, box):
