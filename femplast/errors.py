@@ -9,9 +9,9 @@ class FemplastInputError(ValueError):
 
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        text = repr(value)
-        if len(text) > 80:  # one readable line, whatever the value
-            text = text[:77] + "..."
+        text, limit = repr(value), 400 if isinstance(value, str) else 80
+        if len(text) > limit:  # one readable line, whatever the value (file names in full)
+            text = text[:limit - 3] + "..."
         super().__init__(f"{key} = {text} is invalid: {allowed}")
 
 

@@ -87,11 +87,15 @@ def save(path: Path, data: dict) -> None:
     skel = _flatten(data, arrays, "")
     meta = json.dumps(dict(version=FORMAT_VERSION, data=skel))
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the previous checkpoint stays, the error names it
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def load(path: Path, fingerprint: str | None = None) -> dict:
