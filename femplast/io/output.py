@@ -14,27 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from femplast.errors import FemplastInputError
-
-
-def choose_outdir(out: str | None, name: str, base: str | Path = "runs") -> Path:
-    """The output directory: ``out`` if given (must not exist or be empty), else a fresh
-    ``runs/<name>``, ``runs/<name>-2``, ... (never an existing one)."""
-    if out is not None:
-        p = Path(out)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise FemplastInputError("--out", str(p), "a new or empty directory (existing "
-                                     "results are never overwritten; use --resume to continue "
-                                     "an interrupted run)")
-        return p
-    base = Path(base)
-    p = base / name
-    i = 2
-    while p.exists():
-        p = base / f"{name}-{i}"
-        i += 1
-    return p
-
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` under ``path.tmp``, flush it to disk and rename it to ``path``.
