@@ -327,3 +327,14 @@ def test_kmc_whose_acceptance_collapses_says_so(tmp_path, capfd):
     rc, err = run([case, "--out", tmp_path / "o"], capfd)
     assert rc == 2, err
     assert "KMC acceptance collapsed" in err and "Traceback" not in err
+
+
+def test_second_signal_stops_at_once():
+    from femplast.protocols import checkpoint as ck
+
+    intr = ck.Interrupter(lambda: None)
+    intr._handler(signal.SIGTERM, None)  # the first only sets the flag
+    assert intr.signum == signal.SIGTERM
+    with pytest.raises(ck.Interrupted) as exc:
+        intr._handler(signal.SIGTERM, None)
+    assert exc.value.exit_code == 143 and exc.value.path is None

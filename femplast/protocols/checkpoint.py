@@ -8,7 +8,7 @@ to them. The file is written under ``name.tmp`` and renamed, so a partial checkp
 replaces a complete one. Arrays are stored exactly, so a resumed run is bit-identical.
 
 Interruption: :class:`Interrupter` installs handlers for SIGINT and SIGTERM that only set a
-flag; long loops call :meth:`Interrupter.tick` at safe points (event-budget returns of the AQS
+flag (a second signal stops at once, from the last checkpoint); long loops call :meth:`Interrupter.tick` at safe points (event-budget returns of the AQS
 loop, between avalanches, every few hundred KMC events). ``tick`` writes a checkpoint when the
 flag is set (then raises :class:`Interrupted`) or when ``interval`` seconds have passed since
 the last one. The command line turns :class:`Interrupted` into exit code ``128 + signal``
@@ -215,6 +215,10 @@ class Interrupter:
         self._old: dict[int, object] = {}
 
     def _handler(self, signum, frame):
+        if self.signum is not None:
+            # a second signal while a long step (a patch probe, a big avalanche) runs to its
+            # safe point: stop now; --resume continues from the last checkpoint
+            raise Interrupted(signum, None)
         self.signum = signum
 
     def __enter__(self):
