@@ -4,8 +4,8 @@ A fresh run creates its directory with ``mkdir`` (atomic: of two runs only one s
 for an existing empty ``--out``, creates the lock file ``.femplast.lock`` with ``O_EXCL``
 (atomic too). The claim holds an ``flock`` on the lock file while the run lasts; a resumed
 run takes the same ``flock`` (non-blocking), so a second run on the directory of a live one
-is refused instead of mixing its records in. The lock file is removed when a run finishes;
-after a crash it stays, unlocked (``--resume`` takes it over).
+is refused instead of mixing its records in. The lock file is removed when the run ends;
+after a crash (SIGKILL) it stays, unlocked (``--resume`` takes it over).
 
 Under MPI only rank 0 touches the file system; :func:`claim_outdir` broadcasts the outcome
 so that a refusal reaches every rank (each exits with code 2, none waits).
@@ -34,10 +34,10 @@ class Claim:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.release(remove=exc_type is None)  # an unfinished run keeps its (unlocked) lock
+        self.release()
 
     def release(self, remove: bool = True) -> None:
-        """Unlock; ``remove``: delete the lock file (the run is complete)."""
+        """Unlock; ``remove``: delete the lock file (it exists while a run holds it)."""
         if self.fd is None:
             return
         if remove:
@@ -119,7 +119,8 @@ def claim_fresh(out: str | Path | None, name: str, base: str | Path = "runs") ->
 
 
 def claim_resume(out: str | Path | None) -> Claim:
-    """The directory of an interrupted run (its case.yaml present, nobody running in it)."""
+    """The directory of an interrupted run (its case.yaml present, nobody running in it;
+    whether it can continue is the run kind's check, e.g. protocols.pipeline.check_resume)."""
     if out is None or not Path(out).is_dir():
         raise FemplastInputError("--resume", out, "with --out naming the existing output "
                                  "directory of the interrupted run")
@@ -127,9 +128,6 @@ def claim_resume(out: str | Path | None) -> Claim:
     if not (p / "case.yaml").is_file():
         raise FemplastInputError("--resume", str(p), "an output directory of an interrupted "
                                  "run (it has no case.yaml)")
-    if (p / "summary.json").exists():
-        raise FemplastInputError("--resume", str(p), "an output directory of an unfinished "
-                                 "run (this one has summary.json: it is complete)")
     return Claim(p, _lock(p, create=False))
 
 

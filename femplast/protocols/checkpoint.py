@@ -8,11 +8,13 @@ to them. The file is written under ``name.tmp`` and renamed, so a partial checkp
 replaces a complete one. Arrays are stored exactly, so a resumed run is bit-identical.
 
 Interruption: :class:`Interrupter` installs handlers for SIGINT and SIGTERM that only set a
-flag (a second signal stops at once, from the last checkpoint); long loops call :meth:`Interrupter.tick` at safe points (event-budget returns of the AQS
-loop, between avalanches, every few hundred KMC events). ``tick`` writes a checkpoint when the
-flag is set (then raises :class:`Interrupted`) or when ``interval`` seconds have passed since
-the last one. The command line turns :class:`Interrupted` into exit code ``128 + signal``
-(130 for SIGINT, 143 for SIGTERM), the shell convention.
+flag (a second signal stops at once, from the last checkpoint); long loops call
+:meth:`Interrupter.tick` at safe points (event-budget returns of the AQS loop, between
+avalanches, every few hundred KMC events). ``tick`` writes a checkpoint when the flag is set
+(then raises :class:`Interrupted`) or when ``interval`` seconds have passed since the last
+one. The command line turns :class:`Interrupted` into exit code ``128 + signal`` (130 for
+SIGINT, 143 for SIGTERM), the shell convention. Before the loop starts (model building,
+compilation), :class:`early_interrupts` makes a signal raise :class:`Interrupted` at once.
 """
 
 from __future__ import annotations
