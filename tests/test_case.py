@@ -34,7 +34,7 @@ BAD = [
     ({"output": {"snapshots": [0.1, 5.0]}}, "output.snapshots[1]", "gamma_max"),
     ({"output": {"snapshots": 0.1}}, "output.snapshots", "list"),
     ({"run": {"realizations": 0}}, "run.realizations", ">= 1"),
-    ({"run": {"seed": -1}}, "run.seed", ">= 0"),
+    ({"run": {"seed": -1}}, "run.seed", "in [0, "),
     ({"run": {"parallel": "both"}}, "run.parallel", "'realizations', 'sample'"),
     ({"redistribution": {"backend": "fast"}}, "redistribution.backend", "'propagator'"),
     ({"mesh": {"kind": "tri"}, "redistribution": {"backend": "propagator"}},

@@ -218,22 +218,19 @@ def run(case, out=None, *, quiet: bool = True, event_log: bool = False, comm=Non
     from mpi4py import MPI
 
     from femplast.app.runner import run_case
-    from femplast.io.output import choose_outdir
+    from femplast.io.claim import Claim, claim_outdir
 
     comm = MPI.COMM_WORLD if comm is None else comm
     case = case if isinstance(case, Case) else load_case(case)
-    outdir, err = None, None
-    if comm.rank == 0:
-        try:
-            outdir = (Path(tempfile.mkdtemp(prefix="femplast-")) if out is None
-                      else choose_outdir(str(out), case.name or "case"))
-        except FemplastInputError as exc:
-            err = (exc.key, exc.value, exc.allowed)  # raised on every rank
-    outdir, err = comm.bcast((outdir, err), root=0)
-    if err is not None:
-        raise FemplastInputError(*err)
+    if out is None:
+        tmp = Path(tempfile.mkdtemp(prefix="femplast-")) if comm.rank == 0 else None
+        claim = Claim(comm.bcast(tmp, root=0), None)
+    else:  # claimed atomically, refusals raised on every rank (femplast.io.claim)
+        claim = claim_outdir(comm, str(out), case.name or "case")
+    outdir = claim.path
     try:
-        run_case(case, outdir, comm, quiet=quiet, event_log=event_log)
+        with claim:
+            run_case(case, outdir, comm, quiet=quiet, event_log=event_log)
         res = load_run(outdir) if comm.rank == 0 else None
     finally:
         comm.barrier()

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from femplast.app import sweep
+from femplast.app import sweep, validation
 from femplast.config import case as schema
 from femplast.config.case import Case
-from femplast.protocols.checks import validate as validate_features
+from femplast.protocols.checks import FEATURE_CHECKS
 
 
 def validate(case: Case) -> Case:
-    """Check ``case`` beyond its schema (every feature, then the sweep); returns it."""
-    validate_features(case)
-    if case.sweep.enabled:
-        sweep.validate(case)
-    return case
+    """Check ``case`` beyond its schema: every feature, the sweep, files, sanity, grids and
+    resources (femplast.app.validation); all problems at once. ``--check`` runs exactly this,
+    and every run runs it before writing anything."""
+    return validation.validate(case, (*FEATURE_CHECKS, sweep.validate))
 
 
 def case_from_dict(data: dict, overrides=(), source: Path | None = None) -> Case:

@@ -6,10 +6,12 @@ import argparse
 import logging
 import sys
 
-from femplast.errors import FemplastInputError
+from femplast.errors import FemplastInputError, io_error_line
+from femplast.protocols import checkpoint as ck
 from femplast.protocols.checkpoint import Interrupted
 
 EXIT_BAD_INPUT = 2
+EXIT_IO_ERROR = 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,30 +69,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{args.case}: valid")
             return 0
-        from femplast.io.output import choose_outdir
-
-        outdir = None
-        if args.resume:
-            from pathlib import Path
-
-            if args.out is None or not Path(args.out).is_dir():
-                raise FemplastInputError("--resume", args.out, "with --out naming the "
-                                         "existing output directory of the interrupted run")
-            outdir = Path(args.out)
-        elif comm.rank == 0:
-            outdir = choose_outdir(args.out, case.name)
-        outdir = comm.bcast(outdir, root=0)
         from femplast.app.compile import announce_if_cold
         from femplast.app.runner import run_case
+        from femplast.io.claim import claim_outdir
 
-        announce_if_cold(args.quiet or comm.rank != 0)
-        run_case(case, outdir, comm, quiet=args.quiet, event_log=args.event_log,
-                 resume=args.resume)
+        # claimed atomically on rank 0, refusals reach every rank (femplast.io.claim)
+        with ck.early_interrupts(), \
+                claim_outdir(comm, args.out, case.name, resume=args.resume) as claim:
+            announce_if_cold(args.quiet or comm.rank != 0)
+            run_case(case, claim.path, comm, quiet=args.quiet, event_log=args.event_log,
+                     resume=args.resume)
     except FemplastInputError as exc:
         if comm.rank == 0:
-            print(f"femplast: error: {exc}", file=sys.stderr)
+            for line in str(exc).splitlines():  # every problem of the case, one line each
+                print(f"femplast: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Interrupted as exc:  # SIGINT/SIGTERM: checkpoint written (femplast.protocols.checkpoint)
         print(f"femplast: {exc}", file=sys.stderr)
         return exc.exit_code  # 130 (SIGINT) or 143 (SIGTERM)
+    except OSError as exc:  # disk full, permissions, ...: files are atomic, --resume continues
+        print(f"femplast: error: {io_error_line(exc)} (the run can continue with --resume once "
+              "this is fixed)", file=sys.stderr)
+        if comm.size > 1:  # the other ranks may wait for this one in a collective
+            comm.Abort(EXIT_IO_ERROR)
+        return EXIT_IO_ERROR
     return 0

@@ -48,6 +48,7 @@ import io as _io
 import itertools
 import json
 import math
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -58,6 +59,7 @@ from mpi4py import MPI
 from femplast.analysis import calibration as C
 from femplast.angles import wrap_orientation_deg
 from femplast.errors import FemplastInputError
+from femplast.protocols.checkpoint import Interrupted
 
 ALIASES = {"k": "slip.weibull_k", "lambda": "slip.weibull_lambda", "chi": "slip.chi"}
 COLUMN_OF = {v: k for k, v in ALIASES.items()}
@@ -639,6 +641,11 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
             computed += 1
             busy += res["wall_time"]
         sched.drain()
+    except Interrupted as exc:  # SIGINT/SIGTERM: finished points are saved, --resume goes on
+        if comm.size == 1:
+            raise  # the command line exits with 130/143
+        print(f"femplast: {exc}", file=sys.stderr, flush=True)
+        comm.Abort(exc.exit_code)  # the other ranks may wait in the scheduler
     except Exception:  # one failing rank would leave the others waiting forever
         traceback.print_exc()
         comm.Abort(1)

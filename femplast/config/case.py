@@ -15,9 +15,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+import yaml  # noqa: F401  (femplast.config.case.yaml: the dumper of resolved cases)
 
-from femplast.errors import FemplastInputError
+from femplast.config import yamlsafe
+from femplast.errors import FemplastInputError, FemplastInputErrors
 
 
 def key(default, doc: str, unit: str = "-", *, choices=None, min=None, max=None,
@@ -127,7 +128,8 @@ class RunSection:
     """Ensemble and reproducibility."""
 
     realizations: int = key(1, "number of independent realizations", min=1)
-    seed: int = key(0, "base seed; realization i uses numpy SeedSequence([seed, i])", min=0)
+    seed: int = key(0, "base seed; realization i uses numpy SeedSequence([seed, i])", min=0,
+                    max=2**63 - 1)
     parallel: str = key("realizations", "under mpirun: 'realizations' spreads realizations over "
                         "ranks (one sample per rank); 'sample' distributes each sample's mesh "
                         "over all ranks (FE solve with the direct backend; for samples too big "
@@ -138,6 +140,10 @@ class RunSection:
                                      "bit-identically. 0: checkpoints only on SIGINT/SIGTERM "
                                      "(runs with stages or kmc) and plain runs take the classic "
                                      "path without checkpoints", "s", min=0)
+    max_memory_gb: float | None = key(None, "memory limit of the estimate checked before a run "
+                                      "starts (mesh, slip systems, redistribution operator, "
+                                      "records; per process); null: the machine's memory",
+                                      "GiB", min=0, min_open=True)
 
 
 @dataclass
@@ -299,7 +305,8 @@ class VariantSection:
     G_seed: int | None = key(None, "null: realization i draws its own moduli field from "
                              "SeedSequence([run.seed, i, 1]) (one model per realization); an "
                              "integer: one field from SeedSequence([G_seed]) shared by all "
-                             "realizations (required with kmc, stages or sweep)", min=0)
+                             "realizations (required with kmc, stages or sweep)", min=0,
+                             max=2**63 - 1)
     alpha_p: float | None = key(None, "pressure sensitivity: thresholds tau_c + alpha_p (p + "
                                 "p_mean), p = -(S_xx + S_yy)/2 the cell pressure "
                                 "(Drucker-Prager-like, model B: 0.2); null: from the preset "
@@ -491,6 +498,7 @@ class ScalarSection:
 
 
 # ----------------------------------------------------------------------------- parsing
+MAX_LIST = 100000  # longest list value (snapshots, patch sizes, ...): bounds memory and time
 def _is_section(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -538,9 +546,19 @@ def _coerce(dotted: str, tp, value, f):
     if typing.get_origin(tp) is list:
         if not isinstance(value, list):
             raise FemplastInputError(dotted, value, f"a {_type_name(tp)}")
-        if _is_section(args[0]):  # a list of sections (stages)
-            return [_build(args[0], v, f"{dotted}[{i}].") for i, v in enumerate(value)]
-        return [_coerce(f"{dotted}[{i}]", args[0], v, f) for i, v in enumerate(value)]
+        if len(value) > MAX_LIST:
+            raise FemplastInputError(dotted, f"[{len(value)} values]", f"at most {MAX_LIST} "
+                                     "values")
+        out, problems = [], []
+        for i, v in enumerate(value):  # every element is checked (all problems reported)
+            try:
+                out.append(_build(args[0], v, f"{dotted}[{i}].") if _is_section(args[0])
+                           else _coerce(f"{dotted}[{i}]", args[0], v, f))
+            except FemplastInputError as exc:
+                problems.extend(FemplastInputErrors.flatten(exc))
+        if problems:
+            raise FemplastInputErrors(problems)
+        return out
     if tp is dict:
         if not isinstance(value, dict):
             raise FemplastInputError(dotted, value, "a mapping of keys")
@@ -578,21 +596,31 @@ def _range_suffix(f) -> str:
 
 
 def _build(cls, data: dict, prefix: str):
+    """The section ``cls`` from ``data``; every bad key of the section (and its subsections)
+    is reported at once (:class:`FemplastInputErrors`)."""
     if not isinstance(data, dict):
         raise FemplastInputError(prefix.rstrip(".") or "case", data, "a mapping of keys")
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise FemplastInputError(f"{prefix}{unknown[0]}", data[unknown[0]],
-                                 f"a known key; allowed here: {', '.join(sorted(fields))}")
+    problems: list[FemplastInputError] = []
+    for name in sorted((k for k in data if k not in fields), key=str):
+        problems.append(FemplastInputError(f"{prefix}{name}", data[name], "a known key; "
+                                           f"allowed here: {', '.join(sorted(fields))}"))
     kwargs = {}
     for name, value in data.items():
+        if name not in fields:
+            continue
         tp, f = hints[name], fields[name]
-        if _is_section(tp):
-            kwargs[name] = _build(tp, value if value is not None else {}, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(f"{prefix}{name}", tp, value, f)
+        try:
+            if _is_section(tp):
+                kwargs[name] = _build(tp, value if value is not None else {},
+                                      f"{prefix}{name}.")
+            else:
+                kwargs[name] = _coerce(f"{prefix}{name}", tp, value, f)
+        except FemplastInputError as exc:
+            problems.extend(FemplastInputErrors.flatten(exc))
+    if problems:
+        raise FemplastInputErrors(problems)
     return cls(**kwargs)
 
 
@@ -613,16 +641,18 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise FemplastInputError("--set", text, "dotted.key=value, e.g. loading.gamma_max=0.5")
     k, v = text.split("=", 1)
-    try:
-        value = yaml.safe_load(v)
-    except yaml.YAMLError as exc:
-        raise FemplastInputError(k.strip(), v, f"a YAML value ({exc})") from None
-    return k.strip().split("."), value
+    path = k.strip().split(".")
+    if not all(path):
+        raise FemplastInputError("--set", text, "dotted.key=value with a non-empty key, e.g. "
+                                 "loading.gamma_max=0.5")
+    return path, yamlsafe.load_value(v, k.strip())
 
 
 def case_from_dict(data: dict, overrides: list[str] = (), source: Path | None = None) -> Case:
     """Validate a case given as a dictionary (plus ``--set`` overrides)."""
-    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise FemplastInputError("case", type(data).__name__, "a mapping of case keys")
+    data = dict(data)
     for ov in overrides:
         path, value = parse_override(ov)
         d = data
@@ -645,13 +675,8 @@ def case_from_dict(data: dict, overrides: list[str] = (), source: Path | None = 
 def load_case(path: str | Path, overrides: list[str] = ()) -> Case:
     """Read and validate a YAML case file."""
     path = Path(path)
-    if not path.is_file():
-        raise FemplastInputError("case file", str(path), "an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise FemplastInputError("case file", str(path), f"valid YAML ({exc})") from None
-    case = case_from_dict(data or {}, overrides, source=path)
+    data = yamlsafe.load_case_file(path)
+    case = case_from_dict(data, overrides, source=path)
     if case.name is None:
         case.name = path.stem
     return case

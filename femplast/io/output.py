@@ -14,32 +14,30 @@ from pathlib import Path
 
 import numpy as np
 
-from femplast.errors import FemplastInputError
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` under ``path.tmp``, flush it to disk and rename it to ``path``.
 
-def choose_outdir(out: str | None, name: str, base: str | Path = "runs") -> Path:
-    """The output directory: ``out`` if given (must not exist or be empty), else a fresh
-    ``runs/<name>``, ``runs/<name>-2``, ... (never an existing one)."""
-    if out is not None:
-        p = Path(out)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise FemplastInputError("--out", str(p), "a new or empty directory (existing "
-                                     "results are never overwritten; use --resume to continue "
-                                     "an interrupted run)")
-        return p
-    base = Path(base)
-    p = base / name
-    i = 2
-    while p.exists():
-        p = base / f"{name}-{i}"
-        i += 1
-    return p
+    On any failure (a full disk: ENOSPC) the partial file is removed and the OSError names
+    ``path``: the run can continue with ``--resume`` once there is space, and no file looks
+    complete that is not."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or Path(exc.filename) == tmp:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def write_json(path: Path, data) -> None:
@@ -59,14 +57,19 @@ def _json_default(o):
 
 
 class H5Writer:
-    """Write an HDF5 file under ``name.tmp`` and rename it on close."""
+    """Write an HDF5 file: built in memory, then written under ``name.tmp`` and renamed
+    (:func:`atomic_write_bytes`). HDF5 itself never meets a full disk (its library aborts
+    the process when it cannot flush its cache at close); a failed write is an OSError
+    naming the file."""
 
     def __init__(self, path: Path):
+        import io
+
         import h5py
 
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.f = h5py.File(self.tmp, "w")
+        self.buf = io.BytesIO()
+        self.f = h5py.File(self.buf, "w")
 
     def __enter__(self):
         return self.f
@@ -74,9 +77,8 @@ class H5Writer:
     def __exit__(self, exc_type, exc, tb):
         self.f.close()
         if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+            atomic_write_bytes(self.path, self.buf.getvalue())
+        self.buf = None
 
 
 # Units of every dataset femplast writes (attribute ``units`` of each HDF5 dataset), in the
@@ -152,25 +154,27 @@ class FieldWriter:
     opened directly by ParaView, meshio and pyvista.
 
     Heavy data go to ``<name>.h5`` (``/mesh/points``, ``/mesh/cells``, ``/fields/<t>/<field>``);
-    the XML is written on :meth:`close`. Both are written in ``<dir>/.partial`` and moved when
-    complete, so an interrupted run leaves no complete-looking file. Fields are given in global
-    canonical cell order; rank 0 writes.
+    the XML is written on :meth:`close`. Both are built in memory and written atomically on
+    close (the XML last), so an interrupted run leaves no complete-looking file. Fields are
+    given in global canonical cell order; rank 0 writes.
     """
 
     def __init__(self, path: Path, box):
         self.final = Path(path)
-        self.partial_dir = self.final.parent / ".partial"
         self.comm = box.mesh.comm
         self.points, cells = cell_mesh(box)
         self.cell_type, self.cells = cells[0]
         self.steps: list[tuple[float, list[str]]] = []
         self.h5 = None
         if self.comm.rank == 0:
+            import io
+
             import h5py
 
-            self.partial_dir.mkdir(parents=True, exist_ok=True)
-            self.tmp = self.partial_dir / self.final.name
-            self.h5 = h5py.File(self.tmp.with_suffix(".h5"), "w")
+            # built in memory and written at close (atomic_write_bytes): HDF5 never meets a
+            # full disk, which makes its library abort the process
+            self.buf = io.BytesIO()
+            self.h5 = h5py.File(self.buf, "w")
             self.h5["mesh/points"] = self.points
             self.h5["mesh/cells"] = self.cells
             for k in ("points", "cells"):
@@ -216,13 +220,10 @@ class FieldWriter:
         if self.h5 is None:
             return
         self.h5.close()
-        self.tmp.write_text(self._xml())
-        os.replace(self.tmp.with_suffix(".h5"), self.final.with_suffix(".h5"))
-        os.replace(self.tmp, self.final)
-        try:
-            self.partial_dir.rmdir()
-        except OSError:
-            pass
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.final.with_suffix(".h5"), self.buf.getvalue())
+        atomic_write_text(self.final, self._xml())  # the XML last: it marks a complete series
+        self.h5, self.buf = None, None
 
 
 def stress_fields(prefix: str, sig_xyz: np.ndarray) -> dict[str, np.ndarray]:

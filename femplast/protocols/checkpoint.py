@@ -8,11 +8,13 @@ to them. The file is written under ``name.tmp`` and renamed, so a partial checkp
 replaces a complete one. Arrays are stored exactly, so a resumed run is bit-identical.
 
 Interruption: :class:`Interrupter` installs handlers for SIGINT and SIGTERM that only set a
-flag; long loops call :meth:`Interrupter.tick` at safe points (event-budget returns of the AQS
-loop, between avalanches, every few hundred KMC events). ``tick`` writes a checkpoint when the
-flag is set (then raises :class:`Interrupted`) or when ``interval`` seconds have passed since
-the last one. The command line turns :class:`Interrupted` into exit code ``128 + signal``
-(130 for SIGINT, 143 for SIGTERM), the shell convention.
+flag (a second signal stops at once, from the last checkpoint); long loops call
+:meth:`Interrupter.tick` at safe points (event-budget returns of the AQS loop, between
+avalanches, every few hundred KMC events). ``tick`` writes a checkpoint when the flag is set
+(then raises :class:`Interrupted`) or when ``interval`` seconds have passed since the last
+one. The command line turns :class:`Interrupted` into exit code ``128 + signal`` (130 for
+SIGINT, 143 for SIGTERM), the shell convention. Before the loop starts (model building,
+compilation), :class:`early_interrupts` makes a signal raise :class:`Interrupted` at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.errors import FemplastInputError
+
 FORMAT_VERSION = 1
 
 
@@ -34,7 +38,9 @@ class Interrupted(Exception):
     def __init__(self, signum: int, path: Path | None):
         self.signum, self.path = int(signum), path
         name = signal.Signals(self.signum).name
-        super().__init__(f"interrupted by {name}: checkpoint written to {path}; continue with "
+        where = (f"checkpoint written to {path}" if path is not None else
+                 "no checkpoint written (a resumed run redoes the work since the last one)")
+        super().__init__(f"interrupted by {name}: {where}; continue with "
                          "'python -m femplast CASE --out OUTDIR --resume'")
 
     @property
@@ -83,21 +89,73 @@ def save(path: Path, data: dict) -> None:
     skel = _flatten(data, arrays, "")
     meta = json.dumps(dict(version=FORMAT_VERSION, data=skel))
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, __meta__=np.frombuffer(meta.encode(), np.uint8), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the previous checkpoint stays, the error names it
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
-def load(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["__meta__"]).decode())
-        if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: checkpoint format {meta.get('version')} is not "
-                             f"{FORMAT_VERSION}")
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-    return _unflatten(meta["data"], arrays)
+def load(path: Path, fingerprint: str | None = None) -> dict:
+    """Read a checkpoint; a file that is not one (truncated, corrupt, another format, or
+    another case: ``fingerprint`` differs) raises FemplastInputError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["__meta__"]).decode())
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('version') if isinstance(meta, dict) else '?'} "
+                             f"is not {FORMAT_VERSION}")
+        data = _unflatten(meta["data"], arrays)
+    except Exception as exc:  # zipfile, numpy, JSON and key errors of a damaged file
+        raise FemplastInputError("checkpoint", str(path), "a checkpoint femplast wrote (format "
+                                 f"{FORMAT_VERSION}); this file is damaged or foreign "
+                                 f"({' '.join(str(exc).split())[:100]}); delete it to restart "
+                                 "the interrupted realizations") from None
+    found = data.get("fingerprint") if isinstance(data, dict) else None
+    if fingerprint is not None and found is not None and found != fingerprint:
+        raise FemplastInputError("checkpoint", str(path), "a checkpoint of this case (it was "
+                                 "written by another case or --set overrides)")
+    return data
+
+
+def fingerprint(case_dict: dict) -> str:
+    """A digest of a resolved case: a checkpoint remembers the case it belongs to."""
+    import hashlib
+
+    text = json.dumps(case_dict, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class early_interrupts:
+    """SIGINT/SIGTERM raise :class:`Interrupted` at once (no checkpoint exists yet): for the
+    time before :class:`Interrupter` takes over (model building, compilation), so that a
+    signal then ends the run cleanly too (exit 130/143) instead of a traceback or the FE
+    library's abort. PETSc's own handler is switched off (PETSC_OPTIONS) for the same reason."""
+
+    def __enter__(self):
+        import threading
+
+        opts = os.environ.get("PETSC_OPTIONS", "")
+        if "-no_signal_handler" not in opts:
+            os.environ["PETSC_OPTIONS"] = f"{opts} -no_signal_handler".strip()
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Interrupted(signum, None)
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
 
 
 def state_arrays(state) -> dict:
@@ -159,6 +217,10 @@ class Interrupter:
         self._old: dict[int, object] = {}
 
     def _handler(self, signum, frame):
+        if self.signum is not None:
+            # a second signal while a long step (a patch probe, a big avalanche) runs to its
+            # safe point: stop now; --resume continues from the last checkpoint
+            raise Interrupted(signum, None)
         self.signum = signum
 
     def __enter__(self):

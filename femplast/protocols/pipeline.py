@@ -434,12 +434,18 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
     cpath = checkpoint_path(outdir, comm)
     done: list[dict] = []
     current = None
+    fp = ck.fingerprint(case.to_dict())
     if resume and cpath.is_file():
-        data = ck.load(cpath)
-        done = list(data["done"])
-        if data["current"] is not None:
-            current = runs.new_run(int(data["current"]["index"]))
-            current.restore(data["current"])
+        data = ck.load(cpath, fp)
+        try:
+            done = list(data["done"])
+            if data["current"] is not None:
+                current = runs.new_run(int(data["current"]["index"]))
+                current.restore(data["current"])
+        except (KeyError, ValueError, IndexError, TypeError) as exc:  # foreign or damaged
+            raise FemplastInputError("checkpoint", str(cpath), "a checkpoint of this run "
+                                     f"(it does not fit: {exc!r:.80}); delete it to restart "
+                                     "the interrupted realizations") from None
         progress(f"resumed from {cpath}: {len(done)} realization(s) done"
                  + (f", realization {current.index + 1} in progress" if current else ""), True)
     finished = {r["index"] for r in done}
@@ -447,7 +453,7 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
 
     def write():
         cur = holder["run"]
-        ck.save(cpath, dict(nranks=comm.size, rank=comm.rank, done=done,
+        ck.save(cpath, dict(nranks=comm.size, rank=comm.rank, fingerprint=fp, done=done,
                             current=None if cur is None else cur.checkpoint()))
         return cpath
 
@@ -526,17 +532,15 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
 
 
 def check_resume(case, outdir: Path, marker: str = "checkpoint") -> None:
-    """A directory can be resumed: its ``marker`` folder (checkpoint/, or realizations/ for
-    plain runs), no summary.json, the same case."""
+    """A directory can be resumed: no summary.json, the same case (its ``marker`` folder,
+    checkpoint/, may be missing when the run was stopped before its first checkpoint)."""
     from femplast.config.case import yaml
 
     outdir = Path(outdir)
     if (outdir / "summary.json").exists():
         raise FemplastInputError("--resume", str(outdir), "an output directory of an "
                                  "unfinished run (this one has summary.json: it is complete)")
-    if not (outdir / marker).is_dir():
-        raise FemplastInputError("--resume", str(outdir), f"an output directory with a "
-                                 f"{marker}/ folder left by the interrupted run")
+    # no checkpoint yet (interrupted early, or before the first one): the run starts again
     saved = yaml.safe_load((outdir / "case.yaml").read_text()) if (
         outdir / "case.yaml").is_file() else None
     if saved != yaml.safe_load(yaml.safe_dump(case.to_dict(), sort_keys=False)):

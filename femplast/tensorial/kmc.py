@@ -52,6 +52,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from femplast.errors import FemplastInputError
 from femplast.tensorial.aqs import (
     RC_STOP,
     S_EVBASE,
@@ -74,6 +75,11 @@ Tree = namedtuple("Tree", "U tree kref th0 tc0 counters work")
 (angle, threshold) at each cell's last refresh, the update counter, a per-system buffer."""
 
 SLACK_FACTOR = 2.0
+# kmc_pick gives up after this many rejections (or at once when every rate underflows to 0)
+# and returns cell -1: at low temperature the acceptance can collapse, and a compiled loop
+# that never returns can neither report it nor see SIGINT/SIGTERM
+MAX_TRIES = 1 << 20
+STALL_TRIES = 1 << 24  # tries for one event after which the KMC reports a collapse (seconds)
 SAMPLES_PER_WINDOW = 10
 
 
@@ -195,12 +201,15 @@ def kmc_refresh(full, gam, sig, R, sy, rt, tr):
 
 @njit(cache=True)
 def kmc_pick(rng, gam, sig, R, sy, rt, tr):
-    """Draw one thermally activated system (cell, system, tries) with probability nu_n/nu_tot."""
+    """Draw one thermally activated system (cell, system, tries) with probability nu_n/nu_tot;
+    cell -1 when no system is accepted within MAX_TRIES tries (or no rate is > 0)."""
     nc = sig.shape[1]
     N = sy.sin2.shape[1]
     tot = fen_total(tr.tree)
     tries = 0
-    while True:
+    if not tot > 0.0 or not math.isfinite(tot):
+        return -1, -1, 0
+    while tries < MAX_TRIES:
         tries += 1
         x = rng.random() * tot
         c, xc = fen_find(tr.tree, x)
@@ -213,10 +222,11 @@ def kmc_pick(rng, gam, sig, R, sy, rt, tr):
             acc += tr.work[n]
             if xc < acc:
                 return c, n, tries
+    return -1, -1, tries
 
 
 # returns of kmc_events: why it handed back to Python
-K_DONE, K_RECFULL, K_EXTERNAL, K_AVALANCHE = 0, 1, 2, 3
+K_DONE, K_RECFULL, K_EXTERNAL, K_AVALANCHE, K_NOPICK = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, _nrt=False)
@@ -237,6 +247,8 @@ def kmc_events(rng, st, ctl, f, sy, lz, kb, wk, rule, rt, tr, todo):
             return done, tries, refreshed, K_RECFULL
         c, n, t = kmc_pick(rng, gam, f.sig, f.R, sy, rt, tr)
         tries += t
+        if c < 0:  # no acceptance within MAX_TRIES: Python's pick goes on or reports a collapse
+            return done, tries, refreshed, K_NOPICK
         tc = sy.tauc[c, n] + _pressure_shift(c, gam, f.sig, f.R, rt.alpha_p, rt.p_off)
         trigger_slip(rng, st, ctl, f, sy, kb, wk, rule, c, n, tc)
         if _redistribute(st, f, sy, lz, kb, wk, ctl):
@@ -333,8 +345,19 @@ class KMC:
         if not self._initialized:
             self.refresh(full=True)
             self._initialized = True
-        c, n, t = kmc_pick(self.state.rng, *self._bundles())
-        return int(c), int(n), int(t)
+        total = 0
+        while True:  # kmc_pick returns every MAX_TRIES rejections (see MAX_TRIES)
+            c, n, t = kmc_pick(self.state.rng, *self._bundles())
+            total += int(t)
+            if c >= 0:
+                return int(c), int(n), total
+            if t == 0 or total >= STALL_TRIES:
+                rate = "every rate underflows to 0" if t == 0 else \
+                    f"no event accepted in {total} tries"
+                raise FemplastInputError(
+                    "temperature", 1.0 / self.beta, f"a temperature kB T / Va at which "
+                    f"thermal activation happens (KMC acceptance collapsed: {rate}; raise "
+                    "kmc.temperature or the hold stage's temperature)")
 
     def rates(self) -> np.ndarray:
         """All rates nu_n at the current stress, shape (cells, N) (reference, O(cells N))."""
@@ -386,6 +409,9 @@ class KMC:
             left -= int(done)
             if code == K_RECFULL:
                 drv._flush()
+            elif code == K_NOPICK:  # KMC.step's pick retries, or stops on a collapse
+                self.step()
+                left -= 1
             elif code != K_DONE:
                 self._finish_event(code)
                 left -= 1
