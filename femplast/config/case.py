@@ -124,6 +124,32 @@ class OutputSection:
 
 
 @dataclass
+class LocalizationSection:
+    """Localization observables of the plastic strain: windowed LOC (scalar paper eq. 13), its
+    post-yield maximum, shear bands and their persistence, in summary.json ``localization``
+    (femplast.analysis.localization; scalar runs and the load of tensorial runs without
+    stages, on structured meshes)."""
+
+    enabled: bool = key(True, "snapshot the plastic strain field every window and compute the "
+                        "localization observables")
+    window: float = key(0.05, "strain window: LOC and bands of the plastic strain accumulated "
+                        "between gamma_ext = k window and (k + 1) window (snapshots of the "
+                        "stable states; they do not change the trajectory); window = "
+                        "loading.gamma_max: one window from gamma_ext = 0", "-", min=0,
+                        min_open=True)
+    stride: float | None = key(None, "sliding windows: snapshots every stride (window must be "
+                               "a multiple of it), one window starting at each; band "
+                               "persistence still compares disjoint successive windows; null: "
+                               "stride = window", "-", min=0, min_open=True)
+    yield_rate: float = key(0.5, "post-yield windows start at the first window whose plastic "
+                            "rate 2 d<eps_p>/d(gamma_ext) (share of the imposed shear carried "
+                            "plastically: 0 elastic, 1 steady flow) reaches this; the LOC "
+                            "maximum, band width and persistence are taken over post-yield "
+                            "windows (earlier ones recorded per realization, not summarised)",
+                            "-", min=0, min_open=True)
+
+
+@dataclass
 class RunSection:
     """Ensemble and reproducibility."""
 
@@ -390,6 +416,7 @@ class Case:
     initial: InitialSection = field(default_factory=InitialSection)
     redistribution: RedistributionSection = field(default_factory=RedistributionSection)
     output: OutputSection = field(default_factory=OutputSection)
+    localization: LocalizationSection = field(default_factory=LocalizationSection)
     run: RunSection = field(default_factory=RunSection)
     inclusion: InclusionSection = field(default_factory=lambda: InclusionSection())
     patches: PatchesSection = field(default_factory=PatchesSection)

@@ -8,7 +8,7 @@ sweeps (femplast.app.cases).
 
 from __future__ import annotations
 
-from femplast.analysis import patch_checks
+from femplast.analysis import localization_checks, patch_checks
 from femplast.protocols import stage_checks
 from femplast.tensorial import variants
 
@@ -23,7 +23,8 @@ def _scalar_check(case):
         check(case)
 
 
-FEATURE_CHECKS = (patch_checks.check, _scalar_check, variants.check, stage_checks.check)
+FEATURE_CHECKS = (patch_checks.check, localization_checks.check, _scalar_check, variants.check,
+                  stage_checks.check)
 
 
 def validate(case):

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.analysis.localization import window_edges
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
@@ -155,6 +156,15 @@ class RealizationRun:
         self.t0 = time.perf_counter()
         return self.result
 
+    def _windows(self, sg: Stage):
+        """Strains of the plastic-strain snapshots of ``localization``: the load of runs
+        without stages, on structured meshes (none otherwise)."""
+        lo = self.case.localization
+        if not (sg.implicit and lo.enabled and self.case.mesh.kind in ("quad", "tri")
+                and lo.window <= sg.gamma):
+            return ()
+        return window_edges(sg.gamma, lo.stride or lo.window)
+
     def _stage_opts(self, sg: Stage) -> dict:
         probe = self.probe if sg.name == self.probed_stage else None
         return dict(self.opts, probe=probe)
@@ -210,7 +220,8 @@ class RealizationRun:
         if sg.kind == "load":
             alpha = sg.alpha_deg
             if sg.control == "strain":
-                return StrainStage(self.model, st, sg, alpha, **self._stage_opts(sg))
+                return StrainStage(self.model, st, sg, alpha, windows=self._windows(sg),
+                                   **self._stage_opts(sg))
             return StressStage(self.model, st, sg, alpha, sg.stress, **self._stage_opts(sg))
         if sg.kind == "unload":
             self.model.refresh(st)
@@ -246,6 +257,11 @@ class RealizationRun:
             sel = av["gamma_ext"] > g0
             res.update(sxy=tr[tg > g0, 2], drops=av["drop_xy"][sel],
                        events_stat=int(av["size"][sel].sum()))
+            if ro.loc_k:  # femplast.analysis.localization
+                self.result["windows"] = dict(edges=np.array(ro.loc_k) * sg.dgamma,
+                                      eps_pl=np.array(ro.observed), n=self.case.mesh.n,
+                                      kind=self.case.mesh.kind, gamma=tg,
+                                      stress=res["curve_stress"])
         if self.probe is not None:
             self.model.refresh(self.state)
             self.probe.after_stage(self.state, sg.name, ro.gamma_final, ro.alpha, sg.dgamma)
@@ -348,7 +364,8 @@ class RealizationRun:
             if sg.kind == "hold":
                 ro = HoldStage(self.model, self.state, sg, alpha, self.case.kmc.Va, **kw)
             elif sg.control == "strain":
-                ro = StrainStage(self.model, self.state, sg, alpha, **kw)
+                ro = StrainStage(self.model, self.state, sg, alpha, windows=self._windows(sg),
+                                 **kw)
             else:
                 ro = StressStage(self.model, self.state, sg, alpha,
                                  0.0 if sg.kind == "unload" else sg.stress, **kw)
@@ -473,7 +490,14 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
     allres = [done] if sample else comm.gather(done, root=0)
     if comm.rank != 0:
         return {}
-    return runs.summarize(sorted((r for rs in allres for r in rs), key=lambda r: r["index"]))
+    from femplast.analysis.localization import from_results
+
+    res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
+    out = runs.summarize(res)
+    loc = from_results(res, case.localization)
+    if loc is not None:
+        out["localization"] = loc
+    return out
 
 
 def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:

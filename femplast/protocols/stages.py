@@ -43,6 +43,7 @@ import math
 
 import numpy as np
 
+from femplast.analysis.localization import resolved_plastic
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector
 from femplast.io.output import snapshot_fields
@@ -182,7 +183,11 @@ class StageRun:
 
 
 class StrainStage(StageRun):
-    def __init__(self, model, state, stage, alpha_deg, **kw):
+    """Strain control in increments ``k d(gamma_ext)``. ``windows``: strains at which the
+    plastic strain resolved on the loading orientation is snapshot for the localization
+    observables (femplast.analysis.localization), as ``(gamma, field)`` in ``observed``."""
+
+    def __init__(self, model, state, stage, alpha_deg, windows=(), **kw):
         super().__init__(model, state, stage, alpha_deg, **kw)
         self.k_end = int(round(stage.gamma / stage.dgamma))
         self.drv = AQSDriver(model, state, self.alpha, stage.dgamma, self.k_end,
@@ -191,7 +196,9 @@ class StrainStage(StageRun):
         self.snap_k = sorted({int(round(g / stage.dgamma)) for g in stage.snapshots}
                              if self.fields else ())
         self.probe_k = self.probe.stops(stage.dgamma) if self.probe is not None else []
-        self.stop_k = sorted(set(self.snap_k) | set(self.probe_k))
+        self.loc_k = sorted({int(round(g / stage.dgamma)) for g in windows})
+        self.observed: list[np.ndarray] = []
+        self.stop_k = sorted(set(self.snap_k) | set(self.probe_k) | set(self.loc_k))
         self.snap_i = 0  # stops passed
 
     def run(self, tick) -> None:
@@ -214,16 +221,19 @@ class StrainStage(StageRun):
     def _probe(self, k: int) -> None:
         """The probes of the stable state at increment k: fields, then patch tests."""
         self.model.refresh(self.state)
+        if k in self.loc_k:
+            self.observed.append(resolved_plastic(self.state.eps_pl, self.alpha))
         if k in self.snap_k:
             self.snapshot()
         if k in self.probe_k:
             self.probe.at_increment(self.state, k, self.stage.dgamma, self.alpha)
 
     def _extra(self) -> dict:
-        return dict(snap_i=self.snap_i)
+        return dict(snap_i=self.snap_i, observed=list(self.observed))
 
     def _restore_extra(self, d: dict) -> None:
         self.snap_i = int(d.get("snap_i", 0))
+        self.observed = [np.array(x) for x in d.get("observed", [])]
 
     def tables(self) -> dict:
         drv, m = self.drv, self.model

@@ -44,7 +44,11 @@ many simultaneous slips use an FFT convolution in Python.
 Observables after each avalanche (columns of :data:`REC_NAMES`): macroscopic stress before and
 after, mean and variance of ``eps_p``, mean threshold, localization index LOC (eq. 13) of the
 local total strain ``eps_i = sigma_i / (2 mu) + eps_p,i``, std of the internal stress field,
-avalanche size and number of synchronous steps.
+avalanche size and number of synchronous steps, and LOC of the plastic strain ``eps_p,i`` alone
+(``loc_plastic``: the frozen stress and the elastic strain excluded; undefined, NaN, until the
+first slip). The localization observables (:mod:`femplast.analysis.localization`) use the
+plastic-only definition on strain windows; ``loc`` (total strain from gamma_ext = 0) is kept for
+comparison with the paper's Fig. 6.
 
 LOC (eq. 13) is ``1 / (N PR)`` with the participation ratio ``PR = (sum e^2)^2 / (N^2 sum e^4)``
 over the N^2 cells, i.e. ``LOC = N sum e^4 / (sum e^2)^2``: 1 for a single band of uniform
@@ -73,10 +77,10 @@ KERNELS = ("fourier", "fe")
 
 # phases / return codes of the compiled loop
 PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
-RC_STOP, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_RUNAWAY = 0, 1, 2, 3, 4
+RC_STOP, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_RUNAWAY, RC_OBSERVE = 0, 1, 2, 3, 4, 5
 S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS = range(6)
 REC_NAMES = ("gamma_ext", "stress_before", "stress", "eps_pl_mean", "eps_pl_var", "tau_c_mean",
-             "loc", "sigma_std", "size", "relaxation_steps")
+             "loc", "sigma_std", "size", "relaxation_steps", "loc_plastic")
 REC_COLS = len(REC_NAMES)
 
 
@@ -124,6 +128,15 @@ def loc_index(field) -> float:
     return float(n * np.sum(e**4) / s2**2) if s2 > 0 else float("nan")
 
 
+def window_edges(gamma_max: float, window: float) -> np.ndarray:
+    """Strains ``0, w, 2w, ...`` up to ``gamma_max`` (whole windows only) at which the plastic
+    strain is snapshot for the windowed localization observables
+    (:mod:`femplast.analysis.localization`; here, below it, because the scalar driver takes
+    the snapshots)."""
+    k = int(math.floor(gamma_max / window * (1 + 1e-12)))
+    return np.arange(k + 1) * float(window)
+
+
 # ----------------------------------------------------------------------------- compiled loop
 class Fields(NamedTuple):
     """Per-cell arrays of one realization (cell ``iy * N + ix``), updated in place."""
@@ -145,6 +158,7 @@ class Params(NamedTuple):
     fft_threshold: int  # steps with more slips are redistributed by the caller (FFT)
     budget: int  # return RC_BUDGET after this many slips (progress reports)
     max_avalanche: int  # RC_RUNAWAY beyond this avalanche size
+    gamma_observe: float  # RC_OBSERVE before loading past this strain (state unchanged)
 
 
 class Loop(NamedTuple):
@@ -184,8 +198,9 @@ def _axpy(x, k, amp):
 
 @njit(cache=True)
 def _record(rec, r, gam, f, G, n):
-    """Columns 2-7 of record ``r``: stress, eps_p mean and variance, mean threshold, LOC
-    (eq. 13) of the local total strain, std of the internal stress."""
+    """Columns 2-7 and 10 of record ``r``: stress, eps_p mean and variance, mean threshold,
+    LOC (eq. 13) of the local total strain, std of the internal stress; LOC of the plastic
+    strain alone."""
     sig, epl, thr = f.sig, f.epl, f.thr
     nc = sig.shape[0]
     ms = 0.0
@@ -202,18 +217,23 @@ def _record(rec, r, gam, f, G, n):
     vs = 0.0
     s2 = 0.0
     s4 = 0.0
+    p2 = 0.0
+    p4 = 0.0
     for c in range(nc):
         ve += (epl[c] - me) ** 2
         vs += (sig[c] - ms) ** 2
         e = (sig[c] + G * gam) / (2.0 * G) + epl[c]
         s2 += e * e
         s4 += e * e * e * e
+        p2 += epl[c] * epl[c]
+        p4 += epl[c] * epl[c] * epl[c] * epl[c]
     rec[r, 2] = ms + G * gam
     rec[r, 3] = me
     rec[r, 4] = ve / nc
     rec[r, 5] = mt
     rec[r, 6] = n * s4 / (s2 * s2) if s2 > 0.0 else np.nan
     rec[r, 7] = math.sqrt(vs / nc)
+    rec[r, 10] = n * p4 / (p2 * p2) if p2 > 0.0 else np.nan
 
 
 @njit(cache=True)
@@ -244,15 +264,19 @@ def _collect_unstable(f, G, gam, act, forced):
 @njit(cache=True)
 def _start_avalanche(f, p, lp):
     """Extremal loading: raise gamma_ext until the weakest cell reaches its threshold, then
-    open an avalanche with the unstable cells. False if that would pass ``gamma_stop`` (then
-    gamma_ext = gamma_stop, stable)."""
+    open an avalanche with the unstable cells (RC_BUDGET: opened). RC_STOP if that would pass
+    ``gamma_stop`` (then gamma_ext = gamma_stop, stable); RC_OBSERVE if it would pass
+    ``gamma_observe`` (nothing changed: calling again repeats the same computation, so an
+    observation does not alter the trajectory, unlike a stop)."""
     gam = lp.gamma[0]
     xmin, imin = _weakest(f, p.G, gam)
     if xmin > 0.0:
         gnew = gam + xmin / p.G
         if gnew >= p.gamma_stop:
             lp.gamma[0] = p.gamma_stop
-            return False
+            return RC_STOP
+        if gnew > p.gamma_observe:
+            return RC_OBSERVE
         gam = gnew
         lp.gamma[0] = gam
     st = lp.st
@@ -267,7 +291,7 @@ def _start_avalanche(f, p, lp):
     st[S_NACT] = na
     st[S_AVSIZE] = 0
     st[S_NSTEPS] = 0
-    return True
+    return RC_BUDGET
 
 
 @njit(cache=True)
@@ -317,7 +341,8 @@ def scalar_advance(rng, f, p, renewal, lp):
        caller then sets PH_AFTER);
     4. collect the unstable cells; back to 2 while there are any, else record the avalanche.
 
-    Returns RC_STOP at ``gamma_stop``, RC_RECFULL when ``lp.rec`` is full, RC_BUDGET after
+    Returns RC_STOP at ``gamma_stop``, RC_OBSERVE before loading past ``gamma_observe``
+    (stable, unchanged), RC_RECFULL when ``lp.rec`` is full, RC_BUDGET after
     ``budget`` slips, RC_RUNAWAY for an avalanche larger than ``max_avalanche``.
     """
     st = lp.st
@@ -327,8 +352,9 @@ def scalar_advance(rng, f, p, renewal, lp):
         if ph == PH_LOAD:
             if st[S_NREC] >= lp.rec.shape[0]:
                 return RC_RECFULL
-            if not _start_avalanche(f, p, lp):
-                return RC_STOP
+            rc = _start_avalanche(f, p, lp)
+            if rc != RC_BUDGET:
+                return rc
             st[S_PHASE] = PH_STEP
         elif ph == PH_STEP:
             if st[S_NACT] == 0:
@@ -490,6 +516,25 @@ class ScalarDriver:
         self.budget = int(budget)
         self.max_avalanche = 1000 * nc
         self.records = [model.initial_record(state)[None, :]]
+        self.observe_at = np.zeros(0)  # strains of plastic-strain snapshots (observe())
+        self.observed: list[np.ndarray] = []  # eps_p at observe_at[:len(observed)]
+
+    def observe(self, strains) -> None:
+        """Snapshot ``eps_p`` at these strains (ascending; the stable state after every
+        avalanche starting at or below each), without changing the trajectory: the compiled
+        loop returns before loading past the next one (RC_OBSERVE), nothing is reset."""
+        self.observe_at = np.asarray(strains, float)
+        self.observed = []
+
+    def _take_observations(self, upto: float) -> None:
+        obs = self.observe_at
+        while len(self.observed) < len(obs) and obs[len(self.observed)] <= upto:
+            self.observed.append(self.state.epl.copy())
+
+    @property
+    def _next_observation(self) -> float:
+        k = len(self.observed)
+        return float(self.observe_at[k]) if k < len(self.observe_at) else math.inf
 
     @property
     def gamma_ext(self) -> float:
@@ -510,7 +555,8 @@ class ScalarDriver:
         m = self.model
         return Params(K=m.K, G=m.G, c0=m.c0, c1=m.c1, gamma_stop=float(gamma_stop), n=m.n,
                       fft_threshold=int(m.fft_threshold), budget=self.budget,
-                      max_avalanche=self.max_avalanche)
+                      max_avalanche=self.max_avalanche,
+                      gamma_observe=self._next_observation)
 
     def _redistribute_fft(self):
         """Step 3 of :func:`scalar_advance` for many simultaneous slips: one FFT convolution."""
@@ -527,6 +573,10 @@ class ScalarDriver:
         while True:
             rc = scalar_advance(s.rng, Fields(s.sig, s.epl, s.thr), p, self.model.p_r.args,
                                 self.loop)
+            if rc == RC_OBSERVE:
+                self._take_observations(self._next_observation)
+                p = self._params(gamma_stop)
+                continue
             if rc == RC_EXTERNAL:
                 self._redistribute_fft()
                 continue
@@ -537,6 +587,8 @@ class ScalarDriver:
                 raise RuntimeError(f"avalanche of more than {self.max_avalanche} slips at "
                                    f"gamma_ext = {self.gamma_ext:.6g}: no stable state")
             s.gamma = self.gamma_ext
+            if rc == RC_STOP:
+                self._take_observations(s.gamma)
             return rc
 
     def run(self, gamma_max: float, stops=(), on_stop=None, on_progress=None):
@@ -590,7 +642,7 @@ def model_from_case(case) -> ScalarModel:
 
 
 # ----------------------------------------------------------------------------- curves
-CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std")
+CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std", "loc_plastic")
 
 
 def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.ndarray]:
@@ -600,7 +652,8 @@ def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.
     idx = np.searchsorted(g, grid, side="right") - 1
     idx = np.maximum(idx, 0)  # row 0 is the initial state at gamma = 0
     out = {"stress": rec[idx, 2] + G * (grid - g[idx])}
-    for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7)):
+    for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7),
+                      ("loc_plastic", 10)):
         out[name] = rec[idx, col]
     return out
 
@@ -844,7 +897,7 @@ def fit_slip_law(model: ScalarModel, runs: FitRuns, target: FitTarget,
 
 
 __all__ = ["ScalarModel", "ScalarState", "ScalarDriver", "fourier_kernel", "fe_kernel",
-           "loc_index", "curves_on_grid", "ensemble", "statistics", "fit_slip_law",
+           "loc_index", "window_edges", "curves_on_grid", "ensemble", "statistics", "fit_slip_law",
            "FitRuns", "FitTarget", "REC_NAMES"]
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +45,22 @@ SAFE_POINT_SLIPS = 20000  # slips between safe points (interruption, periodic ch
 
 STEP_NAMES = dict(gamma_ext=0, stress_before=1, stress=2, eps_pl_mean=3,
                   plastic_strain_variance=4, mean_threshold=5, LOC=6,
-                  internal_stress_std=7, size=8, relaxation_steps=9)
+                  internal_stress_std=7, size=8, relaxation_steps=9, LOC_plastic=10)
 STEPS_DOC = ("row 0: initial state; then one row per avalanche, after it (stress_before: at its "
              "start). stress: macroscopic xy stress; eps_pl_mean, plastic_strain_variance: "
-             "tensorial eps_xy; LOC: eq. 13 of the local total strain; size: slips")
+             "tensorial eps_xy; LOC: eq. 13 of the local total strain; LOC_plastic: eq. 13 of the "
+             "plastic strain alone (NaN before the first slip); size: slips")
 STATE_DOC = ("scalar fields per cell (iy * N + ix): xy stress, frozen-in stress, tensorial "
              "plastic eps_xy, threshold")
+
+
+def localization_edges(case) -> np.ndarray:
+    """Strains of the plastic-strain snapshots of ``localization`` (none when disabled or
+    shorter than one window)."""
+    lo = case.localization
+    if not lo.enabled or lo.window > case.loading.gamma_max:
+        return np.zeros(0)
+    return S.window_edges(case.loading.gamma_max, lo.stride or lo.window)
 
 
 def curve_grid(case) -> np.ndarray:
@@ -82,6 +93,8 @@ class ScalarRealization:
         self.snap_at = set(snaps)
         self.stop_i = 0  # stops passed
         self.snaps: list[tuple[float, dict]] = []
+        self.edges = localization_edges(case)
+        self.drv.observe(self.edges)
         self.wall = 0.0
         self.t0 = time.perf_counter()
 
@@ -108,8 +121,12 @@ class ScalarRealization:
         rec = d.table()
         self.wall += time.perf_counter() - self.t0
         self.t0 = time.perf_counter()
-        res = dict(index=self.index, wall=self.wall, events=d.num_events,
-                   curves=S.curves_on_grid(rec, curve_grid(self.case), self.model.G))
+        curves = S.curves_on_grid(rec, curve_grid(self.case), self.model.G)
+        res = dict(index=self.index, wall=self.wall, events=d.num_events, curves=curves)
+        if len(self.edges) > 1:  # plastic-strain snapshots (femplast.analysis.localization)
+            res["windows"] = dict(edges=self.edges, eps_pl=np.array(d.observed), n=self.model.n,
+                                  kind="quad", gamma=curve_grid(self.case),
+                                  stress=curves["stress"])
         if self.outdir is None:
             res["table"] = rec
         else:
@@ -149,6 +166,7 @@ class ScalarRealization:
                                rng_state=json.dumps(st.rng.bit_generator.state)),
                     loop={k: v.copy() for k, v in lp._asdict().items()},
                     records=[r.copy() for r in self.drv.records],
+                    observed=np.array(self.drv.observed).reshape(-1, self.model.num_cells),
                     snaps=[dict(t=t, fields=f) for t, f in self.snaps])
 
     def restore(self, d: dict) -> None:
@@ -161,6 +179,7 @@ class ScalarRealization:
         for k, v in d["loop"].items():
             getattr(lp, k)[...] = v
         self.drv.records = [np.array(r) for r in d["records"]]
+        self.drv.observed = [np.array(x) for x in d.get("observed", [])]
         self.stop_i = int(d["stop_i"])
         self.snaps = [(float(x["t"]), dict(x["fields"])) for x in d["snaps"]]
         self.wall = float(d["wall"])
@@ -215,7 +234,9 @@ class ScalarRuns:
         for k in ("flow_per_realization", "peak_per_realization"):
             stats[k] = stats[k].tolist()
         par = model.parameters()
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            # LOC is NaN before the first slip (plastic) or at an all-zero strain (total)
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean_curves = {k: np.nanmean(v, axis=0) for k, v in curves.items()}
             std_curves = {k: np.nanstd(v, axis=0) for k, v in curves.items()}
         return dict(num_cells=model.num_cells, seeds=[[case.run.seed, r["index"]] for r in res],
@@ -260,5 +281,5 @@ def _fit(case, model, outdir: Path | None, comm, progress, resume: bool) -> dict
     return fit
 
 
-__all__ = ["ScalarRealization", "ScalarRuns", "curve_grid", "fit_runs", "fit_target",
-           "STEP_NAMES"]
+__all__ = ["ScalarRealization", "ScalarRuns", "curve_grid", "localization_edges", "fit_runs",
+           "fit_target", "STEP_NAMES"]

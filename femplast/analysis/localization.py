@@ -1,0 +1,293 @@
+"""Localization observables of the plastic-strain field: windowed LOC (scalar paper, eq. 13),
+its post-yield maximum, and shear bands (orientation, position, width, persistence), for the
+scalar and the tensorial model alike.
+
+Definitions (one place; summary.json ``localization``, docs/case-reference.md section
+``localization``):
+
+* **Field.** The *plastic* strain only, cell by cell on the N x N lattice (``[iy, ix]``, cell
+  ``iy * N + ix``): the scalar model's tensorial ``eps_p``; the tensorial model's plastic
+  strain resolved on the loading orientation, ``sin(2 alpha) (eps_yy - eps_xx) / 2 +
+  cos(2 alpha) eps_xy`` (``eps_xy`` for simple shear); triangles: the mean of the two
+  triangles of a square. Neither the frozen-in stress nor the elastic strain enters, so LOC is
+  undefined (``null``) until the first slip instead of being dominated by the frozen stress.
+* **Windows.** Snapshots of the field at ``gamma_ext = k w`` (``w = localization.window``,
+  the stable state after every avalanche that starts at or below that strain); window ``k``
+  is the plastic strain accumulated between snapshots ``k`` and ``k + 1`` (``window =
+  gamma_max``: one window, the cumulative field from ``gamma_ext = 0``).
+* **LOC** (eq. 13): ``LOC(e) = N sum e^4 / (sum e^2)^2`` over the N^2 cells
+  (:func:`femplast.scalar.model.loc_index`): 1 for one band one cell wide of uniform strain,
+  ``1/N`` for a uniform field, ``N / M`` for M equal, isolated slips (so a window with few
+  slips is large whatever the glass: hence the yield criterion below).
+* **Yield.** The plastic rate of window k, ``r_k = 2 d<eps_p> / d(gamma_ext)`` (the share of
+  the imposed shear carried plastically: 0 elastic, 1 steady flow, > 1 softening). Windows
+  from the first one with ``r_k >= localization.yield_rate`` on are *post-yield*; LOC's
+  maximum and its strain (the window's centre) are taken over them only. Earlier windows are
+  kept in the per-realization curves but not summarised. The stress peak of each realization
+  (maximum of its stress-strain curve) is reported next to it, so whether the maximum comes
+  after the peak is a result, not a definition.
+* **Band** (:func:`detect_band`). The row profile (mean over x of each row: a band along the
+  shear direction x, orientation 0 deg) and the column profile (90 deg). For each, the
+  contrast ``(max - median) / mean|p|``; the band lies along the profile of larger contrast.
+  Its cells: the periodic run of cells around the profile's maximum where it is at least half
+  way from the median to the maximum (so a band crossing the periodic seam is one band);
+  width = their number (cells), position = their excess-weighted periodic centre (cells, cell
+  i spans [i, i + 1)). Bands must be narrower than N / 2 (the median is the background). A
+  profile without contrast (uniform field) has no band.
+* **Persistence.** Overlap of the bands of successive post-yield windows: ``|A & B| / |A | B|``
+  of their cell sets when the orientations agree, else 0; the realization's persistence is the
+  mean overlap (a band that stays: 1; a band that wanders: ~ width / N).
+
+Ensemble: the mean LOC curve with a 95 % confidence band (mean +- t(0.975, R-1) s / sqrt(R)
+over the R realizations with a finite value), the mean of the per-realization post-yield
+maxima with its standard error, the mean persistence with its standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from femplast.scalar.model import loc_index, window_edges
+
+ORIENTATIONS = (0, 90)  # deg: band along x (rows profile), band along y (columns profile)
+
+
+# ============================================================================ fields
+def to_grid(values, n: int, kind: str = "quad") -> np.ndarray:
+    """Per-cell values in canonical order as an (n, n) grid ``[iy, ix]``; triangles
+    (``2 (iy n + ix) + {0, 1}``): the mean of the two triangles of each square."""
+    v = np.asarray(values, float)
+    if kind == "tri":
+        v = v.reshape(n * n, 2).mean(axis=1)
+    return v.reshape(n, n)
+
+
+def resolved_plastic(eps_pl: np.ndarray, alpha: float) -> np.ndarray:
+    """Plastic strain ``[xx, yy, xy]`` per cell (cells, 3) resolved on the loading
+    orientation ``alpha`` (radians): ``sin(2 alpha) (yy - xx) / 2 + cos(2 alpha) xy``."""
+    e = np.asarray(eps_pl, float)
+    return math.sin(2 * alpha) * 0.5 * (e[:, 1] - e[:, 0]) + math.cos(2 * alpha) * e[:, 2]
+
+
+# ============================================================================ bands
+def _profile_band(p: np.ndarray) -> dict | None:
+    """The band of one profile (module doc) or None when the profile has no contrast."""
+    n = len(p)
+    base = float(np.median(p))
+    top = float(p.max())
+    scale = float(np.abs(p).mean())
+    if scale <= 0 or top - base <= 1e-12 * scale:
+        return None
+    thr = base + 0.5 * (top - base)
+    i0 = int(np.argmax(p))
+    lo = hi = 0  # the run is i0 - lo .. i0 + hi (periodic)
+    while lo + hi + 1 < n and p[(i0 - lo - 1) % n] >= thr:
+        lo += 1
+    while lo + hi + 1 < n and p[(i0 + hi + 1) % n] >= thr:
+        hi += 1
+    rel = np.arange(-lo, hi + 1)
+    w = np.clip(p[(i0 + rel) % n] - base, 0.0, None)
+    centre = i0 + 0.5 + float(np.sum(rel * w) / np.sum(w))
+    cells = sorted(int(c) for c in (i0 + rel) % n)
+    return dict(contrast=(top - base) / scale, position=centre % n, width=len(cells),
+                cells=cells)
+
+
+def detect_band(field2d) -> dict | None:
+    """The shear band of a plastic-strain field (n, n) ``[iy, ix]``: ``orientation`` (deg, 0:
+    along x, 90: along y), ``position`` (cells, across the band: y for 0, x for 90),
+    ``width`` (cells), ``contrast``, ``share`` (fraction of the plastic strain inside the
+    band) and ``cells`` (rows or columns); None for a field without contrast."""
+    f = np.asarray(field2d, float)
+    best = None
+    for orient, axis in zip(ORIENTATIONS, (1, 0), strict=True):
+        p = f.mean(axis=axis)
+        b = _profile_band(p)
+        if b is not None and (best is None or b["contrast"] > best["contrast"]):
+            tot = float(np.abs(p).sum())
+            b.update(orientation=orient, share=float(np.abs(p[b["cells"]]).sum() / tot))
+            best = b
+    return best
+
+
+def band_overlap(a: dict | None, b: dict | None) -> float:
+    """|A & B| / |A | B| of two bands' cells when their orientations agree, else 0."""
+    if a is None or b is None or a["orientation"] != b["orientation"]:
+        return 0.0
+    sa, sb = set(a["cells"]), set(b["cells"])
+    return len(sa & sb) / len(sa | sb)
+
+
+# ============================================================================ one realization
+def realization(edges, fields, n: int, yield_rate: float, curve=None,
+                kind: str = "quad", span: int = 1) -> dict:
+    """Localization observables of one realization from its plastic-strain snapshots
+    ``fields`` (len(edges), cells) at the strains ``edges`` (module doc), cells of a
+    structured ``kind`` mesh of side n; window k spans snapshots k to k + ``span`` (sliding
+    windows when span > 1). ``curve``: its stress-strain curve ``(gamma, stress)`` for the
+    stress peak."""
+    edges = np.asarray(edges, float)
+    F = np.array([to_grid(f, n, kind) for f in fields])
+    d = F[span:] - F[:-span]
+    loc = np.array([loc_index(x) for x in d])
+    rate = 2.0 * d.mean(axis=(1, 2)) / (edges[span:] - edges[:-span])
+    bands = [detect_band(x) for x in d]
+    post = np.flatnonzero(rate >= yield_rate)
+    k0 = int(post[0]) if len(post) else len(d)
+    centre = 0.5 * (edges[span:] + edges[:-span])
+    out = dict(loc=loc, plastic_rate=rate, bands=bands, yield_window=k0,
+               gamma_yield=float(edges[k0]) if k0 < len(d) else None,
+               loc_cumulative=np.array([loc_index(x) for x in F[span:]]),
+               profile_rows=d.mean(axis=2), profile_columns=d.mean(axis=1))
+    fin = [k for k in range(k0, len(d)) if np.isfinite(loc[k])]
+    out["loc_max"] = float(loc[max(fin, key=lambda k: loc[k])]) if fin else None
+    out["gamma_loc_max"] = float(centre[max(fin, key=lambda k: loc[k])]) if fin else None
+    # successive disjoint windows: k and k + span
+    ov = [band_overlap(bands[k], bands[k + span]) for k in range(k0, len(d) - span)]
+    out["overlap"] = ov
+    out["persistence"] = float(np.mean(ov)) if ov else None
+    if curve is not None:
+        g, s = (np.asarray(c, float) for c in curve)
+        out["gamma_peak"] = float(g[int(np.argmax(s))])
+        out["stress_peak"] = float(s.max())
+    return out
+
+
+# ============================================================================ ensemble
+def _jsonable(x):
+    """Lists with None for NaN (plain JSON)."""
+    a = np.asarray(x, float)
+    return [None if not math.isfinite(v) else float(v) for v in a.ravel()] if a.ndim <= 1 \
+        else [_jsonable(r) for r in a]
+
+
+def _mean_err(values) -> tuple:
+    v = np.array([x for x in values if x is not None], float)
+    if len(v) == 0:
+        return None, None
+    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None)
+
+
+def mean_band(curves: np.ndarray, level: float = 0.95) -> dict:
+    """Mean over realizations (rows) of ``curves`` ignoring NaN, with the ``level``
+    confidence band mean +- t s / sqrt(m) (m finite values per column); no warnings for
+    columns without a finite value (their entries are NaN)."""
+    from scipy.stats import t as student_t
+
+    c = np.asarray(curves, float)
+    ok = np.isfinite(c)
+    m = ok.sum(axis=0)
+    cz = np.where(ok, c, 0.0)
+    mean = np.full(c.shape[1], np.nan)
+    half = np.full(c.shape[1], np.nan)
+    has = m > 0
+    mean[has] = cz[:, has].sum(axis=0) / m[has]
+    two = m > 1
+    if two.any():
+        dev = np.where(ok, c - mean, 0.0)[:, two]
+        s = np.sqrt((dev * dev).sum(axis=0) / (m[two] - 1))
+        half[two] = student_t.ppf(0.5 + level / 2, m[two] - 1) * s / np.sqrt(m[two])
+    return dict(mean=mean, low=mean - half, high=mean + half, count=m)
+
+
+def summary(edges, per: list[dict], window: float, yield_rate: float, span: int = 1,
+            gamma_peak: float | None = None) -> dict:
+    """The ``localization`` section of summary.json from the realizations' results of
+    :func:`realization` (in realization order); ``gamma_peak``: the strain of the maximum of
+    the ensemble-mean stress-strain curve."""
+    edges = np.asarray(edges, float)
+    L = np.array([r["loc"] for r in per])
+    band = mean_band(L)
+    rate = np.mean([r["plastic_rate"] for r in per], axis=0)
+    centres = 0.5 * (edges[span:] + edges[:-span])
+    post = [k for k in range(int(np.argmax(rate >= yield_rate)) if (rate >= yield_rate).any()
+                             else len(rate), len(rate)) if np.isfinite(band["mean"][k])]
+    kmax = max(post, key=lambda k: band["mean"][k]) if post else None
+    loc_max, loc_max_err = _mean_err([r["loc_max"] for r in per])
+    pers, pers_err = _mean_err([r["persistence"] for r in per])
+    post_bands = [b for r in per for b in r["bands"][r["yield_window"]:] if b is not None]
+    widths = [b["width"] for b in post_bands]
+    out = dict(
+        definition="LOC (scalar paper eq. 13) of the plastic strain accumulated over each "
+                   "strain window (frozen stress and elastic strain excluded); post-yield: "
+                   "windows from the first with plastic rate >= yield_rate",
+        window=window, yield_rate=yield_rate, gamma_snapshots=edges,
+        gamma_windows=centres, snapshots_per_window=span,
+        loc=dict(mean=band["mean"], ci95_low=band["low"], ci95_high=band["high"],
+                 realizations=band["count"], per_realization=L,
+                 cumulative_per_realization=np.array([r["loc_cumulative"] for r in per])),
+        plastic_rate=dict(mean=rate),
+        post_yield=dict(
+            mean_curve_max=None if kmax is None else float(band["mean"][kmax]),
+            gamma_mean_curve_max=None if kmax is None else float(centres[kmax]),
+            gamma_peak_mean_stress=gamma_peak,
+            loc_max=loc_max, loc_max_err=loc_max_err,
+            loc_max_per_realization=[r["loc_max"] for r in per],
+            gamma_loc_max_per_realization=[r["gamma_loc_max"] for r in per],
+            gamma_yield_per_realization=[r["gamma_yield"] for r in per],
+            gamma_peak_per_realization=[r.get("gamma_peak") for r in per],
+            loc_max_after_peak=int(sum(1 for r in per if r["gamma_loc_max"] is not None
+                                       and r.get("gamma_peak") is not None
+                                       and r["gamma_loc_max"] > r["gamma_peak"]))),
+        band=dict(
+            persistence=pers, persistence_err=pers_err,
+            persistence_per_realization=[r["persistence"] for r in per],
+            fraction_orientation_0=(sum(1 for b in post_bands if b["orientation"] == 0)
+                                    / len(post_bands)) if post_bands else None,
+            width_mean=float(np.mean(widths)) if widths else None,
+            per_realization=[_bands_table(r) for r in per]))
+    return _clean(out)
+
+
+def from_results(results: list[dict], section) -> dict | None:
+    """The ``localization`` section of summary.json from the realization loop's results
+    (each with ``windows``: ``edges``, ``eps_pl`` snapshots, ``n``, ``kind``, and its
+    stress-strain curve ``gamma``, ``stress``); None when a realization has no windows.
+    ``section``: the case's ``localization`` section."""
+    wins = [r.get("windows") for r in results]
+    if not wins or any(w is None for w in wins):
+        return None
+    span = window_span(section)
+    per = [realization(w["edges"], w["eps_pl"], int(w["n"]), section.yield_rate,
+                       (w["gamma"], w["stress"]), w["kind"], span) for w in wins]
+    n = min(len(w["stress"]) for w in wins)
+    mean_stress = np.mean([np.asarray(w["stress"], float)[:n] for w in wins], axis=0)
+    gamma_peak = float(np.asarray(wins[0]["gamma"], float)[int(np.argmax(mean_stress))])
+    return summary(wins[0]["edges"], per, section.window, section.yield_rate, span, gamma_peak)
+
+
+def window_span(section) -> int:
+    """Snapshots per window: window / stride (``localization.stride``, null: the window)."""
+    if section.stride is None:
+        return 1
+    return max(1, int(round(section.window / section.stride)))
+
+
+def _bands_table(r: dict) -> dict:
+    bs = r["bands"]
+    return dict(orientation=[None if b is None else b["orientation"] for b in bs],
+                position=[None if b is None else b["position"] for b in bs],
+                width=[None if b is None else b["width"] for b in bs],
+                contrast=[None if b is None else b["contrast"] for b in bs],
+                share=[None if b is None else b["share"] for b in bs],
+                overlap=r["overlap"], profile_rows=r["profile_rows"],
+                profile_columns=r["profile_columns"])
+
+
+def _clean(d):
+    """numpy arrays and NaN -> JSON lists with null."""
+    if isinstance(d, dict):
+        return {k: _clean(v) for k, v in d.items()}
+    if isinstance(d, np.ndarray):
+        return _jsonable(d) if d.dtype.kind == "f" else d.tolist()
+    if isinstance(d, list):
+        return [_clean(v) for v in d]
+    if isinstance(d, float) and not math.isfinite(d):
+        return None
+    return d
+
+
+__all__ = ["to_grid", "resolved_plastic", "window_edges", "detect_band", "band_overlap",
+           "realization", "mean_band", "summary", "from_results"]
