@@ -870,6 +870,14 @@ def finite_size(run: RunData, saver: Saver) -> list[Entry]:
         return [saver.save(fig, "finite_size", cap + ".")]
 
 
+def localization(run: RunData, saver: Saver) -> list[Entry]:
+    """Windowed LOC with confidence bands and the band profile image
+    (femplast.postprocess.localization)."""
+    from femplast.postprocess.localization import figures as localization_figures
+
+    return localization_figures(run, saver)
+
+
 def _ref_label(run: RunData) -> str:
     ref = run.reference
     return "reference" + (" (SYNTHETIC)" if ref is not None and ref.synthetic else "")
@@ -877,7 +885,7 @@ def _ref_label(run: RunData) -> str:
 
 FIGURES = [stress_strain, macro_densities, avalanche_sizes, rms, plastic_activity,
            scalar_evolution, bauschinger, patches_densities, patches_mean, patches_std,
-           patches_drop_vs_yield, calibration, finite_size]
+           patches_drop_vs_yield, calibration, finite_size, localization]
 
 
 def applies(fn, run: RunData) -> bool:
@@ -895,4 +903,5 @@ def applies(fn, run: RunData) -> bool:
         patches_std: run.patches is not None or bool(run.patch_rows),
         patches_drop_vs_yield: run.patches is not None or bool(run.patch_rows),
         calibration: run.calibration is not None, finite_size: bool(run.finite_size),
+        localization: bool((run.summary or {}).get("localization")),
     }[fn]

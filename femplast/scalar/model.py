@@ -134,7 +134,7 @@ def window_edges(gamma_max: float, window: float) -> np.ndarray:
     (:mod:`femplast.analysis.localization`; here, below it, because the scalar driver takes
     the snapshots)."""
     k = int(math.floor(gamma_max / window * (1 + 1e-12)))
-    return np.arange(k + 1) * float(window)
+    return np.minimum(np.arange(k + 1) * float(window), gamma_max)  # 6 * 0.05 > 0.3
 
 
 # ----------------------------------------------------------------------------- compiled loop

@@ -1,0 +1,104 @@
+"""Figures of the localization observables (summary.json ``localization``,
+femplast.analysis.localization): windowed LOC versus strain for one or several runs with their
+95 % confidence bands, and the band profile of a realization over strain as an image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from femplast.postprocess import style as S
+
+plt = S.plt
+
+
+def _arr(x) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in x], float)
+
+
+def loc_overlay(runs: list[tuple[str, dict]], saver, name: str = "localization_loc"):
+    """LOC(gamma_ext) of several runs ``(label, summary)`` overlaid: the mean of the windowed
+    plastic-only LOC with its 95 % confidence band, the post-yield maximum marked, the strain
+    of the mean stress peak as a dotted line."""
+    runs = [(lab, s["localization"]) for lab, s in runs if s.get("localization")]
+    if not runs:
+        return []
+    with S.style():
+        fig, ax = plt.subplots(figsize=S.SINGLE)
+        for i, (lab, lo) in enumerate(runs):
+            c = S.COLORS[i % len(S.COLORS)]
+            g = _arr(lo["gamma_windows"])
+            m, lo95, hi95 = (_arr(lo["loc"][k]) for k in ("mean", "ci95_low", "ci95_high"))
+            ax.fill_between(g, lo95, hi95, color=c, alpha=0.25, lw=0)
+            ax.plot(g, m, color=c, label=lab)
+            py = lo["post_yield"]
+            if py.get("gamma_mean_curve_max") is not None:
+                ax.plot([py["gamma_mean_curve_max"]], [py["mean_curve_max"]], "v", color=c,
+                        ms=4)
+            if py.get("gamma_peak_mean_stress") is not None:
+                ax.axvline(py["gamma_peak_mean_stress"], color=c, ls=":", lw=0.8)
+        ax.set_xlabel(S.GAMMA + " (window centre)")
+        ax.set_ylabel(r"LOC of $\Delta\varepsilon^{\rm p}$ (eq. 13)")
+        ax.legend(loc="best")
+        fig.tight_layout()
+        w = runs[0][1]["window"]
+        cap = (f"Localization index LOC (scalar paper eq. 13) of the plastic strain accumulated "
+               f"over windows of {w:g} in strain (frozen stress excluded): mean over "
+               "realizations with its 95 % confidence band; triangles: post-yield maximum of "
+               "the mean; dotted: strain of the mean stress peak. LOC = 1 for one band one "
+               "cell wide, 1/N for a uniform field.")
+        return [saver.save(fig, name, cap)]
+
+
+def band_profile(summary: dict, saver, realization: int = 0,
+                 name: str = "localization_band_profile"):
+    """The windowed plastic strain profile across the band of one realization over strain
+    (image: window x position), along the orientation most of its post-yield bands have, with
+    the detected band centre and edges."""
+    lo = summary.get("localization")
+    if not lo:
+        return []
+    tab = lo["band"]["per_realization"][realization]
+    k0 = 0
+    ys = lo["post_yield"]["gamma_yield_per_realization"][realization]
+    edges = _arr(lo["gamma_snapshots"])
+    if ys is not None:
+        k0 = int(np.searchsorted(edges, ys))
+    ors = [o for o in tab["orientation"][k0:] if o is not None]
+    orient = 90 if ors and ors.count(90) > ors.count(0) else 0
+    prof = _arr2(tab["profile_rows" if orient == 0 else "profile_columns"])
+    g = _arr(lo["gamma_windows"])
+    n = prof.shape[1]
+    with S.style():
+        fig, ax = plt.subplots(figsize=S.SINGLE)
+        dg = g[1] - g[0] if len(g) > 1 else 1.0
+        im = ax.imshow(prof.T, origin="lower", aspect="auto", cmap="magma",
+                       extent=(g[0] - dg / 2, g[-1] + dg / 2, 0, n))
+        for k, (o, pos, wid) in enumerate(zip(tab["orientation"], tab["position"],
+                                              tab["width"], strict=True)):
+            if o == orient and pos is not None:
+                ax.plot([g[k]], [pos], ".", color="c", ms=3)
+                for e in (pos - wid / 2, pos + wid / 2):
+                    ax.plot([g[k]], [e % n], "_", color="w", ms=4)
+        fig.colorbar(im, ax=ax, label=r"$\Delta\varepsilon^{\rm p}$ (row/column mean)")
+        ax.set_xlabel(S.GAMMA + " (window centre)")
+        ax.set_ylabel(("y" if orient == 0 else "x") + " (cells)")
+        fig.tight_layout()
+        cap = (f"Band profile of realization {realization} over strain: windowed plastic strain "
+               f"averaged along the band direction ({orient} deg), dots: detected band centre, "
+               "white ticks: band edges (half maximum above the median).")
+        return [saver.save(fig, name, cap)]
+
+
+def _arr2(rows) -> np.ndarray:
+    return np.array([_arr(r) for r in rows])
+
+
+def figures(run, saver) -> list:
+    """The localization figures of one run (no-op without the summary section)."""
+    s = run.summary or {}
+    if not s.get("localization"):
+        return []
+    return loc_overlay([(run.name, s)], saver) + band_profile(s, saver)
+
+
+__all__ = ["loc_overlay", "band_profile", "figures"]
