@@ -551,10 +551,11 @@ class ScalarDriver:
             self.records.append(self.loop.rec[:k].copy())
             st[S_NREC] = 0
 
-    def _params(self, gamma_stop: float) -> Params:
+    def _params(self, gamma_stop: float, budget: int | None = None) -> Params:
         m = self.model
         return Params(K=m.K, G=m.G, c0=m.c0, c1=m.c1, gamma_stop=float(gamma_stop), n=m.n,
-                      fft_threshold=int(m.fft_threshold), budget=self.budget,
+                      fft_threshold=int(m.fft_threshold),
+                      budget=self.budget if budget is None else int(budget),
                       max_avalanche=self.max_avalanche,
                       gamma_observe=self._next_observation)
 
@@ -570,12 +571,15 @@ class ScalarDriver:
     def advance(self, gamma_stop: float) -> int:
         s = self.state
         p = self._params(gamma_stop)
+        ev0 = self.num_events
         while True:
             rc = scalar_advance(s.rng, Fields(s.sig, s.epl, s.thr), p, self.model.p_r.args,
                                 self.loop)
             if rc == RC_OBSERVE:
                 self._take_observations(self._next_observation)
-                p = self._params(gamma_stop)
+                # the slips since this call still count against the budget: observations
+                # do not move the safe points
+                p = self._params(gamma_stop, self.budget - (self.num_events - ev0))
                 continue
             if rc == RC_EXTERNAL:
                 self._redistribute_fft()
