@@ -190,18 +190,31 @@ def test_tensorial_run_has_localization(tmp_path):
 
 
 def test_figures_from_two_runs(tmp_path):
-    """LOC overlay of two runs with their bands, and the band profile image."""
+    """LOC overlay of two runs with their bands, the band profile image, and the band
+    outlined on the plastic strain between field snapshots."""
     from femplast.postprocess.figures import Saver
-    from femplast.postprocess.localization import band_profile, loc_overlay
+    from femplast.postprocess.localization import band_field, band_profile, field_grids, \
+        loc_overlay
 
     sums = []
-    for name, seed in (("scalar_gq_hard", 0), ("scalar_esl_soft", 0)):
-        case = load_case(ROOT / "cases" / f"{name}.yaml", REDUCED[1:] + FITTED[name]
-                         + ["mesh.n=16", "run.realizations=2", f"run.seed={seed}"])
+    for name in ("scalar_gq_hard", "scalar_esl_soft"):
+        sets = [x for x in REDUCED if not x.startswith(("mesh.n", "output.snapshots"))]
+        case = load_case(ROOT / "cases" / f"{name}.yaml", sets + FITTED[name] + [
+            "mesh.n=16", "run.realizations=2", "run.seed=0", "output.snapshots=[0.3, 0.6]"])
         run_case(case, tmp_path / name, MPI.COMM_SELF, quiet=True)
         sums.append((name, json.loads((tmp_path / name / "summary.json").read_text())))
     saver = Saver(tmp_path / "figs")
-    e = loc_overlay(sums, saver) + band_profile(sums[0][1], saver)
-    assert [x.path.name for x in e] == ["localization_loc.png", "localization_band_profile.png"]
+    xdmf = tmp_path / "scalar_gq_hard" / "fields" / "r0000.xdmf"
+    e = loc_overlay(sums, saver) + band_profile(sums[0][1], saver) + band_field(xdmf, saver)
+    assert [x.path.name for x in e] == ["localization_loc.png", "localization_band_profile.png",
+                                        "localization_band_field.png"]
     assert all(x.path.stat().st_size > 10000 for x in e)
     assert loc_overlay([("none", {})], saver) == []
+    # the field series read back on the lattice is the run's final plastic strain
+    import h5py
+
+    times, grids = field_grids(xdmf)
+    with h5py.File(tmp_path / "scalar_gq_hard" / "realizations" / "r0000.h5") as f:
+        epl = f["state/eps_pl"][:]
+    assert times[-1] == pytest.approx(0.6)
+    assert np.allclose(grids[-1].ravel(), epl)

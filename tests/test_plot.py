@@ -73,7 +73,8 @@ def test_quickstart_figures_not_blank(quickstart, quickstart_plots):
     figdir = quickstart / "figures"
     figs = {e.path.stem for e in entries if e.kind == "figure"}
     assert figs == {"stress_strain", "densities", "avalanche_sizes", "rms_deviation",
-                    "plastic_activity"}
+                    "plastic_activity", "localization_loc", "localization_band_profile",
+                    "localization_band_field"}
     renders = [e.path for e in entries if e.kind == "render"]
     # the first realization's XDMF: one render per field, each with a panel per snapshot
     assert {p.stem for p in renders} == {f"r0000_{k}" for k in QUICKSTART_FIELDS}
@@ -155,7 +156,7 @@ def test_cli_plot_subcommand_and_no_run_error(quickstart, tmp_path, capsys):
     figdir = tmp_path / "figs"
     assert cli_main(["plot", str(quickstart), "--out", str(figdir), "--quiet",
                      "--no-renders", "--formats", "png,pdf"]) == 0
-    assert len(list(figdir.glob("*.png"))) == 5 and len(list(figdir.glob("*.pdf"))) == 5
+    assert len(list(figdir.glob("*.png"))) == 8 and len(list(figdir.glob("*.pdf"))) == 8
     assert not (figdir / "renders").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -353,7 +354,8 @@ def test_scalar_run_figures(tmp_path):
     g, s = r.curve()  # saw-tooth: loading peak then post-avalanche stress at each row
     assert len(g) == 2 * len(r.gamma) and (s[::2] >= s[1::2] - 1e-12).all()
     assert [fn.__name__ for fn in figures.FIGURES if figures.applies(fn, run)] == [
-        "stress_strain", "macro_densities", "avalanche_sizes", "scalar_evolution"]
+        "stress_strain", "macro_densities", "avalanche_sizes", "scalar_evolution",
+        "localization"]
     saver = figures.Saver(tmp_path / "figs")
     (e,) = figures.scalar_evolution(run, saver)
     assert all(k in e.caption for k in ("LOC", "plastic_strain_variance", "mean_threshold",

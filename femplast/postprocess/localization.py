@@ -89,6 +89,63 @@ def band_profile(summary: dict, saver, realization: int = 0,
         return [saver.save(fig, name, cap)]
 
 
+def field_grids(xdmf) -> tuple[list[float], list[np.ndarray]]:
+    """(strains, plastic strain ``eps_pl_xy`` as (n, n) grids ``[iy, ix]``) of a field
+    series of a structured box, cells binned by their centres (quads, or the two triangles
+    of a square averaged)."""
+    from femplast.postprocess.renders import read_series
+
+    pts, _, cells, times, data = read_series(xdmf)
+    if not data or "eps_pl_xy" not in data[0]:
+        return [], []
+    c = pts[cells].mean(axis=1)[:, :2]
+    lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+    per = 1 if cells.shape[1] == 4 else 2
+    n = int(round(np.sqrt(len(cells) / per)))
+    ij = np.clip(((c - lo) / (hi - lo) * n).astype(int), 0, n - 1)
+    flat = ij[:, 1] * n + ij[:, 0]
+    count = np.bincount(flat, minlength=n * n)
+    grids = [(np.bincount(flat, d["eps_pl_xy"], n * n) / count).reshape(n, n) for d in data]
+    return times, grids
+
+
+def band_field(xdmf, saver, name: str = "localization_band_field"):
+    """The plastic strain accumulated between successive field snapshots of one realization
+    (a panel per snapshot interval) with the detected band outlined."""
+    from femplast.analysis.localization import detect_band
+
+    times, grids = field_grids(xdmf)
+    if not grids:
+        return []
+    prev = [np.zeros_like(grids[0])] + grids[:-1]
+    incs = [g - p for g, p in zip(grids, prev, strict=True)]
+    t0 = [0.0] + list(times[:-1])
+    keep = [i for i in range(len(incs)) if times[i] > t0[i]]  # a repeated snapshot: no panel
+    incs, t0, times = [incs[i] for i in keep], [t0[i] for i in keep], [times[i] for i in keep]
+    if not incs:
+        return []
+    k = len(incs)
+    n = incs[0].shape[0]
+    with S.style():
+        fig, axs = plt.subplots(1, k, figsize=(min(S.DOUBLE, 2.2 * k), 2.4), squeeze=False)
+        for ax, d, a, b in zip(axs[0], incs, t0, times, strict=True):
+            ax.imshow(d, origin="lower", cmap="magma", extent=(0, n, 0, n))
+            band = detect_band(d)
+            if band is not None:
+                line = ax.axhline if band["orientation"] == 0 else ax.axvline
+                for e in (band["position"] - band["width"] / 2,
+                          band["position"] + band["width"] / 2):
+                    line(e % n, color="c", lw=1.0, ls="--")
+            ax.set_title(rf"$\gamma$ {a:g} - {b:g}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        cap = (f"Plastic strain accumulated between field snapshots ({xdmf.stem}), x along "
+               "the shear direction; dashed: edges of the detected band "
+               "(femplast.analysis.localization.detect_band).")
+        return [saver.save(fig, name, cap)]
+
+
 def _arr2(rows) -> np.ndarray:
     return np.array([_arr(r) for r in rows])
 
@@ -98,7 +155,9 @@ def figures(run, saver) -> list:
     s = run.summary or {}
     if not s.get("localization"):
         return []
-    return loc_overlay([(run.name, s)], saver) + band_profile(s, saver)
+    out = loc_overlay([(run.name, s)], saver) + band_profile(s, saver)
+    first = [p for p in run.xdmf if p.stem == "r0000" and p.parent.name == "fields"]
+    return out + (band_field(first[0], saver) if first else [])
 
 
-__all__ = ["loc_overlay", "band_profile", "figures"]
+__all__ = ["loc_overlay", "band_profile", "band_field", "field_grids", "figures"]
