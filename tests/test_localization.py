@@ -192,9 +192,16 @@ def test_tensorial_run_has_localization(tmp_path):
 def test_figures_from_two_runs(tmp_path):
     """LOC overlay of two runs with their bands, the band profile image, and the band
     outlined on the plastic strain between field snapshots."""
+    import h5py
+
     from femplast.postprocess.figures import Saver
-    from femplast.postprocess.localization import band_field, band_profile, field_grids, \
-        loc_overlay
+    from femplast.postprocess.localization import (
+        band_field,
+        band_profile,
+        field_grids,
+        loc_overlay,
+    )
+    from femplast.postprocess.renders import read_series
 
     sums = []
     for name in ("scalar_gq_hard", "scalar_esl_soft"):
@@ -205,15 +212,15 @@ def test_figures_from_two_runs(tmp_path):
         sums.append((name, json.loads((tmp_path / name / "summary.json").read_text())))
     saver = Saver(tmp_path / "figs")
     xdmf = tmp_path / "scalar_gq_hard" / "fields" / "r0000.xdmf"
-    e = loc_overlay(sums, saver) + band_profile(sums[0][1], saver) + band_field(xdmf, saver)
+    series = read_series(xdmf)
+    e = loc_overlay(sums, saver) + band_profile(sums[0][1], saver) + band_field(series, "r0000",
+                                                                                saver)
     assert [x.path.name for x in e] == ["localization_loc.png", "localization_band_profile.png",
                                         "localization_band_field.png"]
     assert all(x.path.stat().st_size > 10000 for x in e)
     assert loc_overlay([("none", {})], saver) == []
     # the field series read back on the lattice is the run's final plastic strain
-    import h5py
-
-    times, grids = field_grids(xdmf)
+    times, grids = field_grids(series)
     with h5py.File(tmp_path / "scalar_gq_hard" / "realizations" / "r0000.h5") as f:
         epl = f["state/eps_pl"][:]
     assert times[-1] == pytest.approx(0.6)

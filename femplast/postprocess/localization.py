@@ -89,13 +89,11 @@ def band_profile(summary: dict, saver, realization: int = 0,
         return [saver.save(fig, name, cap)]
 
 
-def field_grids(xdmf) -> tuple[list[float], list[np.ndarray]]:
+def field_grids(series) -> tuple[list[float], list[np.ndarray]]:
     """(strains, plastic strain ``eps_pl_xy`` as (n, n) grids ``[iy, ix]``) of a field
-    series of a structured box, cells binned by their centres (quads, or the two triangles
-    of a square averaged)."""
-    from femplast.postprocess.renders import read_series
-
-    pts, _, cells, times, data = read_series(xdmf)
+    series of a structured box (``femplast.postprocess.renders.read_series``), cells binned
+    by their centres (quads, or the two triangles of a square averaged)."""
+    pts, _, cells, times, data = series
     if not data or "eps_pl_xy" not in data[0]:
         return [], []
     c = pts[cells].mean(axis=1)[:, :2]
@@ -109,12 +107,13 @@ def field_grids(xdmf) -> tuple[list[float], list[np.ndarray]]:
     return times, grids
 
 
-def band_field(xdmf, saver, name: str = "localization_band_field"):
+def band_field(series, label: str, saver, name: str = "localization_band_field"):
     """The plastic strain accumulated between successive field snapshots of one realization
-    (a panel per snapshot interval) with the detected band outlined."""
+    (``series`` as read by ``renders.read_series``; a panel per snapshot interval) with the
+    detected band outlined."""
     from femplast.analysis.localization import detect_band
 
-    times, grids = field_grids(xdmf)
+    times, grids = field_grids(series)
     if not grids:
         return []
     prev = [np.zeros_like(grids[0])] + grids[:-1]
@@ -140,7 +139,7 @@ def band_field(xdmf, saver, name: str = "localization_band_field"):
             ax.set_xticks([])
             ax.set_yticks([])
         fig.tight_layout()
-        cap = (f"Plastic strain accumulated between field snapshots ({xdmf.stem}), x along "
+        cap = (f"Plastic strain accumulated between field snapshots ({label}), x along "
                "the shear direction; dashed: edges of the detected band "
                "(femplast.analysis.localization.detect_band).")
         return [saver.save(fig, name, cap)]
@@ -155,9 +154,7 @@ def figures(run, saver) -> list:
     s = run.summary or {}
     if not s.get("localization"):
         return []
-    out = loc_overlay([(run.name, s)], saver) + band_profile(s, saver)
-    first = [p for p in run.xdmf if p.stem == "r0000" and p.parent.name == "fields"]
-    return out + (band_field(first[0], saver) if first else [])
+    return loc_overlay([(run.name, s)], saver) + band_profile(s, saver)
 
 
 __all__ = ["loc_overlay", "band_profile", "band_field", "field_grids", "figures"]
