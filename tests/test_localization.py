@@ -225,3 +225,36 @@ def test_figures_from_two_runs(tmp_path):
         epl = f["state/eps_pl"][:]
     assert times[-1] == pytest.approx(0.6)
     assert np.allclose(grids[-1].ravel(), epl)
+
+
+def test_tensorial_interrupted_run_resumes_to_the_same_localization(tmp_path, monkeypatch):
+    """The plastic-strain snapshots are part of the checkpoint: SIGTERM mid-load, --resume,
+    the same summary section as an uninterrupted run."""
+    import signal
+
+    from femplast.protocols import checkpoint as ck
+
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(dict(
+        model="tensorial", mesh=dict(kind="quad", n=8),
+        loading=dict(gamma_max=0.2, dgamma_ext=1e-4, stationary_from=0.1),
+        localization=dict(window=0.05, stride=0.025), run=dict(realizations=2, seed=4))))
+    run_case(load_case(p), tmp_path / "ref", MPI.COMM_SELF, quiet=True)
+    tick, calls = ck.Interrupter.tick, {"n": 0}
+
+    def counting_tick(self, force=False):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            self.signum = signal.SIGTERM
+        return tick(self, force)
+
+    monkeypatch.setattr(ck.Interrupter, "tick", counting_tick)
+    with pytest.raises(ck.Interrupted):
+        run_case(load_case(p), tmp_path / "out", MPI.COMM_SELF, quiet=True)
+    cp = ck.load(tmp_path / "out" / "checkpoint" / "rank000-of-001.npz")
+    assert cp["current"] is not None and len(cp["current"]["stage"]["observed"]) > 0
+    monkeypatch.setattr(ck.Interrupter, "tick", tick)
+    run_case(load_case(p), tmp_path / "out", MPI.COMM_SELF, quiet=True, resume=True)
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text())["localization"]
+            for d in ("ref", "out"))
+    assert a == b and len(a["gamma_windows"]) == 7

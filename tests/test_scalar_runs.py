@@ -67,7 +67,7 @@ def assert_same(a: Path, b: Path) -> int:
             else oa[k] == ob[k], k
     sa = json.loads((a / "summary.json").read_text())
     sb = json.loads((b / "summary.json").read_text())
-    for k in ("scalar", "total_slip_events", "seeds", "num_cells"):
+    for k in ("scalar", "total_slip_events", "seeds", "num_cells", "localization"):
         assert sa[k] == sb[k], k
     return len(oa)
 
