@@ -258,3 +258,22 @@ def test_tensorial_interrupted_run_resumes_to_the_same_localization(tmp_path, mo
     a, b = (json.loads((tmp_path / d / "summary.json").read_text())["localization"]
             for d in ("ref", "out"))
     assert a == b and len(a["gamma_windows"]) == 7
+
+
+def test_no_nan_warnings_before_the_first_avalanche(tmp_path):
+    """Issue 15: without frozen stress every LOC is undefined before the first slip; the run
+    and its summary raise no RuntimeWarning (here: turned into errors), the undefined values
+    are NaN in the tables and null in summary.json."""
+    case = load_case(ROOT / "cases" / "scalar_esl_soft.yaml", [
+        "scalar.fit.flow_stress=null", "scalar.internal_stress_std=0", "run.realizations=2",
+        "loading.gamma_max=0.3", "loading.stationary_from=0.2", "output.snapshots=[]"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    import h5py
+
+    with h5py.File(tmp_path / "out" / "realizations" / "r0000.h5") as f:
+        lp = f["steps/LOC_plastic"][:]
+    assert np.isnan(lp[0]) and np.isfinite(lp[1:]).all()
+    assert s["localization"]["loc"]["cumulative_per_realization"][0][-1] == pytest.approx(lp[-1])

@@ -14,7 +14,13 @@ Definitions (one place; summary.json ``localization``, docs/case-reference.md se
 * **Windows.** Snapshots of the field at ``gamma_ext = k w`` (``w = localization.window``,
   the stable state after every avalanche that starts at or below that strain); window ``k``
   is the plastic strain accumulated between snapshots ``k`` and ``k + 1`` (``window =
-  gamma_max``: one window, the cumulative field from ``gamma_ext = 0``).
+  gamma_max``: one window, the cumulative field from ``gamma_ext = 0``). With
+  ``localization.stride`` the snapshots are every stride and window k spans snapshots k to
+  k + window / stride (sliding windows: a finer strain of the maximum, same noise).
+  Windowed LOC has a shot-noise floor: M slips of exponential amplitude (mean eps0) in
+  distinct cells give ``6 N / M``, and a window of steady flow holds ``M ~ N^2 window /
+  (2 eps0)`` slips, so the floor is ``~ 12 eps0 / (N window)`` (0.13 for the shipped scalar
+  cases at N = 16, window 0.2); a band one cell wide gives 1, b cells wide ``1 / b``.
 * **LOC** (eq. 13): ``LOC(e) = N sum e^4 / (sum e^2)^2`` over the N^2 cells
   (:func:`femplast.scalar.model.loc_index`): 1 for one band one cell wide of uniform strain,
   ``1/N`` for a uniform field, ``N / M`` for M equal, isolated slips (so a window with few
