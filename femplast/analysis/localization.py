@@ -247,21 +247,31 @@ def summary(edges, per: list[dict], window: float, yield_rate: float, span: int 
     return _clean(out)
 
 
+def of_windows(w: dict, section) -> dict:
+    """:func:`realization` of one realization's ``windows`` (``edges``, ``eps_pl`` snapshots,
+    ``n``, ``kind``, its stress-strain curve ``gamma``, ``stress``), keeping edges and curve
+    for the ensemble. Tensorial runs call it when the load ends, so only these derived
+    observables (profiles, not fields) travel to rank 0 and into checkpoints."""
+    out = realization(w["edges"], w["eps_pl"], int(w["n"]), section.yield_rate,
+                      (w["gamma"], w["stress"]), w["kind"], window_span(section))
+    out.update(edges=np.asarray(w["edges"], float), curve_gamma=np.asarray(w["gamma"], float),
+               curve_stress=np.asarray(w["stress"], float))
+    return out
+
+
 def from_results(results: list[dict], section) -> dict | None:
-    """The ``localization`` section of summary.json from the realization loop's results
-    (each with ``windows``: ``edges``, ``eps_pl`` snapshots, ``n``, ``kind``, and its
-    stress-strain curve ``gamma``, ``stress``); None when a realization has no windows.
-    ``section``: the case's ``localization`` section."""
-    wins = [r.get("windows") for r in results]
-    if not wins or any(w is None for w in wins):
+    """The ``localization`` section of summary.json from the realization loop's results,
+    each with ``localization`` (:func:`of_windows`) or raw ``windows``; None when a
+    realization has neither. ``section``: the case's ``localization`` section."""
+    per = [r["localization"] if "localization" in r else
+           of_windows(r["windows"], section) if "windows" in r else None for r in results]
+    if not per or any(x is None for x in per):
         return None
-    span = window_span(section)
-    per = [realization(w["edges"], w["eps_pl"], int(w["n"]), section.yield_rate,
-                       (w["gamma"], w["stress"]), w["kind"], span) for w in wins]
-    n = min(len(w["stress"]) for w in wins)
-    mean_stress = np.mean([np.asarray(w["stress"], float)[:n] for w in wins], axis=0)
-    gamma_peak = float(np.asarray(wins[0]["gamma"], float)[int(np.argmax(mean_stress))])
-    return summary(wins[0]["edges"], per, section.window, section.yield_rate, span, gamma_peak)
+    n = min(len(x["curve_stress"]) for x in per)
+    mean_stress = np.mean([x["curve_stress"][:n] for x in per], axis=0)
+    gamma_peak = float(per[0]["curve_gamma"][int(np.argmax(mean_stress))])
+    return summary(per[0]["edges"], per, section.window, section.yield_rate,
+                   window_span(section), gamma_peak)
 
 
 def window_span(section) -> int:
@@ -296,4 +306,4 @@ def _clean(d):
 
 
 __all__ = ["to_grid", "resolved_plastic", "window_edges", "detect_band", "band_overlap",
-           "realization", "mean_band", "summary", "from_results"]
+           "realization", "mean_band", "summary", "from_results", "of_windows"]

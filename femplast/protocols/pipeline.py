@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femplast.analysis.localization import window_edges
+from femplast.analysis.localization import of_windows, window_edges
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
@@ -257,11 +257,11 @@ class RealizationRun:
             sel = av["gamma_ext"] > g0
             res.update(sxy=tr[tg > g0, 2], drops=av["drop_xy"][sel],
                        events_stat=int(av["size"][sel].sum()))
-            if ro.loc_k:  # femplast.analysis.localization
-                self.result["windows"] = dict(edges=np.array(ro.loc_k) * sg.dgamma,
-                                      eps_pl=np.array(ro.observed), n=self.case.mesh.n,
-                                      kind=self.case.mesh.kind, gamma=tg,
-                                      stress=res["curve_stress"])
+            if ro.loc_k:  # only the derived observables are kept (not the fields)
+                self.result["localization"] = of_windows(dict(
+                    edges=np.array(ro.loc_k) * sg.dgamma, eps_pl=np.array(ro.observed),
+                    n=self.case.mesh.n, kind=self.case.mesh.kind, gamma=tg,
+                    stress=res["curve_stress"]), self.case.localization)
         if self.probe is not None:
             self.model.refresh(self.state)
             self.probe.after_stage(self.state, sg.name, ro.gamma_final, ro.alpha, sg.dgamma)
