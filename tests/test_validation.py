@@ -159,6 +159,10 @@ T = [
     ("out_snap_negative", "output: {snapshots: [-1]}\n", [], "output.snapshots[0]"),
     ("out_fields", "output: {fields: 1}\n", [], "output.fields"),
     ("out_unknown", "output: {format: vtk}\n", [], "output.format"),
+    ("loc_window_zero", "localization: {window: 0}\n", [], "localization.window"),
+    ("loc_stride_not_divisor", "localization: {window: 0.1, stride: 0.03}\n", [],
+     "localization.stride"),
+    ("loc_yield_rate", "localization: {yield_rate: -1}\n", [], "localization.yield_rate"),
     # --- run
     ("run_realizations_zero", "run: {realizations: 0}\n", [], "run.realizations"),
     ("run_seed_negative", "run: {seed: -1}\n", [], "run.seed"),
@@ -505,12 +509,13 @@ def test_table_covers_every_section():
     assert len({r[0] for r in T}) == len(T)
     sections = {f.name for f in dataclasses.fields(Case) if not f.metadata.get("internal")}
     prefixes = {"file", "yaml", "top", "mesh", "el", "slip", "load", "init", "red", "out", "run",
-                "inc", "pat", "var", "sc", "sw", "kmc", "stg", "cli"}
+                "inc", "pat", "var", "sc", "sw", "kmc", "stg", "cli", "loc"}
     seen = {r[0].split("_")[0] for r in T}
     assert prefixes <= seen
     short = dict(elasticity="el", loading="load", initial="init", redistribution="red",
                  output="out", inclusion="inc", patches="pat", variant="var", scalar="sc",
-                 sweep="sw", stages="stg", model="top", name="top", description="top")
+                 sweep="sw", stages="stg", model="top", name="top", description="top",
+                 localization="loc")
     assert {short.get(s, s) for s in sections} <= seen
 
 
