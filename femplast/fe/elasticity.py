@@ -274,31 +274,54 @@ def _petsc_library():
 
 
 def _inverse_on_pattern(ksp, A):
-    """Entries of ``A^-1`` on ``A``'s sparsity pattern, scipy CSR, from the MUMPS factor of
-    ``ksp`` (serial; None when PETSc's ``MatMumpsGetInverse`` is not available)."""
+    """Entries of ``A^-1`` on ``A``'s sparsity pattern (global indices, scipy CSR, on every
+    rank; collective) from the MUMPS factor of ``ksp``, or None when PETSc's
+    ``MatMumpsGetInverse`` is not available. MUMPS wants the requested pattern centralized on
+    rank 0 (an AIJ matrix whose rows all live there) and fills in its values."""
     import ctypes
 
+    import scipy.sparse as sps
     from petsc4py import PETSc
 
-    pc = ksp.getPC()
+    pc, comm = ksp.getPC(), A.getComm().tompi4py()
     lib = _petsc_library()
-    if (lib is None or pc.getType() != "lu" or pc.getFactorSolverType() != "mumps"
-            or not hasattr(lib, "MatMumpsGetInverse")):
+    ok = (lib is not None and pc.getType() == "lu" and pc.getFactorSolverType() == "mumps"
+          and hasattr(lib, "MatMumpsGetInverse"))
+    if not comm.allreduce(ok, op=MPI.LAND):
         return None
-    F = pc.getFactorMatrix()
+    N = A.getSize()[0]
+    r0, _ = A.getOwnershipRange()
     ai, aj, _ = A.getValuesCSR()
-    S = PETSc.Mat().createAIJ(size=A.getSize(), csr=(ai, aj, np.zeros(len(aj))),
-                              comm=PETSc.COMM_SELF)
+    rows = comm.gather(r0 + np.repeat(np.arange(len(ai) - 1), np.diff(ai)), 0)
+    cols = comm.gather(aj, 0)
+    if comm.rank == 0:
+        pat = sps.csr_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows),
+                                                             np.concatenate(cols))), (N, N))
+        pat.sort_indices()
+        csr, m = (pat.indptr, pat.indices, np.zeros(pat.nnz)), N
+    else:
+        csr, m = (np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)), 0
+    it = PETSc.IntType
+    S = PETSc.Mat().createAIJ(size=((m, N), (m, N)), csr=(csr[0].astype(it),
+                                                          csr[1].astype(it), csr[2]),
+                              comm=A.getComm())
     S.assemble()
     St = PETSc.Mat().createTranspose(S)  # the MATTRANSPOSEVIRTUAL format MUMPS fills in
+    F = pc.getFactorMatrix()
+    saved = {i: F.getMumpsIcntl(i) for i in (20, 21, 30)}  # how solves pass rhs / solution
     try:
         err = lib.MatMumpsGetInverse(ctypes.c_void_p(F.handle), ctypes.c_void_p(St.handle))
     finally:
-        F.setMumpsIcntl(30, 0)  # back to plain solves
-    out = _scipy_csr(S) if err == 0 else None
+        for i, v in saved.items():  # back to plain solves
+            F.setMumpsIcntl(i, v)
+    out = None
+    if comm.rank == 0 and err == 0:
+        bi, bj, bv = S.getValuesCSR()
+        out = (bi, bj, bv)
     St.destroy()
     S.destroy()
-    return out
+    out = comm.bcast(out, 0) if comm.allreduce(err, op=MPI.MAX) == 0 else None
+    return None if out is None else sps.csr_matrix((out[2], out[1], out[0]), (N, N))
 
 
 class PeriodicElasticity:
@@ -551,8 +574,8 @@ class PeriodicElasticity:
     def self_strain_tensors(self) -> np.ndarray | None:
         """Every local cell's strain per unit eigenstrain in that cell alone, ``(num_local,
         3, 3)``: the element Eshelby tensor of :meth:`eshelby_tensor` in the (heterogeneous)
-        medium, for all cells at once (serial; None when unavailable, then use
-        :meth:`eshelby_tensor` per cell).
+        medium, for all cells at once (collective; None when MUMPS' selected inversion is
+        unavailable, then use :meth:`eshelby_tensor` per cell).
 
         The strain of cell ``c`` only needs the entries of ``K_p^-1`` between the dofs of
         ``c``'s nodes, which lie on ``K_p``'s own sparsity pattern: MUMPS computes exactly
@@ -560,15 +583,21 @@ class PeriodicElasticity:
         PETSc's ``MatMumpsGetInverse``), in about the time of a few solves instead of 3 solves
         per cell. ``S_c = (Dm P)_c K_p^-1 (P^T Bs)_c C_c``.
         """
-        Kinv = _inverse_on_pattern(self.ksp, self.Kp) if self.comm.size == 1 else None
+        import scipy.sparse as sps
+
+        Kinv = _inverse_on_pattern(self.ksp, self.Kp)
         if Kinv is None:
             return None
-        Dm, Bt = (_scipy_csr(M) for M in (self.DmP, self.PtBs))
-        T = (Dm @ Kinv @ Bt).tocsr()
-        q = 3 * self._qblk[:, None] + np.arange(3)  # (cells, 3) Q dofs of each cell
+        # P^T Bs = (Dm P)^T diag(area VOIGT_METRIC) (same form, Dm's rows scaled): the local
+        # rows of Dm P hold everything this rank's cells need
+        ai, aj, av = self.DmP.getValuesCSR()
+        D = sps.csr_matrix((av, aj, ai), shape=(len(ai) - 1, self.DmP.getSize()[1]))
+        T = (D @ Kinv @ D.T).tocsr()
+        q = 3 * self._qblk[:, None] + np.arange(3)  # (cells, 3) local Q rows of each cell
         rows = np.broadcast_to(q[:, :, None], (len(q), 3, 3)).ravel()
         cols = np.broadcast_to(q[:, None, :], (len(q), 3, 3)).ravel()
         blocks = np.asarray(T[rows, cols]).reshape(len(q), 3, 3)
+        blocks *= self.area[:, None, None] * VOIGT_METRIC
         return blocks @ stiffness_matrix(self.G, self.B)
 
     def gather(self, field) -> np.ndarray | None:

@@ -326,19 +326,17 @@ class DirectRedistribution(Redistribution):
     def _selfq_all(self) -> np.ndarray:
         """Self-response coefficients of every cell: per sublattice cell when translation
         invariance holds; otherwise from every cell's self strain tensor at once
-        (:meth:`PeriodicElasticity.self_strain_tensors`, serial), or 2 FE solves per cell
-        (collective, over MPI ranks)."""
+        (:meth:`PeriodicElasticity.self_strain_tensors`, MUMPS' selected inversion), or 2 FE
+        solves per cell (collective)."""
         if self.box.structured and self.uniform:
             per = 1 if self.box.kind == "quad" else 2
             q = [self_coefficients(*(r[:, c] for r in self._responses(c))) for c in range(per)]
             return np.tile(np.array(q), (self.num_cells // per, 1))
         S = self.el.self_strain_tensors()
-        if S is not None:  # every cell at once (selected inversion; serial)
+        if S is not None:  # every cell at once (selected inversion)
             el = self.el
-            q = np.empty((self.num_cells, 3))
-            resp = [to_dsp(el.C(S @ u - u)) for u in (UNIT_S, UNIT_C)]  # (3, cells) each
-            q[el.cells] = self_coefficients(resp[0][0:2].T, resp[1][0:2].T)
-            return q
+            resp = [to_dsp(el.C(S @ u - u)) for u in (UNIT_S, UNIT_C)]  # (3, local cells)
+            return el.gather(self_coefficients(resp[0][0:2].T, resp[1][0:2].T))
         q = np.empty((self.num_cells, 3))
         for c in range(self.num_cells):
             r0, r1 = self._responses(c)
