@@ -15,7 +15,9 @@
   fresh process: total wall time of the process, start-up (total minus the sweep's own wall
   time from summary.json), points per rank and busy time per rank, CPU time of all processes
   (``RUSAGE_CHILDREN``), and ``ideal_speedup``: serial total / (start-up + slowest rank's busy
-  time), what an idle machine gives.
+  time), what an idle machine gives; ``cpu_speedup``: the serial process's CPU time (start-up +
+  points) over the largest of the ranks' (start-up + their points), the same estimate from CPU
+  times, which other jobs on the machine do not inflate.
 
 Only ratios within one run mean something, and only on an idle machine for wall times: with
 other jobs on the cores, ranks wait for CPU (see benchmarks/README.md).
@@ -122,7 +124,9 @@ def run_sweep(case: str, ranks: int) -> dict:
                 startup_s=wall - sw["wall_time"],
                 cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
                 points=[p["points_computed"] for p in per],
-                busy_s=[p["busy_time"] for p in per])
+                busy_s=[p["busy_time"] for p in per],
+                busy_cpu_s=[p["busy_cpu_time"] for p in per],
+                startup_cpu_s=[p["startup_cpu_time"] for p in per])
 
 
 def sweep_section(args) -> list[dict]:
@@ -131,6 +135,9 @@ def sweep_section(args) -> list[dict]:
     for rec in rows:
         rec["speedup"] = ser["total_wall_s"] / rec["total_wall_s"]
         rec["ideal_speedup"] = ser["total_wall_s"] / (rec["startup_s"] + max(rec["busy_s"]))
+        crit = [a + b for a, b in zip(rec["startup_cpu_s"], rec["busy_cpu_s"], strict=True)]
+        rec["cpu_critical_s"] = max(crit)
+        rec["cpu_speedup"] = (ser["startup_cpu_s"][0] + ser["busy_cpu_s"][0]) / max(crit)
     return rows
 
 
@@ -145,14 +152,16 @@ def print_tables(sample, sweep) -> None:
                   f"{str(r['same_events']):>5}")
     if sweep:
         print("\nsweep")
-        print(" ranks  total[s]  startup[s]  sweep[s]  cpu[s]  points   busy[s]        "
-              "speedup  ideal")
+        print(" ranks total[s] startup[s] sweep[s] cpu[s] points busy[s]     "
+              "startup_cpu[s] busy_cpu[s] speedup  ideal cpu x")
         for r in sweep:
-            busy = "/".join(f"{b:.2f}" for b in r["busy_s"])
+            def f(v):
+                return "/".join(f"{b:.2f}" for b in v)
             pts = "/".join(map(str, r["points"]))
-            print(f"{r['ranks']:6d} {r['total_wall_s']:9.2f} {r['startup_s']:11.2f} "
-                  f"{r['sweep_wall_s']:9.2f} {r['cpu_s']:7.2f} {pts:>7} {busy:>13} "
-                  f"{r['speedup']:8.2f}x {r['ideal_speedup']:5.2f}x")
+            print(f"{r['ranks']:6d} {r['total_wall_s']:8.2f} {r['startup_s']:10.2f} "
+                  f"{r['sweep_wall_s']:8.2f} {r['cpu_s']:6.2f} {pts:>6} {f(r['busy_s']):>11} "
+                  f"{f(r['startup_cpu_s']):>14} {f(r['busy_cpu_s']):>11} "
+                  f"{r['speedup']:6.2f}x {r['ideal_speedup']:5.2f}x {r['cpu_speedup']:4.2f}x")
 
 
 def main(argv=None) -> None:

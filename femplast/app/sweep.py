@@ -630,11 +630,16 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     comm.barrier()
     sched = Scheduler(comm, todo, log)
     models = ModelCache()
-    computed, busy = 0, 0.0
+    # CPU seconds of this process before its first point (interpreter, imports, compiled
+    # kernels loaded, case): the part of a parallel sweep that does not shrink with ranks
+    cpu0 = time.process_time()
+    computed, busy, busy_cpu = 0, 0.0, 0.0
     try:
         for i in sched.points():
+            c0 = time.process_time()
             res = compute_point(case, points[i], models, ref, idle=sched.serve)
             write_json(point_path(outdir, i), res)
+            busy_cpu += time.process_time() - c0
             log(f"point {i} done in {res['wall_time']:.2f} s")
             computed += 1
             busy += res["wall_time"]
@@ -642,7 +647,7 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     except Exception:  # one failing rank would leave the others waiting forever
         traceback.print_exc()
         comm.Abort(1)
-    counts = comm.gather((computed, busy), root=0)
+    counts = comm.gather((computed, busy, busy_cpu, cpu0), root=0)
     if comm.rank != 0:
         return {}
     results = [read_point(outdir, p) for p in points]
@@ -698,8 +703,9 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
               realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
               errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
               wall_time=wall, point_wall_time=float(sum(r["wall_time"] for r in results)),
-              ranks=[dict(rank=i, points_computed=c, busy_time=b)
-                     for i, (c, b) in enumerate(per_rank)])
+              ranks=[dict(rank=i, points_computed=c, busy_time=b, busy_cpu_time=bc,
+                          startup_cpu_time=c0)
+                     for i, (c, b, bc, c0) in enumerate(per_rank)])
     if rows:
         write_csv(sdir / "table.csv", cols, rows, header)
         table = {c: np.array([r[j] for r in rows], float) for j, c in enumerate(cols)}

@@ -512,8 +512,15 @@ def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float
               and box.comm.size == 1):
             backend, why = "dense", (f"{box.num_cells} cells fit the {dense_memory_mb:.0f} MiB "
                                      "dense budget")
+        elif box.comm.size == 1:
+            need = DenseRedistribution.memory_bytes(box.num_cells) / 2**20
+            backend, why = "direct", (f"the dense operator of {box.num_cells} cells needs "
+                                      f"{need:.0f} MiB > redistribution.dense_memory_mb = "
+                                      f"{dense_memory_mb:.0f}; with that budget it costs one "
+                                      "O(cells) column add per event instead of an FE solve "
+                                      "per relaxation step (benchmarks/heterogeneous.py)")
         else:
-            backend, why = "direct", "no faster backend is valid for this mesh/moduli/budget"
+            backend, why = "direct", "a sample distributed over MPI ranks"
         if box.comm.rank == 0:
             log.info("redistribution backend: %s (auto: %s)", backend, why)
     if backend != "direct" and box.comm.size > 1:
