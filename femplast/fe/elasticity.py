@@ -604,12 +604,27 @@ class PeriodicElasticity:
         return blocks @ stiffness_matrix(self.G, self.B)
 
     def gather(self, field) -> np.ndarray | None:
-        """Per-cell field in global canonical order on every rank (collective)."""
-        f = np.asarray(field)
-        cells = np.concatenate(self.comm.allgather(self.cells))
-        vals = np.concatenate(self.comm.allgather(f))
+        """Per-cell field in global canonical order on every rank (collective).
+
+        One ``Allgatherv`` of the raw values into the rank-ordered cell list (gathered once):
+        the direct backend gathers the stress after every FE solve of a distributed sample,
+        and pickled ``allgather`` of the values and the cell indices cost as much as the solve
+        at n = 256 on 2 ranks (35 ms of CPU per step).
+        """
+        f = np.ascontiguousarray(field)
         out = np.empty((self.box.num_cells,) + f.shape[1:], dtype=f.dtype)
-        out[cells] = vals
+        if self.comm.size == 1:
+            out[self.cells] = f
+            return out
+        if getattr(self, "_gather_order", None) is None:
+            counts = np.array(self.comm.allgather(len(self.cells)))
+            order = np.empty(self.box.num_cells, np.int64)
+            self.comm.Allgatherv(np.ascontiguousarray(self.cells, np.int64), (order, counts))
+            self._gather_order, self._gather_counts = order, counts
+        inner = int(np.prod(f.shape[1:], dtype=np.int64))
+        vals = np.empty_like(out)
+        self.comm.Allgatherv(f, (vals, self._gather_counts * inner))
+        out[self._gather_order] = vals
         return out
 
     def destroy(self):
