@@ -347,7 +347,7 @@ class DirectRedistribution(Redistribution):
         """New moduli (evolving moduli, TensorialModel.sync_moduli; collective).
 
         Refactorizes the FE problem (:meth:`PeriodicElasticity.update_moduli`) and recomputes
-        ``selfq`` of *every* cell in place (2 FE solves per cell: a modulus change in one cell
+        ``selfq`` of *every* cell in place (:meth:`_selfq_all`: a modulus change in one cell
         changes the self-response of the others too, through the Green operator). Load
         responses are recomputed on request (:meth:`load_response`).
         """

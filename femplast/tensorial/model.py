@@ -149,7 +149,7 @@ class TensorialModel:
 
         Returns whether they changed. After a change the FE problem is refactorized and
         ``selfq`` recomputed (:meth:`femplast.redistribution.backends.DirectRedistribution.
-        update_moduli`: 2 solves per cell), load responses are recomputed on request; the
+        update_moduli`: selected inversion of the new factor), load responses are recomputed on request; the
         caller brings the stresses up to date (:class:`femplast.tensorial.aqs.AQSDriver`).
         """
         G = self.moduli(state.eacc)
