@@ -35,9 +35,10 @@ errors, overshoot, LOC maximum, thresholds, ...) and no error columns: calibrati
 compare tensorial statistics with a reference, so ``sweep.errors`` must be ``[]`` and
 ``sweep.reference`` null; no finite-size points, no ``scalar.fit`` per point.
 
-Scheduling: rank 0 hands out point indices on request (dynamic load balancing) and computes
-points itself, answering requests between realizations; a killed sweep restarted with
-``--resume`` skips every point whose file exists.
+Scheduling: rank 0 hands out point indices on request (dynamic load balancing), largest
+systems first (so that the last points handed out are the shortest and no rank idles long at
+the end), and computes points itself, answering requests between realizations; a killed sweep
+restarted with ``--resume`` skips every point whose file exists.
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ def plan(case) -> list[dict]:
                         params={"mesh.n": n,
                                 "mesh.L": float(f"{case.mesh.L / case.mesh.n * n:.12g}")}))
     return pts
+
+
+def point_cells(case, pt: dict) -> int:
+    """Cells of a point's system (cost estimate of the scheduling: largest first)."""
+    n = pt["params"].get("mesh.n", case.mesh.n)
+    return int(n) ** 2 if n else 0
 
 
 def _set(d: dict, path: str, value):
@@ -615,7 +622,8 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
         if err is None:
             (sdir / "points").mkdir(parents=True, exist_ok=True)
             write_json(pf, doc)
-            todo = [p["point"] for p in points if read_point(outdir, p) is None]
+            todo = sorted((p["point"] for p in points if read_point(outdir, p) is None),
+                          key=lambda i: -point_cells(case, points[i]))
             log(f"sweep: {len(points)} points x {realizations_per_point(case)} realizations, "
                 f"{len(points) - len(todo)} already done, {len(todo)} to run on "
                 f"{comm.size} rank(s)")
