@@ -265,12 +265,16 @@ def _scipy_csr(M):
 
 
 def _petsc_library():
-    """The PETSc shared library this process loaded (ctypes), or None."""
+    """The PETSc shared library this process loaded (ctypes), or None (found through
+    /proc/self/maps: elsewhere than Linux the callers fall back to FE solves)."""
     import ctypes
 
-    with open("/proc/self/maps") as f:
-        paths = {line.split()[-1] for line in f if "/libpetsc.so" in line}
-    return ctypes.CDLL(sorted(paths)[0]) if paths else None
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/libpetsc.so" in line}
+        return ctypes.CDLL(sorted(paths)[0]) if paths else None
+    except OSError:
+        return None
 
 
 def _inverse_on_pattern(ksp, A):
