@@ -254,6 +254,22 @@ def test_self_strain_tensors_of_all_cells_equal_eshelby_tensors(kind, rng):
     assert np.array_equal(el.stress(eps), before)
 
 
+def test_self_responses_fall_back_to_solves_without_selected_inversion(monkeypatch, rng):
+    """Without PETSc's MatMumpsGetInverse the direct backend's self-responses come from 2 FE
+    solves per cell, and equal the selected inversion's."""
+    from femplast.fe import elasticity
+    from femplast.redistribution.backends import DirectRedistribution
+
+    box = structured_box(5, 1.0, "quad", MPI.COMM_SELF)
+    G = G0 * rng.weibull(1.3, box.num_cells) + 0.5
+    fast = DirectRedistribution(box, G, B0)
+    monkeypatch.setattr(elasticity, "_petsc_library", lambda: None)
+    slow = DirectRedistribution(box, G, B0)
+    assert slow.el.self_strain_tensors() is None
+    assert slow.el.num_solves >= 2 * box.num_cells > fast.el.num_solves
+    np.testing.assert_allclose(fast.selfq, slow.selfq, rtol=1e-12)
+
+
 # ---------------------------------------------------------------- 6. 1 vs 2 MPI ranks
 def serial_reference(kind, n=None, msh=None):
     """What tests/mpi_scripts/elastic_response.py computes, on one rank."""
