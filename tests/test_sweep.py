@@ -213,6 +213,14 @@ def test_two_ranks_same_table(serial, tiny_reference):
     assert [r["rank"] for r in ranks] == [0, 1]
     assert all(r["points_computed"] > 0 for r in ranks)  # both ranks got work
     assert sum(r["points_computed"] for r in ranks) == 14
+    # CPU accounting of the scaling (benchmarks/scaling.py): start-up before the first point
+    # (imports at least) and CPU in the points, at most the wall time in them on each of the
+    # machine's cores (BLAS may use threads)
+    import os
+
+    for r in ranks:
+        assert 0.1 < r["startup_cpu_time"] < 60
+        assert 0 < r["busy_cpu_time"] <= r["busy_time"] * (os.cpu_count() or 1) + 0.1
 
 
 def test_kill_and_resume(serial, tiny_reference):

@@ -35,9 +35,10 @@ errors, overshoot, LOC maximum, thresholds, ...) and no error columns: calibrati
 compare tensorial statistics with a reference, so ``sweep.errors`` must be ``[]`` and
 ``sweep.reference`` null; no finite-size points, no ``scalar.fit`` per point.
 
-Scheduling: rank 0 hands out point indices on request (dynamic load balancing) and computes
-points itself, answering requests between realizations; a killed sweep restarted with
-``--resume`` skips every point whose file exists.
+Scheduling: rank 0 hands out point indices on request (dynamic load balancing), largest
+systems first (so that the last points handed out are the shortest and no rank idles long at
+the end), and computes points itself, answering requests between realizations; a killed sweep
+restarted with ``--resume`` skips every point whose file exists.
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ def plan(case) -> list[dict]:
                         params={"mesh.n": n,
                                 "mesh.L": float(f"{case.mesh.L / case.mesh.n * n:.12g}")}))
     return pts
+
+
+def point_cells(case, pt: dict) -> int:
+    """Cells of a point's system (cost estimate of the scheduling: largest first)."""
+    n = pt["params"].get("mesh.n", case.mesh.n)
+    return int(n) ** 2 if n else 0
 
 
 def _set(d: dict, path: str, value):
@@ -617,7 +624,8 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
         if err is None:
             (sdir / "points").mkdir(parents=True, exist_ok=True)
             write_json(pf, doc)
-            todo = [p["point"] for p in points if read_point(outdir, p) is None]
+            todo = sorted((p["point"] for p in points if read_point(outdir, p) is None),
+                          key=lambda i: -point_cells(case, points[i]))
             log(f"sweep: {len(points)} points x {realizations_per_point(case)} realizations, "
                 f"{len(points) - len(todo)} already done, {len(todo)} to run on "
                 f"{comm.size} rank(s)")
@@ -632,11 +640,16 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     comm.barrier()
     sched = Scheduler(comm, todo, log)
     models = ModelCache()
-    computed, busy = 0, 0.0
+    # CPU seconds of this process before its first point (interpreter, imports, compiled
+    # kernels loaded, case): the part of a parallel sweep that does not shrink with ranks
+    cpu0 = time.process_time()
+    computed, busy, busy_cpu = 0, 0.0, 0.0
     try:
         for i in sched.points():
+            c0 = time.process_time()
             res = compute_point(case, points[i], models, ref, idle=sched.serve)
             write_json(point_path(outdir, i), res)
+            busy_cpu += time.process_time() - c0
             log(f"point {i} done in {res['wall_time']:.2f} s")
             computed += 1
             busy += res["wall_time"]
@@ -649,7 +662,7 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     except Exception:  # one failing rank would leave the others waiting forever
         traceback.print_exc()
         comm.Abort(1)
-    counts = comm.gather((computed, busy), root=0)
+    counts = comm.gather((computed, busy, busy_cpu, cpu0), root=0)
     if comm.rank != 0:
         return {}
     results = [read_point(outdir, p) for p in points]
@@ -705,8 +718,9 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
               realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
               errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
               wall_time=wall, point_wall_time=float(sum(r["wall_time"] for r in results)),
-              ranks=[dict(rank=i, points_computed=c, busy_time=b)
-                     for i, (c, b) in enumerate(per_rank)])
+              ranks=[dict(rank=i, points_computed=c, busy_time=b, busy_cpu_time=bc,
+                          startup_cpu_time=c0)
+                     for i, (c, b, bc, c0) in enumerate(per_rank)])
     if rows:
         write_csv(sdir / "table.csv", cols, rows, header)
         table = {c: np.array([r[j] for r in rows], float) for j, c in enumerate(cols)}

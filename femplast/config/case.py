@@ -360,8 +360,8 @@ class VariantSection:
                              "modulus relaxes from its quench value (elasticity.G or the "
                              "Weibull field) as G_ss + (G_q - G_ss) exp(-e / structure_strain)"
                              "; stresses, load response and self-responses follow after every "
-                             "relaxation step that changes a modulus (FE refactorization + 2 "
-                             "solves per cell). Needs redistribution direct (auto -> direct) "
+                             "relaxation step that changes a modulus (FE refactorization + "
+                             "selected inversion). Needs redistribution direct (auto -> direct) "
                              "and a plain run (no kmc, stages, checkpoints, sweep, patches, "
                              "run.parallel: sample); null: G does not evolve", "LJ stress",
                              min=0, min_open=True)

@@ -324,12 +324,19 @@ class DirectRedistribution(Redistribution):
         self.selfq = self._selfq_all()
 
     def _selfq_all(self) -> np.ndarray:
-        """Self-response coefficients of every cell: 2 FE solves per cell (collective), or
-        per sublattice cell when translation invariance holds."""
+        """Self-response coefficients of every cell: per sublattice cell when translation
+        invariance holds; otherwise from every cell's self strain tensor at once
+        (:meth:`PeriodicElasticity.self_strain_tensors`, MUMPS' selected inversion), or 2 FE
+        solves per cell (collective)."""
         if self.box.structured and self.uniform:
             per = 1 if self.box.kind == "quad" else 2
             q = [self_coefficients(*(r[:, c] for r in self._responses(c))) for c in range(per)]
             return np.tile(np.array(q), (self.num_cells // per, 1))
+        S = self.el.self_strain_tensors()
+        if S is not None:  # every cell at once (selected inversion)
+            el = self.el
+            resp = [to_dsp(el.C(S @ u - u)) for u in (UNIT_S, UNIT_C)]  # (3, local cells)
+            return el.gather(self_coefficients(resp[0][0:2].T, resp[1][0:2].T))
         q = np.empty((self.num_cells, 3))
         for c in range(self.num_cells):
             r0, r1 = self._responses(c)
@@ -340,7 +347,7 @@ class DirectRedistribution(Redistribution):
         """New moduli (evolving moduli, TensorialModel.sync_moduli; collective).
 
         Refactorizes the FE problem (:meth:`PeriodicElasticity.update_moduli`) and recomputes
-        ``selfq`` of *every* cell in place (2 FE solves per cell: a modulus change in one cell
+        ``selfq`` of *every* cell in place (:meth:`_selfq_all`: a modulus change in one cell
         changes the self-response of the others too, through the Green operator). Load
         responses are recomputed on request (:meth:`load_response`).
         """
@@ -505,8 +512,15 @@ def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float
               and box.comm.size == 1):
             backend, why = "dense", (f"{box.num_cells} cells fit the {dense_memory_mb:.0f} MiB "
                                      "dense budget")
+        elif box.comm.size == 1:
+            need = DenseRedistribution.memory_bytes(box.num_cells) / 2**20
+            backend, why = "direct", (f"the dense operator of {box.num_cells} cells needs "
+                                      f"{need:.0f} MiB > redistribution.dense_memory_mb = "
+                                      f"{dense_memory_mb:.0f}; with that budget it costs one "
+                                      "O(cells) column add per event instead of an FE solve "
+                                      "per relaxation step (benchmarks/heterogeneous.py)")
         else:
-            backend, why = "direct", "no faster backend is valid for this mesh/moduli/budget"
+            backend, why = "direct", "a sample distributed over MPI ranks"
         if box.comm.rank == 0:
             log.info("redistribution backend: %s (auto: %s)", backend, why)
     if backend != "direct" and box.comm.size > 1:

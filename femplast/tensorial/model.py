@@ -149,8 +149,9 @@ class TensorialModel:
 
         Returns whether they changed. After a change the FE problem is refactorized and
         ``selfq`` recomputed (:meth:`femplast.redistribution.backends.DirectRedistribution.
-        update_moduli`: 2 solves per cell), load responses are recomputed on request; the
-        caller brings the stresses up to date (:class:`femplast.tensorial.aqs.AQSDriver`).
+        update_moduli`: selected inversion of the new factor), load responses are recomputed
+        on request; the caller brings the stresses up to date
+        (:class:`femplast.tensorial.aqs.AQSDriver`).
         """
         G = self.moduli(state.eacc)
         if np.array_equal(G, np.broadcast_to(np.asarray(self.redist.G, float), G.shape)):

@@ -24,8 +24,8 @@ Section 6 extras (any model): ``N_fluctuation`` (number of systems per cell fluc
 values slip.weibull_lambda/k to steady-state values with the cell's accumulated plastic strain;
 with ``G_ss`` also the shear modulus, from its quench value to G_ss: evolving moduli, direct
 backend only - after every relaxation step that changes a modulus the FE problem is
-refactorized, the stresses, load response, load speeds and every cell's ``selfq`` (2 FE solves
-per cell) are recomputed and the lazy stability check restarts,
+refactorized, the stresses, load response, load speeds and every cell's ``selfq`` (MUMPS'
+selected inversion) are recomputed and the lazy stability check restarts,
 :meth:`femplast.tensorial.model.TensorialModel.sync_moduli`,
 ``femplast.tensorial.aqs.AQSDriver._external``),
 ``prestress_std`` (a random compatible initial pre-stress: a stand-in for the paper's quenched
