@@ -7,11 +7,12 @@ lines are the set's header and must say where the data come from, e.g. ``SYNTHET
 
 ``macro.csv`` (required)
     Stationary-state probability densities of the external stress ``sigma_xy``, the stress
-    drops of avalanches ``drop_xy`` and the stress increments per loading step
-    ``increment_xy`` (resolved on the loading direction; xy for alpha_ext = 0), either as
-    histograms, columns ``quantity,left,right,density`` (bins of one quantity contiguous and
-    ascending, density normalized over *all* samples: mass outside the bins is allowed), or as
-    samples, columns ``quantity,value`` (binned by :func:`default_edges`).
+    drops of avalanches ``drop_xy`` (positive drops only) and the stress increments
+    ``increment_xy``, the elastic rise between two avalanches (:func:`avalanche_samples`)
+    (resolved on the loading direction; xy for alpha_ext = 0), either as histograms, columns
+    ``quantity,left,right,density`` (bins of one quantity contiguous and ascending, density
+    normalized over *all* samples: mass outside the bins is allowed), or as samples,
+    columns ``quantity,value`` (binned by :func:`default_edges`).
 ``local.csv`` (optional; needed for the mesoscale errors)
     Patch statistics, one row per (state, R, alpha): columns ``state`` (``initial`` or
     ``stationary``), ``R``, ``alpha`` (degrees), ``count`` and ``<q>_mean, <q>_std`` for
@@ -57,6 +58,34 @@ ERROR_COLUMNS = ("L_sigma_xy", "L_drop_xy", "L_increment_xy", "L_macro", "L_meso
 
 
 # ============================================================================ error functions
+def avalanche_samples(before: np.ndarray, after: np.ndarray, gamma: np.ndarray,
+                      gamma_from: float) -> dict[str, np.ndarray]:
+    """Stationary samples of the avalanche records (tensorial paper, Fig. 2d, sec. 4 and 6).
+
+    The stress increment Delta Sigma_xy is the elastic rise of the external stress on the
+    loading branch between two avalanches, ``before[i] - after[i-1]`` (not the per-step
+    difference of the stress, which is G dgamma on almost every step); the drop of avalanche i
+    is ``before[i] - after[i]``. An avalanche counts in the stationary state when its
+    ``gamma > gamma_from``; an increment when both avalanches that bound it do. Negative
+    drops (the resolved stress rises through an avalanche, ~0.1 % of them) are kept and
+    flagged: the densities exclude them, as the paper does, the means keep them (so that in
+    the stationary state the mean rise equals the mean drop up to the boundary terms).
+
+    Args:
+        before, after: resolved external stress just before / after each avalanche, (n,).
+        gamma: the external strain of each avalanche, (n,).
+        gamma_from: start of the stationary state (``loading.stationary_from``).
+
+    Returns:
+        ``drops`` (all stationary drops), ``negative`` (their flag), ``increments``.
+    """
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    sel = np.asarray(gamma, float) > gamma_from
+    drops = (before - after)[sel]
+    inc = (before[1:] - after[:-1])[sel[:-1] & sel[1:]]
+    return dict(drops=drops, negative=drops < 0.0, increments=inc)
+
+
 def overlap_error(p: np.ndarray, q: np.ndarray, widths: np.ndarray) -> float:
     """L[P] = 1 - sum_b min(p_b, q_b) w_b (eq. 8) for two densities on the same bins."""
     p, q, w = (np.asarray(a, float) for a in (p, q, widths))

@@ -358,8 +358,9 @@ def point_params(pcase, model):
 
 def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     """One realization of a point through the realization pipeline, in memory: stationary
-    external stress per step (resolved on the loading direction), stress increments per step,
-    stress drops of the avalanches, slip events, patch statistics. ``idle`` is called at the
+    external stress per step (resolved on the loading direction), stress increments between
+    avalanches and positive stress drops (femplast.analysis.calibration.avalanche_samples;
+    the negative drops counted), slip events, patch statistics. ``idle`` is called at the
     pipeline's safe points (rank 0 serves work requests there)."""
     from femplast.fe.elasticity import resolved_shear as resolved
     from femplast.protocols.pipeline import RealizationRun
@@ -376,9 +377,11 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     s = resolved(alpha, steps["stress"])
     stat = steps["gamma_ext"] > ld.stationary_from
     sel = av["gamma_ext"] > ld.stationary_from
-    return dict(sigma_xy=s[stat], increment_xy=np.diff(s)[stat[1:]],
-                drop_xy=(resolved(alpha, av["stress_before"][sel])
-                         - resolved(alpha, av["stress_after"][sel])),
+    a = C.avalanche_samples(resolved(alpha, av["stress_before"]),
+                            resolved(alpha, av["stress_after"]), av["gamma_ext"],
+                            ld.stationary_from)
+    return dict(sigma_xy=s[stat], increment_xy=a["increments"],
+                drop_xy=a["drops"][~a["negative"]], negative_drops=int(a["negative"].sum()),
                 events=int(av["size"][sel].sum()), patches=res.get("patches"))
 
 
@@ -401,7 +404,8 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
     counts = {q: np.zeros(len(e) - 1, np.int64) for q, e in edges.items()}
     totals = dict.fromkeys(C.MACRO_QUANTITIES, 0)
     mom = {q: np.zeros((R, 3)) for q in C.MACRO_QUANTITIES}  # per realization: n, sum, sum2
-    events, patch_sums, samples = 0, [], {q: [] for q in C.MACRO_QUANTITIES}
+    events, negative, patch_sums = 0, 0, []
+    samples = {q: [] for q in C.MACRO_QUANTITIES}
     for j in range(R):
         r = run_realization_stats(pc, model, j, idle)
         for q in C.MACRO_QUANTITIES:
@@ -414,6 +418,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
                 samples[q].append(v)
         rms.add(r["sigma_xy"])
         events += r["events"]
+        negative += r["negative_drops"]
         if r["patches"] is not None:
             patch_sums.append(r["patches"])
         if idle:
@@ -425,7 +430,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
         sigma_xy_mean=float(mom["sigma_xy"][:, 1].sum() / max(totals["sigma_xy"], 1)),
         sigma_xy_std=sd, sigma_xy_std_err=sd_err,
         drop_xy_mean=float(mom["drop_xy"][:, 1].sum() / nd) if nd else math.nan,
-        avalanches_per_realization=nd / R,
+        avalanches_per_realization=(nd + negative) / R, negative_drops=negative,
         slip_events_per_unit_strain=events / R / (ld.gamma_max - ld.stationary_from),
         samples={q: int(totals[q]) for q in C.MACRO_QUANTITIES},
         moments={q: mom[q].tolist() for q in C.MACRO_QUANTITIES},

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.analysis.calibration import avalanche_samples
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
@@ -243,9 +244,10 @@ class RealizationRun:
         if sg.implicit:
             g0 = self.case.loading.stationary_from
             av = tabs["avalanches"]
-            sel = av["gamma_ext"] > g0
-            res.update(sxy=tr[tg > g0, 2], drops=av["drop_xy"][sel],
-                       events_stat=int(av["size"][sel].sum()))
+            a = avalanche_samples(av["stress_before"][:, 2], av["stress_after"][:, 2],
+                                  av["gamma_ext"], g0)
+            res.update(sxy=tr[tg > g0, 2], drops=a["drops"], increments=a["increments"],
+                       events_stat=int(av["size"][av["gamma_ext"] > g0].sum()))
         if self.probe is not None:
             self.model.refresh(self.state)
             self.probe.after_stage(self.state, sg.name, ro.gamma_final, ro.alpha, sg.dgamma)
@@ -512,12 +514,17 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
         if sg.implicit:
             sxy = np.concatenate([x["sxy"] for x in rows])
             drops = np.concatenate([x["drops"] for x in rows])
+            inc = np.concatenate([x["increments"] for x in rows])
             span = case.loading.gamma_max - case.loading.stationary_from
             out["stationary"] = dict(
                 gamma_from=case.loading.stationary_from,
                 sigma_xy_mean=float(sxy.mean()) if len(sxy) else 0.0,
                 sigma_xy_std=float(sxy.std()) if len(sxy) else 0.0,
                 stress_drop_mean=float(drops.mean()) if len(drops) else 0.0,
+                negative_drops=int((drops < 0).sum()),
+                # the elastic rise between avalanches (femplast.analysis.calibration)
+                increment_xy_mean=float(inc.mean()) if len(inc) else math.nan,
+                increment_xy_std=float(inc.std()) if len(inc) else math.nan,
                 avalanches=int(len(drops)),
                 slip_events_per_unit_strain=float(np.mean([x["events_stat"] for x in rows])
                                                   / span))
