@@ -43,7 +43,7 @@ def run(model, seed=0, gamma=0.5, dgamma=1e-3, **kw):
 
 def dissipation(drv):
     ei, ef = drv.event_table()
-    theta, dg, tau, den = ef.T
+    theta, dg, tau, den = ef[:, :4].T
     return ei, theta, dg, tau, den, tau + 0.5 * dg * den
 
 

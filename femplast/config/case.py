@@ -171,6 +171,12 @@ class KmcSection:
                            "window pairs", min=0, min_open=True)
     save: bool = key(True, "write the quenched sample of realization i to "
                      "OUTDIR/quench/rNNNN.h5 (usable as initial.state)")
+    amplitude_rule: str = key("paper", "slip amplitude at T > 0 (KMC preparation, hold "
+                              "stages): paper: gamma_max(tau_c) for thermal slips, the "
+                              "athermal rule for the avalanches they trigger (appendix A.3); "
+                              "mepls: the paper's own code (MEPLS gallery/espci/espci.h): "
+                              "every slip while T > 0, thermal or athermal, takes gamma_max "
+                              "(eq. 6-7) at tau_c + kB T", choices=("paper", "mepls"))
 
 
 @dataclass

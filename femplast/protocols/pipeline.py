@@ -56,6 +56,7 @@ from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
 from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group
 from femplast.protocols import checkpoint as ck
+from femplast.protocols.records import relaxation_rounds
 from femplast.protocols.stage_checks import check  # noqa: F401 (re-exported: the feature's check)
 from femplast.protocols.stages import (
     HoldStage,
@@ -299,13 +300,21 @@ class RealizationRun:
                         attrs)
             if self.event_log:
                 ei, ef = ro.drv.event_table()
-                write_group(f, "events", dict(cell=ei[:, 0], step=ro.event_steps(ei),
+                steps, box = ro.event_steps(ei), from_dsp(ef[:, 5:8].T)
+                write_group(f, "events", dict(cell=ei[:, 0], step=steps,
                                               relaxation_step=ei[:, 2], theta=ef[:, 0],
                                               d_gamma=ef[:, 1], tau=ef[:, 2],
-                                              self_response=ef[:, 3]),
+                                              self_response=ef[:, 3], tau_c=ef[:, 4],
+                                              box_stress=box),
                             dict(doc="every slip event of the stage; step: the avalanche's "
                                      "avalanches/step (strain control: the increment; stress "
-                                     "control and hold: the avalanche number)"))
+                                     "control and hold: the avalanche number); tau_c: the "
+                                     "slipping system's threshold (pressure-shifted); "
+                                     "box_stress [xx,yy,xy]: box average at the start of "
+                                     "its relaxation round"))
+                write_group(f, "rounds", relaxation_rounds(steps, ei[:, 2], box),
+                            dict(doc="one row per relaxation round of the event log: the "
+                                     "box-average stress [xx,yy,xy] at its start"))
 
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> dict:

@@ -63,11 +63,17 @@ AMPLITUDE = _f8(_f8, _f8, _f8, _f8, _f8)
 """Signature of an amplitude rule: ``d_gamma = amplitude(u, gamma_max, p0, p1, p2)``."""
 
 RuleArgs = namedtuple("RuleArgs", "amplitude draws par renew threshold_kind weibull_lambda "
-                                  "weibull_k vpar")
+                                  "weibull_k vpar temperature")
 """The slip rule as the compiled loops receive it: the amplitude callback, whether it draws,
 its three parameters, whether slipped cells are renewed, the threshold law (kind, Weibull
-lambda and k, or the fixed threshold in ``weibull_lambda``) and the variant vector ``vpar``
-(renewal modes, :func:`femplast.tensorial.slip.variant_vector`; None: the original renewal)."""
+lambda and k, or the fixed threshold in ``weibull_lambda``), the variant vector ``vpar``
+(renewal modes, :func:`femplast.tensorial.slip.variant_vector`; None: the original renewal)
+and ``temperature``: kB T added to the threshold of every slip (thermal amplitude rule
+``mepls`` while T > 0, :func:`driving_stress`); 0: the paper's rule."""
+
+THERMAL_AMPLITUDE_RULES = ("paper", "mepls")
+"""How slips at T > 0 take gamma_max (:func:`driving_stress`): ``paper`` (appendix A.3) or
+``mepls`` (the paper's own code, MEPLS gallery/espci/espci.h)."""
 
 
 class AmplitudeRule:
@@ -253,6 +259,7 @@ class SlipRule:
     weibull_lambda: float = 2.05
     weibull_k: float = 2.18
     vpar: np.ndarray | None = None
+    thermal_amplitude: str = "paper"
 
     @classmethod
     def from_params(cls, p) -> SlipRule:
@@ -271,17 +278,41 @@ class SlipRule:
                 amp = (FixedCapped if capped else Fixed)(p.fixed_dgamma)
             else:
                 amp = PowerLaw(p.chi)
+        thermal = getattr(p, "thermal_amplitude", "paper")
+        if thermal not in THERMAL_AMPLITUDE_RULES:
+            raise FemplastInputError("kmc.amplitude_rule", thermal,
+                                     f"one of {', '.join(THERMAL_AMPLITUDE_RULES)}")
         return cls(amp, bool(p.renew), int(p.threshold_kind), float(p.weibull_lambda),
-                   float(p.weibull_k), p.vpar)
+                   float(p.weibull_k), p.vpar, thermal)
 
-    def args(self) -> RuleArgs:
-        """The bundle the compiled loops take."""
+    def args(self, temperature: float = 0.0) -> RuleArgs:
+        """The bundle the compiled loops take; ``temperature``: kB T of the slips it drives
+        (thermal events and the avalanches they trigger; used by the ``mepls`` rule only)."""
         a = self.amplitude
+        T = float(temperature) if self.thermal_amplitude == "mepls" else 0.0
         return RuleArgs(a.amplitude, bool(a.draws), np.array(a.params(), float), self.renew,
-                        self.threshold_kind, self.weibull_lambda, self.weibull_k, self.vpar)
+                        self.threshold_kind, self.weibull_lambda, self.weibull_k, self.vpar,
+                        max(T, 0.0))
 
 
 # ============================================================================ compiled steps
+@njit(cache=True, inline="always")
+def driving_stress(rule, tau, tau_c, thermal):
+    """The resolved stress at which a slip takes ``gamma_max`` (eq. 6).
+
+    ``paper`` (tensorial paper, appendix A.3): a thermally activated slip is driven by its
+    (pressure-shifted) threshold ``tau_c`` (activation brought its stress there), an athermal
+    one by its resolved stress ``tau``. ``mepls`` (the paper's code, MEPLS
+    gallery/espci/espci.h ``Oriented::get_local_shear_stress_variation``): while T > 0
+    (``rule.temperature``) every slip, thermal or athermal (the avalanche slips a thermal
+    event triggers included), is driven by ``tau + barrier + T = tau_c + T``; at T = 0 it is
+    the athermal rule.
+    """
+    if rule.temperature > 0.0:
+        return tau_c + rule.temperature
+    return tau_c if thermal else tau
+
+
 @njit(cache=True, inline="always")
 def slip_amplitude(rng, rule, tau, den):
     """``d_gamma`` of a slip driven by the resolved stress ``tau`` in a cell of self-response

@@ -127,7 +127,8 @@ def model_options(case, box, index: int = 0) -> dict:
                 weibull_lambda=v.tau_c if fixed_thr else s.weibull_lambda, weibull_k=s.weibull_k,
                 alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
                 fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std,
-                G_ss=float(v.G_ss or 0.0), amplitude=s.amplitude)
+                G_ss=float(v.G_ss or 0.0), amplitude=s.amplitude,
+                thermal_amplitude=case.kmc.amplitude_rule)
     opts["vpar"] = renewal_vector(renewal_modes(v, sw, ngm, s),
                                   cap=bool(fixed_amp and v.d_gamma_cap))
     return opts
