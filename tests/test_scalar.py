@@ -11,6 +11,7 @@ import femplast  # noqa: F401
 from femplast.app.cli import main
 from femplast.scalar.distributions import Distribution
 from femplast.scalar.model import (
+    RC_BUDGET,
     S_NACT,
     FitRuns,
     FitTarget,
@@ -126,6 +127,26 @@ def test_macroscopic_stress_and_stability_invariants():
     assert np.all(st.thr - (st.sig + G * st.gamma) >= 0) and st.gamma == 0.5
     # the internal stress is the kernel field of the plastic strain plus sigma0
     assert np.allclose(st.sig, st.sigma0 + m.convolve(st.epl), atol=1e-9)
+
+
+def test_event_budget_spans_fft_steps():
+    """One advance() runs at most ``budget`` slips plus the step under way, also when its
+    steps are redistributed by FFT (the budget used to restart after each FFT step, so a
+    call ran far more slips than asked); the trajectory does not depend on the budget."""
+    tables, overshoot = [], []
+    for budget in (1 << 40, 40):
+        m = _model(p_i=GQ, p_r=MCT)
+        m.fft_threshold = 0  # every step by FFT
+        drv = ScalarDriver(m, m.new_state(realization_rng(9, 1)), budget=budget)
+        n0, calls = 0, 0
+        while drv.advance(0.4) == RC_BUDGET:
+            calls += 1
+            overshoot.append(drv.num_events - n0 - budget)
+            n0 = drv.num_events
+        tables.append(drv.table())
+    assert calls > 10 and max(overshoot) < m.num_cells  # at most one step beyond the budget
+    assert 0 <= min(overshoot) and np.mean(overshoot) < 20
+    assert np.array_equal(tables[0], tables[1])
 
 
 def test_fft_steps_equal_shifted_adds_and_runs_are_reproducible():

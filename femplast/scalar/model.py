@@ -74,7 +74,9 @@ KERNELS = ("fourier", "fe")
 # phases / return codes of the compiled loop
 PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
 RC_STOP, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_RUNAWAY = 0, 1, 2, 3, 4
-S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS = range(6)
+S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE = range(7)
+# S_EVBASE: slips at the start of ScalarDriver.advance, so that the event budget spans the
+# re-entries after FFT steps and full record buffers (it used to restart at each)
 REC_NAMES = ("gamma_ext", "stress_before", "stress", "eps_pl_mean", "eps_pl_var", "tau_c_mean",
              "loc", "sigma_std", "size", "relaxation_steps")
 REC_COLS = len(REC_NAMES)
@@ -321,7 +323,6 @@ def scalar_advance(rng, f, p, renewal, lp):
     ``budget`` slips, RC_RUNAWAY for an avalanche larger than ``max_avalanche``.
     """
     st = lp.st
-    events0 = st[S_EVENTS]
     while True:
         ph = st[S_PHASE]
         if ph == PH_LOAD:
@@ -335,7 +336,7 @@ def scalar_advance(rng, f, p, renewal, lp):
                 _close_avalanche(f, p, lp)
                 st[S_PHASE] = PH_LOAD
                 continue
-            if st[S_EVENTS] - events0 >= p.budget:
+            if st[S_EVENTS] - st[S_EVBASE] >= p.budget:
                 return RC_BUDGET
             if st[S_AVSIZE] > p.max_avalanche:
                 return RC_RUNAWAY
@@ -484,7 +485,7 @@ class ScalarDriver:
                  budget: int = 200000):
         self.model, self.state = model, state
         nc = model.num_cells
-        self.loop = Loop(st=np.zeros(6, np.int64), gamma=np.array([state.gamma]),
+        self.loop = Loop(st=np.zeros(7, np.int64), gamma=np.array([state.gamma]),
                          act=np.zeros(nc, np.int64), pend=np.zeros(nc),
                          rec=np.zeros((rec_capacity, REC_COLS)))
         self.budget = int(budget)
@@ -524,6 +525,7 @@ class ScalarDriver:
     def advance(self, gamma_stop: float) -> int:
         s = self.state
         p = self._params(gamma_stop)
+        self.loop.st[S_EVBASE] = self.loop.st[S_EVENTS]  # one budget per call
         while True:
             rc = scalar_advance(s.rng, Fields(s.sig, s.epl, s.thr), p, self.model.p_r.args,
                                 self.loop)
