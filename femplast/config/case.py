@@ -478,6 +478,15 @@ class ScalarFitSection:
     peak_stress_err: float = key(0.0, "1-sigma uncertainty of the target peak stress",
                                  "LJ stress", min=0)
     max_evaluations: int = key(16, "budget of ensemble evaluations of the fit", min=4)
+    curves: str | None = key(None, "fit against whole target curves instead (CSV file, "
+                             "relative to the case file: columns gamma_ext, stress and "
+                             "optionally stress_err, tau_c_mean, tau_c_mean_err; "
+                             "femplast.scalar.fit): weighted least squares on window means "
+                             "with common random numbers, profile 95 % intervals, "
+                             "non-identifiable parameters reported")
+    parameters: list[str] = key(["c0", "c1"], "with curves: the fitted slip-law "
+                                "coefficients (c0, c1 or both)")
+    windows: int = key(8, "with curves: window means per curve", min=1)
 
 
 @dataclass

@@ -187,7 +187,7 @@ class ScalarRuns:
 
         model = S.model_from_case(case)
         fit = None
-        if case.scalar.fit.flow_stress is not None:
+        if case.scalar.fit.flow_stress is not None or case.scalar.fit.curves is not None:
             fit = _fit(case, model, outdir, comm, progress, resume)
             model = model.with_slip(fit["c0"], fit["c1"])
             progress(f"fit: c0 = {fit['c0']:.5g} +- {fit['c0_err95']:.2g} (95%), c1 = "
@@ -252,8 +252,22 @@ def _fit(case, model, outdir: Path | None, comm, progress, resume: bool) -> dict
     fit = comm.bcast(fit, root=0)
     if fit is not None:
         return fit
-    fit = S.fit_slip_law(model, fit_runs(case, comm), fit_target(case),
-                         case.scalar.fit.max_evaluations, log=lambda m: progress(m, True))
+    f = case.scalar.fit
+    if f.curves is not None:  # whole curves (femplast.scalar.fit)
+        from femplast.config.case import resolve_path
+        from femplast.scalar.fit import fit_curves, read_curves
+
+        target = read_curves(resolve_path(case, f.curves))
+        ld = case.loading
+        runs = S.FitRuns(case.run.seed, case.run.realizations, ld.gamma_max, target.grid,
+                         ld.stationary_from, comm)
+        fit = fit_curves(model, runs, target, tuple(f.parameters), f.max_evaluations,
+                         f.windows, log=lambda m: progress(m, True))
+        if fit.get("warning"):
+            progress(f"fit: {fit['warning']}", True)
+    else:
+        fit = S.fit_slip_law(model, fit_runs(case, comm), fit_target(case), f.max_evaluations,
+                             log=lambda m: progress(m, True))
     if comm.rank == 0 and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, fit)
