@@ -729,13 +729,15 @@ def _bracket_c0(ev: _Evaluations, c0: float, c1: float) -> tuple:
 
 
 def _illinois_c0(ev: _Evaluations, bracket: tuple, c1: float, max_evaluations: int) -> tuple:
-    """Bracketing secant (Illinois) on F(c0) = target until within 0.1 ensemble standard
-    errors or out of evaluations (two kept for the slope): the best ``(c0, stats)``."""
+    """Bracketing secant (Illinois) on F(c0) = target until the miss is below half the
+    run-to-run noise (the ensemble standard error and the target's error combined; closer
+    says nothing more about c0) or out of evaluations (two kept for the slope): the best
+    ``(c0, stats)``."""
     a, fa, sa, b, fb, sb = bracket
-    se = sa["flow_stress_err"]
+    noise = math.hypot(sa["flow_stress_err"], ev.target.flow_stress_err)
     side = 0
     best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
-    while len(ev) < max_evaluations - 2 and abs(ev.miss(best[1])) > 0.1 * se:
+    while len(ev) < max_evaluations - 2 and abs(ev.miss(best[1])) > 0.5 * noise:
         c = (a * fb - b * fa) / (fb - fa)
         sc = ev(c, c1)
         fc = ev.miss(sc)
