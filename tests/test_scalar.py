@@ -10,6 +10,7 @@ import pytest
 import femplast  # noqa: F401
 from femplast.app.cli import main
 from femplast.scalar.distributions import Distribution
+from femplast.scalar.fit import CurveTarget, fit_curves
 from femplast.scalar.model import (
     RC_BUDGET,
     S_NACT,
@@ -25,7 +26,6 @@ from femplast.scalar.model import (
     loc_index,
     statistics,
 )
-from femplast.scalar.fit import CurveTarget, fit_curves
 from femplast.streams import realization_rng
 
 G, B = 14.7, 52.0

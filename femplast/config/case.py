@@ -353,6 +353,11 @@ class VariantSection:
                                             "exp(-d_gamma / this), d_gamma the triggering "
                                             "slip; Weibull marginal kept); 0: independent",
                                             "-", min=0)
+    renewal_bias: float = key(0.0, "sec. 6 (iii) stress-biased renewal: a threshold renewed "
+                              "after a slip is tau_c (1 - renewal_bias cos 2(theta - "
+                              "loading.alpha_ext)): systems aligned with the external load "
+                              "come back weaker (> 0) or stronger (< 0); 0: unbiased", "-",
+                              min=-1, max=1, min_open=True, max_open=True)
     structure_strain: float = key(0.0, "> 0: evolving structure - a cell's Weibull lambda and k "
                                   "relax from slip.weibull_lambda/k (quench) to lambda_ss/k_ss "
                                   "as exp(-e / structure_strain), e its accumulated plastic "

@@ -10,7 +10,8 @@ thermal events, avalanches inside patch tests) goes through the same three steps
 2. **eigenstrain increment** ``Delta eps_pl = d_gamma M(theta) / 2`` (:func:`add_slip`);
 3. after the stresses are redistributed, **renewal** of the cell's systems: new angles and
    Weibull thresholds (eq. 5), modified by the variants' :class:`RenewalMode` s (two fixed
-   systems, a fluctuating number of systems, correlated thresholds, evolving structure), which
+   systems, a fluctuating number of systems, correlated thresholds, evolving structure,
+   stress-biased renewal), which
    combine into the parameter vector of the compiled renewal (:mod:`femplast.tensorial.slip`).
    A new renewal mode needs a slot there and its compiled branch in ``renew_cell``.
 
@@ -36,6 +37,7 @@ the original inverse-CDF draw); a rule with ``draws = False`` consumes none.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 from dataclasses import dataclass
 from typing import ClassVar
@@ -47,6 +49,8 @@ from femplast.errors import FemplastInputError
 from femplast.tensorial.slip import (
     SYSTEMS_TWO_FIXED,
     THRESHOLD_WEIBULL,
+    V_BIAS,
+    V_BIAS_2ALPHA,
     V_CAP,
     V_CORR_STRAIN,
     V_K_SS,
@@ -227,6 +231,21 @@ class EvolvingStructure(RenewalMode):
 
     def apply(self, v):
         v[V_LAMBDA_SS], v[V_K_SS], v[V_STRUCT_STRAIN] = self.lambda_ss, self.k_ss, self.strain
+
+
+@dataclass(frozen=True)
+class StressBiased(RenewalMode):
+    """Orientation-dependent, stress-biased threshold renewal (tensorial paper, sec. 6 (iii):
+    "an explicit built-in anisotropy in the slip thresholds as a function of orientation,
+    understood as a bias in the structural renewal process induced by external stress"): a
+    threshold renewed after a slip is ``tau_c^W (1 - bias cos 2(theta - alpha))``, ``alpha``
+    the external loading orientation; the initial draw is unbiased. ``|bias| < 1``."""
+
+    bias: float
+    alpha_deg: float = 0.0
+
+    def apply(self, v):
+        v[V_BIAS], v[V_BIAS_2ALPHA] = self.bias, 2.0 * math.radians(self.alpha_deg)
 
 
 def renewal_vector(modes=(), cap: bool = False) -> np.ndarray | None:
