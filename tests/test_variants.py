@@ -294,6 +294,33 @@ def test_evolving_structure_relaxes_to_the_steady_state_weibull():
     np.testing.assert_allclose(st.eacc, np.bincount(ei[:, 0], dg, model.num_cells), rtol=1e-12)
 
 
+def test_model_B_sample_to_sample_pressure_spread(tmp_path):
+    """Model B (appendix A.8): each sample's <p> is p_mean + p_std z (std(<p>) = 0.22 in the
+    atomistic samples); the realization's drivers shift thresholds with it; the summary lists
+    each sample's value."""
+    from femplast.app.runner import run_case
+    from femplast.tensorial.variants import pressure_offset
+
+    case = small_case({"model": "B", "p_std": 0.22}, run={"realizations": 3, "seed": 5},
+                      loading={"gamma_max": 0.05, "stationary_from": 0.02},
+                      output={"fields": False})
+    p = np.array([pressure_offset(case, i) for i in range(400)])
+    assert abs(p.mean() - 1.95) < 3 * 0.22 / 20 and abs(p.std() / 0.22 - 1) < 0.1
+    s = run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)
+    np.testing.assert_allclose(s["pressure_offset"], p[:3], rtol=0, atol=0)
+    assert len(set(s["pressure_offset"])) == 3
+    # the threshold shift alpha_p (p_off - p) of the driver follows the sample's <p>
+    model = build_model(case, MPI.COMM_SELF)
+    from femplast.protocols.pipeline import RealizationRun
+    from femplast.protocols.stages import stages_from_case
+
+    for i in (0, 2):
+        RealizationRun(case, model, i, None, stages_from_case(case), None,
+                       progress=lambda *a, **k: None)
+        drv = AQSDriver(model, model.new_state(realization_rng(0, 0)), 0.0, 1e-3, 1)
+        assert drv._bundles()[0].p_off == p[i] and model.params.alpha_p == 0.2
+
+
 def test_stress_biased_renewal_sec6_iii():
     """Sec. 6 (iii): a threshold renewed after a slip is tau_c^W (1 - b cos 2(theta - alpha))
     (same draws as without bias: exactly that factor); the initial draw is unbiased; in a run
@@ -472,6 +499,7 @@ BAD = [
     ({"G_shape": 0}, {}, "variant.G_shape", "> 0"),
     ({"model": "F", "renewal_bias": 0.2}, {}, "variant.renewal_bias", "two_fixed"),
     ({"renewal_bias": 1.0}, {}, "variant.renewal_bias", "in (-1, 1)"),
+    ({"p_std": 0.2}, {}, "variant.p_std", "alpha_p > 0"),
     ({"G_ss": 8.0}, {}, "variant.G_ss", "structure_strain > 0"),
     (EVOLVING, {"redistribution": {"backend": "dense"}}, "redistribution.backend",
      "direct (or auto)"),

@@ -319,6 +319,9 @@ class VariantSection:
                                 "(0 except B)", min=0)
     p_mean: float = key(1.95, "hydrostatic pressure offset <p> added to the cell pressure "
                         "(with alpha_p > 0)", "LJ stress")
+    p_std: float = key(0.0, "sample-to-sample spread of <p> (model B, appendix A.8: 0.22): "
+                       "realization i uses p_mean + p_std z, z standard normal from "
+                       "SeedSequence([run.seed, i, 2]); 0: p_mean for all", "LJ stress", min=0)
     kernel: str | None = key(None, "eshelby: FE interaction; shuffled: each slip's stress "
                              "changes outside the yielding cell randomly permuted among the "
                              "other cells (models D, G); mean_field: the other cells all get "

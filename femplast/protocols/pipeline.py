@@ -99,6 +99,11 @@ class RealizationRun:
         self.fields = fields_enabled(case) and outdir is not None
         self.event_log = event_log
         self.opts = dict(fields=self.fields, event_log=event_log)
+        if getattr(case.variant, "p_std", 0.0) and model.params.alpha_p:
+            # model B: this sample's mean pressure (set before any driver or probe reads it)
+            from femplast.tensorial.variants import pressure_offset
+
+            model.params.p_offset = pressure_offset(case, index)
         self.probe = None
         if case.patches.enabled:
             from femplast.analysis.patches import PatchProbe
@@ -121,7 +126,7 @@ class RealizationRun:
         self.kmc: KMC | None = None
         self.kmc_drv: AQSDriver | None = None
         self.result: dict = dict(index=index, events=0, wall=0.0, stages={}, kmc=None,
-                                 tables={})
+                                 tables={}, p_offset=float(model.params.p_offset))
         self.t0 = time.perf_counter()
         if self.kmc_on:
             self._new_kmc()
@@ -492,6 +497,8 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
                num_cells=model.num_cells, seeds=[[case.run.seed, r["index"]] for r in res],
                total_slip_events=int(sum(r["events"] for r in res)),
                realization_wall_time=[r["wall"] for r in res])
+    if getattr(case.variant, "p_std", 0.0):  # model B: each sample's <p>
+        out["pressure_offset"] = [r.get("p_offset") for r in res]
     if res and res[0]["kmc"] is not None:
         keys = [k for k, v in res[0]["kmc"].items() if isinstance(v, (int, float))
                 and not isinstance(v, bool)]

@@ -90,6 +90,17 @@ def moduli_rng(case, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(case.run.seed), int(index), 1]))
 
 
+def pressure_offset(case, index: int) -> float:
+    """Model B's hydrostatic offset <p> of realization ``index`` (appendix A.8: the atomistic
+    samples' mean pressure 1.95 varies from sample to sample with std 0.22):
+    ``p_mean + p_std z``, z standard normal from SeedSequence([run.seed, index, 2])."""
+    v = case.variant
+    if not v.p_std:
+        return float(v.p_mean)
+    rng = np.random.default_rng(np.random.SeedSequence([int(case.run.seed), int(index), 2]))
+    return float(v.p_mean + v.p_std * rng.standard_normal())
+
+
 def per_realization_model(case) -> bool:
     """Whether each realization needs its own model (its own moduli field)."""
     return resolve(case.variant)["moduli"] == "weibull" and case.variant.G_seed is None
@@ -193,7 +204,7 @@ def check(case) -> None:
     _check_amplitude_rule(case, sw)
     touched = v.model != "C" or any(getattr(v, k) is not None for k in DEFAULTS) or \
         v.N_fluctuation or v.renewal_correlation_strain or v.structure_strain or \
-        v.prestress_std or v.G_ss is not None or v.renewal_bias
+        v.prestress_std or v.G_ss is not None or v.renewal_bias or v.p_std
     if not touched:
         return
     if case.model not in ("tensorial", "quench"):
@@ -227,6 +238,9 @@ def check(case) -> None:
             raise FemplastInputError("variant.renewal_bias", v.renewal_bias, "0 with "
                                      "variant.systems: two_fixed (one threshold shared by "
                                      "both orientations)")
+    if v.p_std and not sw["alpha_p"]:
+        raise FemplastInputError("variant.p_std", v.p_std, "0 without pressure-sensitive "
+                                 "thresholds (variant.alpha_p > 0, model B)")
     if sw["thresholds"] == "fixed":
         for k in ("renewal_correlation_strain", "structure_strain"):
             if getattr(v, k):
