@@ -199,7 +199,7 @@ def reference_run(m, st, gamma_stop, on_step):
         unstable = st.thr - (st.sig + G * gam) < 0.0
         unstable[imin] = True
         act = np.flatnonzero(unstable)
-        row = np.zeros(10)
+        row = np.zeros(11)
         row[0], row[1] = gam, _seqsum(st.sig) / nc + G * gam
         while act.size:
             on_step(gam, act)
@@ -226,6 +226,8 @@ def reference_run(m, st, gamma_stop, on_step):
         row[2:8] = (ms + G * gam, me, _seqsum((epl - me) ** 2) / nc, _seqsum(st.thr) / nc,
                     n * _seqsum(e * e * e * e) / (s2 * s2),
                     math.sqrt(_seqsum((sig - ms) ** 2) / nc))
+        mtot = (ms + G * gam) / (2.0 * G) + me
+        row[10] = max(s2 / nc - mtot * mtot, 0.0)
         rows.append(row)
 
 

@@ -2,6 +2,7 @@
 femplast.protocols.pipeline.run_realizations): checkpoints, SIGTERM and --resume."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from mpi4py import MPI
 import femplast  # noqa: F401
 from femplast.app.cases import load_case
 from femplast.app.runner import run_case
+from femplast.errors import FemplastInputError
 from femplast.protocols import checkpoint as ck
 from femplast.scalar import model as S
 from femplast.scalar import realization as R
@@ -299,3 +301,54 @@ def test_scalar_sweep_validation(override, key):
     with pytest.raises(FemplastInputError) as e:
         load_case(SWEEP_CASE, [override])
     assert e.value.key == key, str(e.value)
+
+
+# ----------------------------------------------------------------------------- s, r inputs
+def test_disorder_strength_and_age_as_direct_inputs_and_a_sweep_over_them(tmp_path):
+    """scalar.disorder_strength (s, eq. 3) and scalar.age (r, eq. 6) given directly: the laws'
+    parameters are derived (renewal width at its mean, initial law rescaled), the model has
+    exactly that s and r, the resolved case carries the derived parameters; a sweep over r
+    and s reports each point's values; the total-strain variance (plastic + elastic) exceeds
+    the plastic one."""
+    from femplast.config.case import yaml
+    from femplast.scalar.model import model_from_case
+
+    base = load_case(SWEEP_CASE, ["sweep.enabled=false", "scalar.c1=0.01",
+                                  "scalar.disorder_strength=0.8", "scalar.age=0.5"])
+    m = model_from_case(base)
+    assert m.disorder_strength() == pytest.approx(0.8, rel=1e-9)
+    assert m.age() == pytest.approx(0.5, rel=1e-12)
+    assert m.p_r.mean == pytest.approx(1.232 * math.gamma(1 + 1 / 3.0), rel=1e-9)  # mean kept
+    d = base.to_dict()["scalar"]
+    assert d["renewal"]["shape"] != 3.0 and d["thresholds"]["scale"] != 2.0
+    # the resolved case reproduces the model without the direct inputs
+    d2 = base.to_dict()
+    d2["scalar"].update(disorder_strength=None, age=None)
+    (tmp_path / "resolved.yaml").write_text(yaml.safe_dump(d2))
+    m2 = model_from_case(load_case(tmp_path / "resolved.yaml"))
+    assert m2.disorder_strength() == m.disorder_strength() and m2.age() == m.age()
+    with pytest.raises(FemplastInputError, match="renewal.kind: same"):
+        load_case(SWEEP_CASE, ["sweep.enabled=false", "scalar.renewal.kind=same",
+                               "scalar.age=0.3"])
+    # a sweep over r and s (8 x 8 cells, 2 realizations, common random numbers)
+    s = run_case(load_case(SWEEP_CASE, [
+        "mesh.n=8", "mesh.L=70.88", "run.realizations=2", "loading.gamma_max=0.3",
+        "loading.stationary_from=0.2", "sweep.grid={scalar.age: [0.2, 0.6], "
+        "scalar.disorder_strength: [0.6, 1.2]}"]), tmp_path / "sw", MPI.COMM_SELF, quiet=True)
+    rows = _table(tmp_path / "sw")
+    t = {c: np.array([float(r[j]) for r in rows[1:]]) for j, c in enumerate(rows[0])}
+    np.testing.assert_allclose(t["age"], t["scalar.age"], rtol=1e-9)
+    np.testing.assert_allclose(t["disorder_strength"], t["scalar.disorder_strength"], rtol=1e-9)
+    assert len(rows) == 5 and s is not None
+    # the total strain's variance next to the plastic one: the elastic strain of the internal
+    # stress partly compensates the plastic strain (so it can be smaller)
+    assert np.all(t["eps_var_final"] > 0) and np.all(t["eps_var_final"] != t["eps_pl_var_final"])
+    from femplast.streams import realization_rng
+
+    st = m.new_state(realization_rng(1, 0))
+    drv = S.ScalarDriver(m, st)
+    drv.run(0.3)
+    rec = drv.table()
+    e = (st.sig + m.G * st.gamma) / (2 * m.G) + st.epl
+    assert rec[-1, 10] == pytest.approx(e.var(), rel=1e-9)
+    assert rec[0, 10] > 0 and rec[0, 4] == 0  # the frozen-in stress: elastic strain only

@@ -73,7 +73,8 @@ SCALAR_SECTIONS = ("scalar", "mesh", "elasticity", "loading")
 SCALAR_STAT_COLUMNS = ("flow_stress", "flow_stress_err", "peak_stress", "peak_stress_err",
                        "gamma_peak", "overshoot", "loc_max", "gamma_loc_max", "loc_final",
                        "tau_c_mean_initial", "tau_c_mean_final", "tau_c_mean_max",
-                       "gamma_tau_c_max", "eps_pl_var_final", "sigma_std_final",
+                       "gamma_tau_c_max", "eps_pl_var_final", "eps_var_final",
+                       "sigma_std_final",
                        "disorder_strength", "age", "slip_events_per_realization",
                        "realizations")
 TAG_REQ, TAG_WORK = 7101, 7102

@@ -515,6 +515,18 @@ class ScalarSection:
     internal_stress_std: float = key(0.0, "std w_g of the initial Gaussian internal stress "
                                      "(mechanically compatible, zero mean); 0: none",
                                      "LJ stress", min=0)
+    disorder_strength: float | None = key(None, "direct input of the disorder strength s = "
+                                          "std(p_r) / (mu* <eps0>_r) (scalar paper, eq. 3): "
+                                          "the width of the renewal law (thresholds with "
+                                          "renewal: same) is derived at its mean (weibull, "
+                                          "gamma: shape; gauss: std; uniform: width) and "
+                                          "written to the resolved case; null: from the laws",
+                                          "-", min=0, min_open=True)
+    age: float | None = key(None, "direct input of the age r = (<sigma_c>_i - <sigma_c>_r) / "
+                            "<sigma_c>_r (eq. 6): the initial law is rescaled (weibull, "
+                            "gamma: scale; gauss: mean and std; uniform: bounds) and written "
+                            "to the resolved case; needs a renewal law; null: from the laws",
+                            "-", min=-1, min_open=True)
     curve_points: int = key(401, "strain points of the ensemble-mean curves in summary.json",
                             min=11)
     fit: ScalarFitSection = field(default_factory=lambda: ScalarFitSection())

@@ -44,7 +44,7 @@ many simultaneous slips use an FFT convolution in Python.
 Observables after each avalanche (columns of :data:`REC_NAMES`): macroscopic stress before and
 after, mean and variance of ``eps_p``, mean threshold, localization index LOC (eq. 13) of the
 local total strain ``eps_i = sigma_i / (2 mu) + eps_p,i``, std of the internal stress field,
-avalanche size and number of synchronous steps.
+avalanche size and number of synchronous steps, variance of the total strain ``eps_i``.
 
 LOC (eq. 13) is ``1 / (N PR)`` with the participation ratio ``PR = (sum e^2)^2 / (N^2 sum e^4)``
 over the N^2 cells, i.e. ``LOC = N sum e^4 / (sum e^2)^2``: 1 for a single band of uniform
@@ -78,7 +78,7 @@ S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE = range(7)
 # S_EVBASE: slips at the start of ScalarDriver.advance, so that the event budget spans the
 # re-entries after FFT steps and full record buffers (it used to restart at each)
 REC_NAMES = ("gamma_ext", "stress_before", "stress", "eps_pl_mean", "eps_pl_var", "tau_c_mean",
-             "loc", "sigma_std", "size", "relaxation_steps")
+             "loc", "sigma_std", "size", "relaxation_steps", "eps_var")
 REC_COLS = len(REC_NAMES)
 
 
@@ -186,8 +186,10 @@ def _axpy(x, k, amp):
 
 @njit(cache=True)
 def _record(rec, r, gam, f, G, n):
-    """Columns 2-7 of record ``r``: stress, eps_p mean and variance, mean threshold, LOC
-    (eq. 13) of the local total strain, std of the internal stress."""
+    """Columns 2-7 and 10 of record ``r``: stress, eps_p mean and variance, mean threshold,
+    LOC (eq. 13) of the local total strain, std of the internal stress; the variance of the
+    local total strain (next to the plastic one: it includes the elastic strain of the
+    internal stress)."""
     sig, epl, thr = f.sig, f.epl, f.thr
     nc = sig.shape[0]
     ms = 0.0
@@ -216,6 +218,8 @@ def _record(rec, r, gam, f, G, n):
     rec[r, 5] = mt
     rec[r, 6] = n * s4 / (s2 * s2) if s2 > 0.0 else np.nan
     rec[r, 7] = math.sqrt(vs / nc)
+    mtot = (ms + G * gam) / (2.0 * G) + me
+    rec[r, 10] = max(s2 / nc - mtot * mtot, 0.0)
 
 
 @njit(cache=True)
@@ -575,6 +579,70 @@ def _dist(sec, key: str, base):
                         column=sec.column, base=base)
 
 
+_WIDTH = {"weibull": "shape", "gamma": "shape", "gauss": "std", "uniform": "high"}
+
+
+def _with_width(sec, key: str, mean: float, w: float) -> None:
+    """Set the width parameter ``w`` of a parametric law section at the given mean."""
+    mean, w = float(mean), float(w)  # plain floats: the resolved case is written as YAML
+    if sec.kind == "weibull":
+        sec.shape, sec.scale = w, mean / math.gamma(1.0 + 1.0 / w)
+    elif sec.kind == "gamma":
+        sec.shape, sec.scale = w, mean / w
+    elif sec.kind == "gauss":
+        sec.mean, sec.std = mean, w  # (the mean before the truncation at 0)
+    else:
+        sec.low, sec.high = mean - w, mean + w
+
+
+def derive_direct_inputs(case) -> None:
+    """``scalar.disorder_strength`` (s) and ``scalar.age`` (r) given directly: derive the
+    laws' parameters (eq. 3 and 6) into the case's sections (so the resolved case says what
+    ran). s: the renewal law's width at fixed mean by a root search on the actual moments
+    (c1 > 0 makes <eps0>_r depend on the width); r: the initial law rescaled by
+    (1 + r) <sigma_c>_r / <sigma_c>_i."""
+    from scipy.optimize import brentq
+
+    sc = case.scalar
+    if sc.disorder_strength is not None:
+        sec = sc.thresholds if sc.renewal.kind == "same" else sc.renewal
+        name = "scalar.thresholds" if sc.renewal.kind == "same" else "scalar.renewal"
+        if sec.kind not in _WIDTH:
+            raise FemplastInputError("scalar.disorder_strength", sc.disorder_strength,
+                                     f"null with {name}.kind: {sec.kind} (a parametric law: "
+                                     f"{', '.join(_WIDTH)})")
+        mean = _dist(sec, name, None).mean
+        mu = case.elasticity.G / (1.0 + case.elasticity.G / case.elasticity.B)
+
+        def miss(logw):
+            _with_width(sec, name, mean, math.exp(logw))
+            d = _dist(sec, name, None)
+            return d.std / (mu * (sc.c0 + sc.c1 * d.moments()[1])) - sc.disorder_strength
+
+        lo, hi = {"weibull": (-0.5, 4.0), "gamma": (-2.0, 8.0)}.get(
+            sec.kind, (math.log(mean) - 8.0, math.log(mean) + (0.0 if sec.kind == "uniform"
+                                                                else 3.0)))
+        try:
+            _with_width(sec, name, mean, math.exp(brentq(miss, lo, hi, xtol=1e-12)))
+        except ValueError:
+            raise FemplastInputError("scalar.disorder_strength", sc.disorder_strength,
+                                     f"a value a {sec.kind} law of mean {mean:.4g} can reach "
+                                     f"with c0 = {sc.c0:g}, c1 = {sc.c1:g}") from None
+    if sc.age is not None:
+        if sc.renewal.kind == "same":
+            raise FemplastInputError("scalar.age", sc.age, "null with scalar.renewal.kind: "
+                                     "same (no rejuvenation: r = 0)")
+        sec = sc.thresholds
+        if sec.kind not in _WIDTH:
+            raise FemplastInputError("scalar.age", sc.age, "null with scalar.thresholds.kind: "
+                                     f"{sec.kind} (a parametric law: {', '.join(_WIDTH)})")
+        f = (1.0 + sc.age) * _dist(sc.renewal, "scalar.renewal", None).mean \
+            / _dist(sec, "scalar.thresholds", None).mean
+        for k in {"weibull": ("scale",), "gamma": ("scale",), "gauss": ("mean", "std"),
+                  "uniform": ("low", "high")}[sec.kind]:
+            setattr(sec, k, float(getattr(sec, k) * f))
+
+
 def distributions_from_case(case) -> tuple[Distribution, Distribution | None]:
     """(p_i, p_r or None for 'same') of a case's ``scalar`` section (validates them)."""
     base = case.source.parent if case.source is not None else None
@@ -592,7 +660,7 @@ def model_from_case(case) -> ScalarModel:
 
 
 # ----------------------------------------------------------------------------- curves
-CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std")
+CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std", "eps_var")
 
 
 def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.ndarray]:
@@ -602,7 +670,8 @@ def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.
     idx = np.searchsorted(g, grid, side="right") - 1
     idx = np.maximum(idx, 0)  # row 0 is the initial state at gamma = 0
     out = {"stress": rec[idx, 2] + G * (grid - g[idx])}
-    for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7)):
+    for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7),
+                      ("eps_var", 10)):
         out[name] = rec[idx, col]
     return out
 
@@ -648,6 +717,7 @@ def statistics(curves: dict, grid: np.ndarray, stationary_from: float) -> dict:
     out.update(tau_c_mean_initial=float(tc[0]), tau_c_mean_final=float(tc[-1]),
                tau_c_mean_max=float(tc.max()), gamma_tau_c_max=float(grid[int(np.argmax(tc))]),
                eps_pl_var_final=float(curves["eps_pl_var"].mean(axis=0)[-1]),
+               eps_var_final=float(curves["eps_var"].mean(axis=0)[-1]),
                sigma_std_final=float(curves["sigma_std"].mean(axis=0)[-1]))
     return out
 
@@ -869,6 +939,7 @@ def check(case) -> None:
                                  "auto with model: scalar (the kernel is scalar.kernel)")
     if case.initial.state is not None:
         raise FemplastInputError("initial.state", case.initial.state, "null with model: scalar")
+    derive_direct_inputs(case)
     if sc.c0 + sc.c1 <= 0:
         raise FemplastInputError("scalar.c0", sc.c0, "> 0 when scalar.c1 = 0 (mean slip > 0)")
     if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:

@@ -44,7 +44,8 @@ SAFE_POINT_SLIPS = 20000  # slips between safe points (interruption, periodic ch
 
 STEP_NAMES = dict(gamma_ext=0, stress_before=1, stress=2, eps_pl_mean=3,
                   plastic_strain_variance=4, mean_threshold=5, LOC=6,
-                  internal_stress_std=7, size=8, relaxation_steps=9)
+                  internal_stress_std=7, size=8, relaxation_steps=9,
+                  total_strain_variance=10)  # of the local total strain (plastic + elastic)
 STEPS_DOC = ("row 0: initial state; then one row per avalanche, after it (stress_before: at its "
              "start). stress: macroscopic xy stress; eps_pl_mean, plastic_strain_variance: "
              "tensorial eps_xy; LOC: eq. 13 of the local total strain; size: slips")
