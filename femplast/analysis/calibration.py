@@ -375,24 +375,30 @@ def _flat(e: dict) -> dict:
     return row
 
 
-def meso_errors(entries: list[dict], ref: Reference) -> dict[str, float]:
-    """L[F] of the 8 local magnitudes in the stationary state at alpha = 0 (L_meso_plus) and
-    90 degrees (L_meso_minus), at the model's largest patch size and the reference's nearest
-    R; NaN when either side lacks the row."""
+def meso_errors(entries: list[dict], ref: Reference, state: str = "stationary",
+                prefix: str = "meso") -> dict[str, float]:
+    """L[F] of the 8 local magnitudes in ``state`` at alpha = 0 (L_<prefix>_plus) and 90
+    degrees (L_<prefix>_minus), at the model's largest patch size and the reference's nearest
+    R; NaN when either side lacks the row. ``state = "initial", prefix = "quench"``: the
+    quenched glass of the KMC preparation against the reference's initial rows (the
+    temperature calibration of appendix A.3; also ``L_quench``, the mean of the two)."""
     out = {}
+    tag = "" if prefix == "meso" else f"_{prefix}"
     for name, alpha in (("plus", 0.0), ("minus", 90.0)):
-        m = local_entry(entries, "stationary", alpha)
-        r = None if m is None else ref.local_rows("stationary", alpha, m["R"])
+        m = local_entry(entries, state, alpha)
+        r = None if m is None else ref.local_rows(state, alpha, m["R"])
         if m is None or r is None:
-            out[f"L_meso_{name}"] = math.nan
+            out[f"L_{prefix}_{name}"] = math.nan
             continue
         errs = []
         for c in LOCAL_COLUMNS:
             e = relative_error(m[c], r[c])
-            out[f"L_{c}_{name}"] = e
+            out[f"L_{c}{tag}_{name}"] = e
             errs.append(e)
-        out[f"L_meso_{name}"] = float(np.mean(errs))
-        out[f"R_model_{name}"], out[f"R_reference_{name}"] = m["R"], r["R"]
+        out[f"L_{prefix}_{name}"] = float(np.mean(errs))
+        out[f"R_model{tag}_{name}"], out[f"R_reference{tag}_{name}"] = m["R"], r["R"]
+    if prefix != "meso":
+        out[f"L_{prefix}"] = 0.5 * (out[f"L_{prefix}_plus"] + out[f"L_{prefix}_minus"])
     return out
 
 

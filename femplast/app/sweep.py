@@ -298,7 +298,27 @@ def _check_reference(case):
                 ref.local_rows("stationary", 90.0) is None:
             raise FemplastInputError("sweep.errors", sw.errors, f"'meso' needs "
                                      f"{path}/local.csv with stationary rows at alpha 0 and 90")
+    if "quench" in sw.errors:
+        _check_quench_errors(case, ref, path)
     return ref
+
+
+def _check_quench_errors(case, ref, path):
+    """sweep.errors quench (appendix A.3): KMC preparation and patch tests of the quenched
+    state at 0 and 90 deg, and initial rows in the reference."""
+    sw = case.sweep
+    if not (case.kmc.enabled and case.patches.enabled and case.patches.initial):
+        raise FemplastInputError("sweep.errors", sw.errors, "'quench' needs kmc.enabled, "
+                                 "patches.enabled and patches.initial (patch statistics of "
+                                 "the quenched glass per point)")
+    al = [wrap_orientation_deg(a) for a in case.patches.alpha]
+    if not any(abs(a) < 1e-9 for a in al) or not any(abs(abs(a) - 90) < 1e-9 for a in al):
+        raise FemplastInputError("patches.alpha", case.patches.alpha, "0 and 90 among the "
+                                 "orientations (L_quench_plus / L_quench_minus)")
+    if not ref.local or ref.local_rows("initial", 0.0) is None or \
+            ref.local_rows("initial", 90.0) is None:
+        raise FemplastInputError("sweep.errors", sw.errors, f"'quench' needs {path}/local.csv "
+                                 "with initial rows at alpha 0 and 90")
 
 
 # ============================================================================ one point
@@ -499,10 +519,14 @@ def point_errors(case, counts, totals, entries, ref) -> dict:
         Lp, Lm = m["L_meso_plus"], m["L_meso_minus"]
     else:
         errs["L_meso_plus"] = errs["L_meso_minus"] = math.nan
+    if "quench" in case.sweep.errors:  # appendix A.3: the quenched glass's patches
+        errs.update(C.meso_errors(entries, ref, "initial", "quench"))
     if "macro" in case.sweep.errors:
         errs["L_stat"] = C.stat_error(errs["L_macro"], Lp, Lm)
-    else:
-        errs["L_stat"] = 0.5 * (Lp + Lm) if Lp is not None else math.nan
+    elif Lp is not None:
+        errs["L_stat"] = 0.5 * (Lp + Lm)
+    else:  # quench errors alone: the temperature calibration's score
+        errs["L_stat"] = errs.get("L_quench", math.nan)
     return errs
 
 
@@ -671,6 +695,8 @@ def table_rows(case, points, results) -> tuple[list[str], list[list]]:
     axes = list(grid_points(case)[0]) if case.sweep.grid else []
     scalar = case.model == "scalar"
     errs = () if scalar else C.ERROR_COLUMNS
+    if "quench" in case.sweep.errors and not scalar:  # appendix A.3 calibration
+        errs = (*errs, "L_quench_plus", "L_quench_minus", "L_quench")
     stat_cols = SCALAR_STAT_COLUMNS if scalar else STAT_COLUMNS
     cols = ["point", *axes, *errs, *stat_cols]
     rows = []

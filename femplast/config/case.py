@@ -282,8 +282,12 @@ class SweepSection:
                             "of the 8 stationary patch statistics at alpha 0 / 90 and the "
                             "largest patch size, eq. 9; needs patches.enabled). L_stat = "
                             "(L_macro + (L+ + L-)/2)/2, or L_macro without meso. "
-                            "model: scalar: [] (the table has the scalar statistics)",
-                            choices=("macro", "meso"))
+                            "model: scalar: [] (the table has the scalar statistics); "
+                            "quench (appendix A.3 temperature calibration, e.g. a grid over "
+                            "kmc.temperature): L_quench = mean L[F] of the 8 patch statistics "
+                            "of the KMC-quenched glass (patches.initial) at alpha 0 and 90 "
+                            "against the reference's initial rows; L_stat = L_quench when "
+                            "alone", choices=("macro", "meso", "quench"))
     finite_size: list[int] = key([], "also run the base parameters at these mesh.n (same "
                                  "cell size: mesh.L scales with n), sweep.realizations each, "
                                  "and fit std(Sigma_xy) ~ L^a (summary.json 'finite_size', "
