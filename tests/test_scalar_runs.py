@@ -352,3 +352,34 @@ def test_disorder_strength_and_age_as_direct_inputs_and_a_sweep_over_them(tmp_pa
     e = (st.sig + m.G * st.gamma) / (2 * m.G) + st.epl
     assert rec[-1, 10] == pytest.approx(e.var(), rel=1e-9)
     assert rec[0, 10] > 0 and rec[0, 4] == 0  # the frozen-in stress: elastic strain only
+
+
+def test_measured_frozen_stress_distribution_from_a_file(tmp_path):
+    """scalar.internal_stress_file: the initial internal stress takes the measured marginal
+    (here a bimodal sample, far from Gaussian) on the compatible Gaussian field's spatial
+    correlations (same ranks), mean removed; a run starts from it."""
+    from scipy import stats as st
+
+    from femplast.scalar.model import model_from_case
+    from femplast.streams import realization_rng
+
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.normal(-0.3, 0.05, 3000), rng.normal(0.3, 0.05, 3000)])
+    np.savetxt(tmp_path / "sigma0.csv", v, header="measured frozen-in stresses",
+               comments="# ")
+    (tmp_path / "c.yaml").write_text(SWEEP_CASE.read_text())
+    case = load_case(tmp_path / "c.yaml", [
+        "sweep.enabled=false", "mesh.n=32", "mesh.L=283.52", "scalar.internal_stress_std=0",
+        "scalar.internal_stress_file=sigma0.csv"])
+    m = model_from_case(case)
+    s0 = m.new_state(realization_rng(3, 0)).sigma0
+    g = model_from_case(load_case(SWEEP_CASE, ["sweep.enabled=false", "mesh.n=32",
+                                               "mesh.L=283.52"]))
+    sg = g.new_state(realization_rng(3, 0)).sigma0  # the Gaussian field of the same draws
+    assert abs(s0.mean()) < 1e-12
+    assert st.ks_2samp(s0, v - v.mean()).pvalue > 0.01  # the measured marginal
+    assert st.spearmanr(s0, sg)[0] > 0.999  # the same field, ranks kept
+    assert np.mean(np.abs(s0) > 0.15) > 0.9  # bimodal: almost nothing near 0
+    with pytest.raises(FemplastInputError, match="internal_stress_file"):
+        load_case(tmp_path / "c.yaml", ["sweep.enabled=false",
+                                        "scalar.internal_stress_file=sigma0.csv"])

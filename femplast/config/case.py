@@ -519,6 +519,18 @@ class ScalarSection:
     internal_stress_std: float = key(0.0, "std w_g of the initial Gaussian internal stress "
                                      "(mechanically compatible, zero mean); 0: none",
                                      "LJ stress", min=0)
+    internal_stress_file: str | None = key(None, "measured frozen-in (internal) stress "
+                                           "distribution: CSV file (relative to the case "
+                                           "file) read as internal_stress_kind; the initial "
+                                           "field keeps the spatial correlations of the "
+                                           "compatible Gaussian field and takes this marginal "
+                                           "(Gaussian copula), mean removed; not with "
+                                           "internal_stress_std > 0")
+    internal_stress_kind: str = key("samples", "internal_stress_file: samples (one value per "
+                                    "row, column internal_stress_column) or histogram ('centre, "
+                                    "weight' or 'left, right, weight' rows)",
+                                    choices=("samples", "histogram"))
+    internal_stress_column: int = key(0, "internal_stress_file (samples): column", min=0)
     disorder_strength: float | None = key(None, "direct input of the disorder strength s = "
                                           "std(p_r) / (mu* <eps0>_r) (scalar paper, eq. 3): "
                                           "the width of the renewal law (thresholds with "

@@ -67,6 +67,7 @@ from numba import njit
 
 from femplast.errors import FemplastInputError
 from femplast.scalar.distributions import Distribution, draw, ndtri
+from femplast.special import ndtr
 from femplast.streams import realization_rng
 
 KERNELS = ("fourier", "fe")
@@ -383,11 +384,14 @@ class ScalarModel:
         kernel: 'fourier' or 'fe' (or an (n, n) array).
         fe_refine: FE elements per lattice-cell side for the 'fe' kernel.
         w_g: std of the initial internal stress field (0: none).
+        sigma0: a measured distribution of the initial internal stress (None: Gaussian of
+            std w_g), see :meth:`internal_stress`.
     """
 
     def __init__(self, n: int, G: float, B: float, c0: float, c1: float,
                  thresholds: Distribution, renewal: Distribution | None = None,
-                 kernel="fourier", fe_refine: int = 1, w_g: float = 0.0):
+                 kernel="fourier", fe_refine: int = 1, w_g: float = 0.0,
+                 sigma0: Distribution | None = None):
         if isinstance(kernel, str):
             if kernel not in KERNELS:
                 raise FemplastInputError("scalar.kernel", kernel, "one of " + ", ".join(KERNELS))
@@ -406,6 +410,7 @@ class ScalarModel:
         self.p_r = renewal if renewal is not None else thresholds
         self.rejuvenation = renewal is not None
         self.w_g = float(w_g)
+        self.sigma0_dist = sigma0
         self.num_cells = self.n * self.n
         self.fft_threshold = max(8, int(2.5 * np.log2(self.num_cells)))
 
@@ -465,12 +470,20 @@ class ScalarModel:
         s = self.convolve(z)
         s -= s.mean()
         sd = s.std()
+        if self.sigma0_dist is not None and sd > 0:
+            # a measured marginal (scalar paper: frozen-in stresses of the atomistic glass)
+            # on the same spatial correlations (Gaussian copula); mean removed so the field
+            # adds no macroscopic stress. Compatible only approximately (a nonlinear map).
+            v = self.sigma0_dist.ppf(np.array([ndtr(x) for x in s / sd]))
+            return v - v.mean()
         return s * (self.w_g / sd) if sd > 0 else s
 
     def new_state(self, rng: np.random.Generator) -> ScalarState:
-        """Thresholds from p_i (N^2 draws), then the internal stress field if w_g > 0."""
+        """Thresholds from p_i (N^2 draws), then the internal stress field if w_g > 0 or a
+        measured distribution is given."""
         thr = self.p_i.sample(rng, self.num_cells)
-        sigma0 = self.internal_stress(rng) if self.w_g > 0 else np.zeros(self.num_cells)
+        sigma0 = (self.internal_stress(rng) if self.w_g > 0 or self.sigma0_dist is not None
+                  else np.zeros(self.num_cells))
         return ScalarState(sig=sigma0.copy(), sigma0=sigma0, epl=np.zeros(self.num_cells),
                            thr=thr, rng=rng)
 
@@ -656,7 +669,21 @@ def model_from_case(case) -> ScalarModel:
     sc = case.scalar
     p_i, p_r = distributions_from_case(case)
     return ScalarModel(case.mesh.n, case.elasticity.G, case.elasticity.B, sc.c0, sc.c1, p_i,
-                       p_r, sc.kernel, sc.fe_refine, sc.internal_stress_std)
+                       p_r, sc.kernel, sc.fe_refine, sc.internal_stress_std,
+                       internal_stress_distribution(case))
+
+
+def internal_stress_distribution(case) -> Distribution | None:
+    """The measured frozen-in stress distribution of ``scalar.internal_stress_file``."""
+    sc = case.scalar
+    if sc.internal_stress_file is None:
+        return None
+    from femplast.scalar.distributions import from_options
+
+    base = case.source.parent if case.source is not None else None
+    return from_options(sc.internal_stress_kind, "scalar.internal_stress_file",
+                        file=sc.internal_stress_file, column=sc.internal_stress_column,
+                        base=base)
 
 
 # ----------------------------------------------------------------------------- curves
@@ -940,6 +967,12 @@ def check(case) -> None:
     if case.initial.state is not None:
         raise FemplastInputError("initial.state", case.initial.state, "null with model: scalar")
     derive_direct_inputs(case)
+    if sc.internal_stress_file is not None:
+        if sc.internal_stress_std > 0:
+            raise FemplastInputError("scalar.internal_stress_std", sc.internal_stress_std,
+                                     "0 with scalar.internal_stress_file (one initial "
+                                     "internal stress law)")
+        internal_stress_distribution(case)  # a readable file
     if sc.c0 + sc.c1 <= 0:
         raise FemplastInputError("scalar.c0", sc.c0, "> 0 when scalar.c1 = 0 (mean slip > 0)")
     if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:
