@@ -383,3 +383,37 @@ def test_measured_frozen_stress_distribution_from_a_file(tmp_path):
     with pytest.raises(FemplastInputError, match="internal_stress_file"):
         load_case(tmp_path / "c.yaml", ["sweep.enabled=false",
                                         "scalar.internal_stress_file=sigma0.csv"])
+
+
+def test_case_fit_against_whole_curves(tmp_path):
+    """scalar.fit.curves in a case: a curves file (mean stress and mean threshold with their
+    standard errors, made at c0 = 0.03, c1 = 0) fitted for c0 before the run; the run uses the
+    fitted c0, summary.json reports the interval and identifiability; bad input is one
+    error naming the key."""
+    from femplast.scalar.model import ensemble, model_from_case
+
+    base = ["sweep.enabled=false", "mesh.n=8", "mesh.L=70.88", "loading.gamma_max=0.4",
+            "loading.stationary_from=0.2", "run.realizations=12", "scalar.c1=0.0"]
+    truth = load_case(SWEEP_CASE, base + ["scalar.c0=0.03"])
+    grid = np.linspace(0, 0.4, 41)
+    c = ensemble(model_from_case(truth), 4242, range(24), 0.4, grid)
+    cols = [grid]
+    for q in ("stress", "tau_c_mean"):
+        cols += [c[q].mean(0), c[q].std(0, ddof=1) / np.sqrt(24)]
+    np.savetxt(tmp_path / "target.csv", np.column_stack(cols), delimiter=",",
+               header="gamma_ext,stress,stress_err,tau_c_mean,tau_c_mean_err", comments="")
+    (tmp_path / "c.yaml").write_text(SWEEP_CASE.read_text())
+    case = load_case(tmp_path / "c.yaml", base + [
+        "scalar.c0=0.05", "scalar.fit.curves=target.csv", "scalar.fit.parameters=[c0]",
+        "scalar.fit.max_evaluations=30"])
+    s = run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)["scalar"]
+    fit = s["fit"]
+    lo, hi = fit["c0_interval95"]
+    print(f"curve fit: c0 = {fit['c0']:.4f} in [{lo:.4f}, {hi:.4f}]")
+    assert fit["method"] == "curves" and lo <= 0.03 <= hi and hi - lo < 0.015
+    assert fit["identifiable"] == {"c0": True} and s["parameters"]["c0"] == fit["c0"]
+    with pytest.raises(FemplastInputError, match="scalar.fit.curves"):
+        load_case(tmp_path / "c.yaml", base + ["scalar.fit.curves=missing.csv"])
+    with pytest.raises(FemplastInputError, match="scalar.fit.flow_stress"):
+        load_case(tmp_path / "c.yaml", base + ["scalar.fit.curves=target.csv",
+                                               "scalar.fit.flow_stress=1.0"])

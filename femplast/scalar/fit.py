@@ -123,11 +123,18 @@ def _target_features(target: CurveTarget, edges: np.ndarray):
         return _mean_cov(features(target.curves, target.names, edges))
     mean = features({q: target.means[q][None, :] for q in target.names}, target.names,
                     edges)[0]
-    # the errors of a window mean: the window's mean error (fully correlated within a
-    # window: conservative for smooth curves)
+    # without the target's realizations its covariance is unknown: the errors of a window
+    # mean are taken as the window's mean error, fully correlated along each curve (a
+    # realization's curve is high or low as a whole: conservative for the common shift that
+    # c0 makes); different curves uncorrelated
     err = features({q: target.errors[q][None, :] for q in target.names}, target.names,
                    edges)[0]
-    return mean, np.diag(err**2)
+    nw = len(edges) - 1
+    C = np.zeros((len(err), len(err)))
+    for b in range(len(target.names)):
+        e = err[b * nw:(b + 1) * nw]
+        C[b * nw:(b + 1) * nw, b * nw:(b + 1) * nw] = np.outer(e, e)
+    return mean, C
 
 
 class _Model:
@@ -350,3 +357,25 @@ def _report(x, free, cov, scale, chi, nfeat, ev, runs, converged, limits) -> dic
     if not math.isfinite(chi):
         out["warning"] = "the fit diverged (chi2 not finite)"
     return out
+
+
+def check(case) -> None:
+    """scalar.fit.curves: one fit kind, a readable curves file inside the loaded strain
+    range, the fitted parameters named."""
+    from femplast.config.case import resolve_path
+
+    if case.model != "scalar" or case.scalar.fit.curves is None:
+        return
+    f = case.scalar.fit
+    if f.flow_stress is not None:
+        raise FemplastInputError("scalar.fit.flow_stress", f.flow_stress,
+                                 "null with scalar.fit.curves (one fit: curves or stresses)")
+    if not f.parameters or any(p not in ("c0", "c1") for p in f.parameters) \
+            or len(set(f.parameters)) != len(f.parameters):
+        raise FemplastInputError("scalar.fit.parameters", f.parameters,
+                                 "a non-empty subset of [c0, c1]")
+    target = read_curves(resolve_path(case, f.curves))
+    if target.grid[-1] > case.loading.gamma_max + 1e-12 or len(target.grid) < 3:
+        raise FemplastInputError("scalar.fit.curves", f.curves,
+                                 f">= 3 points with gamma_ext <= loading.gamma_max = "
+                                 f"{case.loading.gamma_max:g}")

@@ -978,31 +978,8 @@ def check(case) -> None:
     if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:
         raise FemplastInputError("scalar.fit.peak_stress", sc.fit.peak_stress,
                                  "only with scalar.fit.flow_stress")
-    if sc.fit.curves is not None:
-        _check_curves_fit(case)
     if (sc.fit.flow_stress is not None or sc.fit.curves is not None) \
             and case.run.realizations < 2:
         raise FemplastInputError("run.realizations", case.run.realizations,
                                  ">= 2 with scalar.fit (the fit needs ensemble errors)")
     distributions_from_case(case)
-
-
-def _check_curves_fit(case) -> None:
-    """scalar.fit.curves: one fit kind, a readable curves file inside the loaded strain
-    range, the fitted parameters named."""
-    from femplast.config.case import resolve_path
-    from femplast.scalar.fit import read_curves
-
-    f = case.scalar.fit
-    if f.flow_stress is not None:
-        raise FemplastInputError("scalar.fit.flow_stress", f.flow_stress,
-                                 "null with scalar.fit.curves (one fit: curves or stresses)")
-    if not f.parameters or any(p not in ("c0", "c1") for p in f.parameters) \
-            or len(set(f.parameters)) != len(f.parameters):
-        raise FemplastInputError("scalar.fit.parameters", f.parameters,
-                                 "a non-empty subset of [c0, c1]")
-    target = read_curves(resolve_path(case, f.curves))
-    if target.grid[-1] > case.loading.gamma_max + 1e-12 or len(target.grid) < 3:
-        raise FemplastInputError("scalar.fit.curves", f.curves,
-                                 f">= 3 points with gamma_ext <= loading.gamma_max = "
-                                 f"{case.loading.gamma_max:g}")
