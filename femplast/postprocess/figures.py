@@ -175,7 +175,8 @@ REF_MACRO = {"sig": "sigma_xy", "drop": "drop_xy", "inc": "increment_xy"}
 
 def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
     """Stationary densities of the external stress, the stress drops and the stress
-    increments between avalanches (paper Fig. 2), with the reference's histograms as steps when given."""
+    increments between avalanches (paper Fig. 2), with the reference's histograms as steps
+    when given."""
     d = stationary_samples(run)
     if d is None:
         return []
