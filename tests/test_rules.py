@@ -135,6 +135,23 @@ def test_thermal_amplitude_rules_paper_and_mepls(thermal_rule):
     np.testing.assert_allclose(-ef[n0:, 1] * ef[n0:, 3], ef[n0:, 2], rtol=1e-13)
 
 
+def test_mepls_rule_in_the_compiled_kmc_loop_equals_the_stepwise_events():
+    """KMC.steps (the compiled event loop) runs the mepls rule as KMC.step does: the same
+    state after 300 events, and at T = 0 afterwards the athermal rule again."""
+    out = []
+    for log in (False, True):
+        m = small_model()
+        m.params.thermal_amplitude = "mepls"
+        st = m.new_state(realization_rng(5, 0))
+        drv = AQSDriver(m, st, 0.0, 1.0, 1, event_log=log)
+        kmc = KMC(drv, 0.4, 1.0, window=100)
+        kmc.steps(300)
+        assert drv.rule.temperature == 0.0  # restored
+        out.append((st.sig.copy(), st.tauc.copy(), st.eps_pl.copy()))
+    for a, b in zip(out[0], out[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_toy_rule_in_a_patch_test():
     """Without renewal, a one-cell patch slips once and its trigger system ends exactly at
     zero resolved stress (the toy rule's half gamma_max with the patch's own self-response)."""
