@@ -91,6 +91,17 @@ class Realization:
         inc = np.diff(self.resolved())
         return -inc[inc < 0]
 
+    def avalanche_stress(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(gamma_ext, resolved stress before, after) of each avalanche, when recorded (the
+        input of femplast.analysis.calibration.avalanche_samples)."""
+        av = self.avalanches
+        if av and "stress_before" in av and "gamma_ext" in av:
+            return (np.asarray(av["gamma_ext"]), self.resolved(av["stress_before"]),
+                    self.resolved(av["stress_after"]))
+        if "stress_before" in self.steps:  # one row per avalanche (scalar model)
+            return self.gamma, self.resolved(self.steps["stress_before"]), self.resolved()
+        return None
+
     def drop_gamma(self) -> np.ndarray:
         av = self.avalanches
         if av and "gamma_ext" in av:

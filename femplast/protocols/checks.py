@@ -18,9 +18,11 @@ def _scalar_check(case):
     # so that validating a case (--check) does not load numba (its check returns at once
     # for other models)
     if case.model == "scalar":
+        from femplast.scalar.fit import check as fit_check
         from femplast.scalar.model import check
 
         check(case)
+        fit_check(case)  # scalar.fit.curves
 
 
 FEATURE_CHECKS = (patch_checks.check, _scalar_check, variants.check, stage_checks.check)

@@ -46,6 +46,8 @@ class ModelParams:
     # the slip amplitude rule (femplast.tensorial.rules): an AmplitudeRule, a registered name,
     # or None: eq. 7 with chi, or fixed_dgamma when > 0
     amplitude: object = None
+    # how slips at T > 0 take gamma_max: paper (A.3) or mepls (femplast.tensorial.rules)
+    thermal_amplitude: str = "paper"
 
 
 class State:
