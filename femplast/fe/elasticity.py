@@ -478,6 +478,13 @@ class PeriodicElasticity:
         self.ksp.setOperators(self.Kp)
         self.ksp.setUp()
 
+    @staticmethod
+    def external(gamma: float, alpha: float = 0.0) -> np.ndarray:
+        """The solve argument ``E`` at external strain ``gamma`` along ``alpha`` (radians):
+        the pure shear ``gamma M(alpha)``. A bounded specimen
+        (:class:`femplast.fe.boundary.BoundedElasticity`) is driven by ``gamma`` itself."""
+        return macro_strain(gamma, alpha)
+
     # ------------------------------------------------------------------ per-cell algebra
     @property
     def num_local(self) -> int:

@@ -187,15 +187,16 @@ class Redistribution:
         return self._el
 
     def load_response(self, alpha: float) -> np.ndarray:
-        """Stress (d, s, p) per cell per unit gamma_ext of the pure shear M(alpha)."""
-        E = M_vector(alpha)
-        if self.uniform:
+        """Stress (d, s, p) per cell per unit gamma_ext of the pure shear M(alpha) (a bounded
+        specimen: per unit gamma_ext of its driven boundaries, femplast.fe.boundary)."""
+        if self.uniform and not getattr(self.box, "bounded", False):
             from femplast.fe.elasticity import apply_stiffness
 
-            sig = np.broadcast_to(apply_stiffness(self.G, self.B, E), (self.num_cells, 3))
+            sig = np.broadcast_to(apply_stiffness(self.G, self.B, M_vector(alpha)),
+                                  (self.num_cells, 3))
             return np.ascontiguousarray(to_dsp(sig))
         el = self.el
-        sig = el.stress(np.zeros((el.num_local, 3)), E)
+        sig = el.stress(np.zeros((el.num_local, 3)), el.external(1.0, alpha))
         return np.ascontiguousarray(to_dsp(el.gather(sig)))
 
     def stress_from_plastic(self, eps_pl_xyz: np.ndarray) -> np.ndarray:
