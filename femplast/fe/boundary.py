@@ -33,7 +33,7 @@ import numpy as np
 
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import VOIGT_METRIC, PeriodicElasticity
-from femplast.fe.geometry import GeometryMesh
+from femplast.fe.geometry import GeometryMesh, boundary_names, spec_from_case
 
 CONDITIONS = ("free", "clamped", "roller", "displacement")
 
@@ -49,40 +49,95 @@ class Condition:
     uy: float | None = None
 
 
-def parse_conditions(geo: GeometryMesh, spec: dict | None) -> list[Condition]:
-    """Case-file conditions ``{boundary name: condition}`` -> Conditions (roller resolved).
+def check_conditions(spec: dict | None, names=None) -> dict[str, tuple]:
+    """Syntax of case-file conditions ``{boundary name: condition}`` (and the names, when
+    known): name -> ``(kind, ux, uy)`` with ``None`` for free components (roller: both
+    ``None`` until the side's direction is known). Free boundaries are left out.
 
     Raises:
         FemplastInputError: an unknown boundary name or condition (``geometry.boundaries.X``).
     """
-    out = []
+    out = {}
     for name, cond in (spec or {}).items():
         key = f"geometry.boundaries.{name}"
-        if name not in geo.boundaries:
-            raise FemplastInputError(key, cond, f"a boundary of the geometry: "
-                                     f"{sorted(geo.boundaries)}")
+        if names is not None and name not in names:
+            raise FemplastInputError(key, cond, f"a boundary of the geometry: {sorted(names)}")
         if cond == "free":
             continue
         if cond == "clamped":
-            out.append(Condition(name, "clamped", 0.0, 0.0))
+            out[name] = ("clamped", 0.0, 0.0)
         elif cond == "roller":
-            horizontal = _is_horizontal(geo, name, key)
-            out.append(Condition(name, "roller", None if horizontal else 0.0,
-                                 0.0 if horizontal else None))
+            out[name] = ("roller", None, None)
         elif isinstance(cond, dict) and set(cond) == {"displacement"}:
             d = cond["displacement"]
             if (not isinstance(d, (list, tuple)) or len(d) != 2
                     or not all(v is None or (isinstance(v, (int, float))
+                                             and not isinstance(v, bool)
                                              and np.isfinite(v)) for v in d)
                     or all(v is None for v in d)):
                 raise FemplastInputError(key, d, "[ux, uy]: numbers per unit gamma_ext in "
                                          "units of the height, null for a free component")
-            out.append(Condition(name, "displacement", *(None if v is None else float(v)
-                                                         for v in d)))
+            out[name] = ("displacement", *(None if v is None else float(v) for v in d))
         else:
             raise FemplastInputError(key, cond, "free, clamped, roller or {displacement: "
                                      "[ux, uy]}")
     return out
+
+
+def check(case) -> None:
+    """Consistency of a geometry case (mesh.kind: geometry): the shape, the conditions, and
+    what runs on a specimen today (a plain tensorial AQS run driven along gamma_ext)."""
+    if case.mesh.kind != "geometry":
+        if case.geometry.boundaries:
+            raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
+                                     "empty unless mesh.kind: geometry")
+        return
+    spec = spec_from_case(case)
+    spec.check()
+    conds = check_conditions(case.geometry.boundaries, boundary_names(spec))
+    if not any(c[0] == "displacement" and any(c[1:]) for c in conds.values()):
+        raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
+                                 "at least one boundary with a nonzero {displacement: "
+                                 "[ux, uy]} (the driving)")
+    unsupported = [("model", case.model != "tensorial", "tensorial"),
+                   ("loading.alpha_ext", case.loading.alpha_ext != 0,
+                    "0 (a specimen is driven by its boundaries)"),
+                   ("stages", bool(case.stages), "[] (not yet on specimens)"),
+                   ("kmc.enabled", case.kmc.enabled, "false (not yet on specimens)"),
+                   ("patches.enabled", case.patches.enabled, "false (not yet on specimens)"),
+                   ("sweep.enabled", case.sweep.enabled, "false (not yet on specimens)"),
+                   ("run.parallel", case.run.parallel != "realizations", "realizations"),
+                   ("variant.G_ss", case.variant.G_ss is not None,
+                    "null (evolving moduli not yet on specimens)"),
+                   ("redistribution.backend", case.redistribution.backend == "propagator",
+                    "auto, dense or direct on a specimen")]
+    for k, bad, allowed in unsupported:
+        if bad:
+            value = k.split(".")
+            v = case
+            for part in value:
+                v = getattr(v, part)
+            raise FemplastInputError(k, v, f"{allowed} with mesh.kind: geometry")
+
+
+def parse_conditions(geo: GeometryMesh, spec: dict | None) -> list[Condition]:
+    """Case-file conditions ``{boundary name: condition}`` -> Conditions (roller resolved to
+    the normal component of its straight side; collective)."""
+    out = []
+    for name, (kind, ux, uy) in check_conditions(spec, geo.boundaries).items():
+        if kind == "roller":
+            horizontal = _is_horizontal(geo, name, f"geometry.boundaries.{name}")
+            ux, uy = (None, 0.0) if horizontal else (0.0, None)
+        out.append(Condition(name, kind, ux, uy))
+    return out
+
+
+def elasticity_of(box, G, B):
+    """The factorized FE problem of a mesh: a specimen's (its ``conditions``) or the
+    periodic box's."""
+    if getattr(box, "bounded", False):
+        return BoundedElasticity(box, box.conditions, G, B)
+    return PeriodicElasticity(box, G, B)
 
 
 def _boundary_nodes_x(geo: GeometryMesh, name: str) -> np.ndarray:
@@ -368,4 +423,5 @@ def constraint_prolongation(V, geo: GeometryMesh, conditions: list[Condition]):
     return P, m_glob, g, owner
 
 
-__all__ = ["BoundedElasticity", "Condition", "parse_conditions", "constraint_prolongation"]
+__all__ = ["BoundedElasticity", "Condition", "check_conditions", "constraint_prolongation",
+           "elasticity_of", "parse_conditions"]

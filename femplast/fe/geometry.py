@@ -132,6 +132,7 @@ class GeometryMesh(BoxMesh):
     height: float = 0.0
     periodic: str = "none"
     area: float = 0.0
+    conditions: dict = field(default_factory=dict)  # geometry.boundaries of the case
 
     bounded = True
 
@@ -300,6 +301,23 @@ def _group_names() -> dict[str, int]:
         name = gmsh.model.getPhysicalName(dim, tag) or f"tag{tag}"
         out[name] = int(tag)
     return out
+
+
+def spec_from_case(case) -> ShapeSpec:
+    """The ShapeSpec of a case's ``geometry`` section (file paths relative to the case)."""
+    from femplast.config.case import resolve_path
+
+    g = case.geometry
+    kw = {k: getattr(g, k) for k in ShapeSpec.__dataclass_fields__ if hasattr(g, k)}
+    if g.file is not None:
+        kw["file"] = str(resolve_path(case, g.file))
+    return ShapeSpec(**kw)
+
+
+def boundary_names(spec: ShapeSpec) -> tuple[str, ...] | None:
+    """Boundary names of a built-in shape (None for a file: known once it is read)."""
+    extra = {"notched_strip": ("notch",), "hole": ("hole",)}.get(spec.shape, ())
+    return None if spec.shape == "file" else SIDES + extra
 
 
 def build_geometry(spec: ShapeSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> GeometryMesh:

@@ -183,7 +183,9 @@ class Redistribution:
     def el(self) -> PeriodicElasticity:
         """The factorized FE problem (built on first use: the propagator never needs it)."""
         if self._el is None:
-            self._el = PeriodicElasticity(self.box, self.G, self.B)
+            from femplast.fe.boundary import elasticity_of
+
+            self._el = elasticity_of(self.box, self.G, self.B)
         return self._el
 
     def load_response(self, alpha: float) -> np.ndarray:
