@@ -152,3 +152,20 @@ def test_roller_and_clamp_give_uniaxial_tension():
     sig = el.stress(z, 1e-3)
     E2 = 4 * B0 * G0 / (B0 + G0)
     assert np.abs(sig - [0.0, E2 * 1e-3, 0.0]).max() < 1e-12 * E2
+
+
+def test_drive_stress_gives_the_force_of_affine_grips(rng):
+    """Grips moved as an affine field: the drive force is the specimen area times the mean
+    stress resolved on the drive gradient, for any plastic strain (force-displacement curves
+    from the steps' mean stress)."""
+    g = _geo(shape="hole", width=6.0, height=8.0, hole_radius=1.0, size=0.5)
+    for spec, Gd in ((TENSION, [[0, 0], [0, 1]]), (SHEAR, [[0, 1], [0, 0]])):
+        el = BoundedElasticity(g, spec, G0, B0)
+        assert np.allclose(el.drive_gradient, Gd, atol=1e-12)
+        eps = rng.normal(0, 1e-2, (el.num_local, 3))
+        F = el.drive_force(eps, 0.03)
+        assert g.area * el.drive_stress(el.mean(el.stress(eps, 0.03))) == pytest.approx(
+            F, rel=1e-10)
+    el = BoundedElasticity(g, {"bottom": "clamped", "top": {"displacement": [0, 1]},
+                               "left": {"displacement": [0.5, None]}}, G0, B0)
+    assert el.drive_gradient is None  # a pulled side on top of the grips: not affine

@@ -126,3 +126,68 @@ def test_boundaries_only_with_geometry():
     with pytest.raises(FemplastInputError) as exc:
         load_case({"geometry": {"boundaries": {"top": "clamped"}}})
     assert exc.value.key == "geometry.boundaries"
+
+
+@pytest.mark.heavy
+def test_walls_sheared_strip_flows_like_the_periodic_box():
+    """A 52.8 x 52.8 strip periodic along its walls (bottom clamped, top moved by gamma_ext H)
+    against the periodic gmsh box of the same side and cell size, 4 realizations each to
+    gamma_ext = 1: stationary <sigma_xy> (gamma_ext >= 0.3) agree within 3 combined standard
+    errors and 3 %. Observed: walls 0.873 +- 0.005, periodic 0.884 +- 0.006."""
+    def flow(data):
+        out = []
+        for seed in range(4):
+            case = load_case(dict(data, run={"seed": seed}, loading={
+                "dgamma_ext": 1e-3, "gamma_max": 1.0, "stationary_from": 0.3}))
+            sim = Simulation(case)
+            vals = []
+            for k in range(300, 1001, 20):
+                sim.advance_to(k * 1e-3)
+                vals.append(sim.mean_stress[2])
+            out.append(np.mean(vals))
+        return np.mean(out), np.std(out, ddof=1) / 2
+
+    L = 52.8
+    walls = flow({"mesh": {"kind": "geometry"}, "redistribution": {"backend": "dense"},
+                  "geometry": {"shape": "strip", "width": L, "height": L, "size": 6.6,
+                               "periodic": "x", "boundaries": {
+                                   "bottom": "clamped", "top": {"displacement": [1.0, 0.0]}}}})
+    box = flow({"mesh": {"kind": "gmsh", "L": L, "size": 6.6},
+                "redistribution": {"backend": "dense"}})
+    diff = abs(walls[0] - box[0])
+    assert diff < 3 * np.hypot(walls[1], box[1]) and diff < 0.03 * box[0], (walls, box)
+
+
+def test_band_from_point_finds_a_synthetic_band():
+    from femplast.analysis.specimen import band_from_point
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 100, (20000, 2))
+    area = np.full(len(pts), 0.5)
+    d = pts - [0.0, 50.0]
+    # a band from (0, 50) at +40 deg, width 6
+    dist = np.abs(-np.sin(np.radians(40)) * d[:, 0] + np.cos(np.radians(40)) * d[:, 1])
+    field = np.where((dist < 3) & (d[:, 0] > 0), 1.0, 0.0) + 0.05 * rng.random(len(pts))
+    b = band_from_point(pts, area, field, [0.0, 50.0], 10.0, 60.0)
+    assert abs(b["angle"] - 40) <= 5 and b["contrast"] > 3
+    assert b["profile"].shape == (36,) and b["near"] > 1
+
+
+@pytest.mark.heavy
+def test_notch_emits_a_band():
+    """Notched strip (100 x 150, U notch depth 20, radius 5) to gamma_ext = 0.05 (~770
+    events): the slip per unit area within 10 of the root is > 2.5 x the specimen's, and the
+    densest direction 10-50 from the root holds > 2 x the annulus mean, at 35-75 deg from the
+    specimen axis x (observed, seeds 0, 1: near 4.5, 4.0; contrast 2.5, 3.1; angle 65, 55)."""
+    from femplast.analysis.specimen import band_from_point
+
+    geo = dict(NOTCH, width=100.0, height=150.0, notch_depth=20.0, notch_radius=5.0)
+    for seed in (0, 1):
+        sim = Simulation(_case(geometry=geo, seed=seed, dgamma_ext=2e-4))
+        el = sim._model.el
+        mid = el.gather(sim._model.box.midpoints()[el._dolfinx_cells])
+        sim.advance_to(0.05)
+        b = band_from_point(mid, el.gather(el.area), sim._state.eacc, [20.0, 75.0], 10.0,
+                            50.0)
+        assert b["near"] > 2.5 and b["contrast"] > 2.0, b
+        assert 35 <= abs(b["angle"]) <= 75, b

@@ -184,6 +184,7 @@ class BoundedElasticity(PeriodicElasticity):
         self.conditions = list(conditions)
         super().__init__(geo, G, B, petsc_options, petsc_prefix)
         self._check_rigid()
+        self.drive_gradient = self._affine_drive()
 
     # ------------------------------------------------------------------ construction
     def _reduce_periodic(self, K, Bs, Dm) -> None:
@@ -226,6 +227,41 @@ class BoundedElasticity(PeriodicElasticity):
             names = {c.name: c.kind for c in self.conditions}
             raise FemplastInputError("geometry.boundaries", names, "conditions that fix the "
                                      "rigid-body motions (translations and rotation)")
+
+    def _affine_drive(self) -> np.ndarray | None:
+        """``Gd`` (2x2) when the prescribed values per unit gamma_ext are those of an affine
+        field ``g(x) = Gd x + c`` on every constrained dof (grips, walls), else None. Then the
+        drive force is ``F = int sigma : Gd dA = A <sigma> : Gd`` (f vanishes on the free
+        dofs): the force-displacement curve follows from the mean stress of every step."""
+        x = self.V.tabulate_dof_coordinates()[: len(self._owner), :2]
+        g = self.g.array.reshape(-1, 2)
+        rows, rhs = [], []
+        for comp in (0, 1):
+            on = self._owner[:, comp] >= 0
+            a = np.zeros((int(on.sum()), 6))
+            a[:, 3 * comp:3 * comp + 2] = x[on]
+            a[:, 3 * comp + 2] = 1.0
+            rows.append(a)
+            rhs.append(g[on, comp])
+        A = self.comm.allreduce(sum(a.T @ a for a in rows))
+        b = self.comm.allreduce(sum(a.T @ r for a, r in zip(rows, rhs, strict=True)))
+        coef = np.linalg.lstsq(A, b, rcond=None)[0]
+        misfit = self.comm.allreduce(sum(float(np.sum((a @ coef - r) ** 2))
+                                         for a, r in zip(rows, rhs, strict=True)))
+        scale = self.comm.allreduce(sum(float(np.sum(r ** 2)) for r in rhs))
+        if misfit > 1e-20 * max(scale, 1e-300):
+            return None
+        return np.array([coef[0:2], coef[3:5]])
+
+    def drive_stress(self, mean_xyz) -> np.ndarray | None:
+        """Mean stress conjugate to gamma_ext, ``<sigma> : Gd`` (force per unit area of the
+        specimen: ``F = A drive_stress``), for mean stresses ``[xx, yy, xy]`` (..., 3); None
+        when the drive is not affine on the constrained dofs."""
+        if self.drive_gradient is None:
+            return None
+        Gd = self.drive_gradient
+        s = np.asarray(mean_xyz, float)
+        return Gd[0, 0] * s[..., 0] + Gd[1, 1] * s[..., 1] + (Gd[0, 1] + Gd[1, 0]) * s[..., 2]
 
     # ------------------------------------------------------------------ drive
     @staticmethod
