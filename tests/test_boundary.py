@@ -169,3 +169,34 @@ def test_drive_stress_gives_the_force_of_affine_grips(rng):
     el = BoundedElasticity(g, {"bottom": "clamped", "top": {"displacement": [0, 1]},
                                "left": {"displacement": [0.5, None]}}, G0, B0)
     assert el.drive_gradient is None  # a pulled side on top of the grips: not affine
+
+
+@pytest.mark.mpi
+def test_two_ranks_match_serial(tmp_path):
+    """Stresses, reactions, drive force and energy of three specimens (a notch, walls with
+    periodic sides, rollers) on 2 ranks == 1 rank (gmsh cell order is canonical)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "mpi_scripts" / "specimen_response.py"
+    sys.path.insert(0, str(script.parent))
+    import specimen_response
+
+    out = tmp_path / "out.npz"
+    mpirun = Path(sys.executable).parent / "mpirun"
+    proc = subprocess.run([str(mpirun), "-n", "2", sys.executable, str(script), str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    par = np.load(out)
+    assert int(par["nranks"]) == 2
+    for name in specimen_response.CASES:
+        assert par[f"{name}_owned"].min() > 0
+        ser = specimen_response.compute(name, MPI.COMM_SELF)
+        assert par[f"{name}_residual"] < 1e-10
+        force = max(np.abs(v).max() for k, v in ser.items() if k.startswith("reaction"))
+        for key, val in ser.items():
+            if key in ("residual", "owned"):
+                continue
+            scale = force if key.startswith("reaction") else max(np.abs(val).max(), 1e-300)
+            assert np.abs(par[f"{name}_{key}"] - val).max() < 1e-10 * scale, (name, key)
