@@ -224,6 +224,28 @@ class Redistribution:
         return out[0], out[1]
 
 
+    BLOCK = 256  # columns per multi-right-hand-side solve (unit_response_block)
+
+    @property
+    def blocked(self) -> bool:
+        """Whether per-cell responses come from blocked solves: specimens on one rank (the
+        periodic box keeps its one-solve-per-column path, whose numbers golden outputs pin)."""
+        return getattr(self.box, "bounded", False) and self.box.comm.size == 1
+
+    def _response_blocks(self):
+        """Yield ``(cells, r0, r1)``: the (d, s, p) responses (len(cells), 3, num_cells) of
+        every cell to the two unit shear eigenstrains, in blocks of cells (blocked solves)."""
+        el = self.el
+        order = np.argsort(el.cells)  # local position -> canonical (serial: all cells)
+        for a in range(0, self.num_cells, self.BLOCK):
+            cells = np.arange(a, min(a + self.BLOCK, self.num_cells))
+            out = []
+            for unit in (UNIT_S, UNIT_C):
+                sig = el.unit_response_block(cells, unit)[:, order]
+                out.append(to_dsp(sig).transpose(1, 0, 2))
+            yield cells, out[0], out[1]
+
+
 class PropagatorRedistribution(Redistribution):
     """Translation-invariant FE propagator on a structured quad mesh with uniform moduli.
 
@@ -301,8 +323,12 @@ class DenseRedistribution(Redistribution):
             raise FemplastInputError("redistribution.dense_memory_mb", memory_mb,
                                      f">= {need:.0f} MiB for the dense operator of {nc} cells")
         D = np.empty((nc, 2, 3, nc))
-        for c in range(nc):
-            D[c, 0], D[c, 1] = self._responses(c)
+        if self.blocked:
+            for cells, r0, r1 in self._response_blocks():
+                D[cells, 0], D[cells, 1] = r0, r1
+        else:
+            for c in range(nc):
+                D[c, 0], D[c, 1] = self._responses(c)
         self.dense = D
         self.kmean = np.ascontiguousarray(D @ self.weights)
         idx = np.arange(nc)
@@ -341,6 +367,11 @@ class DirectRedistribution(Redistribution):
             resp = [to_dsp(el.C(S @ u - u)) for u in (UNIT_S, UNIT_C)]  # (3, local cells)
             return el.gather(self_coefficients(resp[0][0:2].T, resp[1][0:2].T))
         q = np.empty((self.num_cells, 3))
+        if self.blocked:
+            for cells, r0, r1 in self._response_blocks():
+                j = np.arange(len(cells))
+                q[cells] = self_coefficients(r0[j, :, cells], r1[j, :, cells])
+            return q
         for c in range(self.num_cells):
             r0, r1 = self._responses(c)
             q[c] = self_coefficients(r0[:, c], r1[:, c])
