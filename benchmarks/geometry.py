@@ -5,11 +5,11 @@ each redistribution backend on each geometry, at about 10^3, 10^4 (and 10^5) cel
 
 Per geometry (a U-notched strip in tension, a strip sheared between walls, periodic along
 them), cell count and backend: the setup (gmsh meshing + FE factorization; the self-responses
-of every cell, 2 FE solves each, and for ``dense`` the whole Green operator) and the CPU time
-per slip event of AQS loading until ``--events`` events. ``dense`` runs when its operator fits
-``--dense-mb``. At 10^5 cells the 2 x 10^5 self-response solves of the setup are too long for
-this machine: the row reports the factorization and the measured time of one solve, and the
-setup it implies (``setup_estimate_s``), with no events.
+of every cell (``direct``: MUMPS selected inversion; ``dense``: the whole Green operator, from
+blocked solves) and the CPU time per slip event of AQS loading until ``--events`` events.
+``dense`` runs when its operator fits ``--dense-mb``. Above ``--full-setup-max`` cells the row
+reports only the factorization and the time of one solve, and the one-solve-per-cell setup it
+implies (``setup_estimate_s``), with no events.
 
 CPU times (``time.process_time``) from one run on a shared machine: noisy, ratios matter.
 """
@@ -103,7 +103,7 @@ def main(argv=None):
     p.add_argument("--geometries", nargs="+", default=["notch", "walls"])
     p.add_argument("--events", type=int, default=400)
     p.add_argument("--dense-mb", type=float, default=1024.0)
-    p.add_argument("--full-setup-max", type=int, default=20000,
+    p.add_argument("--full-setup-max", type=int, default=200000,
                    help="above this many cells only estimate the setup")
     p.add_argument("--json", help="write the results as JSON")
     a = p.parse_args(argv)
