@@ -37,8 +37,9 @@ class MeshSection:
     """The periodic square box and its cells (femplast.fe.mesh)."""
 
     kind: str = key("quad", "cell shape: structured quadrilaterals, structured triangles (two per "
-                    "square) or an unstructured periodic gmsh mesh",
-                    choices=("quad", "tri", "gmsh"))
+                    "square) or an unstructured periodic gmsh mesh; geometry: a specimen with "
+                    "boundaries (section geometry)",
+                    choices=("quad", "tri", "gmsh", "geometry"))
     n: int = key(15, "cells per box side (structured meshes; gmsh: sets size = L/n unless size "
                  "or file is given)", min=1)
     L: float = key(98.8045, "box side", "LJ length", min=0, min_open=True)
@@ -46,6 +47,44 @@ class MeshSection:
                            "are relative to the case file")
     size: float | None = key(None, "target cell size of a generated gmsh mesh", "LJ length",
                              min=0, min_open=True)
+
+
+@dataclass
+class GeometrySection:
+    """A specimen with boundary conditions (mesh.kind: geometry; femplast.fe.geometry,
+    femplast.fe.boundary). The loading parameter gamma_ext drives the displaced boundaries."""
+
+    shape: str = key("strip", "strip (W x H rectangle: boundaries bottom, top, left, right), "
+                     "notched_strip (+ notch, cut into the left side at mid-height), hole "
+                     "(+ hole, centred), pillar (a column), file (a gmsh .geo/.msh with "
+                     "physical curve groups as boundaries)",
+                     choices=("strip", "notched_strip", "hole", "pillar", "file"))
+    width: float = key(200.0, "width W (x)", "LJ length", min=0, min_open=True)
+    height: float = key(100.0, "height H (y)", "LJ length", min=0, min_open=True)
+    size: float = key(6.6, "target cell size", "LJ length", min=0, min_open=True)
+    size_min: float | None = key(None, "cell size at the notch / hole (graded to size over "
+                                 "4 size); null: size", "LJ length", min=0, min_open=True)
+    element: str = key("tri", "cell shape: triangles or quadrilaterals (gmsh full-quad "
+                       "recombination)", choices=("tri", "quad"))
+    periodic: str = key("none", "periodic sides: none, x (left/right glued: a strip sheared "
+                        "between walls) or y; both directions: mesh.kind gmsh",
+                        choices=("none", "x", "y"))
+    notch_kind: str = key("U", "V (rounded tip) or U (slot with a semicircular end)",
+                          choices=("V", "U"))
+    notch_depth: float = key(20.0, "notch depth from the left side", "LJ length", min=0,
+                             min_open=True)
+    notch_radius: float = key(6.6, "notch tip radius (U: half the slot width)", "LJ length",
+                              min=0, min_open=True)
+    notch_angle: float = key(30.0, "V notch: angle between a flank and the x axis", "deg",
+                             min=5, max=80)
+    hole_radius: float = key(20.0, "radius of the hole", "LJ length", min=0, min_open=True)
+    file: str | None = key(None, "gmsh .geo or .msh file (shape: file), relative to the case "
+                           "file")
+    boundaries: dict = key({}, "condition per boundary name: free (default), clamped, roller "
+                           "(normal component 0) or {displacement: [ux, uy]}: u = gamma_ext H "
+                           "(ux, uy), a null component free; e.g. tension: {bottom: clamped, "
+                           "top: {displacement: [0, 1]}}; shear between walls: top "
+                           "{displacement: [1, 0]}")
 
 
 @dataclass
@@ -402,6 +441,7 @@ class Case:
     name: str | None = key(None, "case name (default: the file name)")
     description: str = key("", "free text")
     mesh: MeshSection = field(default_factory=MeshSection)
+    geometry: GeometrySection = field(default_factory=GeometrySection)
     elasticity: ElasticitySection = field(default_factory=ElasticitySection)
     slip: SlipSection = field(default_factory=SlipSection)
     loading: LoadingSection = field(default_factory=LoadingSection)

@@ -478,6 +478,13 @@ class PeriodicElasticity:
         self.ksp.setOperators(self.Kp)
         self.ksp.setUp()
 
+    @staticmethod
+    def external(gamma: float, alpha: float = 0.0) -> np.ndarray:
+        """The solve argument ``E`` at external strain ``gamma`` along ``alpha`` (radians):
+        the pure shear ``gamma M(alpha)``. A bounded specimen
+        (:class:`femplast.fe.boundary.BoundedElasticity`) is driven by ``gamma`` itself."""
+        return macro_strain(gamma, alpha)
+
     # ------------------------------------------------------------------ per-cell algebra
     @property
     def num_local(self) -> int:
@@ -560,6 +567,44 @@ class PeriodicElasticity:
         if k >= 0:
             eps_pl[k, component] = 1.0
         return self.stress(eps_pl)
+
+    def unit_response_block(self, cells, unit) -> np.ndarray:
+        """Stress change of every local cell per unit eigenstrain ``unit`` ([xx, yy, xy]) in
+        each of ``cells`` (canonical), one column each: shape (len(cells), num_local, 3).
+
+        Serial only: one multi-right-hand-side solve of the factorization (MUMPS solves the
+        block with level-3 BLAS; about 1.5 x faster per column than one solve each, and the
+        same numbers to round-off).
+        """
+        from petsc4py import PETSc
+
+        if self.comm.size > 1:
+            raise RuntimeError("unit_response_block is serial (use unit_response per cell)")
+        cells = np.asarray(cells, np.int64)
+        pos = np.searchsorted(self.cells, cells)
+        m = len(cells)
+        Cu = self.C(np.broadcast_to(np.asarray(unit, float), (1, 3)))[0] \
+            if self.uniform else None
+        rhs = np.zeros((self._b.getLocalSize(), m))
+        q = self._q.array.reshape(-1, 3)
+        for j, k in enumerate(pos):
+            q[:] = 0.0
+            q[self._qblk[k]] = Cu if Cu is not None else apply_stiffness(
+                self.G[k], self.B[k], np.asarray(unit, float))
+            self.PtBs.mult(self._q, self._b)
+            rhs[:, j] = self._b.array
+        Bm = PETSc.Mat().createDense(rhs.shape, array=np.asfortranarray(rhs),
+                                     comm=MPI.COMM_SELF)
+        X = Bm.duplicate()
+        self.ksp.matSolve(Bm, X)
+        E = self.DmP.matMult(X)
+        strain = E.getDenseArray().reshape(-1, 3, m)[self._qblk]  # (num_local, 3, m)
+        for mat in (Bm, X, E):
+            mat.destroy()
+        strain = np.ascontiguousarray(strain.transpose(2, 0, 1))
+        strain[np.arange(m), pos] -= np.asarray(unit, float)
+        self.num_solves += m
+        return self.C(strain)
 
     def eshelby_tensor(self, cell: int = 0) -> np.ndarray:
         """Numerical Eshelby tensor S of one element (appendix A.7), shape (3, 3).

@@ -122,7 +122,8 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         for x in ax:
             x.set_xlabel(S.GAMMA)
             _stat_line(x, g0)
-        ax[0].set_ylabel(S.stress_label(a))
+        ax[0].set_ylabel(S.stress_label(a) if "drive_stress" not in r.steps else
+                         f"grip force / area [{S.U_STRESS}]")
         S.panel_letters(ax)
         fig.tight_layout()
         cap = (f"Stress-strain curve: (a) realization {r.name}, (b) mean over {len(vals)} "

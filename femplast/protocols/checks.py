@@ -25,7 +25,16 @@ def _scalar_check(case):
         fit_check(case)  # scalar.fit.curves
 
 
-FEATURE_CHECKS = (patch_checks.check, _scalar_check, variants.check, stage_checks.check)
+def _geometry_check(case):
+    # specimens (femplast.fe.boundary): imported only for cases that use them, as above
+    if case.mesh.kind == "geometry" or case.geometry.boundaries:
+        from femplast.fe.boundary import check
+
+        check(case)
+
+
+FEATURE_CHECKS = (_geometry_check, patch_checks.check, _scalar_check, variants.check,
+                  stage_checks.check)
 
 
 def validate(case):

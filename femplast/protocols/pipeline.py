@@ -247,6 +247,7 @@ class RealizationRun:
         a2 = math.radians(2 * ro.alpha_deg)
         res["curve_gamma"] = tg
         res["curve_stress"] = math.sin(a2) * 0.5 * (tr[:, 1] - tr[:, 0]) + math.cos(a2) * tr[:, 2]
+        self._specimen_response(tabs, res)
         if sg.implicit:
             g0 = self.case.loading.stationary_from
             av = tabs["avalanches"]
@@ -271,6 +272,22 @@ class RealizationRun:
                       f"{ro.gamma_final:.5g}, stress {res['stress_final']:.5g})", True)
         self.run_obj = None
         self.stage_idx += 1
+
+    def _specimen_response(self, tabs: dict, res: dict) -> None:
+        """A specimen driven by affine grips (femplast.fe.boundary): its force-displacement
+        curve, ``force = A <sigma> : Gd`` per step, and the stress conjugate to gamma_ext as
+        the stage's curve (tension: <sigma_yy>; shear between walls: <sigma_xy>)."""
+        box = self.model.box
+        if not getattr(box, "bounded", False):
+            return
+        drive = self.model.el.drive_stress(tabs["steps"]["stress"])
+        if drive is None:
+            return
+        tabs["steps"]["drive_stress"] = drive
+        tabs["steps"]["force"] = box.area * drive
+        tabs["steps"]["displacement"] = tabs["steps"]["gamma_ext"] * box.height
+        res["curve_stress"] = drive
+        res["stress_final"] = float(drive[-1])
 
     def _write_stage(self, ro: StageRun, tabs: dict, mean_dsp) -> None:
         sg, st, m = ro.stage, self.state, self.model

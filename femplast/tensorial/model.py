@@ -205,11 +205,8 @@ class TensorialModel:
 
     def fe_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
         """The same stress from a fresh FE solve of the state's plastic strain (reference)."""
-        from femplast.fe.elasticity import macro_strain
-
         el = self.el
-        E = macro_strain(gamma_ext, alpha_ext)
-        sig = el.stress(state.eps_pl[el.cells], E)
+        sig = el.stress(state.eps_pl[el.cells], el.external(gamma_ext, alpha_ext))
         return el.gather(sig) + from_dsp(state.sigma0)
 
     def distance_to_threshold(self, state: State, gamma_ext: float, alpha_ext: float):
