@@ -45,12 +45,43 @@ def quad_model():
     return small_model()
 
 
+def test_event_log_thresholds_and_round_stresses(quad_model):
+    """The event log records each slip's threshold (an athermal slip: tau >= tau_c), its
+    amplitude and relaxation round, and the box-average stress at the start of the round:
+    the first round starts at the avalanche's stress_before, each later round at the stress
+    the previous round left (its total equals the box average of the slips' stress changes,
+    stepping down to stress_after)."""
+    from femplast.protocols.records import relaxation_rounds
+    from femplast.redistribution.backends import from_dsp
+
+    _, drv = run(quad_model, gamma=0.3)
+    ei, ef = drv.event_table()
+    rec = drv.avalanche_table()
+    assert ef.shape[1] == 8 and len(ei) > 100
+    assert np.all(ef[:, 4] > 0) and np.all(ef[:, 2] >= ef[:, 4] - 1e-9)
+    rounds = relaxation_rounds(ei[:, 1], ei[:, 2], from_dsp(ef[:, 5:8].T))
+    assert len(rounds["step"]) == rec[:, 2].sum()  # every round of every avalanche
+    first = rounds["relaxation_step"] == 0
+    np.testing.assert_array_equal(rounds["step"][first], rec[:, 0])
+    np.testing.assert_allclose(rounds["stress_before"][first], from_dsp(rec[:, 3:6].T),
+                               atol=1e-12)
+    # at fixed strain <Sigma_xy> = G (gamma_ext - 2 <eps_pl_xy>): a round changes it by
+    # -G <cos 2theta d_gamma> over its slips; the last round ends at stress_after
+    starts = np.flatnonzero(np.r_[True, (ei[1:, 1] != ei[:-1, 1]) | (ei[1:, 2] != ei[:-1, 2])])
+    change = -G0 * np.add.reduceat(np.cos(2 * ef[:, 0]) * ef[:, 1], starts) / drv.model.num_cells
+    sxy = rounds["stress_before"][:, 2]
+    end = np.r_[sxy[1:], 0.0]
+    last = np.r_[rounds["step"][1:] != rounds["step"][:-1], True]
+    end[last] = from_dsp(rec[:, 6:9].T)[:, 2]
+    np.testing.assert_allclose(end - sxy, change, atol=1e-12)
+
+
 def test_slip_amplitudes_respect_dissipation_bound(quad_model):
     """Appendix A.7 eq. 13-15: R = (Sigma + dSigma)/2 has R:M >= 0, i.e. tau + dg den / 2 >= 0,
     with den = (C:(S-I):M):M < 0 computed from the numerical Eshelby tensor."""
     _, drv = run(quad_model, gamma=0.5)
     ei, ef = drv.event_table()
-    theta, dg, tau, den = ef.T
+    theta, dg, tau, den = ef[:, :4].T
     assert len(ei) > 200
     assert np.all(den < 0)
     assert np.all(dg > 0)
@@ -80,7 +111,7 @@ def test_fe_energy_release_is_the_dissipation_and_never_negative():
     alone = np.bincount(np.unique(key, return_inverse=True)[1]) == 1
     alone = alone[np.unique(key, return_inverse=True)[1]]
     checked = 0
-    for (c, k, _), (th, dg, _, den) in zip(ei[:60], ef[:60], strict=True):
+    for (c, k, _), (th, dg, _, den) in zip(ei[:60], ef[:60, :4], strict=True):
         E = macro_strain(k * 1e-4)
         sig = el.gather(el.stress(eps[el.cells], E))
         tau_now = np.sum(sig[c] * [1, 1, 2] * [-np.sin(2 * th) / 2, np.sin(2 * th) / 2,
@@ -187,6 +218,36 @@ def test_prescribed_events_same_stress_with_every_backend():
     for k in ("propagator", "dense", "numpy", "fft"):
         assert np.abs(out[k] - out["direct"]).max() <= 1e-9 * scale, k
     assert np.array_equal(out["propagator"], out["numpy"])  # compiled == numpy, bit for bit
+
+
+@pytest.mark.parametrize("mesh", ["quad", "gmsh"])
+def test_prescribed_events_heterogeneous_moduli_dense_equals_direct(mesh):
+    """Variant A's per-cell Weibull shear moduli (issue 16): 2,000 prescribed slips, one per
+    relaxation step, through the dense Green operator's compiled column add give the stresses
+    of the direct FE solve of the accumulated eigenstrain to 1e-8 (structured quads and a
+    periodic gmsh mesh); the moduli matter (the uniform-moduli stresses differ by > 10 %)."""
+    from femplast.fe.mesh import gmsh_box
+    from femplast.tensorial.variants import weibull_moduli
+
+    box = (structured_box(16, 6.6 * 16, "quad", MPI.COMM_SELF) if mesh == "quad"
+           else gmsh_box(None, 6.6 * 12, 9.0, comm=MPI.COMM_SELF))
+    nc = box.num_cells
+    G = weibull_moduli(nc, 18.4, 1.3, np.random.default_rng(7))
+    rng = np.random.default_rng(2)
+    cells = rng.integers(0, nc, 2000)
+    theta = rng.uniform(-np.pi / 2, np.pi / 2, 2000)
+    dg = rng.uniform(0, 0.05, 2000)
+    out = {}
+    for be, g in (("dense", G), ("direct", G), ("uniform", float(G.mean()))):
+        m = TensorialModel.build(box, G=g, B=B0, N=4, backend="direct" if be == "direct"
+                                 else "dense")
+        st = m.new_state(realization_rng(0, 0))
+        for i in range(2000):
+            apply_slips(m, st, cells[i:i + 1], theta[i:i + 1], dg[i:i + 1])
+        out[be] = st.sig.copy()
+    scale = np.abs(out["direct"]).max()
+    assert np.abs(out["dense"] - out["direct"]).max() <= 1e-8 * scale
+    assert np.abs(out["uniform"] - out["direct"]).max() > 0.1 * scale
 
 
 @pytest.mark.parametrize("n", [6, 15])

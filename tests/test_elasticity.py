@@ -235,6 +235,41 @@ def test_quads_triangles_gmsh_agree():
     assert np.all(np.abs(inside - 1) < 0.15), res
 
 
+@pytest.mark.parametrize("kind", ["quad", "tri", "gmsh"])
+def test_self_strain_tensors_of_all_cells_equal_eshelby_tensors(kind, rng):
+    """Every cell's self strain tensor from MUMPS' selected inversion (issue 16: the direct
+    backend's self-responses without 2 solves per cell) is the Eshelby tensor of 3 FE solves,
+    with heterogeneous moduli; the factorization still solves correctly afterwards."""
+    box = (gmsh_box(None, 1.0, 0.15, comm=MPI.COMM_SELF) if kind == "gmsh"
+           else structured_box(6, 1.0, kind, MPI.COMM_SELF))
+    G = G0 * rng.weibull(1.3, box.num_cells) + 0.5
+    el = PeriodicElasticity(box, G, B0)
+    eps = 1e-2 * rng.standard_normal((el.num_local, 3))
+    before = el.stress(eps)
+    S = el.self_strain_tensors()
+    assert S.shape == (box.num_cells, 3, 3)
+    for c in range(0, box.num_cells, 7):
+        np.testing.assert_allclose(S[el.local_position(c)], el.eshelby_tensor(c),
+                                   rtol=0, atol=1e-12)
+    assert np.array_equal(el.stress(eps), before)
+
+
+def test_self_responses_fall_back_to_solves_without_selected_inversion(monkeypatch, rng):
+    """Without PETSc's MatMumpsGetInverse the direct backend's self-responses come from 2 FE
+    solves per cell, and equal the selected inversion's."""
+    from femplast.fe import elasticity
+    from femplast.redistribution.backends import DirectRedistribution
+
+    box = structured_box(5, 1.0, "quad", MPI.COMM_SELF)
+    G = G0 * rng.weibull(1.3, box.num_cells) + 0.5
+    fast = DirectRedistribution(box, G, B0)
+    monkeypatch.setattr(elasticity, "_petsc_library", lambda: None)
+    slow = DirectRedistribution(box, G, B0)
+    assert slow.el.self_strain_tensors() is None
+    assert slow.el.num_solves >= 2 * box.num_cells > fast.el.num_solves
+    np.testing.assert_allclose(fast.selfq, slow.selfq, rtol=1e-12)
+
+
 # ---------------------------------------------------------------- 6. 1 vs 2 MPI ranks
 def serial_reference(kind, n=None, msh=None):
     """What tests/mpi_scripts/elastic_response.py computes, on one rank."""

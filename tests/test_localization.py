@@ -113,8 +113,8 @@ def test_scalar_observations_do_not_change_the_trajectory():
     assert np.array_equal(epl[-1], st.epl)
     # plastic-only LOC: NaN before the first slip, equal to loc_index of eps_p after
     rec = tabs[1]
-    assert np.isnan(rec[0, 10])
-    assert rec[-1, 10] == pytest.approx(S.loc_index(st.epl), rel=1e-12)
+    assert np.isnan(rec[0, 11])
+    assert rec[-1, 11] == pytest.approx(S.loc_index(st.epl), rel=1e-12)
 
 
 def _gq_model(n):

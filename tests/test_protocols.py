@@ -170,8 +170,9 @@ def test_stage_snapshots_and_event_log(tmp_path):
             last = steps[-1][2]
             np.testing.assert_array_equal(last["sigma_xy"][0], state_stress[:, 2])
             np.testing.assert_array_equal(last["eps_pl_xy"][0], state_epl[:, 2])
-            assert sorted(ev) == ["cell", "d_gamma", "relaxation_step", "self_response",
-                                  "step", "tau", "theta"]
+            assert sorted(ev) == ["box_stress", "cell", "d_gamma", "relaxation_step",
+                                  "self_response", "step", "tau", "tau_c", "theta"]
+            assert np.all(ev["tau"] >= ev["tau_c"] - 1e-9)  # athermal slips: active systems
             assert len(ev["cell"]) == size.sum() > 0
             assert set(ev["step"]) == set(av_step)  # events point at their avalanche
     assert not list(out.rglob(".partial"))

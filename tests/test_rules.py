@@ -102,6 +102,56 @@ def test_toy_rule_in_kmc():
     np.testing.assert_allclose(dg[~thermal], -tau[~thermal] / den[~thermal], rtol=1e-14)
 
 
+@pytest.mark.parametrize("thermal_rule", ["paper", "mepls"])
+def test_thermal_amplitude_rules_paper_and_mepls(thermal_rule):
+    """kmc.amplitude_rule. paper (A.3): thermal slips at gamma_max(tau_c), the avalanche
+    slips they trigger at gamma_max(tau). mepls (MEPLS gallery/espci/espci.h): every slip
+    while T > 0, the triggered avalanche slips included, at gamma_max(tau_c + T) (tau +
+    barrier + T); after the KMC run, at T = 0, the athermal rule again. The toy rule
+    d_gamma = gamma_max / 2 shows the driving stress exactly: -d_gamma den."""
+    m = small_model("test_half_max")
+    m.params.thermal_amplitude = thermal_rule
+    st = m.new_state(realization_rng(2, 0))
+    drv = AQSDriver(m, st, 0.0, 1.0, 1, event_log=True)
+    T = 0.4
+    kmc = KMC(drv, T, 1.0, window=100)
+    kmc.run(300, until_stationary=False)
+    ei, ef = drv.event_table()
+    thermal = ei[:, 2] == 0
+    assert thermal.sum() == 300 and (~thermal).sum() > 20
+    tau, den, dg, tc = ef[:, 2], ef[:, 3], ef[:, 1], ef[:, 4]
+    drive = -dg * den  # the driving stress the rule saw
+    assert np.all(tc[~thermal] <= tau[~thermal] + 1e-12)  # athermal: active systems
+    if thermal_rule == "mepls":
+        np.testing.assert_allclose(drive, tc + T, rtol=1e-13)
+    else:
+        np.testing.assert_allclose(drive[thermal], tc[thermal], rtol=1e-13)
+        np.testing.assert_allclose(drive[~thermal], tau[~thermal], rtol=1e-13)
+    n0 = len(ei)
+    st.sig[1] += 2.0 * st.tauc.max()  # push every cell over its threshold: T = 0 avalanche
+    drv.relax()
+    ei, ef = drv.event_table()
+    assert len(ei) > n0
+    np.testing.assert_allclose(-ef[n0:, 1] * ef[n0:, 3], ef[n0:, 2], rtol=1e-13)
+
+
+def test_mepls_rule_in_the_compiled_kmc_loop_equals_the_stepwise_events():
+    """KMC.steps (the compiled event loop) runs the mepls rule as KMC.step does: the same
+    state after 300 events, and at T = 0 afterwards the athermal rule again."""
+    out = []
+    for log in (False, True):
+        m = small_model()
+        m.params.thermal_amplitude = "mepls"
+        st = m.new_state(realization_rng(5, 0))
+        drv = AQSDriver(m, st, 0.0, 1.0, 1, event_log=log)
+        kmc = KMC(drv, 0.4, 1.0, window=100)
+        kmc.steps(300)
+        assert drv.rule.temperature == 0.0  # restored
+        out.append((st.sig.copy(), st.tauc.copy(), st.eps_pl.copy()))
+    for a, b in zip(out[0], out[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_toy_rule_in_a_patch_test():
     """Without renewal, a one-cell patch slips once and its trigger system ends exactly at
     zero resolved stress (the toy rule's half gamma_max with the patch's own self-response)."""

@@ -43,6 +43,42 @@ def test_quickstart_outputs_and_summary(quickstart):
         assert f["steps/n_events"][:].sum() == f.attrs["num_events"]
 
 
+def test_stationary_mean_rise_equals_mean_drop(quickstart):
+    """P(Delta Sigma_xy) is the elastic rise between two avalanches (before[i] - after[i-1]):
+    in the stationary state the stress neither grows nor decays, so the mean rise equals the
+    mean drop per avalanche (the sums telescope up to the end states); the rise is not the
+    per-step G dgamma of the old definition."""
+    case, out, summary = quickstart
+    st = summary["stationary"]
+    print(f"mean rise {st['increment_xy_mean']:.5f}, mean drop {st['stress_drop_mean']:.5f}")
+    assert abs(st["increment_xy_mean"] / st["stress_drop_mean"] - 1) < 0.03
+    G_dgamma = case.elasticity.G * case.loading.dgamma_ext
+    assert st["increment_xy_mean"] > 3 * G_dgamma and st["increment_xy_std"] > G_dgamma
+    incs = []
+    for i in range(case.run.realizations):  # the summary's numbers from the records
+        with h5py.File(out / "realizations" / f"r{i:04d}.h5") as f:
+            b, a = f["avalanches/stress_before"][:, 2], f["avalanches/stress_after"][:, 2]
+            g = f["avalanches/gamma_ext"][:]
+        keep = (g[1:] > case.loading.stationary_from) & (g[:-1] > case.loading.stationary_from)
+        incs.append((b[1:] - a[:-1])[keep])
+    incs = np.concatenate(incs)
+    assert np.all(incs > 0)  # AQS: the stress rises between avalanches
+    assert np.isclose(incs.mean(), st["increment_xy_mean"], rtol=1e-12)
+
+
+def test_run_without_avalanche(tmp_path):
+    """A run that ends before the first avalanche writes its summary (no IndexError), no
+    drop and no increment."""
+    case = load_case(ROOT / "cases" / "quickstart.yaml",
+                     ["output.snapshots=[]", "loading.gamma_max=0.001",
+                      "loading.stationary_from=0.0005", "run.realizations=1"])
+    st = run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)["stationary"]
+    assert st["avalanches"] == 0 and st["negative_drops"] == 0
+    assert np.isnan(st["increment_xy_mean"])
+    # elastic: Sigma_xy = G gamma_ext, averaged over gamma_ext = 0.0006 ... 0.001
+    assert st["sigma_xy_mean"] == pytest.approx(case.elasticity.G * 0.0008, rel=1e-9)
+
+
 def test_quickstart_reaches_a_stationary_regime(quickstart):
     """Mean Sigma_xy over the two halves of gamma_ext in (0.5, max) agree within their
     standard errors (realizations are independent: errors from the spread across them)."""

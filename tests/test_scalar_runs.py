@@ -2,6 +2,7 @@
 femplast.protocols.pipeline.run_realizations): checkpoints, SIGTERM and --resume."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from mpi4py import MPI
 import femplast  # noqa: F401
 from femplast.app.cases import load_case
 from femplast.app.runner import run_case
+from femplast.errors import FemplastInputError
 from femplast.protocols import checkpoint as ck
 from femplast.scalar import model as S
 from femplast.scalar import realization as R
@@ -302,3 +304,119 @@ def test_scalar_sweep_validation(override, key):
     with pytest.raises(FemplastInputError) as e:
         load_case(SWEEP_CASE, [override])
     assert e.value.key == key, str(e.value)
+
+
+# ----------------------------------------------------------------------------- s, r inputs
+def test_disorder_strength_and_age_as_direct_inputs_and_a_sweep_over_them(tmp_path):
+    """scalar.disorder_strength (s, eq. 3) and scalar.age (r, eq. 6) given directly: the laws'
+    parameters are derived (renewal width at its mean, initial law rescaled), the model has
+    exactly that s and r, the resolved case carries the derived parameters; a sweep over r
+    and s reports each point's values; the total-strain variance (plastic + elastic) exceeds
+    the plastic one."""
+    from femplast.config.case import yaml
+    from femplast.scalar.model import model_from_case
+
+    base = load_case(SWEEP_CASE, ["sweep.enabled=false", "scalar.c1=0.01",
+                                  "scalar.disorder_strength=0.8", "scalar.age=0.5"])
+    m = model_from_case(base)
+    assert m.disorder_strength() == pytest.approx(0.8, rel=1e-9)
+    assert m.age() == pytest.approx(0.5, rel=1e-12)
+    assert m.p_r.mean == pytest.approx(1.232 * math.gamma(1 + 1 / 3.0), rel=1e-9)  # mean kept
+    d = base.to_dict()["scalar"]
+    assert d["renewal"]["shape"] != 3.0 and d["thresholds"]["scale"] != 2.0
+    # the resolved case reproduces the model without the direct inputs
+    d2 = base.to_dict()
+    d2["scalar"].update(disorder_strength=None, age=None)
+    (tmp_path / "resolved.yaml").write_text(yaml.safe_dump(d2))
+    m2 = model_from_case(load_case(tmp_path / "resolved.yaml"))
+    assert m2.disorder_strength() == m.disorder_strength() and m2.age() == m.age()
+    with pytest.raises(FemplastInputError, match="renewal.kind: same"):
+        load_case(SWEEP_CASE, ["sweep.enabled=false", "scalar.renewal.kind=same",
+                               "scalar.age=0.3"])
+    # a sweep over r and s (8 x 8 cells, 2 realizations, common random numbers)
+    s = run_case(load_case(SWEEP_CASE, [
+        "mesh.n=8", "mesh.L=70.88", "run.realizations=2", "loading.gamma_max=0.3",
+        "loading.stationary_from=0.2", "sweep.grid={scalar.age: [0.2, 0.6], "
+        "scalar.disorder_strength: [0.6, 1.2]}"]), tmp_path / "sw", MPI.COMM_SELF, quiet=True)
+    rows = _table(tmp_path / "sw")
+    t = {c: np.array([float(r[j]) for r in rows[1:]]) for j, c in enumerate(rows[0])}
+    np.testing.assert_allclose(t["age"], t["scalar.age"], rtol=1e-9)
+    np.testing.assert_allclose(t["disorder_strength"], t["scalar.disorder_strength"], rtol=1e-9)
+    assert len(rows) == 5 and s is not None
+    # the total strain's variance next to the plastic one: the elastic strain of the internal
+    # stress partly compensates the plastic strain (so it can be smaller)
+    assert np.all(t["eps_var_final"] > 0) and np.all(t["eps_var_final"] != t["eps_pl_var_final"])
+    from femplast.streams import realization_rng
+
+    st = m.new_state(realization_rng(1, 0))
+    drv = S.ScalarDriver(m, st)
+    drv.run(0.3)
+    rec = drv.table()
+    e = (st.sig + m.G * st.gamma) / (2 * m.G) + st.epl
+    assert rec[-1, 10] == pytest.approx(e.var(), rel=1e-9)
+    assert rec[0, 10] > 0 and rec[0, 4] == 0  # the frozen-in stress: elastic strain only
+
+
+def test_measured_frozen_stress_distribution_from_a_file(tmp_path):
+    """scalar.internal_stress_file: the initial internal stress takes the measured marginal
+    (here a bimodal sample, far from Gaussian) on the compatible Gaussian field's spatial
+    correlations (same ranks), mean removed; a run starts from it."""
+    from scipy import stats as st
+
+    from femplast.scalar.model import model_from_case
+    from femplast.streams import realization_rng
+
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.normal(-0.3, 0.05, 3000), rng.normal(0.3, 0.05, 3000)])
+    np.savetxt(tmp_path / "sigma0.csv", v, header="measured frozen-in stresses",
+               comments="# ")
+    (tmp_path / "c.yaml").write_text(SWEEP_CASE.read_text())
+    case = load_case(tmp_path / "c.yaml", [
+        "sweep.enabled=false", "mesh.n=32", "mesh.L=283.52", "scalar.internal_stress_std=0",
+        "scalar.internal_stress_file=sigma0.csv"])
+    m = model_from_case(case)
+    s0 = m.new_state(realization_rng(3, 0)).sigma0
+    g = model_from_case(load_case(SWEEP_CASE, ["sweep.enabled=false", "mesh.n=32",
+                                               "mesh.L=283.52"]))
+    sg = g.new_state(realization_rng(3, 0)).sigma0  # the Gaussian field of the same draws
+    assert abs(s0.mean()) < 1e-12
+    assert st.ks_2samp(s0, v - v.mean()).pvalue > 0.01  # the measured marginal
+    assert st.spearmanr(s0, sg)[0] > 0.999  # the same field, ranks kept
+    assert np.mean(np.abs(s0) > 0.15) > 0.9  # bimodal: almost nothing near 0
+    with pytest.raises(FemplastInputError, match="internal_stress_file"):
+        load_case(tmp_path / "c.yaml", ["sweep.enabled=false",
+                                        "scalar.internal_stress_file=sigma0.csv"])
+
+
+def test_case_fit_against_whole_curves(tmp_path):
+    """scalar.fit.curves in a case: a curves file (mean stress and mean threshold with their
+    standard errors, made at c0 = 0.03, c1 = 0) fitted for c0 before the run; the run uses the
+    fitted c0, summary.json reports the interval and identifiability; bad input is one
+    error naming the key."""
+    from femplast.scalar.model import ensemble, model_from_case
+
+    base = ["sweep.enabled=false", "mesh.n=8", "mesh.L=70.88", "loading.gamma_max=0.4",
+            "loading.stationary_from=0.2", "run.realizations=12", "scalar.c1=0.0"]
+    truth = load_case(SWEEP_CASE, base + ["scalar.c0=0.03"])
+    grid = np.linspace(0, 0.4, 41)
+    c = ensemble(model_from_case(truth), 4242, range(24), 0.4, grid)
+    cols = [grid]
+    for q in ("stress", "tau_c_mean"):
+        cols += [c[q].mean(0), c[q].std(0, ddof=1) / np.sqrt(24)]
+    np.savetxt(tmp_path / "target.csv", np.column_stack(cols), delimiter=",",
+               header="gamma_ext,stress,stress_err,tau_c_mean,tau_c_mean_err", comments="")
+    (tmp_path / "c.yaml").write_text(SWEEP_CASE.read_text())
+    case = load_case(tmp_path / "c.yaml", base + [
+        "scalar.c0=0.05", "scalar.fit.curves=target.csv", "scalar.fit.parameters=[c0]",
+        "scalar.fit.max_evaluations=30"])
+    s = run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)["scalar"]
+    fit = s["fit"]
+    lo, hi = fit["c0_interval95"]
+    print(f"curve fit: c0 = {fit['c0']:.4f} in [{lo:.4f}, {hi:.4f}]")
+    assert fit["method"] == "curves" and lo <= 0.03 <= hi and hi - lo < 0.015
+    assert fit["identifiable"] == {"c0": True} and s["parameters"]["c0"] == fit["c0"]
+    with pytest.raises(FemplastInputError, match="scalar.fit.curves"):
+        load_case(tmp_path / "c.yaml", base + ["scalar.fit.curves=missing.csv"])
+    with pytest.raises(FemplastInputError, match="scalar.fit.flow_stress"):
+        load_case(tmp_path / "c.yaml", base + ["scalar.fit.curves=target.csv",
+                                               "scalar.fit.flow_stress=1.0"])

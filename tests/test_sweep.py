@@ -213,6 +213,14 @@ def test_two_ranks_same_table(serial, tiny_reference):
     assert [r["rank"] for r in ranks] == [0, 1]
     assert all(r["points_computed"] > 0 for r in ranks)  # both ranks got work
     assert sum(r["points_computed"] for r in ranks) == 14
+    # CPU accounting of the scaling (benchmarks/scaling.py): start-up before the first point
+    # (imports at least) and CPU in the points, at most the wall time in them on each of the
+    # machine's cores (BLAS may use threads)
+    import os
+
+    for r in ranks:
+        assert 0.1 < r["startup_cpu_time"] < 60
+        assert 0 < r["busy_cpu_time"] <= r["busy_time"] * (os.cpu_count() or 1) + 0.1
 
 
 def test_kill_and_resume(serial, tiny_reference):
@@ -256,3 +264,44 @@ def test_kill_and_resume(serial, tiny_reference):
     assert json.loads((d / "summary.json").read_text())["sweep"]["ranks"][0][
         "points_computed"] == 0
     assert (d / "sweep" / "table.csv").read_bytes() == (out / "sweep" / "table.csv").read_bytes()
+
+
+# ----------------------------------------------------------------------------- A.3 calibration
+QUENCH_BASE = """
+model: tensorial
+mesh: {kind: quad, n: 6, L: 39.6}
+slip: {N: 16, weibull_lambda: 2.05, weibull_k: 2.18, chi: 2.25}
+loading: {dgamma_ext: 1.0e-3, gamma_max: 0.2, stationary_from: 0.1}
+output: {fields: false}
+run: {realizations: 6, seed: 999}
+kmc: {enabled: true, temperature: 0.3, stop: max_events, max_events: 1500}
+patches: {enabled: true, n: [3], spacing: 6.6, alpha: [0, 90], initial: true, gamma_ext: []}
+"""
+
+
+def test_temperature_calibration_recovers_the_quench_temperature(tmp_path):
+    """Appendix A.3 as a sweep over kmc.temperature scored by sweep.errors quench: the patch
+    statistics of the quenched glass against a SYNTHETIC reference quenched at T = 0.3 (other
+    seeds): the best temperature of the grid is the truth, and L_quench grows away from it."""
+    (tmp_path / "truth.yaml").write_text(QUENCH_BASE)
+    S.make_reference(load_case(tmp_path / "truth.yaml"), tmp_path / "ref")
+    (tmp_path / "sweep.yaml").write_text(QUENCH_BASE.replace("seed: 999", "seed: 1") + """
+sweep:
+  enabled: true
+  reference: ref
+  errors: [quench]
+  grid: {kmc.temperature: [0.1, 0.3, 1.0]}
+""")
+    from femplast.app.runner import run_case
+
+    s = run_case(load_case(tmp_path / "sweep.yaml"), tmp_path / "out", MPI.COMM_SELF,
+                 quiet=True)["sweep"]
+    lines = [ln.split(",") for ln in (tmp_path / "out" / "sweep" / "table.csv").read_text()
+             .splitlines() if not ln.startswith("#")]
+    t = {c: np.array([float(r[j]) for r in lines[1:]]) for j, c in enumerate(lines[0])}
+    print("L_quench(T):", t["kmc.temperature"], np.round(t["L_quench"], 3))
+    assert s["best"]["kmc.temperature"] == 0.3
+    assert t["L_quench"][1] < t["L_quench"][0] and t["L_quench"][1] < t["L_quench"][2]
+    np.testing.assert_array_equal(t["L_stat"], t["L_quench"])
+    with pytest.raises(FemplastInputError, match="'quench' needs kmc.enabled"):
+        load_case(tmp_path / "sweep.yaml", ["kmc.enabled=false"])

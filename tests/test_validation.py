@@ -26,6 +26,8 @@ SW = ("sweep: {enabled: true, errors: [], grid: {k: [2.0, 2.2]}}\n"
       "loading: {gamma_max: 0.2, stationary_from: 0.1}\n")
 SC = "model: scalar\nmesh: {n: 8, L: 70.9}\n"
 ST = "stages: [{name: a, kind: load, gamma: 0.1}]\n"
+GEO = "mesh: {kind: geometry}\n"
+GEO_BC = "geometry: {boundaries: {bottom: clamped, top: {displacement: [0, 1]}}}\n"
 
 # (row id, case text (None: no file; bytes: raw), extra CLI arguments, fragment of the message)
 T = [
@@ -92,6 +94,25 @@ T = [
     ("mesh_file_directory", "mesh: {kind: gmsh, file: .}\n", [], "mesh.file"),
     ("mesh_gmsh_size_tiny", "mesh: {kind: gmsh, size: 1e-4}\n", [], "mesh.size"),
     ("mesh_gmsh_size_big", "mesh: {kind: gmsh, size: 500}\n", [], "mesh.size"),
+    # --- specimens (mesh.kind: geometry)
+    ("geometry_shape", GEO + "geometry: {shape: disk}\n", [], "geometry.shape"),
+    ("geometry_size_big", GEO + "geometry: {size: 500}\n", [], "geometry.size"),
+    ("geometry_notch_deep", GEO + "geometry: {shape: notched_strip, notch_depth: 300, "
+     "boundaries: {top: {displacement: [0, 1]}, bottom: clamped}}\n", [],
+     "geometry.notch_depth"),
+    ("geometry_no_drive", GEO + "geometry: {boundaries: {bottom: clamped}}\n", [],
+     "geometry.boundaries"),
+    ("geometry_unknown_boundary", GEO + "geometry: {boundaries: {rim: clamped, "
+     "top: {displacement: [0, 1]}}}\n", [], "geometry.boundaries.rim"),
+    ("geometry_bad_condition", GEO + "geometry: {boundaries: {top: glued}}\n", [],
+     "geometry.boundaries.top"),
+    ("geometry_bad_displacement", GEO + "geometry: {boundaries: {top: {displacement: "
+     "[1]}}}\n", [], "geometry.boundaries.top"),
+    ("geometry_without_kind", "geometry: {boundaries: {top: clamped}}\n", [],
+     "geometry.boundaries"),
+    ("geometry_alpha", GEO + GEO_BC + "loading: {alpha_ext: 45}\n", [], "loading.alpha_ext"),
+    ("geometry_propagator", GEO + GEO_BC + "redistribution: {backend: propagator}\n", [],
+     "redistribution.backend"),
     # --- elasticity
     ("el_G_zero", "elasticity: {G: 0}\n", [], "elasticity.G"),
     ("el_G_string", "elasticity: {G: soft}\n", [], "elasticity.G"),

@@ -7,11 +7,12 @@ lines are the set's header and must say where the data come from, e.g. ``SYNTHET
 
 ``macro.csv`` (required)
     Stationary-state probability densities of the external stress ``sigma_xy``, the stress
-    drops of avalanches ``drop_xy`` and the stress increments per loading step
-    ``increment_xy`` (resolved on the loading direction; xy for alpha_ext = 0), either as
-    histograms, columns ``quantity,left,right,density`` (bins of one quantity contiguous and
-    ascending, density normalized over *all* samples: mass outside the bins is allowed), or as
-    samples, columns ``quantity,value`` (binned by :func:`default_edges`).
+    drops of avalanches ``drop_xy`` (positive drops only) and the stress increments
+    ``increment_xy``, the elastic rise between two avalanches (:func:`avalanche_samples`)
+    (resolved on the loading direction; xy for alpha_ext = 0), either as histograms, columns
+    ``quantity,left,right,density`` (bins of one quantity contiguous and ascending, density
+    normalized over *all* samples: mass outside the bins is allowed), or as samples,
+    columns ``quantity,value`` (binned by :func:`default_edges`).
 ``local.csv`` (optional; needed for the mesoscale errors)
     Patch statistics, one row per (state, R, alpha): columns ``state`` (``initial`` or
     ``stationary``), ``R``, ``alpha`` (degrees), ``count`` and ``<q>_mean, <q>_std`` for
@@ -57,6 +58,34 @@ ERROR_COLUMNS = ("L_sigma_xy", "L_drop_xy", "L_increment_xy", "L_macro", "L_meso
 
 
 # ============================================================================ error functions
+def avalanche_samples(before: np.ndarray, after: np.ndarray, gamma: np.ndarray,
+                      gamma_from: float) -> dict[str, np.ndarray]:
+    """Stationary samples of the avalanche records (tensorial paper, Fig. 2d, sec. 4 and 6).
+
+    The stress increment Delta Sigma_xy is the elastic rise of the external stress on the
+    loading branch between two avalanches, ``before[i] - after[i-1]`` (not the per-step
+    difference of the stress, which is G dgamma on almost every step); the drop of avalanche i
+    is ``before[i] - after[i]``. An avalanche counts in the stationary state when its
+    ``gamma > gamma_from``; an increment when both avalanches that bound it do. Negative
+    drops (the resolved stress rises through an avalanche, ~0.1 % of them) are kept and
+    flagged: the densities exclude them, as the paper does, the means keep them (so that in
+    the stationary state the mean rise equals the mean drop up to the boundary terms).
+
+    Args:
+        before, after: resolved external stress just before / after each avalanche, (n,).
+        gamma: the external strain of each avalanche, (n,).
+        gamma_from: start of the stationary state (``loading.stationary_from``).
+
+    Returns:
+        ``drops`` (all stationary drops), ``negative`` (their flag), ``increments``.
+    """
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    sel = np.asarray(gamma, float) > gamma_from
+    drops = (before - after)[sel]
+    inc = (before[1:] - after[:-1])[sel[:-1] & sel[1:]]
+    return dict(drops=drops, negative=drops < 0.0, increments=inc)
+
+
 def overlap_error(p: np.ndarray, q: np.ndarray, widths: np.ndarray) -> float:
     """L[P] = 1 - sum_b min(p_b, q_b) w_b (eq. 8) for two densities on the same bins."""
     p, q, w = (np.asarray(a, float) for a in (p, q, widths))
@@ -346,24 +375,30 @@ def _flat(e: dict) -> dict:
     return row
 
 
-def meso_errors(entries: list[dict], ref: Reference) -> dict[str, float]:
-    """L[F] of the 8 local magnitudes in the stationary state at alpha = 0 (L_meso_plus) and
-    90 degrees (L_meso_minus), at the model's largest patch size and the reference's nearest
-    R; NaN when either side lacks the row."""
+def meso_errors(entries: list[dict], ref: Reference, state: str = "stationary",
+                prefix: str = "meso") -> dict[str, float]:
+    """L[F] of the 8 local magnitudes in ``state`` at alpha = 0 (L_<prefix>_plus) and 90
+    degrees (L_<prefix>_minus), at the model's largest patch size and the reference's nearest
+    R; NaN when either side lacks the row. ``state = "initial", prefix = "quench"``: the
+    quenched glass of the KMC preparation against the reference's initial rows (the
+    temperature calibration of appendix A.3; also ``L_quench``, the mean of the two)."""
     out = {}
+    tag = "" if prefix == "meso" else f"_{prefix}"
     for name, alpha in (("plus", 0.0), ("minus", 90.0)):
-        m = local_entry(entries, "stationary", alpha)
-        r = None if m is None else ref.local_rows("stationary", alpha, m["R"])
+        m = local_entry(entries, state, alpha)
+        r = None if m is None else ref.local_rows(state, alpha, m["R"])
         if m is None or r is None:
-            out[f"L_meso_{name}"] = math.nan
+            out[f"L_{prefix}_{name}"] = math.nan
             continue
         errs = []
         for c in LOCAL_COLUMNS:
             e = relative_error(m[c], r[c])
-            out[f"L_{c}_{name}"] = e
+            out[f"L_{c}{tag}_{name}"] = e
             errs.append(e)
-        out[f"L_meso_{name}"] = float(np.mean(errs))
-        out[f"R_model_{name}"], out[f"R_reference_{name}"] = m["R"], r["R"]
+        out[f"L_{prefix}_{name}"] = float(np.mean(errs))
+        out[f"R_model{tag}_{name}"], out[f"R_reference{tag}_{name}"] = m["R"], r["R"]
+    if prefix != "meso":
+        out[f"L_{prefix}"] = 0.5 * (out[f"L_{prefix}_plus"] + out[f"L_{prefix}_minus"])
     return out
 
 

@@ -35,9 +35,10 @@ errors, overshoot, LOC maximum, thresholds, ...) and no error columns: calibrati
 compare tensorial statistics with a reference, so ``sweep.errors`` must be ``[]`` and
 ``sweep.reference`` null; no finite-size points, no ``scalar.fit`` per point.
 
-Scheduling: rank 0 hands out point indices on request (dynamic load balancing) and computes
-points itself, answering requests between realizations; a killed sweep restarted with
-``--resume`` skips every point whose file exists.
+Scheduling: rank 0 hands out point indices on request (dynamic load balancing), largest
+systems first (so that the last points handed out are the shortest and no rank idles long at
+the end), and computes points itself, answering requests between realizations; a killed sweep
+restarted with ``--resume`` skips every point whose file exists.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ SCALAR_SECTIONS = ("scalar", "mesh", "elasticity", "loading")
 SCALAR_STAT_COLUMNS = ("flow_stress", "flow_stress_err", "peak_stress", "peak_stress_err",
                        "gamma_peak", "overshoot", "loc_max", "gamma_loc_max", "loc_final",
                        "tau_c_mean_initial", "tau_c_mean_final", "tau_c_mean_max",
-                       "gamma_tau_c_max", "eps_pl_var_final", "sigma_std_final",
+                       "gamma_tau_c_max", "eps_pl_var_final", "eps_var_final",
+                       "sigma_std_final",
                        "disorder_strength", "age", "slip_events_per_realization",
                        "realizations")
 TAG_REQ, TAG_WORK = 7101, 7102
@@ -140,6 +142,12 @@ def plan(case) -> list[dict]:
                         params={"mesh.n": n,
                                 "mesh.L": float(f"{case.mesh.L / case.mesh.n * n:.12g}")}))
     return pts
+
+
+def point_cells(case, pt: dict) -> int:
+    """Cells of a point's system (cost estimate of the scheduling: largest first)."""
+    n = pt["params"].get("mesh.n", case.mesh.n)
+    return int(n) ** 2 if n else 0
 
 
 def _set(d: dict, path: str, value):
@@ -297,7 +305,27 @@ def _check_reference(case):
                 ref.local_rows("stationary", 90.0) is None:
             raise FemplastInputError("sweep.errors", sw.errors, f"'meso' needs "
                                      f"{path}/local.csv with stationary rows at alpha 0 and 90")
+    if "quench" in sw.errors:
+        _check_quench_errors(case, ref, path)
     return ref
+
+
+def _check_quench_errors(case, ref, path):
+    """sweep.errors quench (appendix A.3): KMC preparation and patch tests of the quenched
+    state at 0 and 90 deg, and initial rows in the reference."""
+    sw = case.sweep
+    if not (case.kmc.enabled and case.patches.enabled and case.patches.initial):
+        raise FemplastInputError("sweep.errors", sw.errors, "'quench' needs kmc.enabled, "
+                                 "patches.enabled and patches.initial (patch statistics of "
+                                 "the quenched glass per point)")
+    al = [wrap_orientation_deg(a) for a in case.patches.alpha]
+    if not any(abs(a) < 1e-9 for a in al) or not any(abs(abs(a) - 90) < 1e-9 for a in al):
+        raise FemplastInputError("patches.alpha", case.patches.alpha, "0 and 90 among the "
+                                 "orientations (L_quench_plus / L_quench_minus)")
+    if not ref.local or ref.local_rows("initial", 0.0) is None or \
+            ref.local_rows("initial", 90.0) is None:
+        raise FemplastInputError("sweep.errors", sw.errors, f"'quench' needs {path}/local.csv "
+                                 "with initial rows at alpha 0 and 90")
 
 
 # ============================================================================ one point
@@ -358,8 +386,9 @@ def point_params(pcase, model):
 
 def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     """One realization of a point through the realization pipeline, in memory: stationary
-    external stress per step (resolved on the loading direction), stress increments per step,
-    stress drops of the avalanches, slip events, patch statistics. ``idle`` is called at the
+    external stress per step (resolved on the loading direction), stress increments between
+    avalanches and positive stress drops (femplast.analysis.calibration.avalanche_samples;
+    the negative drops counted), slip events, patch statistics. ``idle`` is called at the
     pipeline's safe points (rank 0 serves work requests there)."""
     from femplast.fe.elasticity import resolved_shear as resolved
     from femplast.protocols.pipeline import RealizationRun
@@ -376,9 +405,11 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     s = resolved(alpha, steps["stress"])
     stat = steps["gamma_ext"] > ld.stationary_from
     sel = av["gamma_ext"] > ld.stationary_from
-    return dict(sigma_xy=s[stat], increment_xy=np.diff(s)[stat[1:]],
-                drop_xy=(resolved(alpha, av["stress_before"][sel])
-                         - resolved(alpha, av["stress_after"][sel])),
+    a = C.avalanche_samples(resolved(alpha, av["stress_before"]),
+                            resolved(alpha, av["stress_after"]), av["gamma_ext"],
+                            ld.stationary_from)
+    return dict(sigma_xy=s[stat], increment_xy=a["increments"],
+                drop_xy=a["drops"][~a["negative"]], negative_drops=int(a["negative"].sum()),
                 events=int(av["size"][sel].sum()), patches=res.get("patches"))
 
 
@@ -401,7 +432,8 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
     counts = {q: np.zeros(len(e) - 1, np.int64) for q, e in edges.items()}
     totals = dict.fromkeys(C.MACRO_QUANTITIES, 0)
     mom = {q: np.zeros((R, 3)) for q in C.MACRO_QUANTITIES}  # per realization: n, sum, sum2
-    events, patch_sums, samples = 0, [], {q: [] for q in C.MACRO_QUANTITIES}
+    events, negative, patch_sums = 0, 0, []
+    samples = {q: [] for q in C.MACRO_QUANTITIES}
     for j in range(R):
         r = run_realization_stats(pc, model, j, idle)
         for q in C.MACRO_QUANTITIES:
@@ -414,6 +446,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
                 samples[q].append(v)
         rms.add(r["sigma_xy"])
         events += r["events"]
+        negative += r["negative_drops"]
         if r["patches"] is not None:
             patch_sums.append(r["patches"])
         if idle:
@@ -425,7 +458,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
         sigma_xy_mean=float(mom["sigma_xy"][:, 1].sum() / max(totals["sigma_xy"], 1)),
         sigma_xy_std=sd, sigma_xy_std_err=sd_err,
         drop_xy_mean=float(mom["drop_xy"][:, 1].sum() / nd) if nd else math.nan,
-        avalanches_per_realization=nd / R,
+        avalanches_per_realization=(nd + negative) / R, negative_drops=negative,
         slip_events_per_unit_strain=events / R / (ld.gamma_max - ld.stationary_from),
         samples={q: int(totals[q]) for q in C.MACRO_QUANTITIES},
         moments={q: mom[q].tolist() for q in C.MACRO_QUANTITIES},
@@ -493,10 +526,14 @@ def point_errors(case, counts, totals, entries, ref) -> dict:
         Lp, Lm = m["L_meso_plus"], m["L_meso_minus"]
     else:
         errs["L_meso_plus"] = errs["L_meso_minus"] = math.nan
+    if "quench" in case.sweep.errors:  # appendix A.3: the quenched glass's patches
+        errs.update(C.meso_errors(entries, ref, "initial", "quench"))
     if "macro" in case.sweep.errors:
         errs["L_stat"] = C.stat_error(errs["L_macro"], Lp, Lm)
-    else:
-        errs["L_stat"] = 0.5 * (Lp + Lm) if Lp is not None else math.nan
+    elif Lp is not None:
+        errs["L_stat"] = 0.5 * (Lp + Lm)
+    else:  # quench errors alone: the temperature calibration's score
+        errs["L_stat"] = errs.get("L_quench", math.nan)
     return errs
 
 
@@ -617,7 +654,8 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
         if err is None:
             (sdir / "points").mkdir(parents=True, exist_ok=True)
             write_json(pf, doc)
-            todo = [p["point"] for p in points if read_point(outdir, p) is None]
+            todo = sorted((p["point"] for p in points if read_point(outdir, p) is None),
+                          key=lambda i: -point_cells(case, points[i]))
             log(f"sweep: {len(points)} points x {realizations_per_point(case)} realizations, "
                 f"{len(points) - len(todo)} already done, {len(todo)} to run on "
                 f"{comm.size} rank(s)")
@@ -632,11 +670,16 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     comm.barrier()
     sched = Scheduler(comm, todo, log)
     models = ModelCache()
-    computed, busy = 0, 0.0
+    # CPU seconds of this process before its first point (interpreter, imports, compiled
+    # kernels loaded, case): the part of a parallel sweep that does not shrink with ranks
+    cpu0 = time.process_time()
+    computed, busy, busy_cpu = 0, 0.0, 0.0
     try:
         for i in sched.points():
+            c0 = time.process_time()
             res = compute_point(case, points[i], models, ref, idle=sched.serve)
             write_json(point_path(outdir, i), res)
+            busy_cpu += time.process_time() - c0
             log(f"point {i} done in {res['wall_time']:.2f} s")
             computed += 1
             busy += res["wall_time"]
@@ -649,7 +692,7 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     except Exception:  # one failing rank would leave the others waiting forever
         traceback.print_exc()
         comm.Abort(1)
-    counts = comm.gather((computed, busy), root=0)
+    counts = comm.gather((computed, busy, busy_cpu, cpu0), root=0)
     if comm.rank != 0:
         return {}
     results = [read_point(outdir, p) for p in points]
@@ -665,6 +708,8 @@ def table_rows(case, points, results) -> tuple[list[str], list[list]]:
     axes = list(grid_points(case)[0]) if case.sweep.grid else []
     scalar = case.model == "scalar"
     errs = () if scalar else C.ERROR_COLUMNS
+    if "quench" in case.sweep.errors and not scalar:  # appendix A.3 calibration
+        errs = (*errs, "L_quench_plus", "L_quench_minus", "L_quench")
     stat_cols = SCALAR_STAT_COLUMNS if scalar else STAT_COLUMNS
     cols = ["point", *axes, *errs, *stat_cols]
     rows = []
@@ -705,8 +750,9 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
               realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
               errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
               wall_time=wall, point_wall_time=float(sum(r["wall_time"] for r in results)),
-              ranks=[dict(rank=i, points_computed=c, busy_time=b)
-                     for i, (c, b) in enumerate(per_rank)])
+              ranks=[dict(rank=i, points_computed=c, busy_time=b, busy_cpu_time=bc,
+                          startup_cpu_time=c0)
+                     for i, (c, b, bc, c0) in enumerate(per_rank)])
     if rows:
         write_csv(sdir / "table.csv", cols, rows, header)
         table = {c: np.array([r[j] for r in rows], float) for j, c in enumerate(cols)}

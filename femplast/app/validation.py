@@ -279,6 +279,11 @@ def estimate(case: Case) -> dict:
         size = m.size if m.size is not None else (m.L / m.n if m.file is None else None)
         nc = 2.4 * (m.L / size) ** 2 if size else 0.0  # ~2.3 triangles per size^2
         l2 = m.L * m.L / nc if nc else 1.0
+    elif m.kind == "geometry":  # a specimen (femplast.fe.geometry): its bounding box
+        g = case.geometry
+        per = 1.0 if g.element == "quad" else 0.43  # measured cell area / size^2
+        nc = 0.0 if g.shape == "file" else g.width * g.height / (per * g.size ** 2)
+        l2 = per * g.size ** 2
     else:
         nc = float(expected_cells(case))
         l2 = (m.L / m.n) ** 2 / (2 if m.kind == "tri" else 1)
@@ -288,7 +293,8 @@ def estimate(case: Case) -> dict:
         N = case.slip.N or max(4, 4 * round(case.slip.rho_s * l2 / 4))
     # per cell: the FE problem and caches (~4 kB) and 8 arrays over the slip systems
     cells_key = "slip.N" if case.slip.N is not None and N * 64 > 4096 else \
-        "mesh.size" if m.kind == "gmsh" else "mesh.n"
+        "mesh.size" if m.kind == "gmsh" else "geometry.size" if m.kind == "geometry" \
+        else "mesh.n"
     est = {cells_key: nc * (4096.0 + N * 64.0)}
     be = case.redistribution.backend
     dense = DenseRedistribution.memory_bytes(int(nc)) if nc < 1e9 else math.inf

@@ -37,8 +37,9 @@ class MeshSection:
     """The periodic square box and its cells (femplast.fe.mesh)."""
 
     kind: str = key("quad", "cell shape: structured quadrilaterals, structured triangles (two per "
-                    "square) or an unstructured periodic gmsh mesh",
-                    choices=("quad", "tri", "gmsh"))
+                    "square) or an unstructured periodic gmsh mesh; geometry: a specimen with "
+                    "boundaries (section geometry)",
+                    choices=("quad", "tri", "gmsh", "geometry"))
     n: int = key(15, "cells per box side (structured meshes; gmsh: sets size = L/n unless size "
                  "or file is given)", min=1)
     L: float = key(98.8045, "box side", "LJ length", min=0, min_open=True)
@@ -46,6 +47,44 @@ class MeshSection:
                            "are relative to the case file")
     size: float | None = key(None, "target cell size of a generated gmsh mesh", "LJ length",
                              min=0, min_open=True)
+
+
+@dataclass
+class GeometrySection:
+    """A specimen with boundary conditions (mesh.kind: geometry; femplast.fe.geometry,
+    femplast.fe.boundary). The loading parameter gamma_ext drives the displaced boundaries."""
+
+    shape: str = key("strip", "strip (W x H rectangle: boundaries bottom, top, left, right), "
+                     "notched_strip (+ notch, cut into the left side at mid-height), hole "
+                     "(+ hole, centred), pillar (a column), file (a gmsh .geo/.msh with "
+                     "physical curve groups as boundaries)",
+                     choices=("strip", "notched_strip", "hole", "pillar", "file"))
+    width: float = key(200.0, "width W (x)", "LJ length", min=0, min_open=True)
+    height: float = key(100.0, "height H (y)", "LJ length", min=0, min_open=True)
+    size: float = key(6.6, "target cell size", "LJ length", min=0, min_open=True)
+    size_min: float | None = key(None, "cell size at the notch / hole (graded to size over "
+                                 "4 size); null: size", "LJ length", min=0, min_open=True)
+    element: str = key("tri", "cell shape: triangles or quadrilaterals (gmsh full-quad "
+                       "recombination)", choices=("tri", "quad"))
+    periodic: str = key("none", "periodic sides: none, x (left/right glued: a strip sheared "
+                        "between walls) or y; both directions: mesh.kind gmsh",
+                        choices=("none", "x", "y"))
+    notch_kind: str = key("U", "V (rounded tip) or U (slot with a semicircular end)",
+                          choices=("V", "U"))
+    notch_depth: float = key(20.0, "notch depth from the left side", "LJ length", min=0,
+                             min_open=True)
+    notch_radius: float = key(6.6, "notch tip radius (U: half the slot width)", "LJ length",
+                              min=0, min_open=True)
+    notch_angle: float = key(30.0, "V notch: angle between a flank and the x axis", "deg",
+                             min=5, max=80)
+    hole_radius: float = key(20.0, "radius of the hole", "LJ length", min=0, min_open=True)
+    file: str | None = key(None, "gmsh .geo or .msh file (shape: file), relative to the case "
+                           "file")
+    boundaries: dict = key({}, "condition per boundary name: free (default), clamped, roller "
+                           "(normal component 0) or {displacement: [ux, uy]}: u = gamma_ext H "
+                           "(ux, uy), a null component free; e.g. tension: {bottom: clamped, "
+                           "top: {displacement: [0, 1]}}; shear between walls: top "
+                           "{displacement: [1, 0]}")
 
 
 @dataclass
@@ -197,6 +236,12 @@ class KmcSection:
                            "window pairs", min=0, min_open=True)
     save: bool = key(True, "write the quenched sample of realization i to "
                      "OUTDIR/quench/rNNNN.h5 (usable as initial.state)")
+    amplitude_rule: str = key("paper", "slip amplitude at T > 0 (KMC preparation, hold "
+                              "stages): paper: gamma_max(tau_c) for thermal slips, the "
+                              "athermal rule for the avalanches they trigger (appendix A.3); "
+                              "mepls: the paper's own code (MEPLS gallery/espci/espci.h): "
+                              "every slip while T > 0, thermal or athermal, takes gamma_max "
+                              "(eq. 6-7) at tau_c + kB T", choices=("paper", "mepls"))
 
 
 @dataclass
@@ -302,8 +347,12 @@ class SweepSection:
                             "of the 8 stationary patch statistics at alpha 0 / 90 and the "
                             "largest patch size, eq. 9; needs patches.enabled). L_stat = "
                             "(L_macro + (L+ + L-)/2)/2, or L_macro without meso. "
-                            "model: scalar: [] (the table has the scalar statistics)",
-                            choices=("macro", "meso"))
+                            "model: scalar: [] (the table has the scalar statistics); "
+                            "quench (appendix A.3 temperature calibration, e.g. a grid over "
+                            "kmc.temperature): L_quench = mean L[F] of the 8 patch statistics "
+                            "of the KMC-quenched glass (patches.initial) at alpha 0 and 90 "
+                            "against the reference's initial rows; L_stat = L_quench when "
+                            "alone", choices=("macro", "meso", "quench"))
     finite_size: list[int] = key([], "also run the base parameters at these mesh.n (same "
                                  "cell size: mesh.L scales with n), sweep.realizations each, "
                                  "and fit std(Sigma_xy) ~ L^a (summary.json 'finite_size', "
@@ -339,6 +388,9 @@ class VariantSection:
                                 "(0 except B)", min=0)
     p_mean: float = key(1.95, "hydrostatic pressure offset <p> added to the cell pressure "
                         "(with alpha_p > 0)", "LJ stress")
+    p_std: float = key(0.0, "sample-to-sample spread of <p> (model B, appendix A.8: 0.22): "
+                       "realization i uses p_mean + p_std z, z standard normal from "
+                       "SeedSequence([run.seed, i, 2]); 0: p_mean for all", "LJ stress", min=0)
     kernel: str | None = key(None, "eshelby: FE interaction; shuffled: each slip's stress "
                              "changes outside the yielding cell randomly permuted among the "
                              "other cells (models D, G); mean_field: the other cells all get "
@@ -373,6 +425,11 @@ class VariantSection:
                                             "exp(-d_gamma / this), d_gamma the triggering "
                                             "slip; Weibull marginal kept); 0: independent",
                                             "-", min=0)
+    renewal_bias: float = key(0.0, "sec. 6 (iii) stress-biased renewal: a threshold renewed "
+                              "after a slip is tau_c (1 - renewal_bias cos 2(theta - "
+                              "loading.alpha_ext)): systems aligned with the external load "
+                              "come back weaker (> 0) or stronger (< 0); 0: unbiased", "-",
+                              min=-1, max=1, min_open=True, max_open=True)
     structure_strain: float = key(0.0, "> 0: evolving structure - a cell's Weibull lambda and k "
                                   "relax from slip.weibull_lambda/k (quench) to lambda_ss/k_ss "
                                   "as exp(-e / structure_strain), e its accumulated plastic "
@@ -386,8 +443,8 @@ class VariantSection:
                              "modulus relaxes from its quench value (elasticity.G or the "
                              "Weibull field) as G_ss + (G_q - G_ss) exp(-e / structure_strain)"
                              "; stresses, load response and self-responses follow after every "
-                             "relaxation step that changes a modulus (FE refactorization + 2 "
-                             "solves per cell). Needs redistribution direct (auto -> direct) "
+                             "relaxation step that changes a modulus (FE refactorization + "
+                             "selected inversion). Needs redistribution direct (auto -> direct) "
                              "and a plain run (no kmc, stages, checkpoints, sweep, patches, "
                              "run.parallel: sample); null: G does not evolve", "LJ stress",
                              min=0, min_open=True)
@@ -410,6 +467,7 @@ class Case:
     name: str | None = key(None, "case name (default: the file name)")
     description: str = key("", "free text")
     mesh: MeshSection = field(default_factory=MeshSection)
+    geometry: GeometrySection = field(default_factory=GeometrySection)
     elasticity: ElasticitySection = field(default_factory=ElasticitySection)
     slip: SlipSection = field(default_factory=SlipSection)
     loading: LoadingSection = field(default_factory=LoadingSection)
@@ -499,6 +557,15 @@ class ScalarFitSection:
     peak_stress_err: float = key(0.0, "1-sigma uncertainty of the target peak stress",
                                  "LJ stress", min=0)
     max_evaluations: int = key(16, "budget of ensemble evaluations of the fit", min=4)
+    curves: str | None = key(None, "fit against whole target curves instead (CSV file, "
+                             "relative to the case file: columns gamma_ext, stress and "
+                             "optionally stress_err, tau_c_mean, tau_c_mean_err; "
+                             "femplast.scalar.fit): weighted least squares on window means "
+                             "with common random numbers, profile 95 % intervals, "
+                             "non-identifiable parameters reported")
+    parameters: list[str] = key(["c0", "c1"], "with curves: the fitted slip-law "
+                                "coefficients (c0, c1 or both)")
+    windows: int = key(8, "with curves: window means per curve", min=1)
 
 
 @dataclass
@@ -519,6 +586,30 @@ class ScalarSection:
     internal_stress_std: float = key(0.0, "std w_g of the initial Gaussian internal stress "
                                      "(mechanically compatible, zero mean); 0: none",
                                      "LJ stress", min=0)
+    internal_stress_file: str | None = key(None, "measured frozen-in (internal) stress "
+                                           "distribution: CSV file (relative to the case "
+                                           "file) read as internal_stress_kind; the initial "
+                                           "field keeps the spatial correlations of the "
+                                           "compatible Gaussian field and takes this marginal "
+                                           "(Gaussian copula), mean removed; not with "
+                                           "internal_stress_std > 0")
+    internal_stress_kind: str = key("samples", "internal_stress_file: samples (one value per "
+                                    "row, column internal_stress_column) or histogram ('centre, "
+                                    "weight' or 'left, right, weight' rows)",
+                                    choices=("samples", "histogram"))
+    internal_stress_column: int = key(0, "internal_stress_file (samples): column", min=0)
+    disorder_strength: float | None = key(None, "direct input of the disorder strength s = "
+                                          "std(p_r) / (mu* <eps0>_r) (scalar paper, eq. 3): "
+                                          "the width of the renewal law (thresholds with "
+                                          "renewal: same) is derived at its mean (weibull, "
+                                          "gamma: shape; gauss: std; uniform: width) and "
+                                          "written to the resolved case; null: from the laws",
+                                          "-", min=0, min_open=True)
+    age: float | None = key(None, "direct input of the age r = (<sigma_c>_i - <sigma_c>_r) / "
+                            "<sigma_c>_r (eq. 6): the initial law is rescaled (weibull, "
+                            "gamma: scale; gauss: mean and std; uniform: bounds) and written "
+                            "to the resolved case; needs a renewal law; null: from the laws",
+                            "-", min=-1, min_open=True)
     curve_points: int = key(401, "strain points of the ensemble-mean curves in summary.json",
                             min=11)
     fit: ScalarFitSection = field(default_factory=lambda: ScalarFitSection())

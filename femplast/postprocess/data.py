@@ -69,7 +69,11 @@ class Realization:
 
     def resolved(self, stress: np.ndarray | None = None) -> np.ndarray:
         """External stress resolved on the loading direction ``alpha_ext`` (= Sigma_xy for
-        alpha_ext = 0): ``sin(2 a) (S_yy - S_xx) / 2 + cos(2 a) S_xy``; a scalar stress as is."""
+        alpha_ext = 0): ``sin(2 a) (S_yy - S_xx) / 2 + cos(2 a) S_xy``; a scalar stress as is.
+        A specimen driven by its grips (``steps/drive_stress``): the stress conjugate to the
+        drive, grip force / area (tension: <S_yy>)."""
+        if stress is None and "drive_stress" in self.steps:
+            return self.steps["drive_stress"]
         s = self.stress if stress is None else stress
         if s is None:
             raise ValueError(f"{self.name}: no stress")
@@ -90,6 +94,17 @@ class Realization:
             return self.resolved(self.steps["stress_before"]) - self.resolved()
         inc = np.diff(self.resolved())
         return -inc[inc < 0]
+
+    def avalanche_stress(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(gamma_ext, resolved stress before, after) of each avalanche, when recorded (the
+        input of femplast.analysis.calibration.avalanche_samples)."""
+        av = self.avalanches
+        if av and "stress_before" in av and "gamma_ext" in av:
+            return (np.asarray(av["gamma_ext"]), self.resolved(av["stress_before"]),
+                    self.resolved(av["stress_after"]))
+        if "stress_before" in self.steps:  # one row per avalanche (scalar model)
+            return self.gamma, self.resolved(self.steps["stress_before"]), self.resolved()
+        return None
 
     def drop_gamma(self) -> np.ndarray:
         av = self.avalanches

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.analysis.calibration import avalanche_samples
 from femplast.postprocess import measures as M
 from femplast.postprocess import style as S
 from femplast.postprocess.data import (
@@ -121,7 +122,8 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         for x in ax:
             x.set_xlabel(S.GAMMA)
             _stat_line(x, g0)
-        ax[0].set_ylabel(S.stress_label(a))
+        ax[0].set_ylabel(S.stress_label(a) if "drive_stress" not in r.steps else
+                         f"grip force / area [{S.U_STRESS}]")
         S.panel_letters(ax)
         fig.tight_layout()
         cap = (f"Stress-strain curve: (a) realization {r.name}, (b) mean over {len(vals)} "
@@ -134,7 +136,8 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
 
 def stationary_samples(run: RunData) -> dict | None:
     """Samples of the stationary regime pooled over realizations: external stress ``sig``,
-    avalanche stress drops ``drop``, per-step increments ``inc`` (AQS only), avalanche sizes
+    positive avalanche stress drops ``drop``, stress increments ``inc`` (the elastic rise
+    between two avalanches, femplast.analysis.calibration.avalanche_samples), avalanche sizes
     ``size`` (when recorded), the start ``g0``, the loading angle ``alpha`` and ``n``."""
     reals = [r for r in run.realizations if r.stress is not None]
     if not reals:
@@ -145,10 +148,14 @@ def stationary_samples(run: RunData) -> dict | None:
         m, _ = _stationary(run, r.gamma)
         s = r.resolved()
         sig.append(s[m])
-        if r.uniform_steps:  # increments per fixed loading step (AQS)
-            inc.append(np.diff(s)[m[1:]])
-        dg = r.drop_gamma()
-        drops.append(r.drops()[dg > g0] if len(dg) else r.drops())
+        av = r.avalanche_stress()
+        if av is not None:  # the paper's definitions (femplast.analysis.calibration)
+            smp = avalanche_samples(av[1], av[2], av[0], g0)
+            inc.append(smp["increments"])
+            drops.append(smp["drops"][~smp["negative"]])  # densities exclude negative drops
+        else:
+            dg = r.drop_gamma()
+            drops.append(r.drops()[dg > g0] if len(dg) else r.drops())
         sz = r.sizes()
         if sz is not None:
             sizes.append(sz[1][sz[0] > g0])
@@ -168,8 +175,9 @@ REF_MACRO = {"sig": "sigma_xy", "drop": "drop_xy", "inc": "increment_xy"}
 
 
 def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
-    """Stationary densities of the external stress, the stress drops and the per-step
-    increments (paper Fig. 2), with the reference's histograms as steps when given."""
+    """Stationary densities of the external stress, the stress drops and the stress
+    increments between avalanches (paper Fig. 2), with the reference's histograms as steps
+    when given."""
     d = stationary_samples(run)
     if d is None:
         return []
@@ -198,7 +206,7 @@ def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
         fig.tight_layout()
         parts = {"sig": f"external stress ({len(d['sig'])} values)",
                  "drop": f"stress drops of avalanches ({len(d['drop'])})",
-                 "inc": "stress increments per loading step"}
+                 "inc": "stress increments between avalanches"}
         cap = (f"Probability densities in the stationary regime (gamma_ext > {g0:g}), "
                f"{d['n']} realizations: "
                + ", ".join(f"({chr(97 + i)}) {parts[p]}" for i, p in enumerate(panels))

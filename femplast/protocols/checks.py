@@ -18,13 +18,23 @@ def _scalar_check(case):
     # so that validating a case (--check) does not load numba (its check returns at once
     # for other models)
     if case.model == "scalar":
+        from femplast.scalar.fit import check as fit_check
         from femplast.scalar.model import check
+
+        check(case)
+        fit_check(case)  # scalar.fit.curves
+
+
+def _geometry_check(case):
+    # specimens (femplast.fe.boundary): imported only for cases that use them, as above
+    if case.mesh.kind == "geometry" or case.geometry.boundaries:
+        from femplast.fe.boundary import check
 
         check(case)
 
 
-FEATURE_CHECKS = (patch_checks.check, localization_checks.check, _scalar_check, variants.check,
-                  stage_checks.check)
+FEATURE_CHECKS = (_geometry_check, patch_checks.check, localization_checks.check, _scalar_check,
+                  variants.check, stage_checks.check)
 
 
 def validate(case):

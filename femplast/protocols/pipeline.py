@@ -50,12 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.analysis.calibration import avalanche_samples
 from femplast.analysis.localization import of_windows, window_edges
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
 from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group
 from femplast.protocols import checkpoint as ck
+from femplast.protocols.records import relaxation_rounds
 from femplast.protocols.stage_checks import check  # noqa: F401 (re-exported: the feature's check)
 from femplast.protocols.stages import (
     HoldStage,
@@ -98,6 +100,11 @@ class RealizationRun:
         self.fields = fields_enabled(case) and outdir is not None
         self.event_log = event_log
         self.opts = dict(fields=self.fields, event_log=event_log)
+        if getattr(case.variant, "p_std", 0.0) and model.params.alpha_p:
+            # model B: this sample's mean pressure (set before any driver or probe reads it)
+            from femplast.tensorial.variants import pressure_offset
+
+            model.params.p_offset = pressure_offset(case, index)
         self.probe = None
         if case.patches.enabled:
             from femplast.analysis.patches import PatchProbe
@@ -120,7 +127,7 @@ class RealizationRun:
         self.kmc: KMC | None = None
         self.kmc_drv: AQSDriver | None = None
         self.result: dict = dict(index=index, events=0, wall=0.0, stages={}, kmc=None,
-                                 tables={})
+                                 tables={}, p_offset=float(model.params.p_offset))
         self.t0 = time.perf_counter()
         if self.kmc_on:
             self._new_kmc()
@@ -251,12 +258,14 @@ class RealizationRun:
         a2 = math.radians(2 * ro.alpha_deg)
         res["curve_gamma"] = tg
         res["curve_stress"] = math.sin(a2) * 0.5 * (tr[:, 1] - tr[:, 0]) + math.cos(a2) * tr[:, 2]
+        self._specimen_response(tabs, res)
         if sg.implicit:
             g0 = self.case.loading.stationary_from
             av = tabs["avalanches"]
-            sel = av["gamma_ext"] > g0
-            res.update(sxy=tr[tg > g0, 2], drops=av["drop_xy"][sel],
-                       events_stat=int(av["size"][sel].sum()))
+            a = avalanche_samples(av["stress_before"][:, 2], av["stress_after"][:, 2],
+                                  av["gamma_ext"], g0)
+            res.update(sxy=tr[tg > g0, 2], drops=a["drops"], increments=a["increments"],
+                       events_stat=int(av["size"][av["gamma_ext"] > g0].sum()))
             if ro.loc_k:  # only the derived observables are kept (not the fields)
                 self.result["localization"] = of_windows(dict(
                     edges=np.array(ro.loc_k) * sg.dgamma, eps_pl=np.array(ro.observed),
@@ -279,6 +288,22 @@ class RealizationRun:
                       f"{ro.gamma_final:.5g}, stress {res['stress_final']:.5g})", True)
         self.run_obj = None
         self.stage_idx += 1
+
+    def _specimen_response(self, tabs: dict, res: dict) -> None:
+        """A specimen driven by affine grips (femplast.fe.boundary): its force-displacement
+        curve, ``force = A <sigma> : Gd`` per step, and the stress conjugate to gamma_ext as
+        the stage's curve (tension: <sigma_yy>; shear between walls: <sigma_xy>)."""
+        box = self.model.box
+        if not getattr(box, "bounded", False):
+            return
+        drive = self.model.el.drive_stress(tabs["steps"]["stress"])
+        if drive is None:
+            return
+        tabs["steps"]["drive_stress"] = drive
+        tabs["steps"]["force"] = box.area * drive
+        tabs["steps"]["displacement"] = tabs["steps"]["gamma_ext"] * box.height
+        res["curve_stress"] = drive
+        res["stress_final"] = float(drive[-1])
 
     def _write_stage(self, ro: StageRun, tabs: dict, mean_dsp) -> None:
         sg, st, m = ro.stage, self.state, self.model
@@ -313,13 +338,21 @@ class RealizationRun:
                         attrs)
             if self.event_log:
                 ei, ef = ro.drv.event_table()
-                write_group(f, "events", dict(cell=ei[:, 0], step=ro.event_steps(ei),
+                steps, box = ro.event_steps(ei), from_dsp(ef[:, 5:8].T)
+                write_group(f, "events", dict(cell=ei[:, 0], step=steps,
                                               relaxation_step=ei[:, 2], theta=ef[:, 0],
                                               d_gamma=ef[:, 1], tau=ef[:, 2],
-                                              self_response=ef[:, 3]),
+                                              self_response=ef[:, 3], tau_c=ef[:, 4],
+                                              box_stress=box),
                             dict(doc="every slip event of the stage; step: the avalanche's "
                                      "avalanches/step (strain control: the increment; stress "
-                                     "control and hold: the avalanche number)"))
+                                     "control and hold: the avalanche number); tau_c: the "
+                                     "slipping system's threshold (pressure-shifted); "
+                                     "box_stress [xx,yy,xy]: box average at the start of "
+                                     "its relaxation round"))
+                write_group(f, "rounds", relaxation_rounds(steps, ei[:, 2], box),
+                            dict(doc="one row per relaxation round of the event log: the "
+                                     "box-average stress [xx,yy,xy] at its start"))
 
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> dict:
@@ -505,6 +538,8 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
                num_cells=model.num_cells, seeds=[[case.run.seed, r["index"]] for r in res],
                total_slip_events=int(sum(r["events"] for r in res)),
                realization_wall_time=[r["wall"] for r in res])
+    if getattr(case.variant, "p_std", 0.0):  # model B: each sample's <p>
+        out["pressure_offset"] = [r.get("p_offset") for r in res]
     if res and res[0]["kmc"] is not None:
         keys = [k for k, v in res[0]["kmc"].items() if isinstance(v, (int, float))
                 and not isinstance(v, bool)]
@@ -536,12 +571,17 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
         if sg.implicit:
             sxy = np.concatenate([x["sxy"] for x in rows])
             drops = np.concatenate([x["drops"] for x in rows])
+            inc = np.concatenate([x["increments"] for x in rows])
             span = case.loading.gamma_max - case.loading.stationary_from
             out["stationary"] = dict(
                 gamma_from=case.loading.stationary_from,
                 sigma_xy_mean=float(sxy.mean()) if len(sxy) else 0.0,
                 sigma_xy_std=float(sxy.std()) if len(sxy) else 0.0,
                 stress_drop_mean=float(drops.mean()) if len(drops) else 0.0,
+                negative_drops=int((drops < 0).sum()),
+                # the elastic rise between avalanches (femplast.analysis.calibration)
+                increment_xy_mean=float(inc.mean()) if len(inc) else math.nan,
+                increment_xy_std=float(inc.std()) if len(inc) else math.nan,
                 avalanches=int(len(drops)),
                 slip_events_per_unit_strain=float(np.mean([x["events_stat"] for x in rows])
                                                   / span))

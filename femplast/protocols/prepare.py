@@ -19,6 +19,12 @@ def build_box(case: Case, comm: MPI.Comm):
     from femplast.fe.mesh import box_from_options
 
     m = case.mesh
+    if m.kind == "geometry":
+        from femplast.fe.geometry import build_geometry, spec_from_case
+
+        geo = build_geometry(spec_from_case(case), comm)
+        geo.conditions = dict(case.geometry.boundaries)
+        return geo
     return box_from_options(m.kind, m.n, m.L, str(resolve_path(case, m.file)) if m.file else None,
                             m.size, comm)
 

@@ -33,3 +33,17 @@ def steps_table(rec: np.ndarray, k_end: int, dgamma: float, R_mean_dsp, int0_dsp
     nev = np.zeros(k_end + 1, np.int64)
     np.add.at(nev, kr, rec[:, 1].astype(np.int64))
     return k * dgamma, from_dsp(tot.T), epl_after[idx], nev
+
+
+def relaxation_rounds(step: np.ndarray, relaxation_step: np.ndarray,
+                      box_stress: np.ndarray) -> dict[str, np.ndarray]:
+    """One row per relaxation round of the event log: the avalanche's ``step``, the round's
+    ``relaxation_step`` and the box-average stress [xx, yy, xy] at its start (after the
+    previous round's redistribution; after the last round: the avalanche's
+    ``stress_after``), so event-based statistics can follow the external stress within an
+    avalanche (as the tensorial paper's notebooks do)."""
+    step, rs = np.asarray(step), np.asarray(relaxation_step)
+    first = np.ones(len(step), bool)
+    first[1:] = (step[1:] != step[:-1]) | (rs[1:] != rs[:-1])
+    return dict(step=step[first], relaxation_step=rs[first],
+                stress_before=np.asarray(box_stress)[first])

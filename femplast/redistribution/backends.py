@@ -183,19 +183,22 @@ class Redistribution:
     def el(self) -> PeriodicElasticity:
         """The factorized FE problem (built on first use: the propagator never needs it)."""
         if self._el is None:
-            self._el = PeriodicElasticity(self.box, self.G, self.B)
+            from femplast.fe.boundary import elasticity_of
+
+            self._el = elasticity_of(self.box, self.G, self.B)
         return self._el
 
     def load_response(self, alpha: float) -> np.ndarray:
-        """Stress (d, s, p) per cell per unit gamma_ext of the pure shear M(alpha)."""
-        E = M_vector(alpha)
-        if self.uniform:
+        """Stress (d, s, p) per cell per unit gamma_ext of the pure shear M(alpha) (a bounded
+        specimen: per unit gamma_ext of its driven boundaries, femplast.fe.boundary)."""
+        if self.uniform and not getattr(self.box, "bounded", False):
             from femplast.fe.elasticity import apply_stiffness
 
-            sig = np.broadcast_to(apply_stiffness(self.G, self.B, E), (self.num_cells, 3))
+            sig = np.broadcast_to(apply_stiffness(self.G, self.B, M_vector(alpha)),
+                                  (self.num_cells, 3))
             return np.ascontiguousarray(to_dsp(sig))
         el = self.el
-        sig = el.stress(np.zeros((el.num_local, 3)), E)
+        sig = el.stress(np.zeros((el.num_local, 3)), el.external(1.0, alpha))
         return np.ascontiguousarray(to_dsp(el.gather(sig)))
 
     def stress_from_plastic(self, eps_pl_xyz: np.ndarray) -> np.ndarray:
@@ -219,6 +222,28 @@ class Redistribution:
                 eps[k] = unit
             out.append(to_dsp(el.gather(el.stress(eps))))
         return out[0], out[1]
+
+
+    BLOCK = 256  # columns per multi-right-hand-side solve (unit_response_block)
+
+    @property
+    def blocked(self) -> bool:
+        """Whether per-cell responses come from blocked solves: specimens on one rank (the
+        periodic box keeps its one-solve-per-column path, whose numbers golden outputs pin)."""
+        return getattr(self.box, "bounded", False) and self.box.comm.size == 1
+
+    def _response_blocks(self):
+        """Yield ``(cells, r0, r1)``: the (d, s, p) responses (len(cells), 3, num_cells) of
+        every cell to the two unit shear eigenstrains, in blocks of cells (blocked solves)."""
+        el = self.el
+        order = np.argsort(el.cells)  # local position -> canonical (serial: all cells)
+        for a in range(0, self.num_cells, self.BLOCK):
+            cells = np.arange(a, min(a + self.BLOCK, self.num_cells))
+            out = []
+            for unit in (UNIT_S, UNIT_C):
+                sig = el.unit_response_block(cells, unit)[:, order]
+                out.append(to_dsp(sig).transpose(1, 0, 2))
+            yield cells, out[0], out[1]
 
 
 class PropagatorRedistribution(Redistribution):
@@ -298,8 +323,12 @@ class DenseRedistribution(Redistribution):
             raise FemplastInputError("redistribution.dense_memory_mb", memory_mb,
                                      f">= {need:.0f} MiB for the dense operator of {nc} cells")
         D = np.empty((nc, 2, 3, nc))
-        for c in range(nc):
-            D[c, 0], D[c, 1] = self._responses(c)
+        if self.blocked:
+            for cells, r0, r1 in self._response_blocks():
+                D[cells, 0], D[cells, 1] = r0, r1
+        else:
+            for c in range(nc):
+                D[c, 0], D[c, 1] = self._responses(c)
         self.dense = D
         self.kmean = np.ascontiguousarray(D @ self.weights)
         idx = np.arange(nc)
@@ -324,13 +353,25 @@ class DirectRedistribution(Redistribution):
         self.selfq = self._selfq_all()
 
     def _selfq_all(self) -> np.ndarray:
-        """Self-response coefficients of every cell: 2 FE solves per cell (collective), or
-        per sublattice cell when translation invariance holds."""
+        """Self-response coefficients of every cell: per sublattice cell when translation
+        invariance holds; otherwise from every cell's self strain tensor at once
+        (:meth:`PeriodicElasticity.self_strain_tensors`, MUMPS' selected inversion), or 2 FE
+        solves per cell (collective)."""
         if self.box.structured and self.uniform:
             per = 1 if self.box.kind == "quad" else 2
             q = [self_coefficients(*(r[:, c] for r in self._responses(c))) for c in range(per)]
             return np.tile(np.array(q), (self.num_cells // per, 1))
+        S = self.el.self_strain_tensors()
+        if S is not None:  # every cell at once (selected inversion)
+            el = self.el
+            resp = [to_dsp(el.C(S @ u - u)) for u in (UNIT_S, UNIT_C)]  # (3, local cells)
+            return el.gather(self_coefficients(resp[0][0:2].T, resp[1][0:2].T))
         q = np.empty((self.num_cells, 3))
+        if self.blocked:
+            for cells, r0, r1 in self._response_blocks():
+                j = np.arange(len(cells))
+                q[cells] = self_coefficients(r0[j, :, cells], r1[j, :, cells])
+            return q
         for c in range(self.num_cells):
             r0, r1 = self._responses(c)
             q[c] = self_coefficients(r0[:, c], r1[:, c])
@@ -340,7 +381,7 @@ class DirectRedistribution(Redistribution):
         """New moduli (evolving moduli, TensorialModel.sync_moduli; collective).
 
         Refactorizes the FE problem (:meth:`PeriodicElasticity.update_moduli`) and recomputes
-        ``selfq`` of *every* cell in place (2 FE solves per cell: a modulus change in one cell
+        ``selfq`` of *every* cell in place (:meth:`_selfq_all`: a modulus change in one cell
         changes the self-response of the others too, through the Green operator). Load
         responses are recomputed on request (:meth:`load_response`).
         """
@@ -505,8 +546,15 @@ def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float
               and box.comm.size == 1):
             backend, why = "dense", (f"{box.num_cells} cells fit the {dense_memory_mb:.0f} MiB "
                                      "dense budget")
+        elif box.comm.size == 1:
+            need = DenseRedistribution.memory_bytes(box.num_cells) / 2**20
+            backend, why = "direct", (f"the dense operator of {box.num_cells} cells needs "
+                                      f"{need:.0f} MiB > redistribution.dense_memory_mb = "
+                                      f"{dense_memory_mb:.0f}; with that budget it costs one "
+                                      "O(cells) column add per event instead of an FE solve "
+                                      "per relaxation step (benchmarks/heterogeneous.py)")
         else:
-            backend, why = "direct", "no faster backend is valid for this mesh/moduli/budget"
+            backend, why = "direct", "a sample distributed over MPI ranks"
         if box.comm.rank == 0:
             log.info("redistribution backend: %s (auto: %s)", backend, why)
     if backend != "direct" and box.comm.size > 1:

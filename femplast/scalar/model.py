@@ -44,11 +44,11 @@ many simultaneous slips use an FFT convolution in Python.
 Observables after each avalanche (columns of :data:`REC_NAMES`): macroscopic stress before and
 after, mean and variance of ``eps_p``, mean threshold, localization index LOC (eq. 13) of the
 local total strain ``eps_i = sigma_i / (2 mu) + eps_p,i``, std of the internal stress field,
-avalanche size and number of synchronous steps, and LOC of the plastic strain ``eps_p,i`` alone
-(``loc_plastic``: the frozen stress and the elastic strain excluded; undefined, NaN, until the
-first slip). The localization observables (:mod:`femplast.analysis.localization`) use the
-plastic-only definition on strain windows; ``loc`` (total strain from gamma_ext = 0) is kept for
-comparison with the paper's Fig. 6.
+avalanche size and number of synchronous steps, variance of the total strain ``eps_i``, and LOC
+of the plastic strain ``eps_p,i`` alone (``loc_plastic``: the frozen stress and the elastic
+strain excluded; undefined, NaN, until the first slip). The localization observables
+(:mod:`femplast.analysis.localization`) use the plastic-only definition on strain windows;
+``loc`` (total strain from gamma_ext = 0) is kept for comparison with the paper's Fig. 6.
 
 LOC (eq. 13) is ``1 / (N PR)`` with the participation ratio ``PR = (sum e^2)^2 / (N^2 sum e^4)``
 over the N^2 cells, i.e. ``LOC = N sum e^4 / (sum e^2)^2``: 1 for a single band of uniform
@@ -71,6 +71,7 @@ from numba import njit
 
 from femplast.errors import FemplastInputError
 from femplast.scalar.distributions import Distribution, draw, ndtri
+from femplast.special import ndtr
 from femplast.streams import realization_rng
 
 KERNELS = ("fourier", "fe")
@@ -78,9 +79,11 @@ KERNELS = ("fourier", "fe")
 # phases / return codes of the compiled loop
 PH_LOAD, PH_STEP, PH_EXTERNAL, PH_AFTER = 0, 1, 2, 3
 RC_STOP, RC_RECFULL, RC_EXTERNAL, RC_BUDGET, RC_RUNAWAY, RC_OBSERVE = 0, 1, 2, 3, 4, 5
-S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS = range(6)
+S_PHASE, S_NACT, S_NREC, S_EVENTS, S_AVSIZE, S_NSTEPS, S_EVBASE = range(7)
+# S_EVBASE: slips at the start of ScalarDriver.advance, so that the event budget spans the
+# re-entries after FFT steps, full record buffers and observations (it used to restart at each)
 REC_NAMES = ("gamma_ext", "stress_before", "stress", "eps_pl_mean", "eps_pl_var", "tau_c_mean",
-             "loc", "sigma_std", "size", "relaxation_steps", "loc_plastic")
+             "loc", "sigma_std", "size", "relaxation_steps", "eps_var", "loc_plastic")
 REC_COLS = len(REC_NAMES)
 
 
@@ -199,8 +202,9 @@ def _axpy(x, k, amp):
 @njit(cache=True)
 def _record(rec, r, gam, f, G, n):
     """Columns 2-7 and 10 of record ``r``: stress, eps_p mean and variance, mean threshold,
-    LOC (eq. 13) of the local total strain, std of the internal stress; LOC of the plastic
-    strain alone."""
+    LOC (eq. 13) of the local total strain, std of the internal stress; the variance of the
+    local total strain (next to the plastic one: it includes the elastic strain of the
+    internal stress); LOC of the plastic strain alone."""
     sig, epl, thr = f.sig, f.epl, f.thr
     nc = sig.shape[0]
     ms = 0.0
@@ -233,7 +237,9 @@ def _record(rec, r, gam, f, G, n):
     rec[r, 5] = mt
     rec[r, 6] = n * s4 / (s2 * s2) if s2 > 0.0 else np.nan
     rec[r, 7] = math.sqrt(vs / nc)
-    rec[r, 10] = n * p4 / (p2 * p2) if p2 > 0.0 else np.nan
+    mtot = (ms + G * gam) / (2.0 * G) + me
+    rec[r, 10] = max(s2 / nc - mtot * mtot, 0.0)
+    rec[r, 11] = n * p4 / (p2 * p2) if p2 > 0.0 else np.nan
 
 
 @njit(cache=True)
@@ -346,7 +352,6 @@ def scalar_advance(rng, f, p, renewal, lp):
     ``budget`` slips, RC_RUNAWAY for an avalanche larger than ``max_avalanche``.
     """
     st = lp.st
-    events0 = st[S_EVENTS]
     while True:
         ph = st[S_PHASE]
         if ph == PH_LOAD:
@@ -361,7 +366,7 @@ def scalar_advance(rng, f, p, renewal, lp):
                 _close_avalanche(f, p, lp)
                 st[S_PHASE] = PH_LOAD
                 continue
-            if st[S_EVENTS] - events0 >= p.budget:
+            if st[S_EVENTS] - st[S_EVBASE] >= p.budget:
                 return RC_BUDGET
             if st[S_AVSIZE] > p.max_avalanche:
                 return RC_RUNAWAY
@@ -404,11 +409,14 @@ class ScalarModel:
         kernel: 'fourier' or 'fe' (or an (n, n) array).
         fe_refine: FE elements per lattice-cell side for the 'fe' kernel.
         w_g: std of the initial internal stress field (0: none).
+        sigma0: a measured distribution of the initial internal stress (None: Gaussian of
+            std w_g), see :meth:`internal_stress`.
     """
 
     def __init__(self, n: int, G: float, B: float, c0: float, c1: float,
                  thresholds: Distribution, renewal: Distribution | None = None,
-                 kernel="fourier", fe_refine: int = 1, w_g: float = 0.0):
+                 kernel="fourier", fe_refine: int = 1, w_g: float = 0.0,
+                 sigma0: Distribution | None = None):
         if isinstance(kernel, str):
             if kernel not in KERNELS:
                 raise FemplastInputError("scalar.kernel", kernel, "one of " + ", ".join(KERNELS))
@@ -427,6 +435,7 @@ class ScalarModel:
         self.p_r = renewal if renewal is not None else thresholds
         self.rejuvenation = renewal is not None
         self.w_g = float(w_g)
+        self.sigma0_dist = sigma0
         self.num_cells = self.n * self.n
         self.fft_threshold = max(8, int(2.5 * np.log2(self.num_cells)))
 
@@ -486,12 +495,20 @@ class ScalarModel:
         s = self.convolve(z)
         s -= s.mean()
         sd = s.std()
+        if self.sigma0_dist is not None and sd > 0:
+            # a measured marginal (scalar paper: frozen-in stresses of the atomistic glass)
+            # on the same spatial correlations (Gaussian copula); mean removed so the field
+            # adds no macroscopic stress. Compatible only approximately (a nonlinear map).
+            v = self.sigma0_dist.ppf(np.array([ndtr(x) for x in s / sd]))
+            return v - v.mean()
         return s * (self.w_g / sd) if sd > 0 else s
 
     def new_state(self, rng: np.random.Generator) -> ScalarState:
-        """Thresholds from p_i (N^2 draws), then the internal stress field if w_g > 0."""
+        """Thresholds from p_i (N^2 draws), then the internal stress field if w_g > 0 or a
+        measured distribution is given."""
         thr = self.p_i.sample(rng, self.num_cells)
-        sigma0 = self.internal_stress(rng) if self.w_g > 0 else np.zeros(self.num_cells)
+        sigma0 = (self.internal_stress(rng) if self.w_g > 0 or self.sigma0_dist is not None
+                  else np.zeros(self.num_cells))
         return ScalarState(sig=sigma0.copy(), sigma0=sigma0, epl=np.zeros(self.num_cells),
                            thr=thr, rng=rng)
 
@@ -510,7 +527,7 @@ class ScalarDriver:
                  budget: int = 200000):
         self.model, self.state = model, state
         nc = model.num_cells
-        self.loop = Loop(st=np.zeros(6, np.int64), gamma=np.array([state.gamma]),
+        self.loop = Loop(st=np.zeros(7, np.int64), gamma=np.array([state.gamma]),
                          act=np.zeros(nc, np.int64), pend=np.zeros(nc),
                          rec=np.zeros((rec_capacity, REC_COLS)))
         self.budget = int(budget)
@@ -571,15 +588,13 @@ class ScalarDriver:
     def advance(self, gamma_stop: float) -> int:
         s = self.state
         p = self._params(gamma_stop)
-        ev0 = self.num_events
+        self.loop.st[S_EVBASE] = self.loop.st[S_EVENTS]  # one budget per call
         while True:
             rc = scalar_advance(s.rng, Fields(s.sig, s.epl, s.thr), p, self.model.p_r.args,
                                 self.loop)
             if rc == RC_OBSERVE:
                 self._take_observations(self._next_observation)
-                # the slips since this call still count against the budget: observations
-                # do not move the safe points
-                p = self._params(gamma_stop, self.budget - (self.num_events - ev0))
+                p = self._params(gamma_stop)  # the budget spans re-entries (S_EVBASE)
                 continue
             if rc == RC_EXTERNAL:
                 self._redistribute_fft()
@@ -629,6 +644,70 @@ def _dist(sec, key: str, base):
                         column=sec.column, base=base)
 
 
+_WIDTH = {"weibull": "shape", "gamma": "shape", "gauss": "std", "uniform": "high"}
+
+
+def _with_width(sec, key: str, mean: float, w: float) -> None:
+    """Set the width parameter ``w`` of a parametric law section at the given mean."""
+    mean, w = float(mean), float(w)  # plain floats: the resolved case is written as YAML
+    if sec.kind == "weibull":
+        sec.shape, sec.scale = w, mean / math.gamma(1.0 + 1.0 / w)
+    elif sec.kind == "gamma":
+        sec.shape, sec.scale = w, mean / w
+    elif sec.kind == "gauss":
+        sec.mean, sec.std = mean, w  # (the mean before the truncation at 0)
+    else:
+        sec.low, sec.high = mean - w, mean + w
+
+
+def derive_direct_inputs(case) -> None:
+    """``scalar.disorder_strength`` (s) and ``scalar.age`` (r) given directly: derive the
+    laws' parameters (eq. 3 and 6) into the case's sections (so the resolved case says what
+    ran). s: the renewal law's width at fixed mean by a root search on the actual moments
+    (c1 > 0 makes <eps0>_r depend on the width); r: the initial law rescaled by
+    (1 + r) <sigma_c>_r / <sigma_c>_i."""
+    from scipy.optimize import brentq
+
+    sc = case.scalar
+    if sc.disorder_strength is not None:
+        sec = sc.thresholds if sc.renewal.kind == "same" else sc.renewal
+        name = "scalar.thresholds" if sc.renewal.kind == "same" else "scalar.renewal"
+        if sec.kind not in _WIDTH:
+            raise FemplastInputError("scalar.disorder_strength", sc.disorder_strength,
+                                     f"null with {name}.kind: {sec.kind} (a parametric law: "
+                                     f"{', '.join(_WIDTH)})")
+        mean = _dist(sec, name, None).mean
+        mu = case.elasticity.G / (1.0 + case.elasticity.G / case.elasticity.B)
+
+        def miss(logw):
+            _with_width(sec, name, mean, math.exp(logw))
+            d = _dist(sec, name, None)
+            return d.std / (mu * (sc.c0 + sc.c1 * d.moments()[1])) - sc.disorder_strength
+
+        lo, hi = {"weibull": (-0.5, 4.0), "gamma": (-2.0, 8.0)}.get(
+            sec.kind, (math.log(mean) - 8.0, math.log(mean) + (0.0 if sec.kind == "uniform"
+                                                                else 3.0)))
+        try:
+            _with_width(sec, name, mean, math.exp(brentq(miss, lo, hi, xtol=1e-12)))
+        except ValueError:
+            raise FemplastInputError("scalar.disorder_strength", sc.disorder_strength,
+                                     f"a value a {sec.kind} law of mean {mean:.4g} can reach "
+                                     f"with c0 = {sc.c0:g}, c1 = {sc.c1:g}") from None
+    if sc.age is not None:
+        if sc.renewal.kind == "same":
+            raise FemplastInputError("scalar.age", sc.age, "null with scalar.renewal.kind: "
+                                     "same (no rejuvenation: r = 0)")
+        sec = sc.thresholds
+        if sec.kind not in _WIDTH:
+            raise FemplastInputError("scalar.age", sc.age, "null with scalar.thresholds.kind: "
+                                     f"{sec.kind} (a parametric law: {', '.join(_WIDTH)})")
+        f = (1.0 + sc.age) * _dist(sc.renewal, "scalar.renewal", None).mean \
+            / _dist(sec, "scalar.thresholds", None).mean
+        for k in {"weibull": ("scale",), "gamma": ("scale",), "gauss": ("mean", "std"),
+                  "uniform": ("low", "high")}[sec.kind]:
+            setattr(sec, k, float(getattr(sec, k) * f))
+
+
 def distributions_from_case(case) -> tuple[Distribution, Distribution | None]:
     """(p_i, p_r or None for 'same') of a case's ``scalar`` section (validates them)."""
     base = case.source.parent if case.source is not None else None
@@ -642,11 +721,26 @@ def model_from_case(case) -> ScalarModel:
     sc = case.scalar
     p_i, p_r = distributions_from_case(case)
     return ScalarModel(case.mesh.n, case.elasticity.G, case.elasticity.B, sc.c0, sc.c1, p_i,
-                       p_r, sc.kernel, sc.fe_refine, sc.internal_stress_std)
+                       p_r, sc.kernel, sc.fe_refine, sc.internal_stress_std,
+                       internal_stress_distribution(case))
+
+
+def internal_stress_distribution(case) -> Distribution | None:
+    """The measured frozen-in stress distribution of ``scalar.internal_stress_file``."""
+    sc = case.scalar
+    if sc.internal_stress_file is None:
+        return None
+    from femplast.scalar.distributions import from_options
+
+    base = case.source.parent if case.source is not None else None
+    return from_options(sc.internal_stress_kind, "scalar.internal_stress_file",
+                        file=sc.internal_stress_file, column=sc.internal_stress_column,
+                        base=base)
 
 
 # ----------------------------------------------------------------------------- curves
-CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std", "loc_plastic")
+CURVE_NAMES = ("stress", "eps_pl_var", "tau_c_mean", "loc", "sigma_std", "eps_var",
+               "loc_plastic")
 
 
 def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.ndarray]:
@@ -657,7 +751,7 @@ def curves_on_grid(rec: np.ndarray, grid: np.ndarray, G: float) -> dict[str, np.
     idx = np.maximum(idx, 0)  # row 0 is the initial state at gamma = 0
     out = {"stress": rec[idx, 2] + G * (grid - g[idx])}
     for name, col in (("eps_pl_var", 4), ("tau_c_mean", 5), ("loc", 6), ("sigma_std", 7),
-                      ("loc_plastic", 10)):
+                      ("eps_var", 10), ("loc_plastic", 11)):
         out[name] = rec[idx, col]
     return out
 
@@ -703,6 +797,7 @@ def statistics(curves: dict, grid: np.ndarray, stationary_from: float) -> dict:
     out.update(tau_c_mean_initial=float(tc[0]), tau_c_mean_final=float(tc[-1]),
                tau_c_mean_max=float(tc.max()), gamma_tau_c_max=float(grid[int(np.argmax(tc))]),
                eps_pl_var_final=float(curves["eps_pl_var"].mean(axis=0)[-1]),
+               eps_var_final=float(curves["eps_var"].mean(axis=0)[-1]),
                sigma_std_final=float(curves["sigma_std"].mean(axis=0)[-1]))
     return out
 
@@ -784,13 +879,15 @@ def _bracket_c0(ev: _Evaluations, c0: float, c1: float) -> tuple:
 
 
 def _illinois_c0(ev: _Evaluations, bracket: tuple, c1: float, max_evaluations: int) -> tuple:
-    """Bracketing secant (Illinois) on F(c0) = target until within 0.1 ensemble standard
-    errors or out of evaluations (two kept for the slope): the best ``(c0, stats)``."""
+    """Bracketing secant (Illinois) on F(c0) = target until the miss is below half the
+    run-to-run noise (the ensemble standard error and the target's error combined; closer
+    says nothing more about c0) or out of evaluations (two kept for the slope): the best
+    ``(c0, stats)``."""
     a, fa, sa, b, fb, sb = bracket
-    se = sa["flow_stress_err"]
+    noise = math.hypot(sa["flow_stress_err"], ev.target.flow_stress_err)
     side = 0
     best = (a, sa) if abs(fa) < abs(fb) else (b, sb)
-    while len(ev) < max_evaluations - 2 and abs(ev.miss(best[1])) > 0.1 * se:
+    while len(ev) < max_evaluations - 2 and abs(ev.miss(best[1])) > 0.5 * noise:
         c = (a * fb - b * fa) / (fb - fa)
         sc = ev(c, c1)
         fc = ev.miss(sc)
@@ -922,12 +1019,20 @@ def check(case) -> None:
                                  "auto with model: scalar (the kernel is scalar.kernel)")
     if case.initial.state is not None:
         raise FemplastInputError("initial.state", case.initial.state, "null with model: scalar")
+    derive_direct_inputs(case)
+    if sc.internal_stress_file is not None:
+        if sc.internal_stress_std > 0:
+            raise FemplastInputError("scalar.internal_stress_std", sc.internal_stress_std,
+                                     "0 with scalar.internal_stress_file (one initial "
+                                     "internal stress law)")
+        internal_stress_distribution(case)  # a readable file
     if sc.c0 + sc.c1 <= 0:
         raise FemplastInputError("scalar.c0", sc.c0, "> 0 when scalar.c1 = 0 (mean slip > 0)")
     if sc.fit.peak_stress is not None and sc.fit.flow_stress is None:
         raise FemplastInputError("scalar.fit.peak_stress", sc.fit.peak_stress,
                                  "only with scalar.fit.flow_stress")
-    if sc.fit.flow_stress is not None and case.run.realizations < 2:
+    if (sc.fit.flow_stress is not None or sc.fit.curves is not None) \
+            and case.run.realizations < 2:
         raise FemplastInputError("run.realizations", case.run.realizations,
                                  ">= 2 with scalar.fit (the fit needs ensemble errors)")
     distributions_from_case(case)

@@ -45,7 +45,9 @@ SAFE_POINT_SLIPS = 20000  # slips between safe points (interruption, periodic ch
 
 STEP_NAMES = dict(gamma_ext=0, stress_before=1, stress=2, eps_pl_mean=3,
                   plastic_strain_variance=4, mean_threshold=5, LOC=6,
-                  internal_stress_std=7, size=8, relaxation_steps=9, LOC_plastic=10)
+                  internal_stress_std=7, size=8, relaxation_steps=9,
+                  total_strain_variance=10,  # of the local total strain (plastic + elastic)
+                  LOC_plastic=11)
 STEPS_DOC = ("row 0: initial state; then one row per avalanche, after it (stress_before: at its "
              "start). stress: macroscopic xy stress; eps_pl_mean, plastic_strain_variance: "
              "tensorial eps_xy; LOC: eq. 13 of the local total strain; LOC_plastic: eq. 13 of the "
@@ -206,7 +208,7 @@ class ScalarRuns:
 
         model = S.model_from_case(case)
         fit = None
-        if case.scalar.fit.flow_stress is not None:
+        if case.scalar.fit.flow_stress is not None or case.scalar.fit.curves is not None:
             fit = _fit(case, model, outdir, comm, progress, resume)
             model = model.with_slip(fit["c0"], fit["c1"])
             progress(f"fit: c0 = {fit['c0']:.5g} +- {fit['c0_err95']:.2g} (95%), c1 = "
@@ -273,8 +275,22 @@ def _fit(case, model, outdir: Path | None, comm, progress, resume: bool) -> dict
     fit = comm.bcast(fit, root=0)
     if fit is not None:
         return fit
-    fit = S.fit_slip_law(model, fit_runs(case, comm), fit_target(case),
-                         case.scalar.fit.max_evaluations, log=lambda m: progress(m, True))
+    f = case.scalar.fit
+    if f.curves is not None:  # whole curves (femplast.scalar.fit)
+        from femplast.config.case import resolve_path
+        from femplast.scalar.fit import fit_curves, read_curves
+
+        target = read_curves(resolve_path(case, f.curves))
+        ld = case.loading
+        runs = S.FitRuns(case.run.seed, case.run.realizations, ld.gamma_max, target.grid,
+                         ld.stationary_from, comm)
+        fit = fit_curves(model, runs, target, tuple(f.parameters), f.max_evaluations,
+                         f.windows, log=lambda m: progress(m, True))
+        if fit.get("warning"):
+            progress(f"fit: {fit['warning']}", True)
+    else:
+        fit = S.fit_slip_law(model, fit_runs(case, comm), fit_target(case), f.max_evaluations,
+                             log=lambda m: progress(m, True))
     if comm.rank == 0 and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, fit)

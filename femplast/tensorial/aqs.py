@@ -36,7 +36,14 @@ from numba import njit
 
 from femplast.redistribution.backends import MODE_DENSE, MODE_EXTERNAL, MODE_PROPAGATOR
 from femplast.redistribution.kernels import dense_add, propagator_add
-from femplast.tensorial.rules import SlipRule, add_slip, renew, self_response, slip_amplitude
+from femplast.tensorial.rules import (
+    SlipRule,
+    add_slip,
+    driving_stress,
+    renew,
+    self_response,
+    slip_amplitude,
+)
 
 # phases of the loop: where a re-entry resumes
 PH_LOAD, PH_SLIP, PH_EXTERNAL, PH_RENEW, PH_RENEW_CHECKED = 0, 1, 2, 3, 4
@@ -49,6 +56,9 @@ NSTATE = 12
 # avalanche record columns (float): k, size, steps, mean (d,s,p) before, mean (d,s,p) after,
 # mean eps_pl xx, yy, xy
 REC_COLS = 12
+EV_COLS = 8
+"""Float columns of the event log: theta, d_gamma, tau, self-response, tau_c, box-average
+stress (d, s, p) at the start of the slip's relaxation round."""
 TOL = 1e-12  # margin tolerance of the lazy stability check
 
 Control = namedtuple("Control", "dgamma kend kstop max_events alpha_p p_off tol event_log")
@@ -436,9 +446,11 @@ def _slip(rng, st, f, sy, kb, wk, rule, ctl, i, tau_drive):
     gam = st[S_K] * ctl.dgamma
     tau = s2 * (f.sig[0, c] + gam * f.R[0, c]) + c2 * (f.sig[1, c] + gam * f.R[1, c])
     den = self_response(c, s2, c2, kb.selfq)
-    if tau_drive != tau_drive:  # NaN: the athermal rule, driven by the resolved stress
-        tau_drive = tau
-    dg = slip_amplitude(rng, rule, tau_drive, den)
+    thermal = tau_drive == tau_drive  # NaN: an athermal slip
+    tau_c = tau_drive
+    if not thermal and (rule.temperature > 0.0 or ctl.event_log):  # its threshold is needed
+        tau_c = sy.tauc[c, n] + _pressure_shift(c, gam, f.sig, f.R, ctl.alpha_p, ctl.p_off)
+    dg = slip_amplitude(rng, rule, driving_stress(rule, tau, tau_c, thermal), den)
     wk.pend_dg[i] = dg
     f.eacc[c] += dg
     add_slip(f.eps_pl, c, s2, c2, dg)
@@ -455,6 +467,9 @@ def _slip(rng, st, f, sy, kb, wk, rule, ctl, i, tau_drive):
         wk.ev_f[e, 1] = dg
         wk.ev_f[e, 2] = tau
         wk.ev_f[e, 3] = den
+        wk.ev_f[e, 4] = tau_c
+        for j in range(3):  # box average after the previous round (redistribution: phase 3)
+            wk.ev_f[e, 5 + j] = f.fst[j] + gam * f.fst[6 + j]
         st[S_NEV] = e + 1
 
 
@@ -611,7 +626,7 @@ class AQSDriver:
         self.rec = np.zeros((rec_capacity, REC_COLS))
         cap = 1 << 16 if event_log else 1
         self.ev_i = np.zeros((cap, 3), np.int64)
-        self.ev_f = np.zeros((cap, 4))
+        self.ev_f = np.zeros((cap, EV_COLS))
         self.records: list[np.ndarray] = []
         self.events_i: list[np.ndarray] = []
         self.events_f: list[np.ndarray] = []
@@ -797,10 +812,29 @@ class AQSDriver:
         if self.st[S_NREC] >= self.rec.shape[0]:
             self._flush()
 
-    def trigger(self, cell: int, system: int, tau_drive: float = math.nan) -> int:
+    def trigger(self, cell: int, system: int, tau_drive: float = math.nan,
+                temperature: float = 0.0) -> int:
         """A slip of ``system`` of ``cell`` forced from outside the athermal loop (a thermal
-        event), driven by ``tau_drive`` (NaN: its resolved stress), then the avalanche it
-        triggers at the current strain; returns the avalanche size (the slip included)."""
+        event), driven by ``tau_drive`` (its threshold; NaN: its resolved stress), then the
+        avalanche it triggers at the current strain; returns the avalanche size (the slip
+        included). ``temperature``: kB T of the event, for the slip rule's thermal amplitude
+        rule (femplast.tensorial.rules.driving_stress) over the whole avalanche."""
+        if temperature > 0.0 and self.model.params.thermal_amplitude != "paper":
+            athermal, self.rule = self.rule, self._thermal_rule(temperature)
+            try:
+                return self._trigger(cell, system, tau_drive)
+            finally:
+                self.rule = athermal
+        return self._trigger(cell, system, tau_drive)
+
+    def _thermal_rule(self, temperature: float):
+        """The slip rule's bundle at kB T = ``temperature`` (cached: one per temperature)."""
+        cache = self.__dict__.setdefault("_thermal_rules", {})
+        if temperature not in cache:
+            cache[temperature] = self.model.rule.args(temperature)
+        return cache[temperature]
+
+    def _trigger(self, cell: int, system: int, tau_drive: float) -> int:
         self._open_record()
         if self.event_log and self.st[S_NEV] >= len(self.ev_i) - len(self.act_cell) - 1:
             self._flush()
@@ -821,10 +855,12 @@ class AQSDriver:
 
     def event_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Per event: ints (cell, increment k, relaxation step within the avalanche) and floats
-        (theta, d_gamma, tau before the step, self-response (C:(S-I):M):M)."""
+        (theta, d_gamma, tau before the step, self-response (C:(S-I):M):M, threshold tau_c
+        (pressure-shifted), box-average stress (d, s, p) at the start of its relaxation
+        round), see EV_COLS."""
         self._flush()
         if not self.events_i:
-            return np.zeros((0, 3), np.int64), np.zeros((0, 4))
+            return np.zeros((0, 3), np.int64), np.zeros((0, EV_COLS))
         return np.vstack(self.events_i), np.vstack(self.events_f)
 
 

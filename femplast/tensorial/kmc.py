@@ -304,6 +304,7 @@ class KMC:
             raise ValueError("KMC needs a temperature > 0")
         self.drv = driver
         self.model, self.state = driver.model, driver.state
+        self.temperature = float(temperature)
         self.beta = float(Va) / float(temperature)
         self.factor = SLACK_FACTOR
         self.delta = math.log(self.factor) / self.beta
@@ -373,14 +374,16 @@ class KMC:
 
         The event's amplitude is the slip rule's (:mod:`femplast.tensorial.rules`) with
         ``gamma_max`` taken at the system's (pressure-shifted) threshold, since its local
-        stress has reached the threshold by activation (appendix A.3); it opens its
-        avalanche as relaxation step 0 of the event log.
+        stress has reached the threshold by activation (appendix A.3; ``kmc.amplitude_rule:
+        mepls``: at threshold + kB T, for the avalanche it triggers too,
+        :func:`femplast.tensorial.rules.driving_stress`); it opens its avalanche as relaxation
+        step 0 of the event log.
         """
         c, n, t = self.pick()
         self.tries += t
         s, p, drv = self.state, self.model.params, self.drv
         tc = s.tauc[c, n] + _pressure_shift(c, self.gam, s.sig, drv.R, p.alpha_p, p.p_offset)
-        size = drv.trigger(c, n, tc)
+        size = drv.trigger(c, n, tc, self.temperature)
         self.events += 1
         self.refreshed += self.refresh()
         return size
@@ -397,7 +400,17 @@ class KMC:
             self.refresh(full=True)
             self._initialized = True
         drv.max_events = 1 << 40  # as AQSDriver.trigger's avalanche: no event budget
-        left = int(count)
+        athermal = drv.rule
+        if self.model.params.thermal_amplitude != "paper":  # every slip at T (rules)
+            drv.rule = drv._thermal_rule(self.temperature)
+        try:
+            self._steps(int(count))
+        finally:
+            drv.rule = athermal
+        drv._flush()
+
+    def _steps(self, left: int) -> None:
+        drv = self.drv
         while left > 0:
             gam, sig, R, sy, rt, tr = self._bundles()
             ctl, f, sy, lz, kb, wk, rule = drv._bundles(drv.k)
@@ -415,7 +428,6 @@ class KMC:
             elif code != K_DONE:
                 self._finish_event(code)
                 left -= 1
-        drv._flush()
 
     def _finish_event(self, code: int) -> None:
         """The rest of an event :func:`kmc_events` handed back after its slip (as

@@ -46,6 +46,8 @@ class ModelParams:
     # the slip amplitude rule (femplast.tensorial.rules): an AmplitudeRule, a registered name,
     # or None: eq. 7 with chi, or fixed_dgamma when > 0
     amplitude: object = None
+    # how slips at T > 0 take gamma_max: paper (A.3) or mepls (femplast.tensorial.rules)
+    thermal_amplitude: str = "paper"
 
 
 class State:
@@ -149,8 +151,9 @@ class TensorialModel:
 
         Returns whether they changed. After a change the FE problem is refactorized and
         ``selfq`` recomputed (:meth:`femplast.redistribution.backends.DirectRedistribution.
-        update_moduli`: 2 solves per cell), load responses are recomputed on request; the
-        caller brings the stresses up to date (:class:`femplast.tensorial.aqs.AQSDriver`).
+        update_moduli`: selected inversion of the new factor), load responses are recomputed
+        on request; the caller brings the stresses up to date
+        (:class:`femplast.tensorial.aqs.AQSDriver`).
         """
         G = self.moduli(state.eacc)
         if np.array_equal(G, np.broadcast_to(np.asarray(self.redist.G, float), G.shape)):
@@ -202,11 +205,8 @@ class TensorialModel:
 
     def fe_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
         """The same stress from a fresh FE solve of the state's plastic strain (reference)."""
-        from femplast.fe.elasticity import macro_strain
-
         el = self.el
-        E = macro_strain(gamma_ext, alpha_ext)
-        sig = el.stress(state.eps_pl[el.cells], E)
+        sig = el.stress(state.eps_pl[el.cells], el.external(gamma_ext, alpha_ext))
         return el.gather(sig) + from_dsp(state.sigma0)
 
     def distance_to_threshold(self, state: State, gamma_ext: float, alpha_ext: float):

@@ -10,7 +10,8 @@ thermal events, avalanches inside patch tests) goes through the same three steps
 2. **eigenstrain increment** ``Delta eps_pl = d_gamma M(theta) / 2`` (:func:`add_slip`);
 3. after the stresses are redistributed, **renewal** of the cell's systems: new angles and
    Weibull thresholds (eq. 5), modified by the variants' :class:`RenewalMode` s (two fixed
-   systems, a fluctuating number of systems, correlated thresholds, evolving structure), which
+   systems, a fluctuating number of systems, correlated thresholds, evolving structure,
+   stress-biased renewal), which
    combine into the parameter vector of the compiled renewal (:mod:`femplast.tensorial.slip`).
    A new renewal mode needs a slot there and its compiled branch in ``renew_cell``.
 
@@ -36,6 +37,7 @@ the original inverse-CDF draw); a rule with ``draws = False`` consumes none.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 from dataclasses import dataclass
 from typing import ClassVar
@@ -47,6 +49,8 @@ from femplast.errors import FemplastInputError
 from femplast.tensorial.slip import (
     SYSTEMS_TWO_FIXED,
     THRESHOLD_WEIBULL,
+    V_BIAS,
+    V_BIAS_2ALPHA,
     V_CAP,
     V_CORR_STRAIN,
     V_K_SS,
@@ -63,11 +67,17 @@ AMPLITUDE = _f8(_f8, _f8, _f8, _f8, _f8)
 """Signature of an amplitude rule: ``d_gamma = amplitude(u, gamma_max, p0, p1, p2)``."""
 
 RuleArgs = namedtuple("RuleArgs", "amplitude draws par renew threshold_kind weibull_lambda "
-                                  "weibull_k vpar")
+                                  "weibull_k vpar temperature")
 """The slip rule as the compiled loops receive it: the amplitude callback, whether it draws,
 its three parameters, whether slipped cells are renewed, the threshold law (kind, Weibull
-lambda and k, or the fixed threshold in ``weibull_lambda``) and the variant vector ``vpar``
-(renewal modes, :func:`femplast.tensorial.slip.variant_vector`; None: the original renewal)."""
+lambda and k, or the fixed threshold in ``weibull_lambda``), the variant vector ``vpar``
+(renewal modes, :func:`femplast.tensorial.slip.variant_vector`; None: the original renewal)
+and ``temperature``: kB T added to the threshold of every slip (thermal amplitude rule
+``mepls`` while T > 0, :func:`driving_stress`); 0: the paper's rule."""
+
+THERMAL_AMPLITUDE_RULES = ("paper", "mepls")
+"""How slips at T > 0 take gamma_max (:func:`driving_stress`): ``paper`` (appendix A.3) or
+``mepls`` (the paper's own code, MEPLS gallery/espci/espci.h)."""
 
 
 class AmplitudeRule:
@@ -223,6 +233,21 @@ class EvolvingStructure(RenewalMode):
         v[V_LAMBDA_SS], v[V_K_SS], v[V_STRUCT_STRAIN] = self.lambda_ss, self.k_ss, self.strain
 
 
+@dataclass(frozen=True)
+class StressBiased(RenewalMode):
+    """Orientation-dependent, stress-biased threshold renewal (tensorial paper, sec. 6 (iii):
+    "an explicit built-in anisotropy in the slip thresholds as a function of orientation,
+    understood as a bias in the structural renewal process induced by external stress"): a
+    threshold renewed after a slip is ``tau_c^W (1 - bias cos 2(theta - alpha))``, ``alpha``
+    the external loading orientation; the initial draw is unbiased. ``|bias| < 1``."""
+
+    bias: float
+    alpha_deg: float = 0.0
+
+    def apply(self, v):
+        v[V_BIAS], v[V_BIAS_2ALPHA] = self.bias, 2.0 * math.radians(self.alpha_deg)
+
+
 def renewal_vector(modes=(), cap: bool = False) -> np.ndarray | None:
     """The parameter vector of the compiled renewal for ``modes`` (None: the original renewal
     of sec. 3.3, when there is no mode and no capped amplitude)."""
@@ -253,6 +278,7 @@ class SlipRule:
     weibull_lambda: float = 2.05
     weibull_k: float = 2.18
     vpar: np.ndarray | None = None
+    thermal_amplitude: str = "paper"
 
     @classmethod
     def from_params(cls, p) -> SlipRule:
@@ -271,17 +297,41 @@ class SlipRule:
                 amp = (FixedCapped if capped else Fixed)(p.fixed_dgamma)
             else:
                 amp = PowerLaw(p.chi)
+        thermal = getattr(p, "thermal_amplitude", "paper")
+        if thermal not in THERMAL_AMPLITUDE_RULES:
+            raise FemplastInputError("kmc.amplitude_rule", thermal,
+                                     f"one of {', '.join(THERMAL_AMPLITUDE_RULES)}")
         return cls(amp, bool(p.renew), int(p.threshold_kind), float(p.weibull_lambda),
-                   float(p.weibull_k), p.vpar)
+                   float(p.weibull_k), p.vpar, thermal)
 
-    def args(self) -> RuleArgs:
-        """The bundle the compiled loops take."""
+    def args(self, temperature: float = 0.0) -> RuleArgs:
+        """The bundle the compiled loops take; ``temperature``: kB T of the slips it drives
+        (thermal events and the avalanches they trigger; used by the ``mepls`` rule only)."""
         a = self.amplitude
+        T = float(temperature) if self.thermal_amplitude == "mepls" else 0.0
         return RuleArgs(a.amplitude, bool(a.draws), np.array(a.params(), float), self.renew,
-                        self.threshold_kind, self.weibull_lambda, self.weibull_k, self.vpar)
+                        self.threshold_kind, self.weibull_lambda, self.weibull_k, self.vpar,
+                        max(T, 0.0))
 
 
 # ============================================================================ compiled steps
+@njit(cache=True, inline="always")
+def driving_stress(rule, tau, tau_c, thermal):
+    """The resolved stress at which a slip takes ``gamma_max`` (eq. 6).
+
+    ``paper`` (tensorial paper, appendix A.3): a thermally activated slip is driven by its
+    (pressure-shifted) threshold ``tau_c`` (activation brought its stress there), an athermal
+    one by its resolved stress ``tau``. ``mepls`` (the paper's code, MEPLS
+    gallery/espci/espci.h ``Oriented::get_local_shear_stress_variation``): while T > 0
+    (``rule.temperature``) every slip, thermal or athermal (the avalanche slips a thermal
+    event triggers included), is driven by ``tau + barrier + T = tau_c + T``; at T = 0 it is
+    the athermal rule.
+    """
+    if rule.temperature > 0.0:
+        return tau_c + rule.temperature
+    return tau_c if thermal else tau
+
+
 @njit(cache=True, inline="always")
 def slip_amplitude(rng, rule, tau, den):
     """``d_gamma`` of a slip driven by the resolved stress ``tau`` in a cell of self-response

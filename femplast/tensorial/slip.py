@@ -50,8 +50,8 @@ def draw_amplitude(rng, gmax: float, chi: float) -> float:
 # parameters travel as one float vector ``vpar`` (layout V_*); ``vpar = None``: the original.
 SYSTEMS_RANDOM, SYSTEMS_TWO_FIXED = 0, 1
 (V_SYSTEMS, V_NGROUPS_MEAN, V_CORR_STRAIN, V_LAMBDA_SS, V_K_SS, V_STRUCT_STRAIN,
- V_CAP) = range(7)
-NVPAR = 7
+ V_CAP, V_BIAS, V_BIAS_2ALPHA) = range(9)
+NVPAR = 9
 
 
 def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
@@ -73,6 +73,9 @@ def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
             k) with ``lambda_q, k_q`` the quench values (weibull_lambda, weibull_k) and ``e`` the
             cell's accumulated plastic strain (sum of its d_gamma).
         cap: fixed slip amplitudes are capped at gamma_max (eq. 6).
+
+    The stress-biased renewal (sec. 6 (iii), :class:`femplast.tensorial.rules.StressBiased`)
+    sets ``V_BIAS`` and ``V_BIAS_2ALPHA`` directly.
     """
     v = np.zeros(NVPAR)
     v[V_SYSTEMS], v[V_NGROUPS_MEAN], v[V_CORR_STRAIN] = systems, n_groups_mean, corr_strain
@@ -197,6 +200,13 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k,
     _draw_angles(rng, c, ng, theta, sin2, cos2)
     for n in range(4 * ng):
         tauc[c, n] = draw_threshold_corr(rng, kind, lam, k, rho, tauc[c, n])
+    b = vpar[V_BIAS]
+    if b != 0.0 and dg < np.inf:  # a renewal after a slip (not the initial draw)
+        # sec. 6 (iii): the renewal biased by the external stress along alpha: systems
+        # aligned with it come back weaker (b > 0), those against it stronger
+        c2a, s2a = math.cos(vpar[V_BIAS_2ALPHA]), math.sin(vpar[V_BIAS_2ALPHA])
+        for n in range(4 * ng):
+            tauc[c, n] *= 1.0 - b * (cos2[c, n] * c2a + sin2[c, n] * s2a)
     for n in range(4 * ng, N):  # unused columns never activate
         theta[c, n] = 0.0
         sin2[c, n] = 0.0

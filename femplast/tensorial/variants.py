@@ -18,14 +18,15 @@ H      F + ``thresholds: fixed``
 I      ``kernel: mean_field`` - each slip changes the other cells by its average change
 =====  =================================================================================
 
-Section 6 extras (any model): ``N_fluctuation`` (number of systems per cell fluctuates),
+Section 6 extras (any model): ``renewal_bias`` (sec. 6 (iii): stress-biased, orientation-
+dependent threshold renewal), ``N_fluctuation`` (number of systems per cell fluctuates),
 ``renewal_correlation_strain`` (renewed thresholds correlated with the old ones),
 ``structure_strain`` + ``lambda_ss``/``k_ss`` (Weibull lambda and k relax from their quench
 values slip.weibull_lambda/k to steady-state values with the cell's accumulated plastic strain;
 with ``G_ss`` also the shear modulus, from its quench value to G_ss: evolving moduli, direct
 backend only - after every relaxation step that changes a modulus the FE problem is
-refactorized, the stresses, load response, load speeds and every cell's ``selfq`` (2 FE solves
-per cell) are recomputed and the lazy stability check restarts,
+refactorized, the stresses, load response, load speeds and every cell's ``selfq`` (MUMPS'
+selected inversion) are recomputed and the lazy stability check restarts,
 :meth:`femplast.tensorial.model.TensorialModel.sync_moduli`,
 ``femplast.tensorial.aqs.AQSDriver._external``),
 ``prestress_std`` (a random compatible initial pre-stress: a stand-in for the paper's quenched
@@ -89,6 +90,17 @@ def moduli_rng(case, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(case.run.seed), int(index), 1]))
 
 
+def pressure_offset(case, index: int) -> float:
+    """Model B's hydrostatic offset <p> of realization ``index`` (appendix A.8: the atomistic
+    samples' mean pressure 1.95 varies from sample to sample with std 0.22):
+    ``p_mean + p_std z``, z standard normal from SeedSequence([run.seed, index, 2])."""
+    v = case.variant
+    if not v.p_std:
+        return float(v.p_mean)
+    rng = np.random.default_rng(np.random.SeedSequence([int(case.run.seed), int(index), 2]))
+    return float(v.p_mean + v.p_std * rng.standard_normal())
+
+
 def per_realization_model(case) -> bool:
     """Whether each realization needs its own model (its own moduli field)."""
     return resolve(case.variant)["moduli"] == "weibull" and case.variant.G_seed is None
@@ -127,18 +139,21 @@ def model_options(case, box, index: int = 0) -> dict:
                 weibull_lambda=v.tau_c if fixed_thr else s.weibull_lambda, weibull_k=s.weibull_k,
                 alpha_p=float(sw["alpha_p"]), p_offset=v.p_mean if sw["alpha_p"] else 0.0,
                 fixed_dgamma=v.d_gamma_pl if fixed_amp else 0.0, prestress_std=v.prestress_std,
-                G_ss=float(v.G_ss or 0.0), amplitude=s.amplitude)
-    opts["vpar"] = renewal_vector(renewal_modes(v, sw, ngm, s),
+                G_ss=float(v.G_ss or 0.0), amplitude=s.amplitude,
+                thermal_amplitude=case.kmc.amplitude_rule)
+    opts["vpar"] = renewal_vector(renewal_modes(v, sw, ngm, s, case.loading.alpha_ext),
                                   cap=bool(fixed_amp and v.d_gamma_cap))
     return opts
 
 
-def renewal_modes(v, sw, n_groups_mean: float, s) -> list:
-    """The renewal modes of a variant section (femplast.tensorial.rules)."""
+def renewal_modes(v, sw, n_groups_mean: float, s, alpha_ext: float = 0.0) -> list:
+    """The renewal modes of a variant section (femplast.tensorial.rules); ``alpha_ext``: the
+    loading orientation (deg) of the stress-biased renewal."""
     from femplast.tensorial.rules import (
         CorrelatedThresholds,
         EvolvingStructure,
         FluctuatingSystems,
+        StressBiased,
         TwoFixedSystems,
     )
 
@@ -153,6 +168,8 @@ def renewal_modes(v, sw, n_groups_mean: float, s) -> list:
         modes.append(EvolvingStructure(
             v.lambda_ss if v.lambda_ss is not None else s.weibull_lambda,
             v.k_ss if v.k_ss is not None else s.weibull_k, v.structure_strain))
+    if v.renewal_bias:
+        modes.append(StressBiased(v.renewal_bias, alpha_ext))
     return modes
 
 
@@ -187,7 +204,7 @@ def check(case) -> None:
     _check_amplitude_rule(case, sw)
     touched = v.model != "C" or any(getattr(v, k) is not None for k in DEFAULTS) or \
         v.N_fluctuation or v.renewal_correlation_strain or v.structure_strain or \
-        v.prestress_std or v.G_ss is not None
+        v.prestress_std or v.G_ss is not None or v.renewal_bias or v.p_std
     if not touched:
         return
     if case.model not in ("tensorial", "quench"):
@@ -217,6 +234,13 @@ def check(case) -> None:
         if v.N_fluctuation:
             raise FemplastInputError("variant.N_fluctuation", True, "false with "
                                      "variant.systems: two_fixed")
+        if v.renewal_bias:
+            raise FemplastInputError("variant.renewal_bias", v.renewal_bias, "0 with "
+                                     "variant.systems: two_fixed (one threshold shared by "
+                                     "both orientations)")
+    if v.p_std and not sw["alpha_p"]:
+        raise FemplastInputError("variant.p_std", v.p_std, "0 without pressure-sensitive "
+                                 "thresholds (variant.alpha_p > 0, model B)")
     if sw["thresholds"] == "fixed":
         for k in ("renewal_correlation_strain", "structure_strain"):
             if getattr(v, k):

@@ -1,0 +1,193 @@
+"""Benchmark: scaling over MPI ranks, one big sample and a sweep.
+
+    python benchmarks/scaling.py [--sizes 128 256 512] [--ranks 1 2] [--events 200]
+                                 [--sweep cases/sweep_small.yaml] [--json FILE]
+
+* ``sample``: one sample distributed over all ranks (``run.parallel: sample``, direct FE
+  backend) with variant A's heterogeneous moduli (G ~ Weibull(18.4, 1.3) per cell, B = 59,
+  l = 6.6, N = 4): per size and number of ranks the model construction (mesh, assembly,
+  MUMPS factorization, every cell's self-response) and the AQS loop up to ``--events`` slip
+  events from a fresh state, each in a fresh ``mpirun`` process. Wall time is the maximum over
+  ranks, CPU time (``time.process_time``) the maximum over ranks as well; ``speedup`` is the
+  1-rank time over the R-rank time of the same size. All rank counts produce the same events
+  (checked: the event count and the final gamma_ext).
+* ``sweep``: a sweep case run serially and under ``mpirun -n R`` (``--sweep-ranks``), each in a
+  fresh process: total wall time of the process, start-up (total minus the sweep's own wall
+  time from summary.json), points per rank and busy time per rank, CPU time of all processes
+  (``RUSAGE_CHILDREN``), and ``ideal_speedup``: serial total / (start-up + slowest rank's busy
+  time), what an idle machine gives; ``cpu_speedup``: the serial process's CPU time (start-up +
+  points) over the largest of the ranks' (start-up + their points), the same estimate from CPU
+  times, which other jobs on the machine do not inflate.
+
+Only ratios within one run mean something, and only on an idle machine for wall times: with
+other jobs on the cores, ranks wait for CPU (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MPIRUN = str(Path(sys.executable).parent / "mpirun")
+
+
+def sample_worker(n: int, events: int, out: str) -> None:
+    """One distributed sample (runs under mpirun): construction, then ``events`` events."""
+    import numpy as np
+    from mpi4py import MPI
+
+    import femplast  # noqa: F401
+    from femplast.app.cases import case_from_dict
+    from femplast.protocols.prepare import build_model
+    from femplast.streams import realization_rng
+    from femplast.tensorial.aqs import AQSDriver
+
+    comm = MPI.COMM_WORLD
+    case = case_from_dict({"mesh": {"n": n, "L": 6.6 * n}, "slip": {"N": 4},
+                           "variant": {"model": "A"}, "run": {"parallel": "sample"},
+                           "redistribution": {"backend": "direct"}})
+    comm.barrier()
+    w0, c0 = time.perf_counter(), time.process_time()
+    model = build_model(case, comm, 0)
+    comm.barrier()
+    w1, c1 = time.perf_counter(), time.process_time()
+    st = model.new_state(realization_rng(case.run.seed, 0))
+    drv = AQSDriver(model, st, 0.0, 1e-4, 10**7)
+    drv.advance(None, events)
+    comm.barrier()
+    w2, c2 = time.perf_counter(), time.process_time()
+    rec = dict(n=n, cells=n * n, ranks=comm.size, backend=model.backend,
+               build_wall_s=w1 - w0, build_cpu_s=c1 - c0, run_wall_s=w2 - w1, run_cpu_s=c2 - c1,
+               events=drv.num_events, gamma_ext=float(drv.gamma_ext),
+               solves=int(model.el.num_solves))
+    for k in ("build_wall_s", "build_cpu_s", "run_wall_s", "run_cpu_s"):
+        rec[k] = comm.allreduce(rec[k], op=MPI.MAX)
+    rec["stress_checksum"] = float(comm.allreduce(np.abs(st.sig).sum()) / comm.size)
+    if comm.rank == 0:
+        Path(out).write_text(json.dumps(rec))
+
+
+def run_sample(n: int, ranks: int, events: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rec.json"
+        cmd = [MPIRUN, "-n", str(ranks), sys.executable, __file__, "--sample-worker", str(n),
+               "--events", str(events), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise RuntimeError(proc.stdout + proc.stderr)
+        return json.loads(out.read_text())
+
+
+def sample_section(args) -> list[dict]:
+    rows = []
+    for n in args.sizes:
+        base = None
+        for r in args.ranks:
+            rec = run_sample(n, r, args.events)
+            base = base or rec
+            rec["build_speedup"] = base["build_wall_s"] / rec["build_wall_s"]
+            rec["run_speedup"] = base["run_wall_s"] / rec["run_wall_s"]
+            rec["run_cpu_speedup"] = base["run_cpu_s"] / rec["run_cpu_s"]
+            rec["same_events"] = (rec["events"], rec["gamma_ext"]) == (base["events"],
+                                                                       base["gamma_ext"])
+            rows.append(rec)
+            print(f"  n = {n:4d} ranks = {r}: build {rec['build_wall_s']:7.2f} s, "
+                  f"{rec['events']} events in {rec['run_wall_s']:7.2f} s "
+                  f"({1e3 * rec['run_wall_s'] / max(rec['solves'], 1):.1f} ms per solve)",
+                  flush=True)
+    return rows
+
+
+def run_sweep(case: str, ranks: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "femplast", case, "--out", str(out)]
+        if ranks > 1:
+            cmd = [MPIRUN, "-n", str(ranks)] + cmd
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode:
+            raise RuntimeError(proc.stdout + proc.stderr)
+        sw = json.loads((out / "summary.json").read_text())["sweep"]
+    per = sw["ranks"]
+    return dict(ranks=ranks, total_wall_s=wall, sweep_wall_s=sw["wall_time"],
+                startup_s=wall - sw["wall_time"],
+                cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+                points=[p["points_computed"] for p in per],
+                busy_s=[p["busy_time"] for p in per],
+                busy_cpu_s=[p["busy_cpu_time"] for p in per],
+                startup_cpu_s=[p["startup_cpu_time"] for p in per])
+
+
+def sweep_section(args) -> list[dict]:
+    rows = [run_sweep(args.sweep, r) for r in args.sweep_ranks]
+    ser = rows[0]
+    for rec in rows:
+        rec["speedup"] = ser["total_wall_s"] / rec["total_wall_s"]
+        rec["ideal_speedup"] = ser["total_wall_s"] / (rec["startup_s"] + max(rec["busy_s"]))
+        crit = [a + b for a, b in zip(rec["startup_cpu_s"], rec["busy_cpu_s"], strict=True)]
+        rec["cpu_critical_s"] = max(crit)
+        rec["cpu_speedup"] = (ser["startup_cpu_s"][0] + ser["busy_cpu_s"][0]) / max(crit)
+    return rows
+
+
+def print_tables(sample, sweep) -> None:
+    if sample:
+        print("\none sample over ranks (variant A moduli, direct backend)")
+        print("    n  ranks  build[s]  build x   events   run[s]  run x  cpu x  same")
+        for r in sample:
+            print(f"{r['n']:5d} {r['ranks']:6d} {r['build_wall_s']:9.2f} "
+                  f"{r['build_speedup']:7.2f}x {r['events']:8d} {r['run_wall_s']:8.2f} "
+                  f"{r['run_speedup']:5.2f}x {r['run_cpu_speedup']:5.2f}x "
+                  f"{str(r['same_events']):>5}")
+    if sweep:
+        print("\nsweep")
+        print(" ranks total[s] startup[s] sweep[s] cpu[s] points busy[s]     "
+              "startup_cpu[s] busy_cpu[s] speedup  ideal cpu x")
+        for r in sweep:
+            def f(v):
+                return "/".join(f"{b:.2f}" for b in v)
+            pts = "/".join(map(str, r["points"]))
+            print(f"{r['ranks']:6d} {r['total_wall_s']:8.2f} {r['startup_s']:10.2f} "
+                  f"{r['sweep_wall_s']:8.2f} {r['cpu_s']:6.2f} {pts:>6} {f(r['busy_s']):>11} "
+                  f"{f(r['startup_cpu_s']):>14} {f(r['busy_cpu_s']):>11} "
+                  f"{r['speedup']:6.2f}x {r['ideal_speedup']:5.2f}x {r['cpu_speedup']:4.2f}x")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[128, 256, 512])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--events", type=int, default=200)
+    ap.add_argument("--sweep", default="cases/sweep_small.yaml",
+                    help="sweep case ('' to skip the sweep section)")
+    ap.add_argument("--sweep-ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--sample-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.sample_worker:
+        sample_worker(args.sample_worker, args.events, args.out)
+        return
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average before: {' '.join(load)} (wall-time ratios need an idle machine)")
+    sample = sample_section(args) if args.sizes else []
+    sweep = sweep_section(args) if args.sweep else []
+    print_tables(sample, sweep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(benchmark="scaling", load_average=load,
+                                                   sample=sample, sweep=sweep), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The tensorial model on specimens with boundaries (issue 19): the slip rule, AQS driver and
+backends of the periodic box, with the load response of the driven boundaries."""
+
+import numpy as np
+import pytest
+
+import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
+from femplast.app.api import Simulation, load_case
+from femplast.errors import FemplastInputError
+from femplast.fe.elasticity import from_dsp
+
+NOTCH = {"shape": "notched_strip", "width": 60.0, "height": 120.0, "size": 6.6,
+         "size_min": 3.3, "notch_depth": 15.0, "notch_radius": 4.0,
+         "boundaries": {"bottom": "clamped", "top": {"displacement": [0.0, 1.0]}}}
+
+
+def _case(geometry=NOTCH, backend="dense", seed=3, **loading):
+    lo = {"dgamma_ext": 5e-4, "gamma_max": 0.1, "stationary_from": 0.05}
+    lo.update(loading)
+    return load_case({"mesh": {"kind": "geometry"}, "geometry": geometry, "loading": lo,
+                      "redistribution": {"backend": backend}, "run": {"seed": seed}})
+
+
+def _root_distance(sim, root):
+    el = sim._model.el
+    mid = el.gather(sim._model.box.midpoints()[el._dolfinx_cells])
+    return np.hypot(*(mid - root).T)
+
+
+def test_early_slips_concentrate_at_the_notch_root():
+    """Event-driven loading (exact next instability) to 40 events: the accumulated slip per
+    unit area within 3 notch radii of the root (5 % of the area) is several times the
+    specimen's. Observed ratios (seeds 0-3): 10.0, 2.8, 5.0, 7.9. The very first slip is
+    not reliably there: the load concentration (3.8 x the median) competes with the weakest
+    of ~10^4 Weibull thresholds (k = 2.18) elsewhere."""
+    ratios = []
+    for seed in range(4):
+        sim = Simulation(_case(seed=seed))
+        el = sim._model.el
+        area = el.gather(el.area)
+        near = _root_distance(sim, [15.0, 60.0]) < 3 * 4.0
+        while sim.num_events < 40:
+            sim.event_driven_step()
+        e = sim._state.eacc
+        ratios.append((e[near].sum() / area[near].sum()) / (e.sum() / area.sum()))
+    assert min(ratios) > 2.0 and np.mean(ratios) > 4.0, ratios
+
+
+@pytest.mark.parametrize("backend", ["dense", "direct"])
+def test_equilibrium_energy_balance_and_fe_stress(backend):
+    """AQS to gamma_ext = 0.06 with avalanches: the dynamics' stress is the FE solution of the
+    plastic strain (equilibrium residual < 1e-10); the boundary work (trapezoids of the
+    drive force over the elastic segments, exact: linear) equals the stored energy plus the
+    dissipation, and every avalanche dissipates (energy drop at fixed gamma_ext >= 0)."""
+    sim = Simulation(_case(backend=backend))
+    m = sim._model
+    el = m.el
+
+    def drive(eps, g):
+        return el.drive_force(eps[el.cells], g)
+
+    def energy(eps, g):
+        return el.energy(eps[el.cells], g)
+
+    dg, work, drops = 5e-4, 0.0, []
+    eps_prev, g_prev = sim.eps_pl.copy(), 0.0
+    for k in range(1, 121):
+        g = k * dg
+        sim.advance_to(g)
+        work += 0.5 * (drive(eps_prev, g_prev) + drive(eps_prev, g)) * dg
+        drops.append(energy(eps_prev, g) - energy(sim.eps_pl, g))
+        eps_prev, g_prev = sim.eps_pl.copy(), g
+    assert sim.num_events > 20
+    stored = energy(sim.eps_pl, g_prev)
+    drops = np.array(drops)
+    assert drops.min() > -1e-12 * work, drops.min()
+    assert drops.sum() > 1e-3 * work  # something dissipated
+    assert abs(work - stored - drops.sum()) < 1e-10 * work
+    assert el.residual(sim.eps_pl[el.cells], g_prev) < 1e-10
+    fe = m.fe_stress(sim._state, g_prev, 0.0)
+    assert np.abs(fe - sim.stress).max() < 1e-10 * np.abs(fe).max()
+
+
+def test_dense_and_direct_backends_agree():
+    """Same realization, same events, same stresses with both backends."""
+    res = []
+    for backend in ("dense", "direct"):
+        sim = Simulation(_case(backend=backend))
+        sim.advance_to(0.04)
+        res.append((sim.num_events, sim.stress.copy(), sim.eps_pl.copy()))
+    assert res[0][0] == res[1][0] > 5
+    assert np.abs(res[0][1] - res[1][1]).max() < 1e-9
+    assert np.abs(res[0][2] - res[1][2]).max() < 1e-12
+
+
+def test_load_response_is_the_unit_boundary_displacement():
+    sim = Simulation(_case())
+    m = sim._model
+    el = m.el
+    R = from_dsp(m.load_response(0.0))
+    z = np.zeros((el.num_local, 3))
+    assert np.abs(R - el.gather(el.stress(z, 1.0))).max() < 1e-12 * np.abs(R).max()
+    # the self-response of every cell is its own (no translation invariance) and stable
+    q = m.redist.selfq
+    assert np.ptp(q[:, 0]) > 1e-3 * np.abs(q[:, 0]).max()
+    assert np.all(q[:, 0] < 0) and np.all(q[:, 2] < 0)
+
+
+@pytest.mark.parametrize("override,key", [
+    ({"loading": {"alpha_ext": 45.0}}, "loading.alpha_ext"),
+    ({"redistribution": {"backend": "propagator"}}, "redistribution.backend"),
+    ({"geometry": dict(NOTCH, boundaries={"bottom": "clamped"})}, "geometry.boundaries"),
+    ({"geometry": dict(NOTCH, boundaries={"bottom": "clamped", "rim": "clamped"})},
+     "geometry.boundaries.rim"),
+    ({"patches": {"enabled": True}}, "patches.enabled"),
+])
+def test_unsupported_combinations_name_the_key(override, key):
+    data = {"mesh": {"kind": "geometry"}, "geometry": NOTCH}
+    data.update(override)
+    with pytest.raises(FemplastInputError) as exc:
+        load_case(data)
+    assert exc.value.key == key
+
+
+def test_boundaries_only_with_geometry():
+    with pytest.raises(FemplastInputError) as exc:
+        load_case({"geometry": {"boundaries": {"top": "clamped"}}})
+    assert exc.value.key == "geometry.boundaries"
+
+
+@pytest.mark.heavy
+def test_walls_sheared_strip_flows_like_the_periodic_box():
+    """A 52.8 x 52.8 strip periodic along its walls (bottom clamped, top moved by gamma_ext H)
+    against the periodic gmsh box of the same side and cell size, 4 realizations each to
+    gamma_ext = 1: stationary <sigma_xy> (gamma_ext >= 0.3) agree within 3 combined standard
+    errors and 3 %. Observed: walls 0.873 +- 0.005, periodic 0.884 +- 0.006."""
+    def flow(data):
+        out = []
+        for seed in range(4):
+            case = load_case(dict(data, run={"seed": seed}, loading={
+                "dgamma_ext": 1e-3, "gamma_max": 1.0, "stationary_from": 0.3}))
+            sim = Simulation(case)
+            vals = []
+            for k in range(300, 1001, 20):
+                sim.advance_to(k * 1e-3)
+                vals.append(sim.mean_stress[2])
+            out.append(np.mean(vals))
+        return np.mean(out), np.std(out, ddof=1) / 2
+
+    L = 52.8
+    walls = flow({"mesh": {"kind": "geometry"}, "redistribution": {"backend": "dense"},
+                  "geometry": {"shape": "strip", "width": L, "height": L, "size": 6.6,
+                               "periodic": "x", "boundaries": {
+                                   "bottom": "clamped", "top": {"displacement": [1.0, 0.0]}}}})
+    box = flow({"mesh": {"kind": "gmsh", "L": L, "size": 6.6},
+                "redistribution": {"backend": "dense"}})
+    diff = abs(walls[0] - box[0])
+    assert diff < 3 * np.hypot(walls[1], box[1]) and diff < 0.03 * box[0], (walls, box)
+
+
+def test_band_from_point_finds_a_synthetic_band():
+    from femplast.analysis.specimen import band_from_point
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 100, (20000, 2))
+    area = np.full(len(pts), 0.5)
+    d = pts - [0.0, 50.0]
+    # a band from (0, 50) at +40 deg, width 6
+    dist = np.abs(-np.sin(np.radians(40)) * d[:, 0] + np.cos(np.radians(40)) * d[:, 1])
+    field = np.where((dist < 3) & (d[:, 0] > 0), 1.0, 0.0) + 0.05 * rng.random(len(pts))
+    b = band_from_point(pts, area, field, [0.0, 50.0], 10.0, 60.0)
+    assert abs(b["angle"] - 40) <= 5 and b["contrast"] > 3
+    assert b["profile"].shape == (36,) and b["near"] > 1
+
+
+@pytest.mark.heavy
+def test_notch_emits_a_band():
+    """Notched strip (100 x 150, U notch depth 20, radius 5) to gamma_ext = 0.05 (~770
+    events): the slip per unit area within 10 of the root is > 2.5 x the specimen's, and the
+    densest direction 10-50 from the root holds > 2 x the annulus mean, at 35-75 deg from the
+    specimen axis x (observed, seeds 0, 1: near 4.5, 4.0; contrast 2.5, 3.1; angle 65, 55)."""
+    from femplast.analysis.specimen import band_from_point
+
+    geo = dict(NOTCH, width=100.0, height=150.0, notch_depth=20.0, notch_radius=5.0)
+    for seed in (0, 1):
+        sim = Simulation(_case(geometry=geo, seed=seed, dgamma_ext=2e-4))
+        el = sim._model.el
+        mid = el.gather(sim._model.box.midpoints()[el._dolfinx_cells])
+        sim.advance_to(0.05)
+        b = band_from_point(mid, el.gather(el.area), sim._state.eacc, [20.0, 75.0], 10.0,
+                            50.0)
+        assert b["near"] > 2.5 and b["contrast"] > 2.0, b
+        assert 35 <= abs(b["angle"]) <= 75, b
+
+
+def test_blocked_responses_equal_single_solves(monkeypatch):
+    """The specimen's Green operator and self-responses from multi-right-hand-side solves
+    (blocks of 64 cells here) == one solve per column, to round-off."""
+    from mpi4py import MPI
+
+    from femplast.fe.geometry import ShapeSpec, build_geometry
+    from femplast.redistribution.backends import DenseRedistribution, DirectRedistribution
+
+    geo_kw = {k: v for k, v in NOTCH.items() if k != "boundaries"}
+    geo = build_geometry(ShapeSpec(**dict(geo_kw, size=10.0, size_min=None)), MPI.COMM_SELF)
+    geo.conditions = NOTCH["boundaries"]
+    monkeypatch.setattr(DenseRedistribution, "BLOCK", 64)
+    blocked = DenseRedistribution(geo, 13.2, 59.0)
+    assert blocked.blocked and geo.num_cells > 64
+    direct = DirectRedistribution(geo, 13.2, 59.0, elasticity=blocked.el)
+    monkeypatch.setattr(DenseRedistribution, "blocked", False)
+    single = DenseRedistribution(geo, 13.2, 59.0, elasticity=blocked.el)
+    scale = np.abs(single.dense).max()
+    assert np.abs(blocked.dense - single.dense).max() < 1e-12 * scale
+    assert np.abs(blocked.selfq - single.selfq).max() < 1e-12 * np.abs(single.selfq).max()
+    assert np.abs(direct.selfq - single.selfq).max() < 1e-12 * np.abs(single.selfq).max()
