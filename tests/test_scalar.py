@@ -147,7 +147,7 @@ def test_event_budget_spans_fft_steps():
         tables.append(drv.table())
     assert calls > 10 and max(overshoot) < m.num_cells  # at most one step beyond the budget
     assert 0 <= min(overshoot) and np.mean(overshoot) < 20
-    assert np.array_equal(tables[0], tables[1])
+    assert np.array_equal(tables[0], tables[1], equal_nan=True)  # LOC_plastic NaN in row 0
 
 
 def test_fft_steps_equal_shifted_adds_and_runs_are_reproducible():
