@@ -9,6 +9,7 @@ naming the dotted key, the value and what is allowed, before any computation.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -721,11 +722,24 @@ def _check_consistency(case: Case) -> None:
     if be == "propagator" and m.kind != "quad":
         raise FemplastInputError("redistribution.backend", be,
                                  "'propagator' needs mesh.kind: quad (use dense, direct or auto)")
-    for i, g in enumerate(case.output.snapshots):
-        if not 0 <= g <= case.loading.gamma_max:
-            raise FemplastInputError(f"output.snapshots[{i}]", g,
-                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
+    case.output.snapshots = snapshots_within("output.snapshots", case.output.snapshots,
+                                             "loading.gamma_max", case.loading.gamma_max)
     # the checks of each feature live with the feature: femplast.protocols.checks
+
+
+def snapshots_within(key: str, values: list[float], end_key: str, end: float) -> list[float]:
+    """The snapshots of ``values`` reachable in a run ending at ``end``: a negative one is an
+    error; those beyond ``end`` are dropped with a warning (a shorter run asked with ``--set``
+    must not be refused for a snapshot the case file asks for)."""
+    for i, g in enumerate(values):
+        if g < 0:
+            raise FemplastInputError(f"{key}[{i}]", g, f"in [0, {end_key} = {end}]")
+    beyond = [g for g in values if g > end]
+    if beyond:
+        logging.getLogger("femplast").warning(
+            "%s: %s beyond %s = %s dropped", key, ", ".join(f"{g:g}" for g in beyond),
+            end_key, end)
+    return [g for g in values if g <= end]
 
 
 # ----------------------------------------------------------------------------- reference page

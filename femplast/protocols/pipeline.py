@@ -17,7 +17,8 @@ written when the stage ends (atomic rename), so an interrupted run leaves comple
 finished stages and realizations plus the checkpoint; ``--resume`` continues from it and
 produces bit-identical datasets. Resuming needs the same case and number of MPI ranks.
 
-Field snapshots (when ``output.fields`` and some snapshot is asked for). ``stages[i].snapshots``
+Field snapshots (with ``output.fields``, the default: runs with snapshots, with stages or with
+KMC; :func:`femplast.protocols.stages.fields_enabled`). ``stages[i].snapshots``
 are values of the stage's own ``gamma_ext`` (strain-controlled load stages; taken at the
 increments ``round(g / dgamma)`` as single-stage runs). Then every stage writes
 ``OUTDIR/stages/<stage>/fields/rNNNN.xdmf`` (+ ``.h5``): its snapshots plus its final state
@@ -27,7 +28,8 @@ snapshot is the end), and KMC runs write the quenched state at ``gamma_ext = 0``
 ``output.snapshots`` of the one loading and write ``OUTDIR/fields/rNNNN.xdmf`` as single-stage
 runs do (the same values), plus the quench. Fields are those of
 :func:`femplast.io.output.snapshot_fields` (``sigma_*``, ``pressure``, ``eps_pl_*``,
-``dtau_c_min``): total stress of the stage frame, plastic strain accumulated over all stages.
+``dtau_c_min``, ``tau_c_min``, ``tau_c_mean``, ``G``, ``B``): total stress of the stage
+frame, plastic strain accumulated over all stages.
 Snapshots are kept in memory (and in the checkpoint) until the stage ends, then written as one
 time series with the stage's realization file, so a resumed run writes the same bytes.
 

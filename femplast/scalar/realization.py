@@ -78,7 +78,7 @@ class ScalarRealization:
         self.drv = S.ScalarDriver(model, self.state, budget=SAFE_POINT_SLIPS)
         gmax = case.loading.gamma_max
         snaps = case.output.snapshots if self.box is not None else ()
-        self.stops = sorted(x for x in set(snaps) if 0 <= x <= gmax) + [gmax]
+        self.stops = sorted({x for x in snaps if 0 <= x < gmax} | {gmax})  # gmax once
         self.snap_at = set(snaps)
         self.stop_i = 0  # stops passed
         self.snaps: list[tuple[float, dict]] = []
