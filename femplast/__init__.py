@@ -12,6 +12,8 @@ The public Python API (:mod:`femplast.app.api`) is imported on first use (PEP 56
 :class:`Results`, :class:`Simulation`.
 """
 
+from femplast.errors import FemplastInputError
+from femplast.version import __version__
 
 
 def _wheel_provides_dolfinx() -> bool:
