@@ -638,6 +638,17 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     from petsc4py import PETSc  # noqa: F401
 
     comm.barrier()
+    bar = None
+    if comm.rank == 0:  # finished points (any rank's) are files in sweep/points
+        from femplast.io.output import progress_bar
+
+        bar = progress_bar(progress, len(points), "sweep points", "pt")
+        bar.set(len(points) - len(todo))
+        pdir, plain_log = point_path(outdir, 0).parent, log
+
+        def log(msg):
+            plain_log(msg)
+            bar.set(sum(1 for _ in pdir.glob("*.json")))
     sched = Scheduler(comm, todo, log)
     models = ModelCache()
     # CPU seconds of this process before its first point (interpreter, imports, compiled
@@ -654,6 +665,9 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
             computed += 1
             busy += res["wall_time"]
         sched.drain()
+        if bar is not None:
+            bar.set(len(points))
+            bar.close()
     except Interrupted as exc:  # SIGINT/SIGTERM: finished points are saved, --resume goes on
         if comm.size == 1:
             raise  # the command line exits with 130/143

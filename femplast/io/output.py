@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -283,13 +283,121 @@ def write_fields(path: Path, box, snapshots) -> None:
     fw.close()
 
 
-class Progress:
-    """Terminal progress for long runs (stderr); silent when quiet."""
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
 
-    def __init__(self, quiet: bool = False, every: float = 2.0):
+
+def _num(x) -> str:
+    return f"{x:,}" if isinstance(x, int | np.integer) else f"{x:.4g}"
+
+
+class PlainBar:
+    """A progress bar as plain lines (stderr is not a terminal: log files, batch jobs): one
+    line every ``every`` seconds and one at the end, with the rate and the time left."""
+
+    def __init__(self, emit, total, desc: str, unit: str, every: float):
+        self.emit, self.total, self.desc, self.unit, self.every = emit, total, desc, unit, every
+        self.n, self.postfix = 0, ""
+        self.t0 = self.last = time.perf_counter()
+
+    def line(self) -> str:
+        dt = time.perf_counter() - self.t0
+        rate = self.n / dt if dt > 0 else 0.0
+        out = f"{self.desc}: {_num(self.n)}"
+        if self.total:
+            out += f"/{_num(self.total)} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            if rate > 0 and self.n < self.total:
+                out += f", {rate:,.3g} {self.unit}/s, {_eta((self.total - self.n) / rate)} left"
+        else:
+            out += f" {self.unit}, {rate:,.3g} {self.unit}/s"
+        return out + (f", {self.postfix}" if self.postfix else "")
+
+    def update(self, n: int = 1) -> None:
+        self.set(self.n + n)
+
+    def set(self, n: int, postfix: str | None = None) -> None:
+        self.n = n
+        if postfix is not None:
+            self.postfix = postfix
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self.emit(self.line())
+
+    def close(self) -> None:
+        self.emit(self.line() + f" in {time.perf_counter() - self.t0:.1f} s")
+
+
+class TqdmBar:
+    """A tqdm bar (rate and ETA) on an interactive stderr."""
+
+    def __init__(self, total, desc: str, unit: str, position: int, out):
+        from tqdm import tqdm
+
+        try:  # some pseudo-terminals report a 0 x 0 size: tqdm would draw nothing
+            cols, rows = os.get_terminal_size(out.fileno())
+        except (AttributeError, OSError, ValueError):
+            cols = rows = 0
+        self.bar = tqdm(total=total, desc=desc, unit=f" {unit}", position=position,
+                        leave=position == 0, dynamic_ncols=cols > 0,
+                        ncols=None if cols > 0 else 100, nrows=None if rows > 0 else 24,
+                        file=out, mininterval=0.5)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set(self, n: int, postfix: str | None = None) -> None:
+        if postfix is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set(self, n: int, postfix: str | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Progress:
+    """Progress that a person reads, on stderr: messages (``progress(msg, force)``) and bars
+    (:meth:`bar`) for realizations, stages, KMC, patch tests and sweep points. On a terminal
+    the bars are tqdm's (rate, time left) and messages are printed above them; otherwise (a
+    log file) bars are plain lines every ``every`` seconds. Nothing is cut to the terminal
+    width (a cut "stress 1.1545e-16" read "stress 1.1545"). Silent when ``quiet``."""
+
+    def __init__(self, quiet: bool = False, every: float = 2.0, stream=None):
         self.quiet, self.every = quiet, every
+        self.stream = stream
         self.t0 = time.perf_counter()
         self.last = 0.0
+        self.open: list = []
+
+    @property
+    def out(self):
+        return self.stream if self.stream is not None else sys.stderr
+
+    @property
+    def tty(self) -> bool:
+        return bool(getattr(self.out, "isatty", lambda: False)())
+
+    def _emit(self, msg: str) -> None:
+        line = f"[femplast {time.perf_counter() - self.t0:7.1f}s] {msg}"
+        if self.tty and any(isinstance(b, TqdmBar) for b in self.open):
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.out)
+        else:
+            print(line, file=self.out, flush=True)
 
     def __call__(self, msg: str, force: bool = False):
         if self.quiet:
@@ -297,6 +405,31 @@ class Progress:
         now = time.perf_counter()
         if force or now - self.last >= self.every:
             self.last = now
-            cols = shutil.get_terminal_size((100, 20)).columns
-            print(f"[femplast {now - self.t0:7.1f}s] {msg}"[:cols], flush=True,
-                  file=__import__("sys").stderr)
+            self._emit(msg)
+
+    def bar(self, total, desc: str, unit: str = "it"):
+        """A bar of ``total`` units (None: unknown); close it with ``close()``. Nested bars
+        (a stage inside a realization) stack below the open ones."""
+        if self.quiet:
+            return NoBar()
+        if self.tty:
+            b = TqdmBar(total, desc, unit, len(self.open), self.out)
+        else:
+            b = PlainBar(self._emit, total, desc, unit, self.every)
+        self.open.append(b)
+        close = b.close
+
+        def closing():
+            close()
+            if b in self.open:
+                self.open.remove(b)
+
+        b.close = closing
+        return b
+
+
+def progress_bar(progress, total, desc: str, unit: str = "it"):
+    """``progress.bar(...)`` of a :class:`Progress`; a bar that shows nothing for any other
+    progress callable (sweeps run realizations with a silent one)."""
+    bar = getattr(progress, "bar", None)
+    return bar(total, desc, unit) if bar is not None else NoBar()

@@ -55,7 +55,13 @@ import numpy as np
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
-from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group
+from femplast.io.output import (
+    H5Writer,
+    progress_bar,
+    snapshot_fields,
+    write_fields,
+    write_group,
+)
 from femplast.protocols import checkpoint as ck
 from femplast.protocols.stage_checks import check  # noqa: F401 (re-exported: the feature's check)
 from femplast.protocols.stages import (
@@ -140,6 +146,12 @@ class RealizationRun:
     # ------------------------------------------------------------------ running
     def run(self, tick) -> dict:
         bind(self.model, self.state)
+        if self.probe is not None:
+            pc = self.case.patches
+            bar = progress_bar(self.progress, int(pc.initial) + len(pc.gamma_ext)
+                               + len(pc.after), f"{self.name} patch-tested states", "state")
+            self.probe.on_probe = lambda label, tests: bar.set(
+                len(self.probe.records), f"{label}: {tests:,} tests")
         if self.phase == "kmc":
             self._run_kmc(tick)
         if self.probe is not None and not self.probed_initial:
@@ -150,6 +162,7 @@ class RealizationRun:
             self._run_stage(tick)
         self.phase = "done"
         if self.probe is not None:
+            bar.close()
             if self.write:
                 self.probe.write(self.outdir)
             self.result.update(patches=self.probe.sums, patches_wall=self.probe.wall)
@@ -163,16 +176,17 @@ class RealizationRun:
 
     def _run_kmc(self, tick):
         k, kmc = self.case.kmc, self.kmc
-        t0 = time.perf_counter()
+        bar = progress_bar(self.progress, k.max_events, f"{self.name} KMC T={k.temperature:g}",
+                           "ev")
 
         def on_budget(km):
-            self.progress(f"realization {self.index + 1}/{self.case.run.realizations}: KMC "
-                          f"{km.events} events at T = {k.temperature}, "
-                          f"{km.events / max(time.perf_counter() - t0, 1e-9):,.0f} ev/s")
+            bar.set(km.events, "stationary" if km.stationary_at is not None else None)
             tick()
 
         why = kmc.run(k.max_events, until_stationary=k.stop == "stationary",
                       on_budget=on_budget, budget=200)
+        bar.set(kmc.events)
+        bar.close()
         liquid = sample_observables(self.model, self.state)
         obs = quench(self.model, self.state, self.kmc_drv)
         info = dict(temperature=k.temperature, Va=k.Va, stopped_by=why,
@@ -225,7 +239,22 @@ class RealizationRun:
         if self.run_obj is None:
             self.run_obj = self._start_stage()
         ro = self.run_obj
-        ro.run(tick)
+        strain = isinstance(ro, StrainStage)
+        bar = progress_bar(self.progress, ro.k_end if strain else None,
+                           f"{self.name} {ro.stage.name}", "inc" if strain else "ev")
+
+        def show():
+            d = ro.drv
+            bar.set(d.k if strain else d.num_events,
+                    f"gamma_ext {d.gamma_ext:.4g}, {d.num_events:,} events")
+
+        def ticking():  # safe points: the bar shows the stage's progress
+            show()
+            tick()
+
+        ro.run(ticking)
+        show()
+        bar.close()
         sg = ro.stage
         if self.fields and not sg.implicit and (not ro.snaps
                                                 or ro.snaps[-1][0] != ro.gamma_final):
@@ -459,10 +488,10 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
                             current=None if cur is None else cur.checkpoint()))
         return cpath
 
+    todo = [i for i in mine if i not in finished]
+    bar = progress_bar(progress, len(todo), "run", "realizations") if len(todo) > 1 else None
     with ck.Interrupter(write, case.run.checkpoint_interval) as intr:
-        for i in mine:
-            if i in finished:
-                continue
+        for i in todo:
             if holder["run"] is None or holder["run"].index != i:
                 holder["run"] = runs.new_run(i)
             res = holder["run"].run(intr.tick)
@@ -470,8 +499,12 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
             holder["run"] = None
             progress(f"realization {i + 1}/{case.run.realizations} done: {res['events']} "
                      f"events in {res['wall']:.2f} s", True)
+            if bar is not None:
+                bar.update()
             intr.tick(force=True)
         write()
+    if bar is not None:
+        bar.close()
     allres = [done] if sample else comm.gather(done, root=0)
     if comm.rank != 0:
         return {}
