@@ -55,7 +55,7 @@ setup() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  quickstart) setup; exec .venv/bin/python -m femplast cases/quickstart.yaml "$@" ;;
+  quickstart) setup; exec .venv/bin/python -m femplast run cases/quickstart.yaml "$@" ;;
   test) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest -q "$@" ;;
   setup) setup ;;
   *) echo "usage: ./run.sh quickstart|test|setup [args...]" >&2; exit 2 ;;

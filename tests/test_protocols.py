@@ -186,7 +186,7 @@ def test_stage_snapshots_and_event_log(tmp_path):
     ([dict(name="u", kind="unload", stress=1.0)], "stages[0].stress"),
     ([dict(name="h", kind="hold", temperature=0.3)], "stages[0].events"),
     ([dict(name="a", stress=0.3, snapshots=[0.1])], "stages[0].snapshots"),
-    ([dict(name="a", gamma=0.1, snapshots=[0.2])], "stages[0].snapshots[0]"),
+    ([dict(name="a", gamma=0.1, snapshots=[-0.2])], "stages[0].snapshots[0]"),
 ])
 def test_bad_stage_lists(stages, key):
     with pytest.raises(FemplastInputError) as e:

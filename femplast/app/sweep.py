@@ -592,6 +592,22 @@ def _plan_doc(case, points) -> dict:
     return dict(case=d, points=points)
 
 
+def _points_bar(progress, outdir: Path, total: int, log):
+    """A progress bar of the finished sweep points (rank 0; any rank's finished point is a
+    file in sweep/points), brought up to date whenever ``log`` is called."""
+    from femplast.io.output import progress_bar
+
+    bar = progress_bar(progress, total, "sweep points", "pt")
+    pdir = point_path(outdir, 0).parent
+
+    def logging_bar(msg):
+        log(msg)
+        bar.set(sum(1 for _ in pdir.glob("*.json")))
+
+    bar.set(sum(1 for _ in pdir.glob("*.json")))
+    return bar, logging_bar
+
+
 def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None,
               resume: bool = False) -> dict:
     """Run (or resume) the sweep; returns the summary entries on rank 0 ({} elsewhere)."""
@@ -638,17 +654,7 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     from petsc4py import PETSc  # noqa: F401
 
     comm.barrier()
-    bar = None
-    if comm.rank == 0:  # finished points (any rank's) are files in sweep/points
-        from femplast.io.output import progress_bar
-
-        bar = progress_bar(progress, len(points), "sweep points", "pt")
-        bar.set(len(points) - len(todo))
-        pdir, plain_log = point_path(outdir, 0).parent, log
-
-        def log(msg):
-            plain_log(msg)
-            bar.set(sum(1 for _ in pdir.glob("*.json")))
+    bar, log = _points_bar(progress, outdir, len(points), log) if comm.rank == 0 else (None, log)
     sched = Scheduler(comm, todo, log)
     models = ModelCache()
     # CPU seconds of this process before its first point (interpreter, imports, compiled

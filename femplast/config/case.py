@@ -2,7 +2,7 @@
 
 Every key is declared once here with its type, default, unit, allowed range and meaning; the
 same declarations validate case files and generate the reference page (docs/case-reference.md,
-``python -m femplast --reference``). A bad case raises :class:`femplast.FemplastInputError`
+``femplast reference``). A bad case raises :class:`femplast.FemplastInputError`
 naming the dotted key, the value and what is allowed, before any computation.
 """
 
@@ -118,10 +118,12 @@ class OutputSection:
     """What is written to the output directory (femplast.io.output)."""
 
     snapshots: list[float] = key([], "gamma_ext at which cell fields are written (XDMF for "
-                                 "ParaView, OUTDIR/fields/); runs with stages: empty (use "
-                                 "stages[i].snapshots); with kmc also the quenched state "
-                                 "(OUTDIR/quench/fields/)", "-")
-    fields: bool = key(True, "write the field snapshots (false: none)")
+                                 "ParaView, OUTDIR/fields/); values beyond loading.gamma_max "
+                                 "are dropped with a warning; runs with stages: empty (use "
+                                 "stages[i].snapshots)", "-")
+    fields: bool = key(True, "write cell fields: the snapshots, the final state of every "
+                             "stage (runs with stages) and the quenched state (KMC runs, "
+                             "OUTDIR/quench/fields/); false: none")
 
 
 @dataclass
@@ -200,11 +202,10 @@ class StageSection:
     temperature: float = key(0.0, "hold: kB T of thermally activated events", "LJ energy", min=0)
     events: int = key(0, "hold: number of thermally activated events", min=0)
     snapshots: list[float] = key([], "strain-controlled load: gamma_ext of the stage (from its "
-                                 "own 0, in [0, gamma]) at which cell fields are written. When "
-                                 "any stage has snapshots (and output.fields), every stage "
-                                 "writes OUTDIR/stages/<name>/fields/rNNNN.xdmf with these and "
-                                 "its final state, and kmc runs the quenched state "
-                                 "(OUTDIR/quench/fields/)", "-")
+                                 "own 0; values beyond gamma are dropped with a warning) at "
+                                 "which cell fields are written. With output.fields every "
+                                 "stage writes OUTDIR/stages/<name>/fields/rNNNN.xdmf with "
+                                 "these and its final state", "-")
 
 
 @dataclass
@@ -746,7 +747,7 @@ def snapshots_within(key: str, values: list[float], end_key: str, end: float) ->
 def reference_markdown() -> str:
     """The case-file reference page, generated from the declarations above."""
     lines = ["# Case-file reference", "",
-             "Generated from `femplast/config/case.py` (`python -m femplast --reference`). "
+             "Generated from `femplast/config/case.py` (`femplast reference`). "
              "Units are Lennard-Jones units of the atomistic reference (length sigma_SL, stress "
              "eps_SL/sigma_SL^2); angles in degrees. Unknown keys are errors.", ""]
 
