@@ -489,7 +489,8 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
         return cpath
 
     todo = [i for i in mine if i not in finished]
-    bar = progress_bar(progress, len(todo), "run", "realizations") if len(todo) > 1 else None
+    desc = "run" if sample or comm.size == 1 else f"run, rank {comm.rank} of {comm.size}"
+    bar = progress_bar(progress, len(todo), desc, "realizations") if len(todo) > 1 else None
     with ck.Interrupter(write, case.run.checkpoint_interval) as intr:
         for i in todo:
             if holder["run"] is None or holder["run"].index != i:
