@@ -16,7 +16,7 @@ from femplast.postprocess.renders import animation_job, plastic_strain_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_FIELDS = {"sigma_xx", "sigma_yy", "sigma_xy", "sigma_vm", "pressure", "eps_pl_xx",
-                     "eps_pl_yy", "eps_pl_xy", "dtau_c_min"}
+                     "eps_pl_yy", "eps_pl_xy", "dtau_c_min", "tau_c_min", "tau_c_mean"}
 SNAPSHOTS = [0.1, 0.5, 1.0]
 MIN_VARIANCE = 2e-3  # an all-white or single-colour image has ~0
 

@@ -246,17 +246,19 @@ def snapshot_fields(model, state, gamma_ext: float, alpha_ext: float) -> dict[st
     """The cell fields of a snapshot of a tensorial state at external strain ``gamma_ext``
     along ``alpha_ext`` (radians): total stress (sigma_*, pressure), plastic strain
     (eps_pl_*), the smallest distance to threshold (dtau_c_min), the thresholds of the cell's
-    slip systems (tau_c_min, tau_c_mean; eq. 5) and its moduli (G, B: per cell in variant A
-    and with evolving moduli, uniform otherwise)."""
+    slip systems (tau_c_min, tau_c_mean; eq. 5) and its moduli where they vary per cell (G in
+    variant A and with evolving moduli; B when per cell)."""
     f = stress_fields("sigma", model.total_stress(state, gamma_ext, alpha_ext))
-    n = len(state.eps_pl)
     f.update({"eps_pl_xx": state.eps_pl[:, 0], "eps_pl_yy": state.eps_pl[:, 1],
               "eps_pl_xy": state.eps_pl[:, 2],
               "dtau_c_min": model.distance_to_threshold(state, gamma_ext, alpha_ext),
-              "tau_c_min": state.tauc.min(axis=1), "tau_c_mean": state.tauc.mean(axis=1),
-              "G": (model.moduli(state.eacc) if model.evolving_moduli
-                    else np.broadcast_to(np.asarray(model.G, float), (n,))),
-              "B": np.broadcast_to(np.asarray(model.B, float), (n,))})
+              "tau_c_min": state.tauc.min(axis=1), "tau_c_mean": state.tauc.mean(axis=1)})
+    if model.evolving_moduli:  # uniform moduli are in case.yaml, not repeated per cell
+        f["G"] = model.moduli(state.eacc)
+    elif np.ndim(model.G):
+        f["G"] = model.G
+    if np.ndim(model.B):
+        f["B"] = model.B
     return {k: np.array(v, dtype=float) for k, v in f.items()}  # copies: the state moves on
 
 

@@ -28,7 +28,7 @@ snapshot is the end), and KMC runs write the quenched state at ``gamma_ext = 0``
 ``output.snapshots`` of the one loading and write ``OUTDIR/fields/rNNNN.xdmf`` as single-stage
 runs do (the same values), plus the quench. Fields are those of
 :func:`femplast.io.output.snapshot_fields` (``sigma_*``, ``pressure``, ``eps_pl_*``,
-``dtau_c_min``, ``tau_c_min``, ``tau_c_mean``, ``G``, ``B``): total stress of the stage
+``dtau_c_min``, ``tau_c_min``, ``tau_c_mean``, per-cell ``G``): total stress of the stage
 frame, plastic strain accumulated over all stages.
 Snapshots are kept in memory (and in the checkpoint) until the stage ends, then written as one
 time series with the stage's realization file, so a resumed run writes the same bytes.
