@@ -82,7 +82,8 @@ fig.savefig(OUT / "stress_strain.png", dpi=120)
 # ## 4. Open a field with pyvista
 #
 # Cell fields are XDMF time series (`fields/rNNNN.xdmf` + `.h5`): one time per snapshot,
-# every field at each (stresses, plastic strain, distance to threshold, thresholds; per-cell moduli in variant A).
+# every field at each (stresses, plastic strain, distance to threshold, thresholds; per-cell
+# moduli in variant A).
 # ParaView, meshio and dolfinx (`XDMFFile.read_mesh(name="mesh")`) read them too.
 
 # %%
