@@ -58,6 +58,8 @@ def test_check_and_reference_in_both_forms(capsys):
     assert main(["--reference"]) == 0
     assert capsys.readouterr().out == ref and ref.startswith("# Case-file reference")
     assert main(["check", str(ROOT / "cases" / "nope.yaml")]) == 2
+    assert main(["run"]) == 2 and "a case file is required" in capsys.readouterr().err
+    assert main([]) == 2 and "COMMAND" in capsys.readouterr().err  # the help
 
 
 def test_snapshots_beyond_the_end_dropped_with_a_warning(caplog):

@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "examples":
         return _examples(args.dir)
     if not args.case:
-        p.parse_args([args.command, "--help"])  # prints the command's usage, exits 0
+        print(f"{prog_name()} {args.command}: error: a case file is required (e.g. "
+              f"{prog_name()} {args.command} CASE.yaml; cases: {prog_name()} examples DIR)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False)
                         else logging.INFO, format="[femplast] %(message)s")
     return _run(args, check_only=args.command == "check" or args.check)
