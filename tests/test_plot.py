@@ -36,7 +36,8 @@ def assert_units(*paths: Path) -> int:
         if isinstance(obj, h5py.Dataset):
             u = obj.attrs.get("units")
             assert u is not None and u != "unknown", (name, u)
-            assert u == DATASET_UNITS[name.split("/")[-1]]
+            # field files (meshio): datasets data0, data1, ... carry their field's name
+            assert u == DATASET_UNITS[obj.attrs.get("name", name.split("/")[-1])]
             seen.append(name)
 
     for p in paths:
