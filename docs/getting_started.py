@@ -93,7 +93,7 @@ pv.OFF_SCREEN = True
 reader = pv.get_reader(str(OUT / "run" / "fields" / "r0000.xdmf"))
 print("snapshot strains:", reader.time_values)
 reader.set_active_time_value(reader.time_values[-1])
-grid = [b for b in reader.read() if b is not None and b.n_cells][-1]
+grid = reader.read()["fields"]  # blocks: "fields" (the time series) and "mesh"
 print("fields:", sorted(grid.cell_data))
 plotter = pv.Plotter(off_screen=True, window_size=(500, 450))
 plotter.add_mesh(grid, scalars="eps_pl_xy", cmap="viridis", show_edges=False)

@@ -118,7 +118,7 @@ def test_quickstart_timeseries_open_in_meshio_and_pyvista(quickstart):
     reader = pv.get_reader(str(xdmfs[0]))
     assert reader.time_values == pytest.approx(SNAPSHOTS)
     reader.set_active_time_value(SNAPSHOTS[-1])
-    mesh = reader.read()
+    mesh = reader.read()["fields"]  # blocks: the time series, the mesh (for dolfinx)
     assert mesh.n_cells == 64
     assert set(mesh.cell_data.keys()) == QUICKSTART_FIELDS
     # the last snapshot is the final state of the realization file
