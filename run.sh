@@ -42,7 +42,7 @@ setup() {
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing femplast and its dependencies into .venv (about a minute)" >&2
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 \
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[wheel,test]" 2>&1 \
       | grep -v "^WARNING: Location" >&2 || true
     .venv/bin/python -c "import femplast, dolfinx" || { echo "[setup] install failed" >&2; exit 1; }
     echo "$want" > "$stamp"
@@ -55,7 +55,7 @@ setup() {
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  quickstart) setup; exec .venv/bin/python -m femplast cases/quickstart.yaml "$@" ;;
+  quickstart) setup; exec .venv/bin/python -m femplast run cases/quickstart.yaml "$@" ;;
   test) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest -q "$@" ;;
   setup) setup ;;
   *) echo "usage: ./run.sh quickstart|test|setup [args...]" >&2; exit 2 ;;

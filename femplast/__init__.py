@@ -1,17 +1,42 @@
 """femplast: finite-element mesoscale elasto-plastic models of amorphous solids.
 
-The package imports ``dolfinx_solver`` here, once, so that MPI is loaded before the dolfinx
-and petsc4py bindings whatever submodule a user imports first.
+femplast runs on any dolfinx 0.11: conda-forge, Docker images or the ``dolfinx-solver-real``
+pip wheel (``pip install femplast[wheel]``). The wheel's dolfinx links a ``libmpi.so.12``
+that only ``mpi4py.MPI`` knows how to find (the PyPI mpich wheel's), so ``import dolfinx``
+alone fails there ("libmpi.so.12: cannot open shared object file"): ``import dolfinx_solver``
+must come first. The package does that here, once, whatever submodule a user imports first,
+but only when that wheel is what provides dolfinx; a conda or Docker dolfinx needs nothing.
 
 The public Python API (:mod:`femplast.app.api`) is imported on first use (PEP 562), so that
 ``import femplast`` stays cheap: :func:`load_case`, :func:`run`, :func:`load_run`,
 :class:`Results`, :class:`Simulation`.
 """
 
-import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
-
 from femplast.errors import FemplastInputError
 from femplast.version import __version__
+
+
+def _wheel_provides_dolfinx() -> bool:
+    """Whether the ``dolfinx`` on ``sys.path`` is the one a ``dolfinx-solver-*`` wheel
+    installed (found without importing it)."""
+    from importlib import metadata, util
+    from pathlib import Path
+
+    spec = util.find_spec("dolfinx")
+    if spec is None or spec.origin is None:
+        return False
+    for dist in ("dolfinx-solver-real", "dolfinx-solver-complex"):
+        try:
+            mine = metadata.distribution(dist).locate_file("dolfinx/__init__.py")
+        except metadata.PackageNotFoundError:
+            continue
+        if Path(mine).resolve() == Path(spec.origin).resolve():
+            return True
+    return False
+
+
+if _wheel_provides_dolfinx():
+    import dolfinx_solver  # noqa: F401  (must precede dolfinx / petsc4py)
 
 _API = ("load_case", "run", "load_run", "Simulation", "Results")
 

@@ -262,7 +262,7 @@ def test_resume_keeps_the_patch_tests_of_finished_realizations(tmp_path):
                             "loading.stationary_from=0.1", "patches.gamma_ext=[0.2, 0.3]",
                             "patches.n=[1, 2]"])
     full, cut = tmp_path / "full", tmp_path / "cut"
-    s1 = run_case(case, full, MPI.COMM_SELF, quiet=True)
+    s1 = run_case(case, full, MPI.COMM_SELF, quiet=True, keep_checkpoint=True)  # as if cut
     shutil.copytree(full, cut)
     # as left by an interruption during realization 2
     (cut / "summary.json").unlink()

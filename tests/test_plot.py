@@ -16,7 +16,7 @@ from femplast.postprocess.renders import animation_job, plastic_strain_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_FIELDS = {"sigma_xx", "sigma_yy", "sigma_xy", "sigma_vm", "pressure", "eps_pl_xx",
-                     "eps_pl_yy", "eps_pl_xy", "dtau_c_min"}
+                     "eps_pl_yy", "eps_pl_xy", "dtau_c_min", "tau_c_min", "tau_c_mean"}
 SNAPSHOTS = [0.1, 0.5, 1.0]
 MIN_VARIANCE = 2e-3  # an all-white or single-colour image has ~0
 
@@ -36,7 +36,8 @@ def assert_units(*paths: Path) -> int:
         if isinstance(obj, h5py.Dataset):
             u = obj.attrs.get("units")
             assert u is not None and u != "unknown", (name, u)
-            assert u == DATASET_UNITS[name.split("/")[-1]]
+            # field files (meshio): datasets data0, data1, ... carry their field's name
+            assert u == DATASET_UNITS[obj.attrs.get("name", name.split("/")[-1])]
             seen.append(name)
 
     for p in paths:
@@ -118,7 +119,7 @@ def test_quickstart_timeseries_open_in_meshio_and_pyvista(quickstart):
     reader = pv.get_reader(str(xdmfs[0]))
     assert reader.time_values == pytest.approx(SNAPSHOTS)
     reader.set_active_time_value(SNAPSHOTS[-1])
-    mesh = reader.read()
+    mesh = reader.read()["fields"]  # blocks: the time series, the mesh (for dolfinx)
     assert mesh.n_cells == 64
     assert set(mesh.cell_data.keys()) == QUICKSTART_FIELDS
     # the last snapshot is the final state of the realization file

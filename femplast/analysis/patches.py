@@ -971,6 +971,7 @@ class PatchProbe:
         self.records: list[tuple[int, str, float, list[dict]]] = []
         self.sums: dict[str, dict] = {}
         self.wall = 0.0
+        self.on_probe = None  # on_probe(label, tests of the state): progress
 
     def stops(self, dgamma: float) -> list[int]:
         """The increments ``k`` (``gamma_ext = k dgamma``) of the probed load stage."""
@@ -983,10 +984,12 @@ class PatchProbe:
     def _probe(self, state, g: float, alpha: float, label: str, sid: int):
         import time
 
-        t0 = time.perf_counter()
+        t0, n0 = time.perf_counter(), self.analysis.num_tests
         tables = self.analysis.analyse(state, g, alpha, (self.case.run.seed, self.index, sid))
         self._account(sid, label, g, tables)
         self.wall += time.perf_counter() - t0
+        if self.on_probe is not None:
+            self.on_probe(label, self.analysis.num_tests - n0)
 
     def _account(self, sid: int, label: str, g: float, tables: list[dict]):
         self.records.append((sid, label, g, tables))

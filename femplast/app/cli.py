@@ -1,64 +1,137 @@
-"""Command line: ``python -m femplast CASE.yaml [options]``."""
+"""Command line: ``femplast run|check|reference|plot|examples`` (``python -m femplast`` too).
+
+``femplast CASE.yaml [options]`` (no subcommand) is ``femplast run CASE.yaml [options]``, as
+before the subcommands existed; so are the flags ``--check`` and ``--reference``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from femplast.errors import FemplastInputError, io_error_line
 from femplast.protocols import checkpoint as ck
 from femplast.protocols.checkpoint import Interrupted
+from femplast.version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_IO_ERROR = 1
+COMMANDS = ("run", "check", "reference", "plot", "examples")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m femplast",
-        description="Run a femplast case (mesoscale elasto-plastic model on a periodic FE mesh). "
-                    "Under 'mpirun -n P', realizations are spread over the ranks.",
-        epilog="Case keys: docs/case-reference.md (or --reference). Figures of a run: "
-               "python -m femplast plot OUTDIR [--out FIGDIR] [--quiet].")
+def prog_name() -> str:
+    """``femplast`` when called through the console script, else ``python -m femplast``."""
+    return "femplast" if os.path.basename(sys.argv[0] or "") == "femplast" else \
+        "python -m femplast"
+
+
+def _case_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("case", nargs="?", help="YAML case file")
-    p.add_argument("--out", help="output directory (new or empty; default runs/<case name>[-N])")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a case key, e.g. --set loading.gamma_max=0.5 (repeatable)")
     p.add_argument("--realizations", type=int, help="override run.realizations")
     p.add_argument("--seed", type=int, help="override run.seed")
-    p.add_argument("--event-log", action="store_true", help="store every slip event")
-    p.add_argument("--resume", action="store_true",
+
+
+def parser() -> argparse.ArgumentParser:
+    prog = prog_name()
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="femplast: mesoscale elasto-plastic models of glasses on periodic FE "
+                    "meshes (FEniCSx). Under 'mpirun -n P', realizations are spread over the "
+                    "ranks.",
+        epilog=f"'{prog} CASE.yaml [options]' is short for '{prog} run CASE.yaml [options]'. "
+               f"Help of a command: {prog} COMMAND --help. Case keys: docs/case-reference.md "
+               f"({prog} reference).")
+    p.add_argument("--version", action="version", version=f"femplast {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="run a case into an output directory",
+                       description="Run a case; outputs: docs/architecture.md (Output "
+                                   "directory).")
+    _case_options(r)
+    r.add_argument("--out", help="output directory (new or empty; default runs/<case name>[-N])")
+    r.add_argument("--event-log", action="store_true", help="store every slip event")
+    r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the existing --out directory (sweeps: "
                         "points already finished are not recomputed)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--check", action="store_true", help="validate the case and exit")
-    p.add_argument("--reference", action="store_true", help="print the case-key reference")
+    r.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep OUTDIR/checkpoint/ after a successful run (default: removed)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--check", action="store_true", help="validate the case and exit ("
+                                                       "same as the check command)")
+    r.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    c = sub.add_parser("check", help="validate a case and exit (nothing is written)")
+    _case_options(c)
+    sub.add_parser("reference", help="print the case-key reference (Markdown)")
+    sub.add_parser("plot", add_help=False,  # parsed by femplast.postprocess.plot
+                   help="figures, field renders and an index page of an output directory "
+                        f"({prog} plot --help)")
+    e = sub.add_parser("examples", help="copy the shipped cases and reference data into DIR",
+                       description="Copy the cases (cases/), the reference data (reference/) "
+                                   "and the mesh scripts (meshes/) shipped with femplast into "
+                                   "DIR, keeping their relative paths, so that "
+                                   f"'{prog} run DIR/cases/quickstart.yaml' runs.")
+    e.add_argument("dir", help="target directory (new or empty)")
     return p
 
 
+def normalize(argv: list[str]) -> list[str]:
+    """The subcommand form of a command line: ``CASE.yaml ...``, ``--check``,
+    ``--reference`` (the forms before subcommands) become ``run ...``."""
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        return ["run", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["plot"]:  # python -m femplast plot OUTDIR [--out FIGDIR] [--quiet]
+    argv = normalize(sys.argv[1:] if argv is None else list(argv))
+    if argv[:1] == ["plot"]:  # the figure command has its own parser
         from femplast.postprocess.plot import main as plot_main
 
         return plot_main(argv[1:])
-    args = parser().parse_args(argv)
+    p = parser()
+    if not argv:
+        p.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    args = p.parse_args(argv)
+    if args.command == "reference" or getattr(args, "reference", False):
+        from femplast.config.case import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
+    if args.command == "examples":
+        return _examples(args.dir)
+    if not args.case:
+        print(f"{prog_name()} {args.command}: error: a case file is required (e.g. "
+              f"{prog_name()} {args.command} CASE.yaml; cases: {prog_name()} examples DIR)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False)
+                        else logging.INFO, format="[femplast] %(message)s")
+    return _run(args, check_only=args.command == "check" or args.check)
+
+
+def _examples(target: str) -> int:
+    from femplast.app.examples import copy_examples
+
+    try:
+        copied = copy_examples(target)
+    except FemplastInputError as exc:
+        print(f"femplast: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{len(copied)} files -> {target} (try: {prog_name()} run "
+          f"{os.path.join(target, 'cases', 'quickstart.yaml')})")
+    return 0
+
+
+def _run(args, check_only: bool) -> int:
     from mpi4py import MPI
 
     from femplast.app.cases import load_case
-    from femplast.config.case import reference_markdown
 
     comm = MPI.COMM_WORLD
-    if args.reference:
-        print(reference_markdown(), end="")
-        return 0
-    if not args.case:
-        parser().print_usage(sys.stderr)
-        print("error: a case file is required", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="[femplast] %(message)s")
     try:
         overrides = list(args.set)
         if args.realizations is not None:
@@ -66,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed is not None:
             overrides.append(f"run.seed={args.seed}")
         case = load_case(args.case, overrides)
-        if args.check:
+        if check_only:
             print(f"{args.case}: valid")
             return 0
         from femplast.app.compile import announce_if_cold
@@ -78,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 claim_outdir(comm, args.out, case.name, resume=args.resume) as claim:
             announce_if_cold(args.quiet or comm.rank != 0)
             run_case(case, claim.path, comm, quiet=args.quiet, event_log=args.event_log,
-                     resume=args.resume)
+                     resume=args.resume, keep_checkpoint=args.keep_checkpoint)
     except FemplastInputError as exc:
         if comm.rank == 0:
             for line in str(exc).splitlines():  # every problem of the case, one line each

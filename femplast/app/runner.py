@@ -3,6 +3,7 @@ write per-realization outputs and the summary."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -55,9 +56,12 @@ def run_inclusion(case: Case, outdir: Path, comm: MPI.Comm, progress: Progress) 
 
 
 def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: bool = False,
-             event_log: bool = False, resume: bool = False) -> dict | None:
+             event_log: bool = False, resume: bool = False,
+             keep_checkpoint: bool = False) -> dict | None:
     """Run ``case`` into ``outdir``; returns the summary on rank 0. ``resume``: continue an
-    interrupted run in ``outdir`` (sweeps: finished points are kept)."""
+    interrupted run in ``outdir`` (sweeps: finished points are kept). ``OUTDIR/checkpoint/``
+    serves ``--resume`` only, so it is removed once ``summary.json`` is written unless
+    ``keep_checkpoint``."""
     progress = Progress(quiet or comm.rank != 0)
     t0 = time.perf_counter()
     summary = dict(case=case.to_dict(), femplast_version=__version__,
@@ -88,9 +92,12 @@ def run_case(case: Case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, quiet: b
                                  "sweeps (sweep.enabled)")
     elif case.model == "inclusion":
         summary["inclusion"] = run_inclusion(case, outdir, comm, progress)
+    comm.barrier()  # every rank's last checkpoint is on disk (removed below)
     if comm.rank == 0:
         summary["wall_time"] = time.perf_counter() - t0
         write_json(outdir / "summary.json", summary)
+        if not keep_checkpoint:
+            shutil.rmtree(outdir / "checkpoint", ignore_errors=True)
         progress(f"done: {outdir / 'summary.json'}", True)
         return summary
     return None

@@ -622,15 +622,39 @@ def _plan_doc(case, points) -> dict:
     return dict(case=d, points=points)
 
 
+def _points_bar(comm, progress, outdir: Path, total: int):
+    """The sweep's ``log(msg)`` and, on rank 0, a progress bar of the finished points (any
+    rank's finished point is a file in sweep/points) brought up to date at each ``log``.
+    Returns ``(finish, log)``: ``finish()`` completes and closes the bar."""
+    from femplast.io.output import progress_bar
+
+    log = (lambda m: progress(m, True)) if progress else (lambda m: None)
+    if comm.rank != 0:
+        return (lambda: None), log
+    bar = progress_bar(progress, total, "sweep points", "pt")
+    pdir = point_path(outdir, 0).parent
+
+    def logging_bar(msg):
+        log(msg)
+        bar.set(sum(1 for _ in pdir.glob("*.json")))
+
+    def finish():
+        bar.set(total)
+        bar.close()
+
+    bar.set(sum(1 for _ in pdir.glob("*.json")))
+    return finish, logging_bar
+
+
 def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None,
               resume: bool = False) -> dict:
     """Run (or resume) the sweep; returns the summary entries on rank 0 ({} elsewhere)."""
     from femplast.config.case import resolve_path
     from femplast.io.output import write_json
 
-    log = (lambda m: progress(m, True)) if progress else (lambda m: None)
     t0 = time.perf_counter()
     points = plan(case)
+    finish_bar, log = _points_bar(comm, progress, outdir, len(points))
     sdir = outdir / "sweep"
     ref = C.read_reference(resolve_path(case, case.sweep.reference)) \
         if case.sweep.reference else None
@@ -684,6 +708,7 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
             computed += 1
             busy += res["wall_time"]
         sched.drain()
+        finish_bar()
     except Interrupted as exc:  # SIGINT/SIGTERM: finished points are saved, --resume goes on
         if comm.size == 1:
             raise  # the command line exits with 130/143

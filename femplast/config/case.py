@@ -2,13 +2,14 @@
 
 Every key is declared once here with its type, default, unit, allowed range and meaning; the
 same declarations validate case files and generate the reference page (docs/case-reference.md,
-``python -m femplast --reference``). A bad case raises :class:`femplast.FemplastInputError`
+``femplast reference``). A bad case raises :class:`femplast.FemplastInputError`
 naming the dotted key, the value and what is allowed, before any computation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -156,10 +157,12 @@ class OutputSection:
     """What is written to the output directory (femplast.io.output)."""
 
     snapshots: list[float] = key([], "gamma_ext at which cell fields are written (XDMF for "
-                                 "ParaView, OUTDIR/fields/); runs with stages: empty (use "
-                                 "stages[i].snapshots); with kmc also the quenched state "
-                                 "(OUTDIR/quench/fields/)", "-")
-    fields: bool = key(True, "write the field snapshots (false: none)")
+                                 "ParaView, OUTDIR/fields/); values beyond loading.gamma_max "
+                                 "are dropped with a warning; runs with stages: empty (use "
+                                 "stages[i].snapshots)", "-")
+    fields: bool = key(True, "write cell fields: the snapshots, the final state of every "
+                             "stage (runs with stages) and the quenched state (KMC runs, "
+                             "OUTDIR/quench/fields/); false: none")
 
 
 @dataclass
@@ -270,11 +273,10 @@ class StageSection:
     temperature: float = key(0.0, "hold: kB T of thermally activated events", "LJ energy", min=0)
     events: int = key(0, "hold: number of thermally activated events", min=0)
     snapshots: list[float] = key([], "strain-controlled load: gamma_ext of the stage (from its "
-                                 "own 0, in [0, gamma]) at which cell fields are written. When "
-                                 "any stage has snapshots (and output.fields), every stage "
-                                 "writes OUTDIR/stages/<name>/fields/rNNNN.xdmf with these and "
-                                 "its final state, and kmc runs the quenched state "
-                                 "(OUTDIR/quench/fields/)", "-")
+                                 "own 0; values beyond gamma are dropped with a warning) at "
+                                 "which cell fields are written. With output.fields every "
+                                 "stage writes OUTDIR/stages/<name>/fields/rNNNN.xdmf with "
+                                 "these and its final state", "-")
 
 
 @dataclass
@@ -839,18 +841,31 @@ def _check_consistency(case: Case) -> None:
     if be == "propagator" and m.kind != "quad":
         raise FemplastInputError("redistribution.backend", be,
                                  "'propagator' needs mesh.kind: quad (use dense, direct or auto)")
-    for i, g in enumerate(case.output.snapshots):
-        if not 0 <= g <= case.loading.gamma_max:
-            raise FemplastInputError(f"output.snapshots[{i}]", g,
-                                     f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
+    case.output.snapshots = snapshots_within("output.snapshots", case.output.snapshots,
+                                             "loading.gamma_max", case.loading.gamma_max)
     # the checks of each feature live with the feature: femplast.protocols.checks
+
+
+def snapshots_within(key: str, values: list[float], end_key: str, end: float) -> list[float]:
+    """The snapshots of ``values`` reachable in a run ending at ``end``: a negative one is an
+    error; those beyond ``end`` are dropped with a warning (a shorter run asked with ``--set``
+    must not be refused for a snapshot the case file asks for)."""
+    for i, g in enumerate(values):
+        if g < 0:
+            raise FemplastInputError(f"{key}[{i}]", g, f"in [0, {end_key} = {end}]")
+    beyond = [g for g in values if g > end]
+    if beyond:
+        logging.getLogger("femplast").warning(
+            "%s: %s beyond %s = %s dropped", key, ", ".join(f"{g:g}" for g in beyond),
+            end_key, end)
+    return [g for g in values if g <= end]
 
 
 # ----------------------------------------------------------------------------- reference page
 def reference_markdown() -> str:
     """The case-file reference page, generated from the declarations above."""
     lines = ["# Case-file reference", "",
-             "Generated from `femplast/config/case.py` (`python -m femplast --reference`). "
+             "Generated from `femplast/config/case.py` (`femplast reference`). "
              "Units are Lennard-Jones units of the atomistic reference (length sigma_SL, stress "
              "eps_SL/sigma_SL^2); angles in degrees. Unknown keys are errors.", ""]
 

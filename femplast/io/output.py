@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -93,8 +93,8 @@ _UNIT_NAMES = {
         "tau_f", "dtau_c", "delta_tau_c", "von_mises", "sigma_c", "sigma_f", "sigma_i",
         "internal_stress_std", "mean_threshold", "window_mean_tau_c", "window_stress_std",
         "sample_mean_tau_c", "sample_stress_std", "sigma_xx", "sigma_yy", "sigma_xy",
-        "sigma_vm", "pressure", "dtau_c_min", "x", "sigma0_xy", "G", "B", "increment_xy", "tau",
-        "self_response", "box_stress"),
+        "sigma_vm", "pressure", "dtau_c_min", "tau_c_min", "tau_c_mean", "x", "sigma0_xy", "G",
+        "B", "increment_xy", "tau", "self_response", "box_stress"),
     LENGTH_UNIT: ("centre", "points", "L"),
     "1": ("gamma_ext", "eps_pl", "eps_pl_mean", "eps_pl_xx", "eps_pl_yy", "eps_pl_xy",
           "plastic_strain_variance", "gamma_c", "LOC", "LOC_plastic", "complete", "d_gamma",
@@ -150,14 +150,43 @@ def cell_mesh(box) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     return points, [("triangle", cells)]
 
 
-class FieldWriter:
-    """Time series of named cell fields in XDMF 3 (one grid per time holding every field),
-    opened directly by ParaView, meshio and pyvista.
+class _SeriesWriter:
+    """meshio's XDMF time-series writer with its HDF5 file built in memory (written with the
+    XML on close; meshio 5.3 would open ``<stem>.h5`` in the current directory)."""
 
-    Heavy data go to ``<name>.h5`` (``/mesh/points``, ``/mesh/cells``, ``/fields/<t>/<field>``);
-    the XML is written on :meth:`close`. Both are built in memory and written atomically on
-    close (the XML last), so an interrupted run leaves no complete-looking file. Fields are
-    given in global canonical cell order; rank 0 writes.
+    def __new__(cls, path: Path):
+        from meshio.xdmf import TimeSeriesWriter
+
+        class Writer(TimeSeriesWriter):
+            def __enter__(self):
+                import io
+
+                import h5py
+
+                self.h5_filename = str(self.filename.with_suffix(".h5"))  # the XML's name
+                self.buf = io.BytesIO()
+                self.h5_file = h5py.File(self.buf, "w")
+                return self
+
+        w = Writer(path)
+        w.collection.set("Name", "fields")  # pyvista: reader.read()["fields"]
+        return w
+
+
+class FieldWriter:
+    """Time series of named cell fields in XDMF 3 written by meshio's ``TimeSeriesWriter``
+    (one mesh grid, one temporal collection whose grids hold every field), read back by
+    ParaView, pyvista, meshio (``meshio.xdmf.TimeSeriesReader``) and dolfinx
+    (``XDMFFile.read_mesh(name="mesh")``).
+
+    Why not dolfinx's own writers: ``XDMFFile.write_function`` writes one temporal collection
+    per field under an ``https`` XInclude namespace (VTK's XDMF reader, hence pyvista, crashes
+    on it; meshio reads one field of it), and ``VTXWriter``'s ADIOS2 files are read neither by
+    meshio nor by pyvista's VTK wheels. The mesh is written once, cells in global canonical
+    order (fields are given in that order); heavy data in ``<name>.h5``. Both files are
+    built in memory and written atomically on close, the XML last (HDF5 never meets a full
+    disk, which makes its library abort the process; an interrupted run leaves no
+    complete-looking file). Rank 0 writes.
     """
 
     def __init__(self, path: Path, box):
@@ -166,20 +195,11 @@ class FieldWriter:
         self.points, cells = cell_mesh(box)
         self.cell_type, self.cells = cells[0]
         self.steps: list[tuple[float, list[str]]] = []
-        self.h5 = None
+        self.writer = None
         if self.comm.rank == 0:
-            import io
-
-            import h5py
-
-            # built in memory and written at close (atomic_write_bytes): HDF5 never meets a
-            # full disk, which makes its library abort the process
-            self.buf = io.BytesIO()
-            self.h5 = h5py.File(self.buf, "w")
-            self.h5["mesh/points"] = self.points
-            self.h5["mesh/cells"] = self.cells
-            for k in ("points", "cells"):
-                self.h5[f"mesh/{k}"].attrs["units"] = dataset_units(k)
+            self.writer = _SeriesWriter(self.final).__enter__()
+            self.writer.write_points_cells(self.points, cells)
+            self._label(0, ["points", "cells"])
 
     @property
     def times(self) -> list[float]:
@@ -187,44 +207,31 @@ class FieldWriter:
 
     def write(self, t: float, fields: dict[str, np.ndarray]):
         """Write cell fields (global canonical order, one value per cell) at time ``t``."""
-        if self.h5 is not None:
-            i = len(self.steps)
-            for k, v in fields.items():
-                self.h5[f"fields/{i}/{k}"] = np.asarray(v, dtype=float)
-                self.h5[f"fields/{i}/{k}"].attrs["units"] = dataset_units(k)
+        if self.writer is not None:
+            first = self.writer.data_counter
+            self.writer.write_data(float(t), cell_data={
+                k: [np.asarray(v, dtype=float)] for k, v in fields.items()})
+            self._label(first, list(fields))
         self.steps.append((float(t), list(fields)))
 
-    def _xml(self) -> str:
-        h5name = self.final.with_suffix(".h5").name
-        nc, nv = self.cells.shape
-        topo = {"quad": "Quadrilateral", "triangle": "Triangle"}[self.cell_type]
-        out = ['<?xml version="1.0"?>', '<Xdmf Version="3.0" '
-               'xmlns:xi="http://www.w3.org/2001/XInclude">', "<Domain>",
-               '<Grid Name="femplast" GridType="Collection" CollectionType="Temporal">']
-        for i, (t, names) in enumerate(self.steps):
-            out += ['<Grid Name="cells" GridType="Uniform">', f'<Time Value="{t!r}"/>',
-                    f'<Topology TopologyType="{topo}" NumberOfElements="{nc}">',
-                    f'<DataItem Dimensions="{nc} {nv}" NumberType="Int" Precision="8" '
-                    f'Format="HDF">{h5name}:/mesh/cells</DataItem></Topology>',
-                    '<Geometry GeometryType="XY">',
-                    f'<DataItem Dimensions="{len(self.points)} 2" Precision="8" '
-                    f'Format="HDF">{h5name}:/mesh/points</DataItem></Geometry>']
-            for k in names:
-                out.append(f'<Attribute Name="{k}" AttributeType="Scalar" Center="Cell">'
-                           f'<DataItem Dimensions="{nc}" Precision="8" Format="HDF">'
-                           f"{h5name}:/fields/{i}/{k}</DataItem></Attribute>")
-            out.append("</Grid>")
-        out += ["</Grid>", "</Domain>", "</Xdmf>"]
-        return "\n".join(out) + "\n"
+    def _label(self, first: int, names: list[str]) -> None:
+        # meshio names datasets data0, data1, ... in the order written: give each its field
+        # name and unit (attributes; the XDMF names the fields for readers)
+        for i, k in enumerate(names):
+            attrs = self.writer.h5_file[f"data{first + i}"].attrs
+            attrs["name"], attrs["units"] = k, dataset_units(k)
 
     def close(self):
-        if self.h5 is None:
+        if self.writer is None:
             return
-        self.h5.close()
+        from xml.etree import ElementTree
+
+        w, self.writer = self.writer, None
+        w.h5_file.close()
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.final.with_suffix(".h5"), self.buf.getvalue())
-        atomic_write_text(self.final, self._xml())  # the XML last: it marks a complete series
-        self.h5, self.buf = None, None
+        atomic_write_bytes(self.final.with_suffix(".h5"), w.buf.getvalue())
+        # the XML last: it marks a complete series
+        atomic_write_text(self.final, ElementTree.tostring(w.xdmf_file, encoding="unicode"))
 
 
 def stress_fields(prefix: str, sig_xyz: np.ndarray) -> dict[str, np.ndarray]:
@@ -238,12 +245,36 @@ def stress_fields(prefix: str, sig_xyz: np.ndarray) -> dict[str, np.ndarray]:
 def snapshot_fields(model, state, gamma_ext: float, alpha_ext: float) -> dict[str, np.ndarray]:
     """The cell fields of a snapshot of a tensorial state at external strain ``gamma_ext``
     along ``alpha_ext`` (radians): total stress (sigma_*, pressure), plastic strain
-    (eps_pl_*) and the smallest distance to threshold (dtau_c_min)."""
+    (eps_pl_*), the smallest distance to threshold (dtau_c_min), the thresholds of the cell's
+    slip systems (tau_c_min, tau_c_mean; eq. 5) and its moduli where they vary per cell (G in
+    variant A and with evolving moduli; B when per cell)."""
     f = stress_fields("sigma", model.total_stress(state, gamma_ext, alpha_ext))
     f.update({"eps_pl_xx": state.eps_pl[:, 0], "eps_pl_yy": state.eps_pl[:, 1],
               "eps_pl_xy": state.eps_pl[:, 2],
-              "dtau_c_min": model.distance_to_threshold(state, gamma_ext, alpha_ext)})
+              "dtau_c_min": model.distance_to_threshold(state, gamma_ext, alpha_ext),
+              "tau_c_min": state.tauc.min(axis=1), "tau_c_mean": state.tauc.mean(axis=1)})
+    if model.evolving_moduli:  # uniform moduli are in case.yaml, not repeated per cell
+        f["G"] = model.moduli(state.eacc)
+    elif np.ndim(model.G):
+        f["G"] = model.G
+    if np.ndim(model.B):
+        f["B"] = model.B
     return {k: np.array(v, dtype=float) for k, v in f.items()}  # copies: the state moves on
+
+
+def read_fields(path: Path) -> tuple[list[float], list[dict[str, np.ndarray]]]:
+    """Times and cell fields (canonical order) of a field file written by
+    :class:`FieldWriter`, read with meshio."""
+    import meshio
+
+    times, fields = [], []
+    with meshio.xdmf.TimeSeriesReader(str(path)) as rd:
+        rd.read_points_cells()
+        for k in range(rd.num_steps):
+            t, _, cd = rd.read_data(k)
+            times.append(float(t))
+            fields.append({name: np.asarray(v[0]).ravel() for name, v in cd.items()})
+    return times, fields
 
 
 def write_fields(path: Path, box, snapshots) -> None:
@@ -254,13 +285,121 @@ def write_fields(path: Path, box, snapshots) -> None:
     fw.close()
 
 
-class Progress:
-    """Terminal progress for long runs (stderr); silent when quiet."""
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
 
-    def __init__(self, quiet: bool = False, every: float = 2.0):
+
+def _num(x) -> str:
+    return f"{x:,}" if isinstance(x, int | np.integer) else f"{x:.4g}"
+
+
+class PlainBar:
+    """A progress bar as plain lines (stderr is not a terminal: log files, batch jobs): one
+    line every ``every`` seconds and one at the end, with the rate and the time left."""
+
+    def __init__(self, emit, total, desc: str, unit: str, every: float):
+        self.emit, self.total, self.desc, self.unit, self.every = emit, total, desc, unit, every
+        self.n, self.postfix = 0, ""
+        self.t0 = self.last = time.perf_counter()
+
+    def line(self) -> str:
+        dt = time.perf_counter() - self.t0
+        rate = self.n / dt if dt > 0 else 0.0
+        out = f"{self.desc}: {_num(self.n)}"
+        if self.total:
+            out += f"/{_num(self.total)} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            if rate > 0 and self.n < self.total:
+                out += f", {rate:,.3g} {self.unit}/s, {_eta((self.total - self.n) / rate)} left"
+        else:
+            out += f" {self.unit}, {rate:,.3g} {self.unit}/s"
+        return out + (f", {self.postfix}" if self.postfix else "")
+
+    def update(self, n: int = 1) -> None:
+        self.set(self.n + n)
+
+    def set(self, n: int, postfix: str | None = None) -> None:
+        self.n = n
+        if postfix is not None:
+            self.postfix = postfix
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self.emit(self.line())
+
+    def close(self) -> None:
+        self.emit(self.line() + f" in {time.perf_counter() - self.t0:.1f} s")
+
+
+class TqdmBar:
+    """A tqdm bar (rate and ETA) on an interactive stderr."""
+
+    def __init__(self, total, desc: str, unit: str, position: int, out):
+        from tqdm import tqdm
+
+        try:  # some pseudo-terminals report a 0 x 0 size: tqdm would draw nothing
+            cols, rows = os.get_terminal_size(out.fileno())
+        except (AttributeError, OSError, ValueError):
+            cols = rows = 0
+        self.bar = tqdm(total=total, desc=desc, unit=f" {unit}", position=position,
+                        leave=position == 0, dynamic_ncols=cols > 0,
+                        ncols=None if cols > 0 else 100, nrows=None if rows > 0 else 24,
+                        file=out, mininterval=0.5)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set(self, n: int, postfix: str | None = None) -> None:
+        if postfix is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set(self, n: int, postfix: str | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Progress:
+    """Progress that a person reads, on stderr: messages (``progress(msg, force)``) and bars
+    (:meth:`bar`) for realizations, stages, KMC, patch tests and sweep points. On a terminal
+    the bars are tqdm's (rate, time left) and messages are printed above them; otherwise (a
+    log file) bars are plain lines every ``every`` seconds. Nothing is cut to the terminal
+    width (a cut "stress 1.1545e-16" read "stress 1.1545"). Silent when ``quiet``."""
+
+    def __init__(self, quiet: bool = False, every: float = 2.0, stream=None):
         self.quiet, self.every = quiet, every
+        self.stream = stream
         self.t0 = time.perf_counter()
         self.last = 0.0
+        self.open: list = []
+
+    @property
+    def out(self):
+        return self.stream if self.stream is not None else sys.stderr
+
+    @property
+    def tty(self) -> bool:
+        return bool(getattr(self.out, "isatty", lambda: False)())
+
+    def _emit(self, msg: str) -> None:
+        line = f"[femplast {time.perf_counter() - self.t0:7.1f}s] {msg}"
+        if self.tty and any(isinstance(b, TqdmBar) for b in self.open):
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.out)
+        else:
+            print(line, file=self.out, flush=True)
 
     def __call__(self, msg: str, force: bool = False):
         if self.quiet:
@@ -268,6 +407,31 @@ class Progress:
         now = time.perf_counter()
         if force or now - self.last >= self.every:
             self.last = now
-            cols = shutil.get_terminal_size((100, 20)).columns
-            print(f"[femplast {now - self.t0:7.1f}s] {msg}"[:cols], flush=True,
-                  file=__import__("sys").stderr)
+            self._emit(msg)
+
+    def bar(self, total, desc: str, unit: str = "it"):
+        """A bar of ``total`` units (None: unknown); close it with ``close()``. Nested bars
+        (a stage inside a realization) stack below the open ones."""
+        if self.quiet:
+            return NoBar()
+        if self.tty:
+            b = TqdmBar(total, desc, unit, len(self.open), self.out)
+        else:
+            b = PlainBar(self._emit, total, desc, unit, self.every)
+        self.open.append(b)
+        close = b.close
+
+        def closing():
+            close()
+            if b in self.open:
+                self.open.remove(b)
+
+        b.close = closing
+        return b
+
+
+def progress_bar(progress, total, desc: str, unit: str = "it"):
+    """``progress.bar(...)`` of a :class:`Progress`; a bar that shows nothing for any other
+    progress callable (sweeps run realizations with a silent one)."""
+    bar = getattr(progress, "bar", None)
+    return bar(total, desc, unit) if bar is not None else NoBar()

@@ -81,6 +81,8 @@ FIELD_LABELS = {
     "x": (r"$x = \sigma_c - \sigma_{xy}$", "local stability", U_STRESS),
     "sigma0_xy": (r"$\sigma^0_{xy}$", "frozen-in stress", U_STRESS),
     "tau_c_cell": (r"$\tau_c$", "slip threshold", U_STRESS),
+    "tau_c_min": (r"$\min_i \tau_{c,i}$", "lowest slip threshold", U_STRESS),
+    "tau_c_mean": (r"$\langle \tau_{c,i} \rangle_i$", "mean slip threshold", U_STRESS),
     "G": (r"$G$", "shear modulus", U_STRESS),
     "B": (r"$B$", "bulk modulus", U_STRESS),
 }

@@ -17,7 +17,8 @@ written when the stage ends (atomic rename), so an interrupted run leaves comple
 finished stages and realizations plus the checkpoint; ``--resume`` continues from it and
 produces bit-identical datasets. Resuming needs the same case and number of MPI ranks.
 
-Field snapshots (when ``output.fields`` and some snapshot is asked for). ``stages[i].snapshots``
+Field snapshots (with ``output.fields``, the default: runs with snapshots, with stages or with
+KMC; :func:`femplast.protocols.stages.fields_enabled`). ``stages[i].snapshots``
 are values of the stage's own ``gamma_ext`` (strain-controlled load stages; taken at the
 increments ``round(g / dgamma)`` as single-stage runs). Then every stage writes
 ``OUTDIR/stages/<stage>/fields/rNNNN.xdmf`` (+ ``.h5``): its snapshots plus its final state
@@ -27,7 +28,8 @@ snapshot is the end), and KMC runs write the quenched state at ``gamma_ext = 0``
 ``output.snapshots`` of the one loading and write ``OUTDIR/fields/rNNNN.xdmf`` as single-stage
 runs do (the same values), plus the quench. Fields are those of
 :func:`femplast.io.output.snapshot_fields` (``sigma_*``, ``pressure``, ``eps_pl_*``,
-``dtau_c_min``): total stress of the stage frame, plastic strain accumulated over all stages.
+``dtau_c_min``, ``tau_c_min``, ``tau_c_mean``, per-cell ``G``): total stress of the stage
+frame, plastic strain accumulated over all stages.
 Snapshots are kept in memory (and in the checkpoint) until the stage ends, then written as one
 time series with the stage's realization file, so a resumed run writes the same bytes.
 
@@ -55,7 +57,13 @@ from femplast.analysis.localization import of_windows, window_edges
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
-from femplast.io.output import H5Writer, snapshot_fields, write_fields, write_group
+from femplast.io.output import (
+    H5Writer,
+    progress_bar,
+    snapshot_fields,
+    write_fields,
+    write_group,
+)
 from femplast.protocols import checkpoint as ck
 from femplast.protocols.records import relaxation_rounds
 from femplast.protocols.stage_checks import check  # noqa: F401 (re-exported: the feature's check)
@@ -146,6 +154,12 @@ class RealizationRun:
     # ------------------------------------------------------------------ running
     def run(self, tick) -> dict:
         bind(self.model, self.state)
+        if self.probe is not None:
+            pc = self.case.patches
+            bar = progress_bar(self.progress, int(pc.initial) + len(pc.gamma_ext)
+                               + len(pc.after), f"{self.name} patch-tested states", "state")
+            self.probe.on_probe = lambda label, tests: bar.set(
+                len(self.probe.records), f"{label}: {tests:,} tests")
         if self.phase == "kmc":
             self._run_kmc(tick)
         if self.probe is not None and not self.probed_initial:
@@ -156,6 +170,7 @@ class RealizationRun:
             self._run_stage(tick)
         self.phase = "done"
         if self.probe is not None:
+            bar.close()
             if self.write:
                 self.probe.write(self.outdir)
             self.result.update(patches=self.probe.sums, patches_wall=self.probe.wall)
@@ -178,16 +193,17 @@ class RealizationRun:
 
     def _run_kmc(self, tick):
         k, kmc = self.case.kmc, self.kmc
-        t0 = time.perf_counter()
+        bar = progress_bar(self.progress, k.max_events, f"{self.name} KMC T={k.temperature:g}",
+                           "ev")
 
         def on_budget(km):
-            self.progress(f"realization {self.index + 1}/{self.case.run.realizations}: KMC "
-                          f"{km.events} events at T = {k.temperature}, "
-                          f"{km.events / max(time.perf_counter() - t0, 1e-9):,.0f} ev/s")
+            bar.set(km.events, "stationary" if km.stationary_at is not None else None)
             tick()
 
         why = kmc.run(k.max_events, until_stationary=k.stop == "stationary",
                       on_budget=on_budget, budget=200)
+        bar.set(kmc.events)
+        bar.close()
         liquid = sample_observables(self.model, self.state)
         obs = quench(self.model, self.state, self.kmc_drv)
         info = dict(temperature=k.temperature, Va=k.Va, stopped_by=why,
@@ -241,7 +257,22 @@ class RealizationRun:
         if self.run_obj is None:
             self.run_obj = self._start_stage()
         ro = self.run_obj
-        ro.run(tick)
+        strain = isinstance(ro, StrainStage)
+        bar = progress_bar(self.progress, ro.k_end if strain else None,
+                           f"{self.name} {ro.stage.name}", "inc" if strain else "ev")
+
+        def show():
+            d = ro.drv
+            bar.set(d.k if strain else d.num_events,
+                    f"gamma_ext {d.gamma_ext:.4g}, {d.num_events:,} events")
+
+        def ticking():  # safe points: the bar shows the stage's progress
+            show()
+            tick()
+
+        ro.run(ticking)
+        show()
+        bar.close()
         sg = ro.stage
         if self.fields and not sg.implicit and (not ro.snaps
                                                 or ro.snaps[-1][0] != ro.gamma_final):
@@ -507,10 +538,11 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
                             current=None if cur is None else cur.checkpoint()))
         return cpath
 
+    todo = [i for i in mine if i not in finished]
+    desc = "run" if sample or comm.size == 1 else f"run, rank {comm.rank} of {comm.size}"
+    bar = progress_bar(progress, len(todo), desc, "realizations") if len(todo) > 1 else None
     with ck.Interrupter(write, case.run.checkpoint_interval) as intr:
-        for i in mine:
-            if i in finished:
-                continue
+        for i in todo:
             if holder["run"] is None or holder["run"].index != i:
                 holder["run"] = runs.new_run(i)
             res = holder["run"].run(intr.tick)
@@ -518,8 +550,12 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
             holder["run"] = None
             progress(f"realization {i + 1}/{case.run.realizations} done: {res['events']} "
                      f"events in {res['wall']:.2f} s", True)
+            if bar is not None:
+                bar.update()
             intr.tick(force=True)
         write()
+    if bar is not None:
+        bar.close()
     allres = [done] if sample else comm.gather(done, root=0)
     if comm.rank != 0:
         return {}

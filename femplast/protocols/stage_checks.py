@@ -4,6 +4,7 @@ import numba."""
 
 from __future__ import annotations
 
+from femplast.config.case import snapshots_within
 from femplast.errors import FemplastInputError
 
 
@@ -47,10 +48,8 @@ def check(case) -> None:
             raise FemplastInputError(f"{k}.snapshots", sg.snapshots, "empty unless kind: load "
                                      "with strain control (other stages write their final "
                                      "state)")
-        for j, g in enumerate(sg.snapshots):
-            if not 0 <= g <= (sg.gamma or 0.0):
-                raise FemplastInputError(f"{k}.snapshots[{j}]", g,
-                                         f"in [0, {k}.gamma = {sg.gamma}]")
+        sg.snapshots = snapshots_within(f"{k}.snapshots", sg.snapshots, f"{k}.gamma",
+                                        sg.gamma or 0.0)
     _check_patch_states(case, names)
     if case.stages and case.output.snapshots:
         raise FemplastInputError("output.snapshots", case.output.snapshots, "empty with "

@@ -94,9 +94,11 @@ class Stage:
 
 
 def fields_enabled(case) -> bool:
-    """Whether a protocol run writes cell fields (module doc: field snapshots)."""
-    return bool(case.output.fields and (case.output.snapshots
-                                        or any(s.snapshots for s in case.stages)))
+    """Whether a protocol run writes cell fields (module doc: field snapshots): with
+    ``output.fields``, runs with snapshots, with stages (each stage's final state) and KMC
+    runs (the quenched state)."""
+    return bool(case.output.fields and (case.output.snapshots or case.stages
+                                        or case.kmc.enabled or case.model == "quench"))
 
 
 def stages_from_case(case) -> list[Stage]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femplast.io.output import H5Writer, write_fields, write_group
+from femplast.io.output import H5Writer, progress_bar, write_fields, write_group
 from femplast.scalar import model as S
 from femplast.streams import realization_rng
 from femplast.version import __version__
@@ -91,7 +91,7 @@ class ScalarRealization:
         self.drv = S.ScalarDriver(model, self.state, budget=SAFE_POINT_SLIPS)
         gmax = case.loading.gamma_max
         snaps = case.output.snapshots if self.box is not None else ()
-        self.stops = sorted(x for x in set(snaps) if 0 <= x <= gmax) + [gmax]
+        self.stops = sorted({x for x in snaps if 0 <= x < gmax} | {gmax})  # gmax once
         self.snap_at = set(snaps)
         self.stop_i = 0  # stops passed
         self.snaps: list[tuple[float, dict]] = []
@@ -108,18 +108,18 @@ class ScalarRealization:
     def run(self, tick) -> dict:
         """Run to ``loading.gamma_max`` calling ``tick()`` at safe points; the result
         (index, events, wall, curves on :func:`curve_grid`; in memory also the table)."""
-        d, nreal, gmax = self.drv, self.case.run.realizations, self.case.loading.gamma_max
+        d, gmax = self.drv, self.case.loading.gamma_max
+        bar = progress_bar(self.progress, gmax, f"{self.name} gamma_ext", "strain")
         while self.stop_i < len(self.stops):
             g = self.stops[self.stop_i]
             while d.advance(g) == S.RC_BUDGET:
-                el = self.wall + time.perf_counter() - self.t0
-                self.progress(f"realization {self.index + 1}/{nreal}: gamma_ext = "
-                              f"{d.gamma_ext:.4f} / {gmax}, {d.num_events} slips, "
-                              f"{d.num_events / max(el, 1e-9):,.0f} slips/s")
+                bar.set(d.gamma_ext, f"{d.num_events:,} slips")
                 tick()
             if g in self.snap_at:
                 self.snaps.append((g, self._fields(g)))
             self.stop_i += 1
+        bar.set(d.gamma_ext, f"{d.num_events:,} slips")
+        bar.close()
         rec = d.table()
         self.wall += time.perf_counter() - self.t0
         self.t0 = time.perf_counter()
