@@ -55,7 +55,8 @@ def tiny(tmp_path_factory):
     """A tiny case and its uninterrupted output."""
     d = tmp_path_factory.mktemp("tiny")
     (d / "tiny.yaml").write_text(TINY)
-    assert main([str(d / "tiny.yaml"), "--out", str(d / "ref"), "--quiet"]) == 0
+    assert main([str(d / "tiny.yaml"), "--out", str(d / "ref"), "--quiet",
+                 "--keep-checkpoint"]) == 0  # the tests damage its checkpoint
     return d / "tiny.yaml", d / "ref"
 
 
@@ -222,7 +223,8 @@ def test_damaged_checkpoint_is_exit_2_naming_the_file(damage, tiny, tmp_path, ca
         other = tmp_path / "other"
         other_case = tmp_path / "other.yaml"
         other_case.write_text(TINY.replace("seed: 3", "seed: 4"))
-        assert main([str(other_case), "--out", str(other), "--quiet"]) == 0
+        assert main([str(other_case), "--out", str(other), "--quiet",
+                     "--keep-checkpoint"]) == 0
         shutil.copy(other / "checkpoint" / "rank000-of-001.npz", ck)
     rc, err = run([case, "--out", out, "--resume"], capfd)
     assert rc == 2, err
