@@ -370,6 +370,29 @@ def test_scalar_run_figures(tmp_path):
         assert pixel_variance(p) > MIN_VARIANCE
 
 
+def test_quench_run_plots_its_kmc_record_and_fields(tmp_path):
+    """A quench output (no realizations/) is a run: its KMC record and quenched fields plot."""
+    import h5py
+
+    from femplast.postprocess import figures
+
+    out = tmp_path / "q"
+    assert cli_main([str(ROOT / "cases" / "quench_kmc.yaml"), "--out", str(out), "--quiet",
+                     "--realizations", "2", "--set", "mesh.n=6", "--set", "slip.N=8",
+                     "--set", "kmc.max_events=400", "--set", "kmc.stop=max_events"]) == 0
+    run = load_run(out)
+    assert run.families() == ["fields", "quench"] and len(run.quench) == 2
+    with h5py.File(out / "quench" / "r0001.h5", "r") as f:
+        np.testing.assert_array_equal(run.quench[1]["sample_mean_tau_c"],
+                                      f["kmc/sample_mean_tau_c"][()])
+    assert run.quench[1]["sample_event"][-1] > 0
+    assert [fn.__name__ for fn in figures.FIGURES if figures.applies(fn, run)] == ["quench"]
+    (e,) = figures.quench(run, figures.Saver(tmp_path / "figs"))
+    assert "2 realization(s)" in e.caption and pixel_variance(e.path) > MIN_VARIANCE
+    assert plot_run(out, quiet=True) is not None
+    assert (out / "figures" / "quench.png").is_file()
+
+
 # ----------------------------------------------------------------------------- talk figures
 def _bauschinger_dir(root: Path, G=13.2, tau_f=0.5, tau_r=0.2, h=0.5):
     """Synthetic Bauschinger output: load to a plateau, unload along 90 deg to zero stress,

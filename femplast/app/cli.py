@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["plot"]:  # the figure command has its own parser
         from femplast.postprocess.plot import main as plot_main
 
-        return plot_main(argv[1:])
+        return plot_main(argv[1:], prog_name())
     p = parser()
     if not argv:
         p.print_help(sys.stderr)

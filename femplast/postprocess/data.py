@@ -352,6 +352,7 @@ class RunData:
     finite_size: dict | None
     xdmf: list[Path]
     reference_path: Path | None = None  # reference data to overlay (see :func:`find_reference`)
+    quench: list[dict] = field(default_factory=list)  # per realization: the KMC's 'kmc' group
 
     @property
     def reference(self):
@@ -393,6 +394,8 @@ class RunData:
             out.append("finite_size")
         if self.xdmf:
             out.append("fields")
+        if self.quench:
+            out.append("quench")
         return out
 
 
@@ -413,6 +416,20 @@ def find_reference(outdir: Path, summary: dict | None) -> Path | None:
         if (c / "macro.csv").is_file():
             return c
     return None
+
+
+def read_quench(qdir: Path) -> list[dict]:
+    """The KMC preparation records of a quench run (``quench/rNNNN.h5``, group ``kmc``: the
+    sampled mean threshold and stress spread against thermal events), one dict per
+    realization in order; [] when there are none."""
+    import h5py
+
+    out = []
+    for p in sorted(qdir.glob("r*.h5")) if qdir.is_dir() else []:
+        with h5py.File(p, "r") as f:
+            if "kmc" in f:
+                out.append({k: f["kmc"][k][()] for k in f["kmc"]})
+    return out
 
 
 def load_run(outdir: str | Path, reference: str | Path | None = None) -> RunData:
@@ -443,17 +460,19 @@ def load_run(outdir: str | Path, reference: str | Path | None = None) -> RunData
     fs = (summary or {}).get("finite_size")
     if fs and not ({"L", "std_sigma_xy"} <= set(fs) and len(fs["L"])):
         fs = None
-    xdmf = sorted((outdir / "fields").glob("*.xdmf")) if (outdir / "fields").is_dir() else []
+    xdmf = [p for d in ("fields", "quench/fields") if (outdir / d).is_dir()
+            for p in sorted((outdir / d).glob("*.xdmf"))]
     ref = Path(reference) if reference is not None else find_reference(outdir, summary)
     if ref is not None and not (ref / "macro.csv").is_file():
         raise NoRunError(f"--reference {ref}: not a reference directory (no macro.csv)")
     run = RunData(outdir, summary, reals, stages, patches, rows,
-                  cal[0] if cal else None, cal[1] if cal else None, fs, xdmf, ref)
+                  cal[0] if cal else None, cal[1] if cal else None, fs, xdmf, ref,
+                  read_quench(outdir / "quench"))
     if not run.families():
         what = "summary.json only" if summary else "nothing femplast writes"
         raise NoRunError(
             f"{outdir} holds no femplast run ({what}): expected realizations/rNNNN.h5, "
             "stages/<stage>/realizations/, patches/, a calibration table (CSV/HDF5 with columns "
-            "k and L_stat), summary.json 'finite_size' or fields/*.xdmf. Run "
-            "'python -m femplast CASE.yaml --out DIR' first.")
+            "k and L_stat), summary.json 'finite_size', quench/rNNNN.h5 or fields/*.xdmf. Run "
+            "'femplast run CASE.yaml --out DIR' first.")
     return run

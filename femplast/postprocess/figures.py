@@ -886,6 +886,35 @@ def localization(run: RunData, saver: Saver) -> list[Entry]:
     return localization_figures(run, saver)
 
 
+# ----------------------------------------------------------------------------- KMC quench
+def quench(run: RunData, saver: Saver) -> list[Entry]:
+    """The KMC preparation (tensorial paper, appendix A.3): the mean slip threshold and the
+    spread of the resolved stress against thermal events, per realization, with the windows
+    whose means decided stationarity marked."""
+    with S.style():
+        fig, ax = plt.subplots(1, 2, figsize=(S.DOUBLE, 2.6))
+        for i, q in enumerate(run.quench):
+            c = S.COLORS[i % 8]
+            lab = f"r{i}" if len(run.quench) <= 8 else None
+            ax[0].plot(q["sample_event"], q["sample_mean_tau_c"], color=c, lw=0.8, label=lab)
+            ax[1].plot(q["sample_event"], q["sample_stress_std"], color=c, lw=0.8)
+            if len(q.get("window_event", ())):
+                ax[0].plot(q["window_event"], q["window_mean_tau_c"], "o", color=c, ms=3)
+                ax[1].plot(q["window_event"], q["window_stress_std"], "o", color=c, ms=3)
+        ax[0].set_ylabel(r"mean threshold $\langle\tau_c\rangle$")
+        ax[1].set_ylabel(r"stress spread std$(\tau)$")
+        for a in ax:
+            a.set_xlabel("thermal events")
+        if len(run.quench) <= 8:
+            ax[0].legend(loc="best")
+        S.panel_letters(ax, x=-0.25)
+        fig.tight_layout()
+        cap = (f"KMC preparation of {len(run.quench)} realization(s) (appendix A.3): the "
+               "sampled mean threshold and resolved-stress spread against thermal events; "
+               "dots: window means used by the stationarity test.")
+        return [saver.save(fig, "quench", cap)]
+
+
 def _ref_label(run: RunData) -> str:
     ref = run.reference
     return "reference" + (" (SYNTHETIC)" if ref is not None and ref.synthetic else "")
@@ -893,7 +922,7 @@ def _ref_label(run: RunData) -> str:
 
 FIGURES = [stress_strain, macro_densities, avalanche_sizes, rms, plastic_activity,
            scalar_evolution, bauschinger, patches_densities, patches_mean, patches_std,
-           patches_drop_vs_yield, calibration, finite_size, localization]
+           patches_drop_vs_yield, calibration, finite_size, localization, quench]
 
 
 def applies(fn, run: RunData) -> bool:
@@ -912,4 +941,5 @@ def applies(fn, run: RunData) -> bool:
         patches_drop_vs_yield: run.patches is not None or bool(run.patch_rows),
         calibration: run.calibration is not None, finite_size: bool(run.finite_size),
         localization: bool((run.summary or {}).get("localization")),
+        quench: bool(run.quench),
     }[fn]

@@ -105,14 +105,14 @@ def plot_run(outdir, figdir=None, quiet: bool = False, formats=("png",), renders
     return entries, failures, index
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m femplast") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m femplast plot",
+        prog=f"{prog} plot",
         description="Figures, field renders, a plastic-strain animation and an index page for "
                     "a femplast output directory (whatever it holds: realizations, Bauschinger "
                     "stages, patches, calibration sweep, finite-size summary, fields).")
     p.add_argument("outdir", nargs="+",
-                   help="output directory of a run (python -m femplast CASE --out); several: "
+                   help=f"output directory of a run ({prog} run CASE --out); several: "
                         "the runs are compared on common figures")
     p.add_argument("--out", help="figure directory (default OUTDIR/figures; several runs: "
                                  "OUTDIR1/figures/compare)")
@@ -145,8 +145,9 @@ def compare(outdirs, labels=None, figdir=None, formats=("png",), reference=None)
     return entries, failures, index
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m femplast") -> int:
+    """``prog plot ...`` (``prog``: how the user called femplast, for the usage line)."""
+    args = parser(prog).parse_args(argv)
     formats = tuple(f.strip().lstrip(".") for f in args.formats.split(",") if f.strip())
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     try:
