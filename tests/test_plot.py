@@ -370,6 +370,28 @@ def test_scalar_run_figures(tmp_path):
         assert pixel_variance(p) > MIN_VARIANCE
 
 
+def test_comparison_overlays_the_localization_of_runs(tmp_path):
+    """plot RUN1 RUN2 --labels: LOC(gamma) of both runs on one figure, one band each."""
+    from femplast.postprocess import compare, figures
+
+    runs = []
+    for name, c0 in (("soft", "0.04"), ("hard", "0.02")):
+        out = tmp_path / name
+        assert cli_main([str(ROOT / "cases" / "scalar_esl_soft.yaml"), "--out", str(out),
+                         "--quiet", "--realizations", "2", "--set", "scalar.fit.flow_stress=null",
+                         "--set", f"scalar.c0={c0}", "--set", "output.fields=false",
+                         "--set", "loading.gamma_max=0.3",
+                         "--set", "loading.stationary_from=0.2"]) == 0
+        runs.append(load_run(out))
+    entries, failures = compare.compare_runs(runs, ["soft", "hard"],
+                                             figures.Saver(tmp_path / "cmp"))
+    assert not failures
+    (loc,) = [e for e in entries if e.path.stem == "compare_localization"]
+    assert "confidence band" in loc.caption and pixel_variance(loc.path) > MIN_VARIANCE
+    a, b = (np.array(r.summary["localization"]["loc"]["mean"], float) for r in runs)
+    assert a.shape == b.shape and not np.allclose(a, b, equal_nan=True)
+
+
 def test_quench_run_plots_its_kmc_record_and_fields(tmp_path):
     """A quench output (no realizations/) is a run: its KMC record and quenched fields plot."""
     import h5py

@@ -1,6 +1,6 @@
 """Several runs on one figure (``femplast plot RUN1 RUN2 ... --labels a,b``): mean stress-strain
 curves, stationary densities and avalanche sizes with their power-law exponents, scalar-model
-observables, Bauschinger reloads with their yield stresses; one colour per run, as the papers
+observables, Bauschinger reloads with their yield stresses, LOC(gamma) with bands; one colour per run, as the papers
 compare variants (e.g. rejuvenation on/off)."""
 
 from __future__ import annotations
@@ -153,7 +153,17 @@ def compare_bauschinger(runs, labels, saver: Saver) -> list[Entry]:
                            + "; ".join(notes) + ".")]
 
 
-COMPARISONS = [compare_stress_strain, compare_densities, compare_scalar, compare_bauschinger]
+def compare_localization(runs, labels, saver: Saver) -> list[Entry]:
+    """LOC(gamma_ext) of the runs overlaid, each with its confidence band (scalar paper Fig. 6a
+    compares glasses and rejuvenation on/off this way)."""
+    from femplast.postprocess.localization import loc_overlay
+
+    return loc_overlay([(lab, r.summary or {}) for r, lab in zip(runs, labels, strict=True)],
+                       saver, name="compare_localization")
+
+
+COMPARISONS = [compare_stress_strain, compare_densities, compare_scalar, compare_bauschinger,
+               compare_localization]
 
 
 def compare_runs(runs: list[RunData], labels: list[str], saver: Saver):
