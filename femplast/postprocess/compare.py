@@ -1,7 +1,7 @@
 """Several runs on one figure (``femplast plot RUN1 RUN2 ... --labels a,b``): mean stress-strain
 curves, stationary densities and avalanche sizes with their power-law exponents, scalar-model
-observables, Bauschinger reloads with their yield stresses, LOC(gamma) with bands; one colour per run, as the papers
-compare variants (e.g. rejuvenation on/off)."""
+observables, Bauschinger reloads with their yield stresses, LOC(gamma) with bands; one colour
+per run, as the papers compare variants (e.g. rejuvenation on/off)."""
 
 from __future__ import annotations
 
