@@ -174,7 +174,7 @@ T = [
      "redistribution.dense_memory_mb"),
     ("red_unknown", "redistribution: {kernel: x}\n", [], "redistribution.kernel"),
     # --- output
-    ("out_snap_beyond", "output: {snapshots: [0.1, 5.0]}\n", [], "output.snapshots[1]"),
+    ("out_snap_negative", "output: {snapshots: [0.1, -1.0]}\n", [], "output.snapshots[1]"),
     ("out_snap_scalar", "output: {snapshots: 0.1}\n", [], "output.snapshots"),
     ("out_snap_string", "output: {snapshots: [0.1, x]}\n", [], "output.snapshots[1]"),
     ("out_snap_negative", "output: {snapshots: [-1]}\n", [], "output.snapshots[0]"),
@@ -349,7 +349,7 @@ T = [
      "stages[0].temperature"),
     ("stg_hold_events", "stages: [{name: a, kind: hold, temperature: 0.2}]\n", [],
      "stages[0].events"),
-    ("stg_snap_beyond", "stages: [{name: a, gamma: 0.1, snapshots: [0.5]}]\n", [],
+    ("stg_snap_negative", "stages: [{name: a, gamma: 0.1, snapshots: [-0.5]}]\n", [],
      "stages[0].snapshots[0]"),
     ("stg_gamma_huge", "stages: [{name: a, gamma: 1e300}]\n", [], "stages[0].gamma"),
     ("stg_stress_huge", "stages: [{name: a, stress: 1e300}]\n", [], "stages[0].stress"),
