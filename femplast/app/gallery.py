@@ -73,9 +73,9 @@ ITEMS = (
     Item("s_gq", "Scalar Fig. 5 (GQ stress-strain), Fig. 6 (LOC, mean threshold), Fig. 7",
          tuple(f"s_gq_{r}" for r in SCALAR_RUNS), ("compare_stress_strain", "compare_scalar"),
          ("run.realizations=4",), plot="compare", labels=SCALAR_LABELS),
-    Item("s_map", "Scalar sec. III.B: age r / disorder s maps (flow, overshoot, LOC max)",
-         ("s_map",), ("map",), ("run.realizations=2", "sweep.grid={scalar.c0: [0.02, 0.045], "
-                                "scalar.thresholds.scale: [1.4, 2.0]}"), plot="map"),
+    Item("s_map", "Scalar sec. III.B: age r / disorder s maps (flow stress, overshoot, LOC max)",
+         ("s_map",), ("map",), ("run.realizations=2", "sweep.grid={scalar.age: [0.0, 0.65], "
+                                "scalar.disorder_strength: [0.45, 0.8]}"), plot="map"),
 )
 
 
@@ -165,33 +165,49 @@ def plot_variants(runs: Runs, figdir: Path) -> Path:
     return path
 
 
+def _map_axes(runs: Runs) -> tuple[str, str]:
+    """The two grid keys of the s_map sweep (age r, disorder strength s)."""
+    return tuple(runs.summaries["s_map"]["sweep"]["grid"])[:2]
+
+
 def plot_map(runs: Runs, figdir: Path) -> Path:
-    """Scalar age/disorder maps: flow stress, overshoot and LOC maximum over (c0, scale)."""
+    """Scalar age/disorder maps: flow stress, overshoot and LOC maximum over (r, s)."""
     import numpy as np
 
     from femplast.postprocess.style import plt
 
     rows = _read_table(runs.dirs["s_map"] / "sweep" / "table.csv")
-    c0 = sorted({r["scalar.c0"] for r in rows})
-    sc = sorted({r["scalar.thresholds.scale"] for r in rows})
+    ky, kx = _map_axes(runs)
+    ys = sorted({r[ky] for r in rows})
+    xs = sorted({r[kx] for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0))
     for ax, q in zip(axes, ("flow_stress", "overshoot", "loc_max"), strict=True):
-        z = np.full((len(sc), len(c0)), np.nan)
+        z = np.full((len(ys), len(xs)), np.nan)
         for r in rows:
-            z[sc.index(r["scalar.thresholds.scale"]), c0.index(r["scalar.c0"])] = r[q]
+            z[ys.index(r[ky]), xs.index(r[kx])] = r[q]
         im = ax.imshow(z, origin="lower", aspect="auto",
-                       extent=(-0.5, len(c0) - 0.5, -0.5, len(sc) - 0.5))
-        ax.set_xticks(range(len(c0)), [f"{v:g}" for v in c0], fontsize=7)
-        ax.set_yticks(range(len(sc)), [f"{v:g}" for v in sc], fontsize=7)
-        ax.set_xlabel("c0 (disorder s ~ 1/eps0)")
+                       extent=(-0.5, len(xs) - 0.5, -0.5, len(ys) - 0.5))
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], fontsize=7)
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=7)
+        ax.set_xlabel(f"disorder strength s ({kx})", fontsize=8)
         ax.set_title(q, fontsize=9)
         fig.colorbar(im, ax=ax)
-    axes[0].set_ylabel("p_i Weibull scale (age r)")
+    axes[0].set_ylabel(f"age r ({ky})", fontsize=8)
     fig.tight_layout()
     path = figdir / "map.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _age_effect(runs: Runs, q: str) -> float:
+    """Mean over s of q at the largest age minus q at the smallest age (s_map sweep)."""
+    rows = _read_table(runs.dirs["s_map"] / "sweep" / "table.csv")
+    ky, _ = _map_axes(runs)
+    lo, hi = min(r[ky] for r in rows), max(r[ky] for r in rows)
+    mean = [sum(r[q] for r in rows if r[ky] == a) / sum(r[ky] == a for r in rows)
+            for a in (hi, lo)]
+    return mean[0] - mean[1]
 
 
 def plot_item(item: Item, runs: Runs, figdir: Path) -> list[Path]:
@@ -325,6 +341,10 @@ def rows(runs: Runs) -> list[tuple[str, str, str, float, str]]:
          "paper: LOC max just after the stress peak"),
         ("S Fig. 7", "internal stress std at gamma_max (GQ corr. rejuv.)", "w_g = 0.175 initial",
          _stat(r, "s_gq_corr_rej", "sigma_std_final"), "w_g = 0.175 is the input"),
+        ("S sec. III.B", "overshoot at the largest age r - at the smallest (map)",
+         "> 0 (age drives the peak)", _age_effect(r, "overshoot"), "mean over the s values"),
+        ("S sec. III.B", "LOC max at the largest age r - at the smallest (map)",
+         "> 0 (larger r: thinner band)", _age_effect(r, "loc_max"), "mean over the s values"),
         ("S eq. 7-8", "age r ESL / GQ", "0.14 / 0.65",
          _scalar(r, "s_esl_corr_rej", "age"), f"GQ: {_scalar(r, 's_gq_corr_rej', 'age'):.3g}"),
     ]
