@@ -281,6 +281,16 @@ def _kline(runs: Runs, key: str) -> float:
     return float(runs.summaries["t_kline"]["sweep"]["optimum"][key])
 
 
+def _bauschinger(runs: Runs) -> float:
+    """Offset yield stress of the reverse reload over that of the forward reload (Fig. 5d),
+    from the ensemble-mean reload curves, as the Bauschinger figure marks them."""
+    from femplast.postprocess.data import load_run
+    from femplast.postprocess.figures import reload_yield
+
+    y = reload_yield(load_run(runs.dirs["t_bauschinger"]))
+    return float(y["reverse"]["yield_point"][1] / y["forward"]["yield_point"][1])
+
+
 def _variant(runs: Runs, v: str, comp: str) -> float:
     return _sweep_row(runs, f"t_variant_{v}")[comp]
 
@@ -306,6 +316,12 @@ def rows(runs: Runs) -> list[tuple[str, str, str, float, str]]:
          "n = 6..20 (reduced: 6, 9), 16 realizations each"),
         ("T Fig. 2/5a", "std(Sigma_xy) stationary (r saturates to it)", "(graph only)",
          r.summaries["t_optimum"]["stationary"]["sigma_xy_std"], "L = 98.8 (15 x 15)"),
+        ("T Fig. 2c-d", "mean increment / mean drop per avalanche (stationary)", "1",
+         r.summaries["t_optimum"]["stationary"]["increment_xy_mean"]
+         / r.summaries["t_optimum"]["stationary"]["stress_drop_mean"],
+         "increments before[i] - after[i-1]: rises balance drops in the stationary state"),
+        ("T Fig. 5d", "reverse / forward reload yield stress (offset 0.002)",
+         "< 1 (Bauschinger effect)", _bauschinger(r), "reloads after unloading from gamma = 1"),
         ("T Fig. 6A", "L_stat model A vs C", "A slightly below C",
          _variant(r, "A", "L_stat") - _variant(r, "C", "L_stat"),
          "A minus C; " + _SYN + " (C scores its own noise)"),
