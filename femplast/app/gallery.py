@@ -366,7 +366,7 @@ def rows(runs: Runs) -> list[tuple[str, str, str, float, str]]:
          "c0 = 0.02 contradicts 'plateau set by eps0' (0.02 vs 0.0429)"),
         ("S Fig. 6a", "GQ gamma at max of plastic LOC - gamma at peak (corr. rejuv.)", "> 0",
          _loc_delay(r, "s_gq_corr_rej"),
-         "paper: LOC max just after the stress peak"),
+         "paper: LOC max just after the peak; < 0: the plastic LOC peaks at the first slips"),
         ("S Fig. 7", "internal stress std at gamma_max (GQ corr. rejuv.)", "w_g = 0.175 initial",
          _stat(r, "s_gq_corr_rej", "sigma_std_final"), "w_g = 0.175 is the input"),
         ("S sec. III.B", "overshoot at the largest age r - at the smallest (map)",
