@@ -18,7 +18,7 @@ from femplast.version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_IO_ERROR = 1
-COMMANDS = ("run", "check", "reference", "plot", "examples")
+COMMANDS = ("run", "check", "reference", "plot", "examples", "gallery")
 
 
 def prog_name() -> str:
@@ -68,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("plot", add_help=False,  # parsed by femplast.postprocess.plot
                    help="figures, field renders and an index page of an output directory "
                         f"({prog} plot --help)")
+    sub.add_parser("gallery", add_help=False,  # parsed by femplast.app.gallery
+                   help="run, plot and tabulate every figure of the two papers into OUTDIR "
+                        f"(docs/gallery; {prog} gallery --help)")
     e = sub.add_parser("examples", help="copy the shipped cases and reference data into DIR",
                        description="Copy the cases (cases/), the reference data (reference/) "
                                    "and the mesh scripts (meshes/) shipped with femplast into "
@@ -91,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from femplast.postprocess.plot import main as plot_main
 
         return plot_main(argv[1:], prog_name())
+    if argv[:1] == ["gallery"]:  # the paper gallery has its own parser
+        from femplast.app.gallery import main as gallery_main
+
+        return gallery_main(argv[1:], prog_name())
     p = parser()
     if not argv:
         p.print_help(sys.stderr)

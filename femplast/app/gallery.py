@@ -1,7 +1,7 @@
 """Paper gallery (issue 15): every figure of both papers that femplast can produce, from one
 command, with the values the papers state next to femplast's.
 
-``python -m femplast.app.gallery OUTDIR [--size reduced|default] [--no-plots]`` runs every
+``femplast gallery OUTDIR [--size reduced|default] [--no-plots]`` runs every
 case of ``docs/gallery/cases/`` through the command line (``python -m femplast CASE --out``),
 plots each run (``python -m femplast plot``), copies the PNGs that match a paper figure into
 ``OUTDIR/figures/`` and writes ``OUTDIR/README.md``: per figure the case, the command and the
@@ -451,7 +451,7 @@ def write_readme(outdir: Path, size: str, figures: dict[str, list[Path]], table,
                  cpu_seconds: float | None = None) -> Path:
     """``OUTDIR/README.md``: per item its figure, cases, commands and PNGs; then the table."""
     parts = [f"# femplast paper gallery ({size} sizes)\n",
-             "Made by `python -m femplast.app.gallery OUTDIR --size " + size + "`. The "
+             "Made by `python -m femplast gallery OUTDIR --size " + size + "`. The "
              "reference data `reference/synthetic_l6.6` are SYNTHETIC (made by femplast), not "
              "atomistic; the scalar threshold laws are parametric stand-ins."
              + (f" Runs and figures took {cpu_seconds:.0f} s of CPU time (one process)."
@@ -497,8 +497,8 @@ def make_gallery(outdir, size: str = "default", plots: bool = True, log=print,
     return {"table": table, "figures": figures, "readme": readme, "runs": runs}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m femplast.app.gallery", description=__doc__
+def main(argv: list[str] | None = None, prog: str = "python -m femplast") -> int:
+    ap = argparse.ArgumentParser(prog=f"{prog} gallery", description=__doc__
                                  .split("\n\n")[0])
     ap.add_argument("outdir")
     ap.add_argument("--size", choices=("reduced", "default"), default="default")
