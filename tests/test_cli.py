@@ -22,8 +22,17 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("run", "check", "reference", "plot", "examples", "--version"):
+    for cmd in ("run", "check", "reference", "plot", "examples", "gallery", "--version"):
         assert cmd in out
+
+
+def test_plot_and_gallery_usage_name_the_console_script(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bin/femplast"])
+    for cmd in ("plot", "gallery"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: femplast {cmd}")
 
 
 def test_version(capsys):
