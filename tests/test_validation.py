@@ -174,7 +174,7 @@ T = [
      "redistribution.dense_memory_mb"),
     ("red_unknown", "redistribution: {kernel: x}\n", [], "redistribution.kernel"),
     # --- output
-    ("out_snap_negative", "output: {snapshots: [0.1, -1.0]}\n", [], "output.snapshots[1]"),
+    ("out_snap_negative_late", "output: {snapshots: [0.1, -1.0]}\n", [], "output.snapshots[1]"),
     ("out_snap_scalar", "output: {snapshots: 0.1}\n", [], "output.snapshots"),
     ("out_snap_string", "output: {snapshots: [0.1, x]}\n", [], "output.snapshots[1]"),
     ("out_snap_negative", "output: {snapshots: [-1]}\n", [], "output.snapshots[0]"),

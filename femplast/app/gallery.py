@@ -98,8 +98,13 @@ class Runs:
 
 
 def run_cases(outdir: Path, size: str, items=ITEMS, log=print) -> Runs:
-    """Run every case of ``items`` through the command line into ``outdir/runs/<case>``."""
-    from femplast.app.cli import main as cli_main
+    """Run every case of ``items`` into ``outdir/runs/<case>`` as the logged
+    ``python -m femplast`` command does (validated case, claimed directory, :func:`run_case`)."""
+    from mpi4py import MPI
+
+    from femplast.app.cases import load_case
+    from femplast.app.runner import run_case
+    from femplast.io.claim import claim_outdir
 
     runs = Runs()
     for item in items:
@@ -109,9 +114,10 @@ def run_cases(outdir: Path, size: str, items=ITEMS, log=print) -> Runs:
                 shutil.rmtree(d)
             argv = command(case, d, size, item)
             log("python -m femplast " + " ".join(argv))
-            rc = cli_main(argv)
-            if rc != 0:
-                raise RuntimeError(f"gallery case {case} failed (exit {rc})")
+            sets = item.reduced if size == "reduced" else ()
+            c = load_case(CASES / f"{case}.yaml", sets)
+            with claim_outdir(MPI.COMM_SELF, str(d), c.name or case) as claim:
+                run_case(c, claim.path, MPI.COMM_SELF, quiet=True)
             runs.dirs[case] = d
             runs.summaries[case] = json.loads((d / "summary.json").read_text())
     return runs
