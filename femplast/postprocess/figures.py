@@ -538,6 +538,16 @@ def _main_states(states: list[str]) -> list[str]:
     return states
 
 
+def _patch_panels(n: int):
+    """A two-column grid of ``n`` patch-quantity panels (unused cells hidden)."""
+    nr = (n + 1) // 2
+    fig, axes = plt.subplots(nr, 2, figsize=(S.DOUBLE, 2.3 * nr + 0.2), squeeze=False)
+    axes = axes.ravel()
+    for x in axes[n:]:
+        x.axis("off")
+    return fig, axes
+
+
 def _sel(rows, **kw):
     return [r for r in rows if all(np.isclose(r[k], v) if isinstance(v, float) else r[k] == v
                                    for k, v in kw.items())]
@@ -573,11 +583,7 @@ def _patch_grid(run: RunData, saver: Saver, stat: str) -> list[Entry]:
     main, init = _patch_states(rows)
     Rs = _few([r["R"] for r in rows if r["state"] == main])
     with S.style():
-        nr = (len(qs) + 1) // 2
-        fig, axes = plt.subplots(nr, 2, figsize=(S.DOUBLE, 2.3 * nr + 0.2), squeeze=False)
-        axes = axes.ravel()
-        for x in axes[len(qs):]:
-            x.axis("off")
+        fig, axes = _patch_panels(len(qs))
         for ax, q in zip(axes, qs, strict=False):
             sym, name = S.PATCH_LABELS[q]
             for j, R in enumerate(Rs):
@@ -618,11 +624,7 @@ def patches_densities(run: RunData, saver: Saver) -> list[Entry]:
     a0 = min(set(raw["alpha_deg"].tolist()), key=abs)
     qs = [q for q in PATCH_PANELS if q in raw]
     with S.style():
-        nr = (len(qs) + 1) // 2
-        fig, axes = plt.subplots(nr, 2, figsize=(S.DOUBLE, 2.3 * nr + 0.2), squeeze=False)
-        axes = axes.ravel()
-        for x in axes[len(qs):]:
-            x.axis("off")
+        fig, axes = _patch_panels(len(qs))
         for ax, q in zip(axes, qs, strict=False):
             sym, name = S.PATCH_LABELS[q]
             sel = [(main, R, S.COLORS[j % 8]) for j, R in enumerate(Rs)]
