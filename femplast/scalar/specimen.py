@@ -7,9 +7,9 @@ No translation invariance: the redistribution kernel is not one array shifted ar
 specimen's own FE response.
 
 * Slip direction: one pure shear ``M(theta)`` for every cell, the direction of the loading
-  (``2 theta = atan2(<R_d>, <R_s>)`` of the area-averaged FE load response, femplast's
-  ``(d, s, p)`` convention): ``theta = 0`` (xy) between sheared walls, 45 degrees in uniaxial
-  tension or compression. A slip ``eps_p`` of cell ``j`` is the eigenstrain ``2 eps_p M(theta)``
+  (:func:`slip_angle`: of the grips' affine drive, else of the area-averaged FE load
+  response, femplast's ``(d, s, p)`` convention): ``theta = 0`` (xy) between sheared walls,
+  45 degrees in uniaxial tension (compression: -45 degrees: the slip opposes the load). A slip ``eps_p`` of cell ``j`` is the eigenstrain ``2 eps_p M(theta)``
   (for ``theta = 0``: the tensorial ``eps_xy = eps_p`` of the lattice model) and the scalar
   stress is the resolved shear ``tau = M(theta) : sigma = sin 2theta d + cos 2theta s``.
 * Kernel: ``K[j, i]``, the resolved stress change of cell ``i`` per unit slip of cell ``j``,
@@ -66,6 +66,17 @@ def choose_backend(backend: str, num_cells: int, memory_mb: float) -> str:
     return backend
 
 
+def slip_angle(el, load_dsp: np.ndarray, w: np.ndarray) -> float:
+    """The loading direction theta (radians, module doc): of the deviatoric part of the grips'
+    affine drive ``Gd`` when there is one (``2 theta = atan2((Gd_yy - Gd_xx) / 2,
+    (Gd_xy + Gd_yx) / 2)``: 0 between sheared walls, 45 degrees in tension or compression
+    exactly), else of the area-averaged load response ``(d, s)``."""
+    Gd = el.drive_gradient
+    if Gd is not None and (Gd[1, 1] != Gd[0, 0] or Gd[0, 1] + Gd[1, 0] != 0):
+        return 0.5 * math.atan2(0.5 * (Gd[1, 1] - Gd[0, 0]), 0.5 * (Gd[0, 1] + Gd[1, 0]))
+    return 0.5 * math.atan2(float(w @ load_dsp[0]), float(w @ load_dsp[1]))
+
+
 class SpecimenScalarModel(S.ScalarModel):
     """The scalar model on a specimen (module doc); the interface of
     :class:`femplast.scalar.model.ScalarModel`, driven by the same :class:`ScalarDriver`.
@@ -96,7 +107,7 @@ class SpecimenScalarModel(S.ScalarModel):
         self.sigma0_dist = None
         self.w = np.ascontiguousarray(el.gather(el.area) / el.box_area)
         Rd = to_dsp(el.gather(el.stress(np.zeros((el.num_local, 3)), el.external(1.0))))
-        self.theta = 0.5 * math.atan2(float(self.w @ Rd[0]), float(self.w @ Rd[1]))
+        self.theta = slip_angle(el, Rd, self.w)
         self.unit = 2.0 * M_vector(self.theta)  # eigenstrain per unit slip eps_p
         self.R = np.ascontiguousarray(self.resolve(Rd))
         self.drive_per_gamma = el.drive_force(np.zeros((el.num_local, 3)), 1.0) / el.box_area
