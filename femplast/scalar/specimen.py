@@ -9,8 +9,9 @@ specimen's own FE response.
 * Slip direction: one pure shear ``M(theta)`` for every cell, the direction of the loading
   (:func:`slip_angle`: of the grips' affine drive, else of the area-averaged FE load
   response, femplast's ``(d, s, p)`` convention): ``theta = 0`` (xy) between sheared walls,
-  45 degrees in uniaxial tension (compression: -45 degrees: the slip opposes the load). A slip ``eps_p`` of cell ``j`` is the eigenstrain ``2 eps_p M(theta)``
-  (for ``theta = 0``: the tensorial ``eps_xy = eps_p`` of the lattice model) and the scalar
+  45 degrees in uniaxial tension (compression: -45 degrees: the slip opposes the load). A
+  slip ``eps_p`` of cell ``j`` is the eigenstrain ``2 eps_p M(theta)`` (for ``theta = 0``:
+  the tensorial ``eps_xy = eps_p`` of the lattice model) and the scalar
   stress is the resolved shear ``tau = M(theta) : sigma = sin 2theta d + cos 2theta s``.
 * Kernel: ``K[j, i]``, the resolved stress change of cell ``i`` per unit slip of cell ``j``,
   from the specimen's factorized FE problem: ``dense`` keeps every column (``8 cells^2``
@@ -47,8 +48,11 @@ BLOCK = 256  # columns per multi-right-hand-side solve of the dense operator
 
 
 def dense_bytes(num_cells: int) -> int:
-    """Memory of the scalar dense operator (one float64 column per cell)."""
-    return 8 * num_cells * num_cells
+    """Memory of the scalar dense operator (one float64 column per cell): one resolved
+    component of the tensorial operator's six (what case validation estimates)."""
+    from femplast.redistribution.backends import DenseRedistribution
+
+    return DenseRedistribution.memory_bytes(num_cells) // 6
 
 
 def choose_backend(backend: str, num_cells: int, memory_mb: float) -> str:
