@@ -34,6 +34,12 @@ lattice, cell index ``iy * N + ix`` as femplast's structured quads):
   Both kernels have the same zero mode: ``sum_i K_i = -2 mu`` exactly (the mean stress drops by
   ``2 mu d(eps_p) / N^2`` at fixed external strain), and a negative self term.
 
+On a specimen (:mod:`femplast.scalar.specimen`) the same compiled loop and rules run with the
+specimen's FE kernel (dense columns ``K[j]``, or one FE solve per step from the caller), a
+per-cell load response ``R_i`` in place of ``G``, area-weighted observables, and the force
+conjugate to gamma_ext per unit area as the macroscopic stress (``Params.R, w, drive,
+columns``; empty on the lattice, whose arithmetic is unchanged).
+
 Dynamics (sec. III.A, synchronous extremal quasistatic): from a stable state, ``gamma_ext``
 grows until the weakest cell (smallest ``x_i = sigma_c,i - sigma_i``) reaches its threshold;
 then every unstable cell slips at once (ascending cell order; per cell one uniform for the slip
