@@ -11,6 +11,12 @@ blocked solves) and the CPU time per slip event of AQS loading until ``--events`
 reports only the factorization and the time of one solve, and the one-solve-per-cell setup it
 implies (``setup_estimate_s``), with no events.
 
+``--models scalar`` adds the scalar EPM on the same specimens (femplast.scalar.specimen: the
+scalar paper's ESL-like laws, c0 = 0.05): ``dense`` (one resolved column per cell, 8 cells^2
+bytes, from blocked solves; an event is one column add) and ``direct`` (one FE solve per
+synchronous step); events are the slips of the extremal dynamics until ``--events`` (one
+call, no strain steps: the scalar loop loads event by event).
+
 CPU times (``time.process_time``) from one run on a shared machine: noisy, ratios matter.
 """
 
@@ -71,6 +77,37 @@ def run_case(kind: str, cells: int, backend: str, events: int, dense_mb: float) 
                 us_per_event=1e6 * dt / max(sim.num_events, 1), residual=res)
 
 
+SCALAR = {"c0": 0.05, "thresholds": {"kind": "weibull", "scale": 1.404, "shape": 3.0},
+          "renewal": {"kind": "weibull", "scale": 1.232, "shape": 3.0},
+          "internal_stress_std": 0.175}
+
+
+def run_scalar_case(kind: str, cells: int, backend: str, events: int, dense_mb: float) -> dict:
+    """Setup and per-slip CPU time of the scalar model on one geometry / size / backend."""
+    from femplast.app.api import load_case
+    from femplast.scalar.model import ScalarDriver
+    from femplast.scalar.specimen import model_from_case
+    from femplast.streams import realization_rng
+
+    case = load_case({"model": "scalar", "mesh": {"kind": "geometry"},
+                      "geometry": _geometry(kind, cells), "elasticity": {"G": 14.7, "B": 52.0},
+                      "redistribution": {"backend": backend, "dense_memory_mb": dense_mb},
+                      "scalar": SCALAR})
+    t0 = time.process_time()
+    m = model_from_case(case)
+    st = m.new_state(realization_rng(1, 0))
+    setup = time.process_time() - t0
+    d = ScalarDriver(m, st, budget=events)  # extremal dynamics: no strain steps needed
+    t1 = time.process_time()
+    d.advance(2.0)
+    dt = time.process_time() - t1
+    el = m.el
+    res = el.residual(m.eigenstrain(st)[el.cells], st.gamma)
+    return dict(model="scalar", geometry=kind, cells=m.num_cells, backend=m.backend,
+                setup_s=setup, events=d.num_events, gamma_ext=st.gamma,
+                us_per_event=1e6 * dt / max(d.num_events, 1), residual=res)
+
+
 def estimate_setup(kind: str, cells: int, solves: int = 20) -> dict:
     """Meshing + factorization, and the self-response setup extrapolated from ``solves``."""
     from mpi4py import MPI
@@ -102,38 +139,69 @@ def main(argv=None):
     p.add_argument("--cells", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--geometries", nargs="+", default=["notch", "walls"])
     p.add_argument("--events", type=int, default=400)
+    p.add_argument("--models", nargs="+", default=["tensorial"],
+                   choices=["tensorial", "scalar"])
     p.add_argument("--dense-mb", type=float, default=1024.0)
     p.add_argument("--full-setup-max", type=int, default=200000,
                    help="above this many cells only estimate the setup")
     p.add_argument("--json", help="write the results as JSON")
     a = p.parse_args(argv)
+    rows = []
+    print(f"{'model':>9} {'geometry':>8} {'cells':>7} {'backend':>7} {'setup s':>9} "
+          f"{'events':>7} {'us/event':>10} {'residual':>9}", flush=True)
+    for model in a.models:
+        rows += (_tensorial_rows if model == "tensorial" else _scalar_rows)(a)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def _print_row(r: dict) -> None:
+    print(f"{r.get('model', 'tensorial'):>9} {r['geometry']:>8} {r['cells']:>7} "
+          f"{r['backend']:>7} {r['setup_s']:>9.1f} {r['events']:>7} {r['us_per_event']:>10.1f} "
+          f"{r['residual']:>9.1e}", flush=True)
+
+
+def _scalar_rows(a) -> list[dict]:
+    from femplast.scalar.specimen import dense_bytes
+
+    rows = []
+    for kind in a.geometries:
+        for n in a.cells:
+            for be in ("dense", "direct"):
+                if be == "dense" and dense_bytes(n) / 2**20 > a.dense_mb:
+                    print(f"{'scalar':>9} {kind:>8} {n:>7} {'dense':>7}  over the "
+                          f"{a.dense_mb:.0f} MiB budget", flush=True)
+                    continue
+                if n > a.full_setup_max:
+                    continue
+                rows.append(run_scalar_case(kind, n, be, a.events, a.dense_mb))
+                _print_row(rows[-1])
+    return rows
+
+
+def _tensorial_rows(a) -> list[dict]:
     from femplast.redistribution.backends import DenseRedistribution
 
     rows = []
-    print(f"{'geometry':>8} {'cells':>7} {'backend':>7} {'setup s':>9} {'events':>7} "
-          f"{'us/event':>10} {'residual':>9}", flush=True)
     for kind in a.geometries:
         for n in a.cells:
             if n > a.full_setup_max:
                 r = estimate_setup(kind, n)
                 rows.append(r)
-                print(f"{kind:>8} {r['cells']:>7} {'direct':>7} {r['setup_s']:>9.1f} "
-                      f"{'-':>7} {'-':>10} {'-':>9}  (one solve {r['solve_ms']:.1f} ms: "
-                      f"self-responses ~{r['setup_estimate_s']:.0f} s)", flush=True)
+                print(f"{'tensorial':>9} {kind:>8} {r['cells']:>7} {'direct':>7} "
+                      f"{r['setup_s']:>9.1f} {'-':>7} {'-':>10} {'-':>9}  (one solve "
+                      f"{r['solve_ms']:.1f} ms: self-responses ~{r['setup_estimate_s']:.0f} s)",
+                      flush=True)
                 continue
             for be in ("dense", "direct"):
                 if be == "dense" and DenseRedistribution.memory_bytes(n) / 2**20 > a.dense_mb:
-                    print(f"{kind:>8} {n:>7} {'dense':>7}  over the {a.dense_mb:.0f} MiB "
-                          "budget", flush=True)
+                    print(f"{'tensorial':>9} {kind:>8} {n:>7} {'dense':>7}  over the "
+                          f"{a.dense_mb:.0f} MiB budget", flush=True)
                     continue
-                r = run_case(kind, n, be, a.events, a.dense_mb)
-                rows.append(r)
-                print(f"{kind:>8} {r['cells']:>7} {be:>7} {r['setup_s']:>9.1f} "
-                      f"{r['events']:>7} {r['us_per_event']:>10.1f} {r['residual']:>9.1e}",
-                      flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+                rows.append(run_case(kind, n, be, a.events, a.dense_mb))
+                _print_row(rows[-1])
+    return rows
 
 
 if __name__ == "__main__":

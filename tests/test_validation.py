@@ -113,6 +113,11 @@ T = [
     ("geometry_alpha", GEO + GEO_BC + "loading: {alpha_ext: 45}\n", [], "loading.alpha_ext"),
     ("geometry_propagator", GEO + GEO_BC + "redistribution: {backend: propagator}\n", [],
      "redistribution.backend"),
+    ("geometry_quench", "model: quench\n" + GEO + GEO_BC, [], "model"),
+    ("geometry_scalar_propagator", "model: scalar\n" + GEO + GEO_BC + "redistribution: "
+     "{backend: propagator}\n", [], "redistribution.backend"),
+    ("geometry_scalar_stress_file", "model: scalar\n" + GEO + GEO_BC + "scalar: "
+     "{internal_stress_file: neg.csv}\n", [], "scalar.internal_stress_file"),
     # --- elasticity
     ("el_G_zero", "elasticity: {G: 0}\n", [], "elasticity.G"),
     ("el_G_string", "elasticity: {G: soft}\n", [], "elasticity.G"),

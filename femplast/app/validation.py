@@ -298,6 +298,8 @@ def estimate(case: Case) -> dict:
     est = {cells_key: nc * (4096.0 + N * 64.0)}
     be = case.redistribution.backend
     dense = DenseRedistribution.memory_bytes(int(nc)) if nc < 1e9 else math.inf
+    if case.model == "scalar":  # one resolved component of the six (femplast.scalar.specimen)
+        dense /= 6
     if be == "dense" or (be == "auto" and m.kind != "quad"
                          and dense <= case.redistribution.dense_memory_mb * 2**20):
         est["redistribution.backend"] = float(dense)

@@ -86,7 +86,8 @@ def check_conditions(spec: dict | None, names=None) -> dict[str, tuple]:
 
 def check(case) -> None:
     """Consistency of a geometry case (mesh.kind: geometry): the shape, the conditions, and
-    what runs on a specimen today (a plain tensorial AQS run driven along gamma_ext)."""
+    what runs on a specimen today (a plain tensorial AQS run driven along gamma_ext, or the
+    scalar model with the specimen's FE kernel)."""
     if case.mesh.kind != "geometry":
         if case.geometry.boundaries:
             raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
@@ -99,7 +100,8 @@ def check(case) -> None:
         raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
                                  "at least one boundary with a nonzero {displacement: "
                                  "[ux, uy]} (the driving)")
-    unsupported = [("model", case.model != "tensorial", "tensorial"),
+    unsupported = [("model", case.model not in ("tensorial", "scalar"),
+                    "tensorial or scalar (femplast.scalar.specimen)"),
                    ("loading.alpha_ext", case.loading.alpha_ext != 0,
                     "0 (a specimen is driven by its boundaries)"),
                    ("stages", bool(case.stages), "[] (not yet on specimens)"),

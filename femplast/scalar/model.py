@@ -34,6 +34,12 @@ lattice, cell index ``iy * N + ix`` as femplast's structured quads):
   Both kernels have the same zero mode: ``sum_i K_i = -2 mu`` exactly (the mean stress drops by
   ``2 mu d(eps_p) / N^2`` at fixed external strain), and a negative self term.
 
+On a specimen (:mod:`femplast.scalar.specimen`) the same compiled loop and rules run with the
+specimen's FE kernel (dense columns ``K[j]``, or one FE solve per step from the caller), a
+per-cell load response ``R_i`` in place of ``G``, area-weighted observables, and the force
+conjugate to gamma_ext per unit area as the macroscopic stress (``Params.R, w, drive,
+columns``; empty on the lattice, whose arithmetic is unchanged).
+
 Dynamics (sec. III.A, synchronous extremal quasistatic): from a stable state, ``gamma_ext``
 grows until the weakest cell (smallest ``x_i = sigma_c,i - sigma_i``) reaches its threshold;
 then every unstable cell slips at once (ascending cell order; per cell one uniform for the slip
@@ -162,6 +168,11 @@ class Params(NamedTuple):
     budget: int  # return RC_BUDGET after this many slips (progress reports)
     max_avalanche: int  # RC_RUNAWAY beyond this avalanche size
     gamma_observe: float  # RC_OBSERVE before loading past this strain (state unchanged)
+    # specimens (femplast.scalar.specimen; empty arrays on the periodic lattice):
+    R: np.ndarray  # (cells,) d(sigma_i) / d(gamma_ext), the FE load response (replaces G)
+    w: np.ndarray  # (cells,) area fractions (means over unequal cells)
+    drive: np.ndarray  # (cells + 2,): Sigma = drive[0] gamma + drive[1] + drive[2:] . eps_p
+    columns: bool  # K is (cells, cells): K[j] the stress of a unit slip in cell j (dense)
 
 
 class Loop(NamedTuple):
@@ -243,6 +254,78 @@ def _record(rec, r, gam, f, G, n):
 
 
 @njit(cache=True)
+def _record_specimen(rec, r, gam, f, p):
+    """:func:`_record` on a specimen (femplast.scalar.specimen): local stresses
+    ``sig_i + R_i gamma_ext``, area-weighted means (cells of unequal areas), LOC (eq. 13) as
+    ``<e^4> / (n <e^2>^2)`` with ``n = sqrt(cells)`` (the lattice's for equal areas), column 2
+    the macroscopic stress conjugate to gamma_ext (:func:`_macro`) and column 12 the mean
+    resolved stress."""
+    sig, epl, thr, R, w = f.sig, f.epl, f.thr, p.R, p.w
+    nc = sig.shape[0]
+    G = p.G
+    ms = 0.0
+    me = 0.0
+    mt = 0.0
+    for c in range(nc):
+        ms += w[c] * (sig[c] + R[c] * gam)
+        me += w[c] * epl[c]
+        mt += w[c] * thr[c]
+    ve = 0.0
+    vs = 0.0
+    s2 = 0.0
+    s4 = 0.0
+    p2 = 0.0
+    p4 = 0.0
+    for c in range(nc):
+        sc = sig[c] + R[c] * gam
+        ve += w[c] * (epl[c] - me) ** 2
+        vs += w[c] * (sc - ms) ** 2
+        e = sc / (2.0 * G) + epl[c]
+        s2 += w[c] * e * e
+        s4 += w[c] * e * e * e * e
+        p2 += w[c] * epl[c] * epl[c]
+        p4 += w[c] * epl[c] * epl[c] * epl[c] * epl[c]
+    rec[r, 2] = _macro(f, p, gam)
+    rec[r, 3] = me
+    rec[r, 4] = ve
+    rec[r, 5] = mt
+    rec[r, 6] = s4 / (p.n * s2 * s2) if s2 > 0.0 else np.nan
+    rec[r, 7] = math.sqrt(vs)
+    mtot = ms / (2.0 * G) + me
+    rec[r, 10] = max(s2 - mtot * mtot, 0.0)
+    rec[r, 11] = p4 / (p.n * p2 * p2) if p2 > 0.0 else np.nan
+    rec[r, 12] = ms
+
+
+@njit(cache=True)
+def _macro(f, p, gam):
+    """Macroscopic stress of a specimen: the force conjugate to gamma_ext per unit area,
+    linear in the slips (reciprocity: a slip eps_p in cell j lowers it by
+    ``2 w_j R_j eps_p``; femplast.scalar.specimen)."""
+    d = p.drive
+    out = d[0] * gam + d[1]
+    for c in range(f.epl.shape[0]):
+        out += d[2 + c] * f.epl[c]
+    return out
+
+
+@njit(cache=True)
+def _weakest_specimen(f, p, gam):
+    """(dg, cell): the smallest increase of gamma_ext that brings a cell with a positive load
+    response ``R_i`` to its threshold (inf: none can be loaded; first on ties)."""
+    dmin = np.inf
+    imin = 0
+    for c in range(f.sig.shape[0]):
+        r = p.R[c]
+        if r > 0.0:
+            dg = (f.thr[c] - (f.sig[c] + r * gam)) / r
+            if dg < dmin:
+                dmin = dg
+                imin = c
+    return dmin, imin
+
+
+@njit(cache=True)
 def _weakest(f, G, gam):
     """(x_min, cell) of the smallest margin ``x_i = sigma_c,i - sigma_i`` (first on ties)."""
     xmin = np.inf
@@ -256,12 +339,15 @@ def _weakest(f, G, gam):
 
 
 @njit(cache=True)
-def _collect_unstable(f, G, gam, act, forced):
+def _collect_unstable(f, p, gam, act, forced):
     """Cells with ``sigma_i > sigma_c,i`` (plus the cell ``forced``, -1: none) into ``act`` in
-    ascending order; returns their number."""
+    ascending order; returns their number. ``sigma_i = sig_i + G gamma_ext`` (on a specimen
+    ``R_i`` instead of ``G``)."""
+    spec = p.R.shape[0] > 0
     na = 0
     for c in range(f.sig.shape[0]):
-        if c == forced or f.thr[c] - (f.sig[c] + G * gam) < 0.0:
+        g = p.R[c] if spec else p.G
+        if c == forced or f.thr[c] - (f.sig[c] + g * gam) < 0.0:
             act[na] = c
             na += 1
     return na
@@ -275,9 +361,15 @@ def _start_avalanche(f, p, lp):
     ``gamma_observe`` (nothing changed: calling again repeats the same computation, so an
     observation does not alter the trajectory, unlike a stop)."""
     gam = lp.gamma[0]
-    xmin, imin = _weakest(f, p.G, gam)
+    spec = p.R.shape[0] > 0
+    if spec:
+        dg, imin = _weakest_specimen(f, p, gam)
+        xmin = dg
+    else:
+        xmin, imin = _weakest(f, p.G, gam)
+        dg = xmin / p.G
     if xmin > 0.0:
-        gnew = gam + xmin / p.G
+        gnew = gam + dg
         if gnew >= p.gamma_stop:
             lp.gamma[0] = p.gamma_stop
             return RC_STOP
@@ -286,14 +378,17 @@ def _start_avalanche(f, p, lp):
         gam = gnew
         lp.gamma[0] = gam
     st = lp.st
-    na = _collect_unstable(f, p.G, gam, lp.act, imin)
-    nc = f.sig.shape[0]
-    ms = 0.0
-    for c in range(nc):
-        ms += f.sig[c]
+    na = _collect_unstable(f, p, gam, lp.act, imin)
     r = st[S_NREC]
     lp.rec[r, 0] = gam
-    lp.rec[r, 1] = ms / nc + p.G * gam
+    if spec:
+        lp.rec[r, 1] = _macro(f, p, gam)
+    else:
+        nc = f.sig.shape[0]
+        ms = 0.0
+        for c in range(nc):
+            ms += f.sig[c]
+        lp.rec[r, 1] = ms / nc + p.G * gam
     st[S_NACT] = na
     st[S_AVSIZE] = 0
     st[S_NSTEPS] = 0
@@ -305,7 +400,10 @@ def _close_avalanche(f, p, lp):
     """Record the finished avalanche (observables, size, synchronous steps)."""
     st = lp.st
     r = st[S_NREC]
-    _record(lp.rec, r, lp.gamma[0], f, p.G, p.n)
+    if p.R.shape[0] > 0:
+        _record_specimen(lp.rec, r, lp.gamma[0], f, p)
+    else:
+        _record(lp.rec, r, lp.gamma[0], f, p.G, p.n)
     lp.rec[r, 8] = st[S_AVSIZE]
     lp.rec[r, 9] = st[S_NSTEPS]
     st[S_NREC] = r + 1
@@ -375,12 +473,15 @@ def scalar_advance(rng, f, p, renewal, lp):
                 st[S_PHASE] = PH_EXTERNAL
                 return RC_EXTERNAL
             for i in range(st[S_NACT]):
-                _shift_add(f.sig, p.K, lp.act[i], p.n, lp.pend[i])
+                if p.columns:  # a specimen's dense operator: one column per slip
+                    _axpy(f.sig, p.K[lp.act[i]], lp.pend[i])
+                else:
+                    _shift_add(f.sig, p.K, lp.act[i], p.n, lp.pend[i])
             st[S_PHASE] = PH_AFTER
         elif ph == PH_EXTERNAL:
             return RC_EXTERNAL
         else:  # PH_AFTER
-            st[S_NACT] = _collect_unstable(f, p.G, lp.gamma[0], lp.act, -1)
+            st[S_NACT] = _collect_unstable(f, p, lp.gamma[0], lp.act, -1)
             st[S_PHASE] = PH_STEP
 
 
@@ -395,6 +496,7 @@ class ScalarState:
     thr: np.ndarray
     rng: np.random.Generator
     gamma: float = 0.0
+    eps0: np.ndarray | None = None  # a specimen's frozen stress is the stress of this slip field
 
 
 class ScalarModel:
@@ -438,10 +540,37 @@ class ScalarModel:
         self.sigma0_dist = sigma0
         self.num_cells = self.n * self.n
         self.fft_threshold = max(8, int(2.5 * np.log2(self.num_cells)))
+        self._lattice()
+
+    def _lattice(self) -> None:
+        """The periodic lattice's loop constants: uniform load response ``G``, equal cells,
+        the translation-invariant kernel (a specimen sets its own,
+        :class:`femplast.scalar.specimen.SpecimenScalarModel`)."""
+        self.R = self.w = np.zeros(0)
+        self.columns = False
+        self.rec_names = REC_NAMES
+
+    @property
+    def stress_slope(self) -> float:
+        """d(macroscopic stress) / d(gamma_ext) on an elastic branch."""
+        return self.G
+
+    def total_stress(self, s: ScalarState, gamma: float) -> np.ndarray:
+        """Local stresses ``sigma_i`` of state ``s`` at ``gamma_ext``."""
+        return s.sig + self.G * gamma
+
+    def drive(self, s: ScalarState) -> np.ndarray:
+        """Coefficients of the macroscopic stress of a specimen (none on the lattice)."""
+        return np.zeros(0)
+
+    def redistribute(self, s: ScalarState, amp: np.ndarray) -> None:
+        """Add the stress of the slips ``amp`` (per cell) to ``s.sig`` (steps with many
+        slips; one FFT convolution on the lattice)."""
+        s.sig += self.convolve(amp)
 
     def with_slip(self, c0: float, c1: float) -> ScalarModel:
         """The same model (kernel reused) with other slip coefficients."""
-        new = ScalarModel.__new__(ScalarModel)
+        new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
         if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
             raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
@@ -513,8 +642,12 @@ class ScalarModel:
                            thr=thr, rng=rng)
 
     def initial_record(self, s: ScalarState) -> np.ndarray:
-        rec = np.zeros((1, REC_COLS))
-        _record(rec, 0, s.gamma, Fields(s.sig, s.epl, s.thr), self.G, self.n)
+        rec = np.zeros((1, len(self.rec_names)))
+        f = Fields(s.sig, s.epl, s.thr)
+        if len(self.R):
+            _record_specimen(rec, 0, s.gamma, f, loop_params(self, self.drive(s), s.gamma))
+        else:
+            _record(rec, 0, s.gamma, f, self.G, self.n)
         rec[0, 0] = s.gamma
         rec[0, 1] = rec[0, 2]
         return rec[0]
@@ -529,7 +662,8 @@ class ScalarDriver:
         nc = model.num_cells
         self.loop = Loop(st=np.zeros(7, np.int64), gamma=np.array([state.gamma]),
                          act=np.zeros(nc, np.int64), pend=np.zeros(nc),
-                         rec=np.zeros((rec_capacity, REC_COLS)))
+                         rec=np.zeros((rec_capacity, len(model.rec_names))))
+        self.drive = model.drive(state)
         self.budget = int(budget)
         self.max_avalanche = 1000 * nc
         self.records = [model.initial_record(state)[None, :]]
@@ -569,20 +703,18 @@ class ScalarDriver:
             st[S_NREC] = 0
 
     def _params(self, gamma_stop: float, budget: int | None = None) -> Params:
-        m = self.model
-        return Params(K=m.K, G=m.G, c0=m.c0, c1=m.c1, gamma_stop=float(gamma_stop), n=m.n,
-                      fft_threshold=int(m.fft_threshold),
-                      budget=self.budget if budget is None else int(budget),
-                      max_avalanche=self.max_avalanche,
-                      gamma_observe=self._next_observation)
+        return loop_params(self.model, self.drive, gamma_stop,
+                           self.budget if budget is None else int(budget), self.max_avalanche,
+                           self._next_observation)
 
     def _redistribute_fft(self):
-        """Step 3 of :func:`scalar_advance` for many simultaneous slips: one FFT convolution."""
+        """Step 3 of :func:`scalar_advance` for many simultaneous slips: one FFT convolution
+        (a specimen: its dense operator or one FE solve, ``model.redistribute``)."""
         m, lp = self.model, self.loop
         na = int(lp.st[S_NACT])
         amp = np.zeros(m.num_cells)
         np.add.at(amp, lp.act[:na], lp.pend[:na])
-        self.state.sig += m.convolve(amp)
+        m.redistribute(self.state, amp)
         lp.st[S_PHASE] = PH_AFTER
 
     def advance(self, gamma_stop: float) -> int:
@@ -626,6 +758,17 @@ class ScalarDriver:
         """Records: row 0 the initial state, then one row per avalanche (:data:`REC_NAMES`)."""
         self._flush()
         return np.vstack(self.records)
+
+
+def loop_params(model: ScalarModel, drive: np.ndarray, gamma_stop: float, budget: int = 0,
+                max_avalanche: int = 0, gamma_observe: float = math.inf) -> Params:
+    """Constants of :func:`scalar_advance` for ``model`` (``drive``: :meth:`ScalarModel.drive`
+    of the realization's state)."""
+    m = model
+    return Params(K=m.K, G=m.G, c0=m.c0, c1=m.c1, gamma_stop=float(gamma_stop), n=m.n,
+                  fft_threshold=int(m.fft_threshold), budget=int(budget),
+                  max_avalanche=int(max_avalanche), gamma_observe=float(gamma_observe),
+                  R=m.R, w=m.w, drive=drive, columns=bool(m.columns))
 
 
 def run_one(model: ScalarModel, rng: np.random.Generator, gamma_max: float) -> np.ndarray:
@@ -761,7 +904,8 @@ def ensemble(model: ScalarModel, seed: int, indices, gamma_max: float, grid: np.
     """Curves (realizations, grid) of the realizations ``indices``, spread over ``comm``."""
     indices = list(indices)
     mine = indices if comm is None else indices[comm.rank::comm.size]
-    res = {i: curves_on_grid(run_one(model, realization_rng(seed, i), gamma_max), grid, model.G)
+    res = {i: curves_on_grid(run_one(model, realization_rng(seed, i), gamma_max), grid,
+                             model.stress_slope)
            for i in mine}
     if comm is not None and comm.size > 1:
         allr = comm.allgather(res)
@@ -1008,13 +1152,15 @@ def check(case) -> None:
     sc = case.scalar
     if case.model != "scalar":
         return
-    if case.mesh.kind != "quad":
+    if case.mesh.kind not in ("quad", "geometry"):
         raise FemplastInputError("mesh.kind", case.mesh.kind, "'quad' with model: scalar (an "
-                                 "N x N lattice, N = mesh.n)")
+                                 "N x N lattice, N = mesh.n) or 'geometry' (a specimen)")
     if case.loading.alpha_ext != 0:
         raise FemplastInputError("loading.alpha_ext", case.loading.alpha_ext, "0 with model: "
                                  "scalar (thresholds are forward xy thresholds, theta = 0)")
-    if case.redistribution.backend not in ("auto", "propagator"):
+    if case.mesh.kind == "geometry":
+        _check_specimen(case)
+    elif case.redistribution.backend not in ("auto", "propagator"):
         raise FemplastInputError("redistribution.backend", case.redistribution.backend,
                                  "auto with model: scalar (the kernel is scalar.kernel)")
     if case.initial.state is not None:
@@ -1036,3 +1182,17 @@ def check(case) -> None:
         raise FemplastInputError("run.realizations", case.run.realizations,
                                  ">= 2 with scalar.fit (the fit needs ensemble errors)")
     distributions_from_case(case)
+
+
+def _check_specimen(case) -> None:
+    """The scalar model on a specimen (femplast.scalar.specimen): its FE kernel is dense or
+    direct, its frozen stress the FE stress of a slip field (FemplastInputError)."""
+    if case.redistribution.backend not in ("auto", "dense", "direct"):
+        raise FemplastInputError("redistribution.backend", case.redistribution.backend,
+                                 "auto, dense or direct with model: scalar on a specimen (the "
+                                 "kernel is the specimen's FE response)")
+    if case.scalar.internal_stress_file is not None:
+        raise FemplastInputError("scalar.internal_stress_file", case.scalar.internal_stress_file,
+                                 "null with mesh.kind: geometry (the frozen stress of a "
+                                 "specimen is the FE stress of a Gaussian slip field, "
+                                 "scalar.internal_stress_std)")

@@ -51,7 +51,10 @@ STEP_NAMES = dict(gamma_ext=0, stress_before=1, stress=2, eps_pl_mean=3,
 STEPS_DOC = ("row 0: initial state; then one row per avalanche, after it (stress_before: at its "
              "start). stress: macroscopic xy stress; eps_pl_mean, plastic_strain_variance: "
              "tensorial eps_xy; LOC: eq. 13 of the local total strain; LOC_plastic: eq. 13 of the "
-             "plastic strain alone (NaN before the first slip); size: slips")
+             "plastic strain alone (NaN before the first slip); size: slips. A specimen "
+             "(mesh.kind: geometry): stress is the force conjugate to gamma_ext per unit area, "
+             "resolved_stress the area-weighted mean scalar stress, force = area * stress, "
+             "displacement = gamma_ext * height (femplast.scalar.specimen)")
 STATE_DOC = ("scalar fields per cell (iy * N + ix): xy stress, frozen-in stress, tensorial "
              "plastic eps_xy, threshold")
 
@@ -60,7 +63,8 @@ def localization_edges(case) -> np.ndarray:
     """Strains of the plastic-strain snapshots of ``localization`` (none when disabled or
     shorter than one window)."""
     lo = case.localization
-    if not lo.enabled or lo.window > case.loading.gamma_max:
+    if not lo.enabled or lo.window > case.loading.gamma_max or case.mesh.kind == "geometry":
+        # (the windowed observables read a lattice; a specimen's cells are unstructured)
         return np.zeros(0)
     return S.window_edges(case.loading.gamma_max, lo.stride or lo.window)
 
@@ -123,7 +127,7 @@ class ScalarRealization:
         rec = d.table()
         self.wall += time.perf_counter() - self.t0
         self.t0 = time.perf_counter()
-        curves = S.curves_on_grid(rec, curve_grid(self.case), self.model.G)
+        curves = S.curves_on_grid(rec, curve_grid(self.case), self.model.stress_slope)
         res = dict(index=self.index, wall=self.wall, events=d.num_events, curves=curves)
         if len(self.edges) > 1:  # plastic-strain snapshots (femplast.analysis.localization)
             res["windows"] = dict(edges=self.edges, eps_pl=np.array(d.observed), n=self.model.n,
@@ -137,7 +141,7 @@ class ScalarRealization:
 
     def _fields(self, g: float) -> dict:
         st = self.state
-        sig = st.sig + self.model.G * g
+        sig = self.model.total_stress(st, g)
         return dict(sigma_xy=sig, eps_pl_xy=st.epl.copy(), tau_c=st.thr.copy(),
                     x=st.thr - sig, sigma0_xy=st.sigma0.copy())
 
@@ -150,11 +154,17 @@ class ScalarRealization:
             f.attrs.update(dict(realization=self.index, seed=self.case.run.seed, model="scalar",
                                 femplast_version=__version__, kernel=m.kernel_kind,
                                 wall_time=self.wall, num_events=self.drv.num_events))
-            write_group(f, "steps", {k: (rec[:, c].astype(np.int64) if k in (
-                "size", "relaxation_steps") else rec[:, c]) for k, c in STEP_NAMES.items()},
-                dict(doc=STEPS_DOC))
-            write_group(f, "state", dict(stress=st.sig + m.G * st.gamma, sigma0=st.sigma0,
-                                         eps_pl=st.epl, tau_c=st.thr),
+            steps = {k: (rec[:, c].astype(np.int64) if k in ("size", "relaxation_steps")
+                         else rec[:, c]) for k, c in STEP_NAMES.items()}
+            state = dict(stress=m.total_stress(st, st.gamma), sigma0=st.sigma0, eps_pl=st.epl,
+                         tau_c=st.thr)
+            if rec.shape[1] > len(STEP_NAMES):  # a specimen (femplast.scalar.specimen)
+                steps.update(resolved_stress=rec[:, 12], force=m.box.area * rec[:, 2],
+                             displacement=rec[:, 0] * m.box.height)
+                if st.eps0 is not None:
+                    state["eps0"] = st.eps0
+            write_group(f, "steps", steps, dict(doc=STEPS_DOC))
+            write_group(f, "state", state,
                         dict(gamma_ext=st.gamma, alpha_ext=0.0,
                              rng_state=json.dumps(st.rng.bit_generator.state), doc=STATE_DOC))
 
@@ -206,7 +216,12 @@ class ScalarRuns:
         (or, on ``--resume``, read back from ``OUTDIR/checkpoint/fit.json``)."""
         from mpi4py import MPI
 
-        model = S.model_from_case(case)
+        if case.mesh.kind == "geometry":  # a specimen: the FE kernel of its own geometry
+            from femplast.scalar.specimen import model_from_case
+
+            model = model_from_case(case)
+        else:
+            model = S.model_from_case(case)
         fit = None
         if case.scalar.fit.flow_stress is not None or case.scalar.fit.curves is not None:
             fit = _fit(case, model, outdir, comm, progress, resume)
@@ -214,7 +229,9 @@ class ScalarRuns:
             progress(f"fit: c0 = {fit['c0']:.5g} +- {fit['c0_err95']:.2g} (95%), c1 = "
                      f"{fit['c1']:.5g}", True)
         box = None
-        if case.output.fields and case.output.snapshots:
+        if case.output.fields and case.output.snapshots and case.mesh.kind == "geometry":
+            box = model.box
+        elif case.output.fields and case.output.snapshots:
             from femplast.config.case import resolve_path
             from femplast.fe.mesh import box_from_options
 
