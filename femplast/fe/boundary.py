@@ -86,8 +86,8 @@ def check_conditions(spec: dict | None, names=None) -> dict[str, tuple]:
 
 def check(case) -> None:
     """Consistency of a geometry case (mesh.kind: geometry): the shape, the conditions, and
-    what runs on a specimen today (a plain tensorial AQS run driven along gamma_ext, or the
-    scalar model with the specimen's FE kernel)."""
+    what runs on a specimen today (tensorial AQS runs driven along gamma_ext with patch tests
+    and evolving moduli, or the scalar model with the specimen's FE kernel)."""
     if case.mesh.kind != "geometry":
         if case.geometry.boundaries:
             raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
