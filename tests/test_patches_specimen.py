@@ -193,3 +193,26 @@ def test_run_writes_specimen_patch_summary(tmp_path):
     with h5py.File(out / "patches" / "r0001.h5") as f:
         assert f["s0/R7"].attrs["skipped"] == 40
         assert f["s0/R7/gamma_c"].shape == (60, 2)
+
+
+def test_operators_kept_between_states_within_the_budget(tmp_path, monkeypatch):
+    """Per-position operators are built once for every probed state while they fit in
+    OPERATOR_CACHE_MB (a second state builds none); with no budget each is rebuilt, and the
+    tables are bitwise the same."""
+    import femplast.analysis.patches as P
+
+    sim = Simulation(_specimen(tmp_path, n=10))
+    st = sim._state
+    pa = PatchAnalysis(sim._model, "disk", [7.0], ALPHAS)
+    first = pa.analyse(st, 0.02, 0.0, (0, 0, 0))[0]
+    assert pa.cached_bytes > 0 and len(pa.sets[0].ops) == 60
+    pa.operator_time = 0.0
+    second = pa.analyse(st, 0.03, 0.0, (0, 0, 1))[0]
+    assert pa.operator_time == 0.0
+    monkeypatch.setattr(P, "OPERATOR_CACHE_MB", 0.0)
+    pb = PatchAnalysis(sim._model, "disk", [7.0], ALPHAS)
+    for t, g, sid in ((first, 0.02, 0), (second, 0.03, 1)):
+        u = pb.analyse(st, g, 0.0, (0, 0, sid))[0]
+        assert len(pb.sets[0].ops) == 1
+        for q in ("gamma_c", "sigma_f", "n_events"):
+            np.testing.assert_array_equal(t[q], u[q])

@@ -80,6 +80,8 @@ SELF_RESPONSES = ("patch", "model")
 DEFAULT_ALPHAS = [float(a) for a in range(0, 180, 10)]
 QUANTITIES = ("tau_i", "tau_c", "dtau_c", "delta_tau_c", "von_mises")
 TIE_RTOL = 1e-12
+OPERATOR_CACHE_MB = 256.0
+"""Memory kept for per-position patch operators (gmsh meshes, specimens) between states."""
 """Systems within this relative distance of their threshold at gamma~* slip with the trigger."""
 
 
@@ -864,8 +866,15 @@ class PatchAnalysis:
         self.operator_time = 0.0
         self.test_time = 0.0
         self.num_tests = 0
+        self.cached_bytes = 0
+        self._transient: dict[str, int] = {}
 
     def operator(self, ps: PatchSet, pos: int, keep_fe: bool = False) -> PatchOperator:
+        """The operator of position ``pos`` (the shared reference's on structured meshes).
+
+        Per-position operators (gmsh meshes, specimens) depend only on the mesh and the
+        moduli, so they are kept for the next probed states while they fit in
+        ``OPERATOR_CACHE_MB``; beyond it one is kept at a time (rebuilt per state)."""
         import time
 
         key = ps.ref if ps.shared else pos
@@ -875,8 +884,12 @@ class PatchAnalysis:
             fe = PatchFE(self.model.box, cells, self._G[cells], self._B[cells],
                          centre=None if ps.shared else ps.centres[key])
             op = PatchOperator.build(fe, keep_fe)
-            if not ps.shared and not keep_fe:
-                ps.ops.clear()  # gmsh: one operator per position, not kept
+            size = sum(a.nbytes for a in (op.D, op.U, op.selfq, op.weights))
+            if ps.shared or keep_fe or self.cached_bytes + size <= OPERATOR_CACHE_MB * 2**20:
+                self.cached_bytes += 0 if key in ps.ops else size
+            else:  # over the budget: a transient slot
+                ps.ops.pop(self._transient.get(ps.label), None)
+                self._transient[ps.label] = key
             ps.ops[key] = op
             self.operator_time += time.perf_counter() - t0
         return ps.ops[key]
