@@ -216,3 +216,38 @@ def test_operators_kept_between_states_within_the_budget(tmp_path, monkeypatch):
         assert len(pb.sets[0].ops) == 1
         for q in ("gamma_c", "sigma_f", "n_events"):
             np.testing.assert_array_equal(t[q], u[q])
+
+
+@pytest.mark.mpi
+def test_specimen_patch_tests_serial_equal_mpirun(tmp_path):
+    """Realizations over 2 ranks: the patch tables of every realization and the summary
+    entries are those of the serial run, bit for bit (per-test streams, one rank per
+    realization)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import h5py
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    mpirun = str(Path(sys.executable).parent / "mpirun")
+    case = _specimen(tmp_path, n=10, patches={"enabled": True, "shape": "disk",
+                                               "radius": [7.0], "alpha": [0.0, 90.0],
+                                               "gamma_ext": [0.05]},
+                     loading={"dgamma_ext": 1e-3, "gamma_max": 0.05, "stationary_from": 0.02},
+                     run={"realizations": 2})
+    path = tmp_path / "case.yaml"
+    path.write_text(yaml.safe_dump(case.to_dict()))
+    cmd = [sys.executable, "-m", "femplast", "run", str(path), "--quiet", "--out"]
+    subprocess.run([*cmd, str(tmp_path / "s")], cwd=root, check=True)
+    subprocess.run([mpirun, "-n", "2", *cmd, str(tmp_path / "m")], cwd=root, check=True)
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text())["patches"]
+            for d in ("s", "m"))
+    assert a["entries"] == b["entries"] and a["positions"] == b["positions"]
+    for r in range(2):
+        with h5py.File(tmp_path / "s" / "patches" / f"r000{r}.h5") as f, \
+                h5py.File(tmp_path / "m" / "patches" / f"r000{r}.h5") as g:
+            for s in ("s0", "s1"):
+                for q in ("gamma_c", "sigma_f", "n_events", "trigger_cell"):
+                    np.testing.assert_array_equal(f[f"{s}/R7/{q}"][()], g[f"{s}/R7/{q}"][()])
