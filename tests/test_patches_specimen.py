@@ -251,3 +251,43 @@ def test_specimen_patch_tests_serial_equal_mpirun(tmp_path):
             for s in ("s0", "s1"):
                 for q in ("gamma_c", "sigma_f", "n_events", "trigger_cell"):
                     np.testing.assert_array_equal(f[f"{s}/R7/{q}"][()], g[f"{s}/R7/{q}"][()])
+
+
+def test_compiled_batch_equals_reference_tests_on_a_loaded_specimen():
+    """A plate with a hole loaded in tension past its first avalanches (a non-uniform stress
+    with plastic strain): every compiled test equals the reference one-test implementation
+    (:func:`patch_test`, direct FE solves on the patch) fed with the stress of a fresh FE
+    solve of the specimen, on the same counter-based stream."""
+    import math
+
+    from femplast.analysis.patches import PatchRules, patch_arrays, patch_test
+    from femplast.fe.elasticity import to_dsp
+    from femplast.streams import counter_generator, probe_key
+
+    geo = {"shape": "hole", "width": 60.0, "height": 60.0, "size": 5.0, "hole_radius": 8.0,
+           "boundaries": {"bottom": "clamped", "top": {"displacement": [0.0, 1.0]}}}
+    sim = Simulation(load_case({"mesh": {"kind": "geometry"}, "geometry": geo,
+                                "redistribution": {"backend": "dense"}}))
+    sim.advance_to(0.03)
+    st, m, g = sim._state, sim._model, sim.gamma_ext
+    assert sim.num_events > 5
+    tot = to_dsp(m.fe_stress(st, g, 0.0))
+    assert np.ptp(tot[0]) > 0.5 * np.abs(tot[0]).max()  # far from uniform
+    alphas = [0.0, 45.0, 120.0]
+    pa = PatchAnalysis(m, "disk", [7.0], alphas, spacing=6.0)
+    key = (4, 0, 1)
+    t = pa.analyse(st, g, 0.0, key)[0]
+    ps, rules = pa.sets[0], PatchRules.from_model(m)
+    assert len(ps.cells) >= 8 and ps.skipped > 0
+    for ip in pa.positions(ps):
+        cells = ps.cells[ip]
+        op = pa.operator(ps, ip, keep_fe=True)
+        for ia, ad in enumerate(alphas):
+            ctr = (int(ps.ids[ip]), 7000, int(round(ad * 1000)))
+            r = patch_test(op, math.radians(ad), patch_arrays(st, cells, tot[:, cells]), rules,
+                           counter_generator(probe_key(*key), ctr), direct=True)
+            assert r.n_events == t["n_events"][ip, ia] >= 1
+            assert r.gamma_c == pytest.approx(t["gamma_c"][ip, ia], rel=1e-9, abs=1e-12)
+            assert np.allclose(r.sigma_f, t["sigma_f"][ip, ia], rtol=0, atol=1e-9)
+            assert cells[r.trigger] == t["trigger_cell"][ip, ia]
+        op.fe.destroy()
