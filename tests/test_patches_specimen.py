@@ -108,6 +108,10 @@ def test_positions_near_the_boundaries_are_skipped_and_counted(tmp_path, periodi
             assert min(c[1], 12 * H - c[1]) > (reach + 0.5) * H
             if not periodic:
                 assert min(c[0], 12 * H - c[0]) > (reach + 0.5) * H
+    pbig = PatchAnalysis(sim._model, "square", [11], [0.0])  # touches both walls everywhere
+    assert len(pbig.sets[0].cells) == 0 and pbig.sets[0].skipped == 144
+    t = pbig.analyse(sim._state, 0.0, 0.0)[0]
+    assert t["gamma_c"].shape == (0, 1) and t["skipped"] == 144
     # disks of 20 (3.03 cells) within 3 columns of the periodic seam cross it: unwrapped,
     # they hold the 29 cells of every other disk (lattice points with i^2 + j^2 <= 9.18)
     if periodic:

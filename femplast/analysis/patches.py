@@ -312,6 +312,12 @@ def specimen_patches(box, shape: str, size, spacing: float | None = None) -> Pat
         cells.append(np.flatnonzero(inside))
         centres.append(c)
         ids.append(k)
+    if not cells:
+        import logging
+
+        logging.getLogger("femplast").warning(
+            "patches %s: every one of the %d positions would leave the specimen or touch its "
+            "boundary: none tested", label, skipped)
     return PatchSet(label, float(size), radius, np.array(centres).reshape(-1, 2), cells,
                     False, skipped=skipped, ids=np.array(ids, np.int64))
 
