@@ -142,6 +142,15 @@ def test_hole_plate_skips_disks_that_meet_the_hole_or_the_sides():
     assert np.all(np.hypot(c[:, 0] - 40, c[:, 1] - 40) - 12.0 > R)
     assert np.all(np.minimum(c, 80 - c).min(axis=1) > R)
     assert 30 < len(ps.cells) < 16 * 16 - 60
+    # tiny disks (R = 1, triangles of size 5): those wholly in the hole are skipped (outside
+    # the body), those in the body that catch no barycentre are neither tested nor counted
+    tiny = PatchAnalysis(sim._model, "disk", [1.0], [0.0], spacing=spacing).sets[0]
+    g = (np.arange(16) + 0.5) * 5.0
+    d = np.hypot(*(np.stack(np.meshgrid(g, g)) - 40.0))
+    in_hole = int((d < 12.0 - 1.0).sum())
+    assert in_hole == 16
+    assert in_hole <= tiny.skipped and len(tiny.cells) + tiny.skipped < 16 * 16 - 20
+    assert np.all(np.hypot(*(tiny.centres - 40.0).T) > 12.0 + 1.0)
 
 
 def test_determinism_and_independence_of_the_tested_sizes(tmp_path):

@@ -73,6 +73,18 @@ def specimen_boundary(geo):
     return seg, touching
 
 
+def points_in_body(msh, points) -> np.ndarray:
+    """Per point (P, 2): whether it lies in a cell of the (one-rank) mesh ``msh``."""
+    from dolfinx import geometry
+
+    pts = np.zeros((len(points), 3))
+    pts[:, :2] = points
+    tree = geometry.bb_tree(msh, msh.topology.dim)
+    cand = geometry.compute_collisions_points(tree, pts)
+    hit = geometry.compute_colliding_cells(msh, cand, pts)
+    return np.diff(hit.offsets) > 0
+
+
 def segments_meet_disk(seg, centre, R: float) -> np.ndarray:
     """Per segment (S, 2, 2): whether it comes within ``R`` of ``centre`` (closed disk)."""
     a, b = seg[:, 0], seg[:, 1]
