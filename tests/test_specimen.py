@@ -112,7 +112,7 @@ def test_load_response_is_the_unit_boundary_displacement():
     ({"geometry": dict(NOTCH, boundaries={"bottom": "clamped"})}, "geometry.boundaries"),
     ({"geometry": dict(NOTCH, boundaries={"bottom": "clamped", "rim": "clamped"})},
      "geometry.boundaries.rim"),
-    ({"patches": {"enabled": True}}, "patches.enabled"),
+    ({"patches": {"enabled": True, "shape": "disk", "radius": [30.0]}}, "patches.radius[0]"),
 ])
 def test_unsupported_combinations_name_the_key(override, key):
     data = {"mesh": {"kind": "geometry"}, "geometry": NOTCH}

@@ -118,6 +118,11 @@ T = [
      "{backend: propagator}\n", [], "redistribution.backend"),
     ("geometry_scalar_stress_file", "model: scalar\n" + GEO + GEO_BC + "scalar: "
      "{internal_stress_file: neg.csv}\n", [], "scalar.internal_stress_file"),
+    ("geometry_patch_radius", GEO + GEO_BC + "patches: {enabled: true, shape: disk, "
+     "radius: [3, 60]}\n", [], "patches.radius[1]"),
+    ("geometry_G_ss_dense", GEO + GEO_BC + "variant: {structure_strain: 0.2, lambda_ss: 1, "
+     "k_ss: 2.18, G_ss: 8}\nredistribution: {backend: dense}\n", [],
+     "redistribution.backend"),
     # --- elasticity
     ("el_G_zero", "elasticity: {G: 0}\n", [], "elasticity.G"),
     ("el_G_string", "elasticity: {G: soft}\n", [], "elasticity.G"),

@@ -18,12 +18,14 @@ def check(case) -> None:
             raise FemplastInputError("patches.shape", "square", "'disk' on gmsh meshes")
         if not pa.n:
             raise FemplastInputError("patches.n", pa.n, "at least one size")
-        for i, n in enumerate(pa.n):
+        for i, n in enumerate(pa.n if m.kind != "geometry" else ()):
             if n > m.n:
                 raise FemplastInputError(f"patches.n[{i}]", n, f"<= mesh.n = {m.n}")
     elif not pa.radius:
         raise FemplastInputError("patches.radius", pa.radius, "at least one radius (shape: "
                                  "disk)")
+    elif m.kind == "geometry":
+        _check_specimen_radii(case)
     else:
         for i, r in enumerate(pa.radius):
             if 2 * r >= m.L:
@@ -38,3 +40,16 @@ def check(case) -> None:
         if g > case.loading.gamma_max:
             raise FemplastInputError(f"patches.gamma_ext[{i}]", g,
                                      f"in [0, loading.gamma_max = {case.loading.gamma_max}]")
+
+
+def _check_specimen_radii(case) -> None:
+    """Disks on a built-in specimen shape fit inside it (a file's size is known once meshed:
+    positions that do not fit are skipped and counted, femplast.analysis.patches)."""
+    g = case.geometry
+    if g.shape == "file":
+        return
+    for i, r in enumerate(case.patches.radius):
+        if 2 * r >= min(g.width, g.height):
+            raise FemplastInputError(f"patches.radius[{i}]", r, "< min(geometry.width, "
+                                     f"geometry.height) / 2 = {min(g.width, g.height) / 2:g} "
+                                     "(a disk inside the specimen)")

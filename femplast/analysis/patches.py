@@ -40,6 +40,12 @@ reused for every position and orientation (positions wrap around the periodic bo
 meshes each disk is its own FE problem; a disk crossing the periodic seam is unwrapped (its
 cells moved to their images nearest the centre, seam nodes merged) into one connected patch.
 
+On a specimen (``mesh.kind: geometry``, :func:`specimen_patches`) the patches are disks or
+squares of cells on a grid of centres inside the body, each its own FE problem built with the
+specimen's moduli; a position whose patch would leave the body or touch its boundary is
+skipped and counted, since its frozen rim would lie on a free surface or a grip. The tests
+themselves (state, compiled batch, streams) are those of the box.
+
 Recorded per test (stresses ``[xx, yy, xy]``, patch = area-weighted mean over its cells):
 ``Sigma~i`` (start), ``Sigma~c`` (at the instability), ``Sigma~f`` (after the avalanche),
 ``tau~ = M(alpha) : Sigma~``, ``dtau~c = tau~c - tau~i``, ``delta tau~c = tau~c - tau~f`` and the
@@ -74,6 +80,8 @@ SELF_RESPONSES = ("patch", "model")
 DEFAULT_ALPHAS = [float(a) for a in range(0, 180, 10)]
 QUANTITIES = ("tau_i", "tau_c", "dtau_c", "delta_tau_c", "von_mises")
 TIE_RTOL = 1e-12
+OPERATOR_CACHE_MB = 256.0
+"""Memory kept for per-position patch operators (gmsh meshes, specimens) between states."""
 """Systems within this relative distance of their threshold at gamma~* slip with the trigger."""
 
 
@@ -131,8 +139,9 @@ class PatchSet:
         cells: (P, np) canonical cells of each position (patch order); for gmsh disks a list.
         shared: True when every position is a translate of the reference (one operator).
         ref: index of the reference position (shared) or -1.
-        skipped: positions not tested (always 0 since seam-crossing disks are unwrapped; kept
-            in the output tables for comparison with older runs).
+        skipped: positions not tested: on a specimen those whose patch would leave the body
+            or touch its boundary (:func:`specimen_patches`); 0 on the periodic box (disks
+            crossing the seam are unwrapped).
         ids: position identifiers used in the per-test seeds (structured: the anchor cell
             ``iy * n + ix``; gmsh: the index of the grid point), independent of which
             positions are tested.
@@ -241,6 +250,85 @@ def disk_patches(box, R: float, spacing: float | None = None) -> PatchSet:
     area = np.pi * R * R
     return PatchSet(f"R{R:g}", float(R), math.sqrt(area / math.pi), np.array(centres), cells,
                     False, ids=np.array(ids))
+
+
+def specimen_patches(box, shape: str, size, spacing: float | None = None) -> PatchSet:
+    """Patch positions inside a specimen (``mesh.kind: geometry``), one FE problem each.
+
+    Centres on a regular grid of ``spacing`` (default: the cell size ``h = sqrt(mean cell
+    area)``) over the specimen's bounding box; a disk of radius ``R`` or a square of side
+    ``n h`` (about ``n x n`` cells, equivalent radius ``n h / sqrt(pi)``) takes the cells whose
+    barycentre lies inside (distances through a periodic side go to the nearest image; such
+    patches are unwrapped as in the box). A position is skipped, and counted in
+    ``PatchSet.skipped``, when its patch would leave the body or touch its boundary: a
+    boundary facet (periodic sides excepted) meets the disk or square, a patch cell has a
+    vertex on the boundary (its frozen rim would be a free surface or a grip), or the disk or
+    square lies wholly outside the body (in a hole). One wholly inside that holds no cell
+    barycentre (a small square on triangles) is not tested and not counted, as on gmsh
+    boxes. Position ids are the grid indices, so the tested positions draw the same streams
+    whatever is skipped.
+    """
+    from femplast.fe.patch_fe import (
+        box_periods,
+        image_shifts,
+        points_in_body,
+        segments_meet_disk,
+        segments_meet_square,
+        specimen_boundary,
+    )
+
+    h = box.cell_size
+    periods = box_periods(box)
+    if shape == "square":
+        n = int(size)
+        half, label, radius = 0.5 * n * h, f"n{n}", square_radius(n, h)
+        key = "patches.n"
+    else:
+        half, label, radius = float(size), f"R{float(size):g}", float(size)
+        key = "patches.radius"
+    if np.any((periods > 0) & (2 * half >= periods)):
+        raise FemplastInputError(key, size, "a patch narrower than the periodic side "
+                                 f"({periods.max():g})")
+    mid = np.empty((box.num_cells, 2))
+    mid[box.canonical] = box.midpoints()
+    seg, touching = specimen_boundary(box)
+    x = box.mesh.geometry.x[:, :2]
+    lo, span = x.min(axis=0), np.ptp(x, axis=0)
+    step = h if spacing is None else float(spacing)
+    g = [lo[k] + (np.arange(m) + 0.5) * (span[k] / m)
+         for k, m in enumerate(np.maximum(1, np.round(span / step).astype(int)))]
+    X, Y = np.meshgrid(*g)
+    cells, centres, ids, skipped, empty = [], [], [], 0, []
+    smid = seg.mean(axis=1)
+    for k, c in enumerate(np.column_stack([X.ravel(), Y.ravel()])):
+        d = mid - c
+        d += image_shifts(d, periods)
+        inside = (np.hypot(d[:, 0], d[:, 1]) <= half if shape == "disk"
+                  else np.abs(d).max(axis=1) <= half)
+        # boundary facets moved to their images nearest the centre
+        s = seg + image_shifts(smid - c, periods)[:, None, :]
+        meets = (segments_meet_disk(s, c, half) if shape == "disk"
+                 else segments_meet_square(s, c, half))
+        if not meets.any() and not inside.any():
+            empty.append(c)  # wholly inside the body (no cell barycentre) or outside it
+            continue
+        if meets.any() or touching[inside].any():
+            skipped += 1
+            continue
+        cells.append(np.flatnonzero(inside))
+        centres.append(c)
+        ids.append(k)
+    # an empty patch away from the boundary is not tested (as on gmsh boxes, not counted)
+    # unless it lies outside the body (in a hole, a notch, beside a file's shape)
+    skipped += int((~points_in_body(box.mesh, np.reshape(empty, (-1, 2)))).sum())
+    if not cells:
+        import logging
+
+        logging.getLogger("femplast").warning(
+            "patches %s: every one of the %d positions would leave the specimen or touch its "
+            "boundary: none tested", label, skipped)
+    return PatchSet(label, float(size), radius, np.array(centres).reshape(-1, 2), cells,
+                    False, skipped=skipped, ids=np.array(ids, np.int64))
 
 
 # ============================================================================ one test
@@ -768,7 +856,8 @@ class PatchAnalysis:
         box = model.box
         if shape not in SHAPES:
             raise FemplastInputError("patches.shape", shape, f"one of {SHAPES}")
-        if shape == "square" and not box.structured:
+        bounded = getattr(box, "bounded", False)
+        if shape == "square" and not (box.structured or bounded):
             raise FemplastInputError("patches.shape", shape, "'disk' on gmsh meshes")
         if self_response not in SELF_RESPONSES:
             raise FemplastInputError("patches.self_response", self_response,
@@ -783,15 +872,24 @@ class PatchAnalysis:
         shared = box.structured and el.uniform
         self.sets: list[PatchSet] = []
         for s in sizes:
-            if shared:
+            if bounded:
+                self.sets.append(specimen_patches(box, shape, s, spacing))
+            elif shared:
                 self.sets.append(structured_patches(box, shape, s, spacing))
             else:
                 self.sets.append(disk_patches(box, float(s), spacing))
         self.operator_time = 0.0
         self.test_time = 0.0
         self.num_tests = 0
+        self.cached_bytes = 0
+        self._transient: dict[str, int] = {}
 
     def operator(self, ps: PatchSet, pos: int, keep_fe: bool = False) -> PatchOperator:
+        """The operator of position ``pos`` (the shared reference's on structured meshes).
+
+        Per-position operators (gmsh meshes, specimens) depend only on the mesh and the
+        moduli, so they are kept for the next probed states while they fit in
+        ``OPERATOR_CACHE_MB``; beyond it one is kept at a time (rebuilt per state)."""
         import time
 
         key = ps.ref if ps.shared else pos
@@ -801,8 +899,12 @@ class PatchAnalysis:
             fe = PatchFE(self.model.box, cells, self._G[cells], self._B[cells],
                          centre=None if ps.shared else ps.centres[key])
             op = PatchOperator.build(fe, keep_fe)
-            if not ps.shared and not keep_fe:
-                ps.ops.clear()  # gmsh: one operator per position, not kept
+            size = sum(a.nbytes for a in (op.D, op.U, op.selfq, op.weights))
+            if ps.shared or keep_fe or self.cached_bytes + size <= OPERATOR_CACHE_MB * 2**20:
+                self.cached_bytes += 0 if key in ps.ops else size
+            else:  # over the budget: a transient slot
+                ps.ops.pop(self._transient.get(ps.label), None)
+                self._transient[ps.label] = key
             ps.ops[key] = op
             self.operator_time += time.perf_counter() - t0
         return ps.ops[key]
@@ -973,6 +1075,16 @@ class PatchProbe:
         self.wall = 0.0
         self.on_probe = None  # on_probe(label, tests of the state): progress
 
+    @property
+    def positions(self) -> dict | None:
+        """On a specimen: per size label the positions tested and skipped (the same for every
+        realization and state); None on the periodic box."""
+        if not getattr(self.model.box, "bounded", False):
+            return None
+        a = self.analysis
+        return {ps.label: dict(tested=len(a.positions(ps)), skipped=int(ps.skipped))
+                for ps in a.sets}
+
     def stops(self, dgamma: float) -> list[int]:
         """The increments ``k`` (``gamma_ext = k dgamma``) of the probed load stage."""
         return sorted({int(round(g / dgamma)) for g in self.case.patches.gamma_ext})
@@ -1066,19 +1178,24 @@ def merge_probe_sums(all_sums) -> dict:
     return out
 
 
-def summary_section(case, all_sums, wall=0.0) -> dict:
-    """The ``patches`` entry of summary.json: mean and std per (state, size, alpha)."""
+def summary_section(case, all_sums, wall=0.0, positions: dict | None = None) -> dict:
+    """The ``patches`` entry of summary.json: mean and std per (state, size, alpha); on a
+    specimen also ``positions`` (:attr:`PatchProbe.positions`: tested and skipped per size,
+    per realization and state)."""
     merged = merge_probe_sums(all_sums)
     pa = case.patches
     entries = []
     for label, s in merged.items():
         g = float(label.split("=", 1)[1]) if label.startswith("gamma_ext=") else None
         entries += summary_entries(label, g, s, pa.alpha)
-    return dict(shape=pa.shape, sizes=pa.n if pa.shape == "square" else pa.radius,
-                alpha=pa.alpha, self_response=pa.self_response, states=list(merged),
-                wall_time=wall,
-                doc="per (state, size, alpha): count of tests, mean and std of tau_i, tau_c, "
-                    "dtau_c = tau_c - tau_i, delta_tau_c = tau_c - tau_f, von_mises(Sigma_i); "
-                    "R = equivalent radius; 'stationary' pools the probed gamma_ext >= "
-                    "loading.stationary_from",
-                entries=entries)
+    out = dict(shape=pa.shape, sizes=pa.n if pa.shape == "square" else pa.radius,
+               alpha=pa.alpha, self_response=pa.self_response, states=list(merged),
+               wall_time=wall,
+               doc="per (state, size, alpha): count of tests, mean and std of tau_i, tau_c, "
+                   "dtau_c = tau_c - tau_i, delta_tau_c = tau_c - tau_f, von_mises(Sigma_i); "
+                   "R = equivalent radius; 'stationary' pools the probed gamma_ext >= "
+                   "loading.stationary_from",
+               entries=entries)
+    if positions is not None:  # specimens: positions skipped near the boundaries
+        out["positions"] = positions
+    return out

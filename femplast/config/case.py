@@ -284,17 +284,22 @@ class PatchesSection:
     """Local yield-stress (patch) tests on submeshes (tensorial paper sec. 3.5; patches.py)."""
 
     enabled: bool = key(False, "run patch tests on the probed states of every realization")
-    shape: str = key("square", "square: n x n cells (structured meshes, R = l n / sqrt(pi)); "
-                     "disk: cells whose barycentre lies within radius (periodic distance, any "
-                     "mesh; disks crossing the periodic seam are unwrapped into one patch)",
+    shape: str = key("square", "square: n x n cells (structured meshes, R = l n / sqrt(pi); "
+                     "specimens: the cells whose barycentre lies in a square of side n h, h = "
+                     "sqrt(mean cell area)); disk: cells whose barycentre lies within radius "
+                     "(periodic distance, any mesh; disks crossing the periodic seam are "
+                     "unwrapped into one patch). Specimens (mesh.kind: geometry): positions "
+                     "whose patch would leave the body or touch its boundary are skipped and "
+                     "counted (summary.json patches.positions)",
                      choices=("square", "disk"))
     n: list[int] = key([1, 2, 3, 4, 5, 6, 7, 8], "patch sizes, cells per side (shape: square)",
                        min=1)
-    radius: list[float] = key([], "patch radii (shape: disk), each < mesh.L / 2", "LJ length",
+    radius: list[float] = key([], "patch radii (shape: disk), each < mesh.L / 2 (specimens: < "
+                              "min(geometry.width, geometry.height) / 2)", "LJ length",
                               min=0, min_open=True)
     spacing: float | None = key(None, "spacing of the regular grid of patch centres (snapped to "
                                 "the cell lattice on structured meshes); null: every lattice "
-                                "position (gmsh: the cell size)", "LJ length", min=0,
+                                "position (gmsh, specimens: the cell size)", "LJ length", min=0,
                                 min_open=True)
     alpha: list[float] = key([float(a) for a in range(0, 180, 10)], "test orientations alpha "
                              "of the boundary pure shear M(alpha): 0 forward, 90 backward",

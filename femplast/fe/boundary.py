@@ -86,8 +86,8 @@ def check_conditions(spec: dict | None, names=None) -> dict[str, tuple]:
 
 def check(case) -> None:
     """Consistency of a geometry case (mesh.kind: geometry): the shape, the conditions, and
-    what runs on a specimen today (a plain tensorial AQS run driven along gamma_ext, or the
-    scalar model with the specimen's FE kernel)."""
+    what runs on a specimen today (tensorial AQS runs driven along gamma_ext with patch tests
+    and evolving moduli, or the scalar model with the specimen's FE kernel)."""
     if case.mesh.kind != "geometry":
         if case.geometry.boundaries:
             raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
@@ -106,11 +106,8 @@ def check(case) -> None:
                     "0 (a specimen is driven by its boundaries)"),
                    ("stages", bool(case.stages), "[] (not yet on specimens)"),
                    ("kmc.enabled", case.kmc.enabled, "false (not yet on specimens)"),
-                   ("patches.enabled", case.patches.enabled, "false (not yet on specimens)"),
                    ("sweep.enabled", case.sweep.enabled, "false (not yet on specimens)"),
                    ("run.parallel", case.run.parallel != "realizations", "realizations"),
-                   ("variant.G_ss", case.variant.G_ss is not None,
-                    "null (evolving moduli not yet on specimens)"),
                    ("redistribution.backend", case.redistribution.backend == "propagator",
                     "auto, dense or direct on a specimen")]
     for k, bad, allowed in unsupported:
@@ -205,6 +202,15 @@ class BoundedElasticity(PeriodicElasticity):
         self.P.multTranspose(self.Kg, self.PtKg)
         self._u = K.createVecRight()
         self._f = K.createVecLeft()
+
+    def _stiffness_changed(self, K) -> None:
+        """New moduli (evolving moduli, :meth:`update_moduli`): the full stiffness ``K`` of the
+        reactions and the lifting force ``K g`` of the drive follow it (stale, the solution
+        at gamma_ext != 0 would not be in equilibrium)."""
+        self.K.destroy()
+        self.K = K
+        K.mult(self.g, self.Kg)
+        self.P.multTranspose(self.Kg, self.PtKg)
 
     def _check_rigid(self) -> None:
         """Refuse conditions that leave a rigid-body motion free: MUMPS factorizes such a

@@ -474,9 +474,14 @@ class PeriodicElasticity:
         K = assemble_matrix(self._aK)
         K.assemble()
         K.PtAP(self.P, result=self.Kp)
-        K.destroy()
+        self._stiffness_changed(K)
         self.ksp.setOperators(self.Kp)
         self.ksp.setUp()
+
+    def _stiffness_changed(self, K) -> None:
+        """Hook of :meth:`update_moduli` with the new full stiffness ``K`` (released here; a
+        specimen keeps it for its lifting and reactions, femplast.fe.boundary)."""
+        K.destroy()
 
     @staticmethod
     def external(gamma: float, alpha: float = 0.0) -> np.ndarray:

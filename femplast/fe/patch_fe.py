@@ -15,12 +15,101 @@ from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import UNIT_C, UNIT_S, VOIGT_METRIC, apply_stiffness, to_dsp
 
 
-def _image_shifts(msh, parent, L: float, centre) -> np.ndarray:
-    """Per patch cell (dolfinx indices ``parent``), the box translation ``(n_x L, n_y L)`` that
+def box_periods(box) -> np.ndarray:
+    """Periods ``(p_x, p_y)`` of a mesh, 0 along a direction that is not periodic: ``(L, L)``
+    for the bi-periodic box, ``(W, 0)`` / ``(0, H)`` / ``(0, 0)`` for a specimen with
+    ``periodic: x`` / ``y`` / ``none`` (femplast.fe.geometry)."""
+    if not getattr(box, "bounded", False):
+        return np.array([box.L, box.L], float)
+    return np.array([box.width if box.periodic == "x" else 0.0,
+                     box.height if box.periodic == "y" else 0.0])
+
+
+def image_shifts(d, periods) -> np.ndarray:
+    """Translations by whole periods that move offsets ``d`` (..., 2) to their nearest
+    periodic images (``periods`` of :func:`box_periods`; 0 along a non-periodic direction)."""
+    p = np.asarray(periods, float)
+    return -np.where(p > 0, p * np.round(d / np.where(p > 0, p, 1.0)), 0.0)
+
+
+def _image_shifts(msh, parent, periods, centre) -> np.ndarray:
+    """Per patch cell (dolfinx indices ``parent``), the translation by whole periods that
     brings its barycentre nearest to ``centre``."""
     x = msh.geometry.x[:, :2]
     mid = x[msh.geometry.dofmaps[0][parent]].mean(axis=1)
-    return -L * np.round((mid - np.asarray(centre, float)[:2]) / L)
+    return image_shifts(mid - np.asarray(centre, float)[:2], periods)
+
+
+def specimen_boundary(geo):
+    """The boundary of a specimen that a patch must keep away from (femplast.fe.geometry).
+
+    Every exterior facet of the mesh except those of its periodic sides (glued: not a
+    boundary of the body). One rank (``MPI.COMM_SELF``), as the patch tests.
+
+    Returns:
+        (segments, touching): the facets as segments (S, 2, 2) (end points, x and y), and per
+        canonical cell whether it has a vertex on one of them.
+    """
+    from dolfinx import mesh as dmesh
+
+    msh = geo.mesh
+    tdim = msh.topology.dim
+    msh.topology.create_connectivity(tdim - 1, tdim)
+    facets = dmesh.exterior_facet_indices(msh.topology)
+    seg = msh.geometry.x[dmesh.entities_to_geometry(msh, tdim - 1, facets)][:, :, :2]
+    axis = {"x": 0, "y": 1}.get(geo.periodic)
+    if axis is not None:  # facets lying on the glued sides x = x_min / x_max (or y)
+        x = msh.geometry.x[:, axis]
+        tol = 1e-8 * max(geo.width, geo.height)
+        on = [np.all(np.abs(seg[:, :, axis] - v) < tol, axis=1) for v in (x.min(), x.max())]
+        keep = ~(on[0] | on[1])
+        facets, seg = facets[keep], seg[keep]
+    verts = dmesh.compute_incident_entities(msh.topology, facets, tdim - 1, 0)
+    msh.topology.create_connectivity(0, tdim)
+    cells = dmesh.compute_incident_entities(msh.topology, verts, 0, tdim)
+    cells = cells[cells < geo.num_owned]
+    touching = np.zeros(geo.num_cells, bool)
+    touching[geo.canonical[cells]] = True
+    return seg, touching
+
+
+def points_in_body(msh, points) -> np.ndarray:
+    """Per point (P, 2): whether it lies in a cell of the (one-rank) mesh ``msh``."""
+    from dolfinx import geometry
+
+    pts = np.zeros((len(points), 3))
+    pts[:, :2] = points
+    tree = geometry.bb_tree(msh, msh.topology.dim)
+    cand = geometry.compute_collisions_points(tree, pts)
+    hit = geometry.compute_colliding_cells(msh, cand, pts)
+    return np.diff(hit.offsets) > 0
+
+
+def segments_meet_disk(seg, centre, R: float) -> np.ndarray:
+    """Per segment (S, 2, 2): whether it comes within ``R`` of ``centre`` (closed disk)."""
+    a, b = seg[:, 0], seg[:, 1]
+    ab = b - a
+    t = np.clip(np.sum((centre - a) * ab, axis=1) / np.maximum(np.sum(ab * ab, axis=1),
+                                                                 1e-300), 0.0, 1.0)
+    p = a + t[:, None] * ab
+    return np.hypot(*(p - centre).T) <= R
+
+
+def segments_meet_square(seg, centre, half: float) -> np.ndarray:
+    """Per segment (S, 2, 2): whether it meets the closed axis-aligned square of half-side
+    ``half`` around ``centre`` (Liang-Barsky clipping)."""
+    a = seg[:, 0] - centre
+    d = seg[:, 1] - seg[:, 0]
+    t0, t1 = np.zeros(len(seg)), np.ones(len(seg))
+    ok = np.ones(len(seg), bool)
+    for k in (0, 1):
+        for p, q in ((-d[:, k], a[:, k] + half), (d[:, k], half - a[:, k])):
+            par = p == 0
+            ok &= ~(par & (q < 0))
+            r = q / np.where(par, 1.0, p)
+            t0 = np.where(~par & (p < 0), np.maximum(t0, r), t0)
+            t1 = np.where(~par & (p > 0), np.minimum(t1, r), t1)
+    return ok & (t0 <= t1)
 
 
 def unwrapped_patch_mesh(msh, parent, shifts):
@@ -68,7 +157,7 @@ def patch_mesh(box, cells, centre=None):
     parent = inv[cells]
     if np.any(parent < 0) or len(np.unique(cells)) != len(cells):
         raise FemplastInputError("patches", "cell set", "distinct cells of the mesh")
-    shifts = None if centre is None else _image_shifts(msh, parent, box.L, centre)
+    shifts = None if centre is None else _image_shifts(msh, parent, box_periods(box), centre)
     if shifts is not None and shifts.any():
         return unwrapped_patch_mesh(msh, parent, shifts)
     sub, emap, _, _ = dmesh.create_submesh(msh, tdim, parent.astype(np.int32))

@@ -173,7 +173,8 @@ class RealizationRun:
             bar.close()
             if self.write:
                 self.probe.write(self.outdir)
-            self.result.update(patches=self.probe.sums, patches_wall=self.probe.wall)
+            self.result.update(patches=self.probe.sums, patches_wall=self.probe.wall,
+                               patch_positions=self.probe.positions)
         self.result["wall"] += time.perf_counter() - self.t0
         self.t0 = time.perf_counter()
         return self.result
@@ -627,7 +628,8 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
         from femplast.analysis.patches import summary_section
 
         out["patches"] = summary_section(case, [r["patches"] for r in res],
-                                         sum(r["patches_wall"] for r in res))
+                                         sum(r["patches_wall"] for r in res),
+                                         res[0].get("patch_positions") if res else None)
     return out
 
 
