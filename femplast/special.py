@@ -1,10 +1,13 @@
 """Special functions of the inverse-CDF draws, compiled (numba) so that numba and numpy code
-consume a realization's random stream identically: the standard normal CDF and its inverse."""
+consume a realization's random stream identically: the standard normal CDF and its inverse,
+and a branch-free ``log`` / ``exp`` (fdlibm's algorithms) whose loops vectorize."""
 
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 
 @njit(cache=True)
@@ -50,3 +53,79 @@ def _ndtri_low(u: float) -> float:
     e = ndtr(x) - u
     g = e * math.sqrt(2.0 * math.pi) * math.exp(0.5 * x * x)
     return x - g / (1.0 + 0.5 * x * g)
+
+
+# ---------------------------------------------------------------------------- log and exp
+# fdlibm (Sun Microsystems, e_log.c and e_exp.c): the same polynomials and reductions, without
+# the branches for special arguments, so that a loop of them vectorizes (libm's log1p and pow
+# are opaque calls, ~20 ns each). Both are within ~1 ulp on their domains.
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+       2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+       1.479819860511658591e-01)
+_P = (1.66666666666666019037e-01, -2.77777777770155933842e-03, 6.61375632143793436117e-05,
+      -1.65339022054652515390e-06, 4.13813679705723846039e-08)
+_INV_LN2 = 1.44269504088896338700e+00
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE-754 bits of a double as an int64 (a register move)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _double(typingctx, i):
+    """The double whose IEEE-754 bits are the int64 ``i``."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _div(typingctx, a, b):
+    """``a / b`` without numba's ZeroDivisionError branch (which stops vectorization)."""
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(args[0], args[1])
+    return types.float64(types.float64, types.float64), codegen
+
+
+@njit(cache=True, inline="always")
+def log_pos(x: float) -> float:
+    """Natural log of a positive normal double (fdlibm ``__ieee754_log``, its general path):
+    ``x = 2^k (1 + f)`` with ``1 + f`` in [sqrt(2)/2, sqrt(2)), ``log(1 + f) = 2 atanh(s)``,
+    ``s = f / (2 + f)``, by a degree-14 polynomial. No branches; 0, subnormals, inf and nan
+    are not handled (the caller's domain excludes them)."""
+    ix = _bits(x)
+    hx = ix >> 32
+    k = (hx >> 20) - 1023
+    hx &= 0x000FFFFF
+    i = (hx + 0x95F64) & 0x100000
+    k += i >> 20
+    f = _double(((hx | (i ^ 0x3FF00000)) << 32) | (ix & 0xFFFFFFFF)) - 1.0
+    s = _div(f, 2.0 + f)
+    dk = float(k)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG[1] + w * (_LG[3] + w * _LG[5]))
+    t2 = z * (_LG[0] + w * (_LG[2] + w * (_LG[4] + w * _LG[6])))
+    r = t2 + t1
+    hfsq = 0.5 * f * f
+    return dk * _LN2_HI - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO)) - f)
+
+
+@njit(cache=True, inline="always")
+def exp_small(x: float) -> float:
+    """``exp(x)`` for ``|x| < 700`` (fdlibm ``__ieee754_exp``): ``x = k ln2 + r``,
+    ``|r| <= ln2 / 2``, a rational approximation of ``exp(r)``, then ``2^k`` added to the
+    exponent bits. No branches; outside ``|x| < 700`` the result is wrong (not checked)."""
+    k = math.floor(x * _INV_LN2 + 0.5)
+    hi = x - k * _LN2_HI
+    lo = k * _LN2_LO
+    r = hi - lo
+    t = r * r
+    c = r - t * (_P[0] + t * (_P[1] + t * (_P[2] + t * (_P[3] + t * _P[4]))))
+    y = 1.0 - ((lo - _div(r * c, 2.0 - c)) - hi)
+    return _double(_bits(y) + (np.int64(k) << 52))
