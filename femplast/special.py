@@ -7,7 +7,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 
 @njit(cache=True)
@@ -69,27 +69,55 @@ _INV_LN2 = 1.44269504088896338700e+00
 
 
 @intrinsic
-def _bits(typingctx, x):
-    """The IEEE-754 bits of a double as an int64 (a register move)."""
+def _bits_llvm(typingctx, x):
     def codegen(context, builder, sig, args):
         return builder.bitcast(args[0], ir.IntType(64))
     return types.int64(types.float64), codegen
 
 
 @intrinsic
-def _double(typingctx, i):
-    """The double whose IEEE-754 bits are the int64 ``i``."""
+def _double_llvm(typingctx, i):
     def codegen(context, builder, sig, args):
         return builder.bitcast(args[0], ir.DoubleType())
     return types.float64(types.int64), codegen
 
 
 @intrinsic
-def _div(typingctx, a, b):
-    """``a / b`` without numba's ZeroDivisionError branch (which stops vectorization)."""
+def _div_llvm(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fdiv(args[0], args[1])
     return types.float64(types.float64, types.float64), codegen
+
+
+def _bits(x):
+    """The IEEE-754 bits of a double as an int64 (compiled: a register move)."""
+    return np.float64(x).view(np.int64)
+
+
+def _double(i):
+    """The double whose IEEE-754 bits are the int64 ``i``."""
+    return np.int64(i).view(np.float64)
+
+
+def _div(a, b):
+    """``a / b``; compiled without numba's ZeroDivisionError branch, which stops LLVM from
+    vectorizing the loops that call it (``b`` is never 0 here)."""
+    return a / b
+
+
+@overload(_bits, inline="always")
+def _ol_bits(x):
+    return lambda x: _bits_llvm(x)
+
+
+@overload(_double, inline="always")
+def _ol_double(i):
+    return lambda i: _double_llvm(i)
+
+
+@overload(_div, inline="always")
+def _ol_div(a, b):
+    return lambda a, b: _div_llvm(a, b)
 
 
 @njit(cache=True, inline="always")
