@@ -157,3 +157,46 @@ def exp_small(x: float) -> float:
     c = r - t * (_P[0] + t * (_P[1] + t * (_P[2] + t * (_P[3] + t * _P[4]))))
     y = 1.0 - ((lo - _div(r * c, 2.0 - c)) - hi)
     return _double(_bits(y) + (np.int64(k) << 52))
+
+
+# fdlibm k_sin.c / k_cos.c: sin and cos on [-pi/4, pi/4] (argument hi + lo)
+_S = (-1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04,
+      2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10)
+_C = (4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05,
+      -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11)
+_PIO2_1, _PIO2_2, _PIO2_2T = (1.57079632673412561417e+00, 6.07710050630396597660e-11,
+                              2.02226624879595063154e-21)
+_INV_PIO2 = 6.36619772367581382433e-01
+
+
+@njit(cache=True, inline="always")
+def sincos_small(x: float):
+    """``(sin x, cos x)`` for ``|x| <= 4`` (fdlibm: ``x = n pi/2 + r``, ``r`` = hi + lo to
+    ~1e-37, the ``__kernel_sin`` / ``__kernel_cos`` polynomials, the quadrant by selects). No
+    branches, so a loop of them vectorizes; within ~1 ulp."""
+    fn = float(math.floor(x * _INV_PIO2 + 0.5))
+    # fdlibm's medium reduction, second iteration always (x near a multiple of pi/2)
+    t = x - fn * _PIO2_1  # exact: _PIO2_1 and _PIO2_2 have 33 bits, |fn| <= 3
+    w = fn * _PIO2_2
+    z = t - w
+    w = fn * _PIO2_2T - ((t - z) - w)
+    y = z - w
+    lo = (z - y) - w
+    # __kernel_sin(y, lo, 1)
+    zz = y * y
+    v = zz * y
+    r = _S[1] + zz * (_S[2] + zz * (_S[3] + zz * (_S[4] + zz * _S[5])))
+    sn = y - ((zz * (0.5 * lo - v * r) - lo) - v * _S[0])
+    # __kernel_cos(y, lo): |y| <= pi/4 < 0.78125, so qx = 0 (its branches for |y| > 0.3)
+    rc = zz * (_C[0] + zz * (_C[1] + zz * (_C[2] + zz * (_C[3] + zz * (_C[4] + zz * _C[5])))))
+    hz = 0.5 * zz
+    ww = 1.0 - hz
+    cs = ww + (((1.0 - ww) - hz) + (zz * rc - y * lo))
+    # quadrant fn mod 4: swap for odd, negate sin for 2 and 3, cos for 1 and 2
+    q = fn - 4.0 * math.floor(0.25 * fn)
+    odd = q == 1.0 or q == 3.0
+    s_out = cs if odd else sn
+    c_out = sn if odd else cs
+    s_out = -s_out if q >= 2.0 else s_out
+    c_out = -c_out if (q == 1.0 or q == 2.0) else c_out
+    return s_out, c_out

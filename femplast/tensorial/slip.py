@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from femplast.special import exp_small, log_pos, ndtr, ndtri
+from femplast.special import exp_small, log_pos, ndtr, ndtri, sincos_small
 
 THRESHOLD_WEIBULL = 0
 THRESHOLD_FIXED = 1
@@ -179,13 +179,18 @@ def _draw_angles(rng, c, ngroups, theta, sin2, cos2):
     """``ngroups`` groups of four angles theta, theta + pi/4, ... with theta uniform in
     (-pi/2, pi/2] (sec. 3.2), into the first 4 * ngroups columns of cell ``c``.
 
-    One ``sin``/``cos`` per group: the group's systems are its base system turned by
-    ``2 Delta theta = pi/2`` in the deviatoric plane, ``(sin 2theta, cos 2theta)`` ->
-    ``(cos 2theta, -sin 2theta)``, exact sign swaps (the four are exactly orthogonal pairs)."""
+    One ``sin``/``cos`` per group (:func:`femplast.special.sincos_small`, in a loop that
+    vectorizes): the group's systems are its base system turned by ``2 Delta theta = pi/2`` in
+    the deviatoric plane, ``(sin 2theta, cos 2theta) -> (cos 2theta, -sin 2theta)``, exact
+    sign swaps (the four are exactly two orthogonal pairs). The base angles are drawn first
+    (one uniform each, in group order) into the first ``ngroups`` columns, then spread out
+    from the last group down (a group's columns lie at or after its base's column)."""
     for g in range(ngroups):
-        t0 = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
-        s = math.sin(2.0 * t0)
-        co = math.cos(2.0 * t0)
+        theta[c, g] = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
+    for g in range(ngroups):
+        sin2[c, g], cos2[c, g] = sincos_small(2.0 * theta[c, g])
+    for g in range(ngroups - 1, -1, -1):
+        t0, s, co = theta[c, g], sin2[c, g], cos2[c, g]
         for j in range(4):
             t = t0 + 0.25 * math.pi * j
             if t > 0.5 * math.pi:
