@@ -174,7 +174,7 @@ def flagged_cells(flag, idx):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def check_pass(gam, sig, R, sy, lz, ctl, act_cell, act_sys):
     """Rescan flagged cells (and clear their flags); collect the active ones in ascending cell
     order. The flags are sparse: they are read eight at a time."""
