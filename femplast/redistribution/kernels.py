@@ -103,8 +103,8 @@ TABLE_BYTES = 2 << 20
 
 
 def unfold_kernel(F: np.ndarray, nx: int, ny: int, ncomp: int) -> np.ndarray | None:
-    """The shifted add of the folded kernel ``F`` (:func:`~femplast.redistribution.backends.
-    fold_kernel`) on the periodic ``nx x ny`` grid as a table ``T[c, k, i]``: the stress of
+    """The shifted add of the folded kernel ``F`` (``backends.fold_kernel``) on the periodic
+    ``nx x ny`` grid as a table ``T[c, k, i]``: the stress of
     cell ``i`` per unit ``gs`` / ``gc`` of a slip in cell ``c``; ``k`` = dd, ds (= sd), ss, and
     pd, ps when ``ncomp == 3``. None when it would exceed :data:`TABLE_BYTES`."""
     cells = nx * ny
