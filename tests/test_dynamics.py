@@ -14,7 +14,7 @@ from femplast.redistribution.backends import (
     symmetrize_kernel,
     to_dsp,
 )
-from femplast.redistribution.kernels import propagator_add
+from femplast.redistribution.kernels import propagator_add, table_add, unfold_kernel
 from femplast.streams import realization_rng
 from femplast.tensorial.aqs import (
     AQSDriver,
@@ -284,6 +284,41 @@ def test_folded_shifted_add_is_the_full_kernel_bit_for_bit(n):
     sep = np.zeros(n * n, np.int8)
     drift_pass(1.0, sig, R, lazy(sep), 0.0, 1e-12)
     assert np.array_equal(fused, sep) and 0 < sep.sum() < n * n
+
+
+@pytest.mark.parametrize("n, ncomp", [(6, 3), (15, 2), (15, 3), (7, 2)])
+def test_unfolded_table_is_the_shifted_add_bit_for_bit(n, ncomp):
+    """Small grids (the paper's 15 x 15) add the kernel from the unfolded table: the same
+    stresses and the same fused drift flags as the folded shifted add, bit for bit."""
+    m = small_model(n, N=4)
+    red = m.redist
+    T = unfold_kernel(red.folded, n, n, ncomp)
+    assert T.shape == (n * n, 3 if ncomp == 2 else 5, n * n)
+    rng = np.random.default_rng(4)
+    cells = rng.integers(0, n * n, 30)
+    gs, gc = rng.normal(0, 0.01, 30), rng.normal(0, 0.01, 30)
+    ref = rng.normal(0, 0.01, (3, n * n))
+    full = np.zeros((3, n * n))
+    red.apply_shifted(full, cells, gs, gc)
+    drift = np.hypot(full[0] + 0.02 - ref[0], full[1] - 0.01 - ref[1])
+    mm = (drift * rng.uniform(0.5, 1.5, n * n)) ** 2  # about half the cells drifted too far
+    out = []
+    for table in (False, True):
+        sig = np.zeros((3, n * n))
+        flag = np.zeros(n * n, np.int8)
+        idle = np.zeros(n * n, np.int64)
+        lz = Lazy(ref, mm, mm, flag, idle, flag.copy(), idle, mm)
+        for i, (c, a, b) in enumerate(zip(cells, gs, gc, strict=True)):
+            if table:
+                table_add(sig, T, c, a, b, ncomp, *((lz, 0.02, -0.01) if i == 29 else ()))
+            else:
+                propagator_add(sig, red.folded, c, n, a, b, ncomp,
+                               *((lz, 0.02, -0.01) if i == 29 else ()))
+        out.append((sig, flag))
+    assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+    assert 0 < out[0][1].sum() < n * n and np.abs(out[0][0][:ncomp]).min() > 0
+    # beyond the budget (an L2 cache) the loop keeps the folded kernel
+    assert unfold_kernel(np.zeros((5, 17, 32)), 32, 32, 2) is None
 
 
 def test_kernel_symmetries_hold_to_round_off_and_are_then_exact():

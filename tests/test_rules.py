@@ -12,6 +12,7 @@ from numba import cfunc
 import femplast  # noqa: F401
 from femplast.analysis.patches import PatchAnalysis, PatchRules, patch_arrays, patch_test
 from femplast.fe.mesh import structured_box
+from femplast.special import exp_small, log_pos, sincos_small
 from femplast.streams import realization_rng
 from femplast.tensorial.aqs import AQSDriver
 from femplast.tensorial.kmc import KMC
@@ -179,19 +180,62 @@ def test_toy_rule_in_a_patch_test():
 
 # ---------------------------------------------------------------------------- numpy reference
 def _renew_numpy(rng, c, theta, sin2, cos2, tauc, lam, k):
-    """The original renewal (sec. 3.2, eq. 5) in numpy, same draws as the compiled one."""
+    """The original renewal (sec. 3.2, eq. 5) in plain Python, same draws as the compiled one:
+    the group bases first, one sin/cos each (the other three systems turned by quarter turns
+    in the deviatoric plane), then one uniform per threshold through the Weibull inverse CDF
+    ``lambda (-log(1 - u))^(1/k)`` (femplast.special's log / exp, plain Python)."""
     N = theta.shape[1]
-    for g in range(N // 4):
-        t0 = 0.5 * math.pi - math.pi * rng.random()
+    t0s = [0.5 * math.pi - math.pi * rng.random() for _ in range(N // 4)]
+    for g, t0 in enumerate(t0s):
+        s, co = sincos_small.py_func(2.0 * t0)
         for j in range(4):
             t = t0 + 0.25 * math.pi * j
             if t > 0.5 * math.pi:
                 t -= math.pi
-            theta[c, 4 * g + j] = t
-            sin2[c, 4 * g + j] = math.sin(2.0 * t)
-            cos2[c, 4 * g + j] = math.cos(2.0 * t)
+            theta[c, 4 * g + j], sin2[c, 4 * g + j], cos2[c, 4 * g + j] = t, s, co
+            s, co = co, -s
     for n in range(N):
-        tauc[c, n] = lam * (-math.log1p(-rng.random())) ** (1.0 / k)
+        e = -log_pos.py_func(1.0 - rng.random())
+        tauc[c, n] = lam * exp_small.py_func(log_pos.py_func(e) * (1.0 / k)) if e > 0.0 else 0.0
+
+
+def test_renewal_draws_the_paper_laws_ks():
+    """Eq. 5 and sec. 3.2: thresholds Weibull(lambda, k), group bases uniform in (-pi/2, pi/2]
+    (Kolmogorov-Smirnov), (sin, cos) 2theta of every system those of its (rounded) angle to
+    1e-15, the four systems of a group two exactly orthogonal pairs; the thresholds are libm's
+    ``lambda (-log1p(-u))^(1/k)`` of the same uniforms to 1e-14."""
+    from scipy import stats
+
+    from femplast.tensorial.slip import renew_all
+
+    lam, k, cells, N = 2.05, 2.18, 3000, 36
+    th, s2, c2, tc = (np.zeros((cells, N)) for _ in range(4))
+    renew_all(np.random.default_rng(5), th, s2, c2, tc, 0, lam, k)
+    assert stats.kstest(tc.ravel(), "weibull_min", args=(k, 0, lam)).pvalue > 0.01
+    base = th[:, ::4].ravel()
+    assert stats.kstest(base, "uniform", args=(-math.pi / 2, math.pi)).pvalue > 0.01
+    assert base.min() > -math.pi / 2 and base.max() <= math.pi / 2
+    assert np.abs(s2 - np.sin(2 * th)).max() < 1e-15 and np.abs(c2 - np.cos(2 * th)).max() < 1e-15
+    g = (cells, N // 4, 4)
+    sg, cg = s2.reshape(g), c2.reshape(g)
+    assert np.array_equal(sg[..., 1], cg[..., 0]) and np.array_equal(cg[..., 1], -sg[..., 0])
+    assert np.array_equal(sg[..., 2], -sg[..., 0]) and np.array_equal(sg[..., 3], -cg[..., 0])
+    # the same stream: N / 4 angle draws then N threshold draws per cell
+    u = np.random.default_rng(5).random(cells * (N // 4 + N)).reshape(cells, -1)[:, N // 4:]
+    libm = lam * (-np.log1p(-u)) ** (1.0 / k)
+    assert np.abs(tc / libm - 1.0).max() < 1e-14
+
+
+def test_renewal_plain_python_reference_bit_for_bit():
+    from femplast.tensorial.slip import renew_cell
+
+    a = [np.zeros((4, 36)) for _ in range(4)]
+    b = [np.zeros((4, 36)) for _ in range(4)]
+    ra, rb = np.random.default_rng(8), np.random.default_rng(8)
+    for c in (2, 0, 2):
+        renew_cell(ra, c, *a, 0, 2.05, 2.18)
+        _renew_numpy(rb, c, *b, 2.05, 2.18)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def reference_aqs(model, st, dgamma, k_end):

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from femplast.redistribution.backends import MODE_DENSE, MODE_EXTERNAL, MODE_PROPAGATOR
-from femplast.redistribution.kernels import dense_add, propagator_add
+from femplast.redistribution.kernels import dense_add, propagator_add, table_add, unfold_kernel
 from femplast.tensorial.rules import (
     SlipRule,
     add_slip,
@@ -75,11 +75,13 @@ Lazy = namedtuple("Lazy", "ref margin mm flag cell_k cand cidx rn")
 """Lazy stability check: reference total stress and margin of the last scan per cell,
 ``mm = (margin - tol)^2`` (or -1), rescan flags, candidate lists of the load search, load
 speed ``rn`` per cell."""
-Backend = namedtuple("Backend", "mode selfq folded dense kmean nx ncomp fft_threshold")
+Backend = namedtuple("Backend", "mode selfq folded dense kmean nx ncomp fft_threshold table")
 """Redistribution: MODE_PROPAGATOR / MODE_DENSE / MODE_EXTERNAL, self-response coefficients,
 folded propagator kernel, dense Green operator, box mean of each cell's unit responses, grid
 width, stress components updated per event, slips per step beyond which the propagator hands
-the step to the FFT."""
+the step to the FFT; ``table``: the propagator unfolded on small grids
+(:func:`femplast.redistribution.kernels.unfold_kernel`; one dummy row: none)."""
+NO_TABLE = np.zeros((1, 1, 1))
 Work = namedtuple("Work", "act_cell act_sys pend_dg rec ev_i ev_f")
 """Active cells and systems of the relaxation step, their amplitudes, avalanche records,
 event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-response)."""
@@ -172,7 +174,7 @@ def flagged_cells(flag, idx):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def check_pass(gam, sig, R, sy, lz, ctl, act_cell, act_sys):
     """Rescan flagged cells (and clear their flags); collect the active ones in ascending cell
     order. The flags are sparse: they are read eight at a time."""
@@ -365,6 +367,20 @@ def load_speed(R, alpha_p: float) -> np.ndarray:
     return np.ascontiguousarray(np.hypot(R[0], R[1]) + alpha_p * np.abs(R[2]))
 
 
+def shift_table(model) -> np.ndarray:
+    """The model's propagator unfolded into a table (small grids, :data:`NO_TABLE` otherwise),
+    built once per model and component count (the folded kernel does not change)."""
+    red = model.redist
+    if red.mode != MODE_PROPAGATOR or not model.nx:
+        return NO_TABLE
+    ncomp = model.ncomp_dynamic
+    cache = red.__dict__.setdefault("_shift_tables", {})
+    if ncomp not in cache:
+        T = unfold_kernel(red.folded, model.nx, model.num_cells // model.nx, ncomp)
+        cache[ncomp] = NO_TABLE if T is None else T
+    return cache[ncomp]
+
+
 @njit(cache=True, inline="always")
 def begin_record(st, f, wk, gam):
     """Open the record of an avalanche at the current increment ``st[S_K]`` (strain ``gam``):
@@ -500,7 +516,13 @@ def _redistribute(st, f, sy, lz, kb, wk, ctl):
             # the propagator's load response is uniform: R[:, 0] stands for every cell; the
             # fused drift test has no pressure term: pressure-sensitive thresholds take the
             # full drift pass below
-            if i == na - 1 and ctl.alpha_p == 0.0:
+            if kb.table.shape[0] > 1:  # small grid: the unfolded table, same sums
+                if i == na - 1 and ctl.alpha_p == 0.0:
+                    table_add(f.sig, kb.table, c, gs, gc, kb.ncomp, lz, gam * f.R[0, 0],
+                              gam * f.R[1, 0])
+                else:
+                    table_add(f.sig, kb.table, c, gs, gc, kb.ncomp)
+            elif i == na - 1 and ctl.alpha_p == 0.0:
                 propagator_add(f.sig, kb.folded, c, kb.nx, gs, gc, kb.ncomp, lz,
                                gam * f.R[0, 0], gam * f.R[1, 0])
             else:
@@ -644,7 +666,7 @@ class AQSDriver:
         lz = Lazy(self.ref, self.margin, self.mm, self.flag, self.cell_k, self.cand, self.cidx,
                   self.rn)
         kb = Backend(red.mode, red.selfq, red.folded, red.dense, red.kmean, m.nx,
-                     m.ncomp_dynamic, red.fft_threshold)
+                     m.ncomp_dynamic, red.fft_threshold, shift_table(m))
         wk = Work(self.act_cell, self.act_sys, self.pend_dg, self.rec, self.ev_i, self.ev_f)
         return ctl, f, sy, lz, kb, wk, self.rule
 
