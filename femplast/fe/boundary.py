@@ -279,8 +279,8 @@ class BoundedElasticity(PeriodicElasticity):
         stress is then ``<sigma_yy>``; ``A / (W H)`` for a notched strip). Positive when the
         boundary resists the drive (tension and compression alike). None unless exactly one
         boundary has a nonzero prescribed displacement (collective)."""
-        from dolfinx import fem
         import ufl
+        from dolfinx import fem
 
         driven = [c for c in self.conditions if c.kind == "displacement"
                   and any(v for v in (c.ux, c.uy) if v is not None)]
