@@ -73,14 +73,14 @@ def band_from_point(points, area, field, origin, r_min: float, r_max: float,
 
 
 def line_band(points, area, field, spacing: float, origin=None, step: float = 1.0,
-              min_strip: float = 0.25, angle_tol: float = 10.0) -> dict | None:
+              min_strip: float = 0.75, angle_tol: float = 10.0) -> dict | None:
     """The shear band of a per-cell field on an unstructured mesh, by a line scan.
 
     For every orientation ``phi`` (deg from x, in (-90, 90], steps of ``step``) the cells are
     binned by their offset across the band direction, ``s = -sin(phi) x + cos(phi) y``, into
     strips of width ``spacing``; the profile is each strip's area-weighted mean of the field
     (strips with less than ``min_strip`` of the median strip area, the corners, are left
-    out). Each profile's band is the box's (femplast.analysis.localization: contrast
+XX.analysis.localization: contrast
     ``(max - median) / mean|p|``, the run of strips at least half way up from the median),
     and the orientation of largest contrast wins.
 
