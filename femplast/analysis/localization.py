@@ -44,6 +44,18 @@ Definitions (one place; summary.json ``localization``, docs/case-reference.md se
   of their cell sets when the orientations agree, else 0; the realization's persistence is the
   mean overlap (a band that stays: 1; a band that wanders: ~ width / N).
 
+* **Specimens** (``mesh.kind: geometry``, issue 19). The same windows, yield criterion and
+  persistence on the specimen's unstructured cells: the field is the plastic strain along
+  the imposed strain of the grips (:func:`resolved_plastic` with the drive gradient; shear
+  between walls: ``eps_xy`` as on the box), LOC is area-weighted (``<e^4> / (<e^2>^2 n)``
+  with ``n = sqrt(area) / geometry.size``: eq. 13 on equal cells), the plastic rate is the
+  area-weighted mean, and the band comes from a line scan over orientations and offsets
+  (:func:`femplast.analysis.specimen.line_band`): ``orientation`` in degrees from x in
+  (-90, 90], ``position`` and ``width`` in lengths, and for a notched strip
+  ``root_distance`` and ``from_root`` (the band's centre line passes through the notch
+  root). Persistence: bands within 10 deg are the same orientation. The ensemble adds
+  ``from_root_fraction`` and the |angle| of the root's bands.
+
 Ensemble: the mean LOC curve with a 95 % confidence band (mean +- t(0.975, R-1) s / sqrt(R)
 over the R realizations with a finite value), the mean of the per-realization post-yield
 maxima with its standard error, the mean persistence with its standard error.
@@ -286,7 +298,21 @@ def summary(edges, per: list[dict], window: float, yield_rate: float, span: int 
                                     / len(post_bands)) if post_bands else None,
             width_mean=float(np.mean(widths)) if widths else None,
             per_realization=[_bands_table(r) for r in per]))
+    if any("root_distance" in b for b in post_bands):  # a notched specimen's line scan
+        out["band"].update(_specimen_bands(post_bands))
     return _clean(out)
+
+
+def _specimen_bands(post_bands: list[dict]) -> dict:
+    """Ensemble of a notched specimen's post-yield bands: the share through the notch root
+    and the angle (deg from x) of those, as |angle| (a symmetric notch emits +phi and -phi
+    alike)."""
+    root = [b for b in post_bands if b["from_root"]]
+    ang = np.abs([b["orientation"] for b in root])
+    return dict(fraction_orientation_0=None,
+                from_root_fraction=len(root) / len(post_bands),
+                root_angle_abs_mean=float(ang.mean()) if len(ang) else None,
+                root_angle_abs_std=float(ang.std(ddof=1)) if len(ang) > 1 else None)
 
 
 def of_windows(w: dict, section) -> dict:

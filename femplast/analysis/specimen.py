@@ -183,4 +183,57 @@ def first_slip_law(load_response, k: float, near=None) -> dict:
     return out
 
 
-__all__ = ["band_from_point", "line_band", "first_slip_law", "stress_raiser", "window_cells"]
+def first_instability(model, state, alpha: float = 0.0) -> int:
+    """The cell of the first slip under continuous loading from a stable ``state``: the
+    system with the smallest ``a_n / r_n`` (distance to threshold over its decrease per unit
+    gamma_ext, over the systems the load drives towards their threshold), as the AQS driver's
+    exact next-instability search (femplast.tensorial.aqs.instability_estimate) finds it."""
+    p = model.params
+    R = np.asarray(model.load_response(alpha), float)  # (3, cells): d, s, p
+    sig = np.asarray(state.sig, float)
+    r = state.sin2 * R[0][:, None] + state.cos2 * R[1][:, None] + p.alpha_p * R[2][:, None]
+    a = state.tauc - (state.sin2 * sig[0][:, None] + state.cos2 * sig[1][:, None])
+    if p.alpha_p:  # pressure-shifted thresholds (model B)
+        a = a + (p.alpha_p * (p.p_offset - sig[2]))[:, None]
+    g = np.where(r > 0, a / np.where(r > 0, r, 1.0), np.inf)
+    return int(np.argmin(g.min(axis=1)))
+
+
+ROOT_RADII = 3.0  # the notch root's region: within 3 notch radii of the root
+
+
+def first_slip_record(model, state, spec, alpha: float = 0.0) -> dict | None:
+    """A notched strip's first slip from ``state`` (before loading; collective): its
+    distance from the notch root, with the weakest-link probability of the root's region
+    (within ``ROOT_RADII`` notch radii) and that region's area share; None for other
+    shapes."""
+    origin = stress_raiser(spec)
+    if origin is None:
+        return None
+    el = model.el
+    points = el.gather(model.box.midpoints()[el._dolfinx_cells])
+    dist = np.hypot(*(points - origin).T)
+    radius = ROOT_RADII * spec.notch_radius
+    near = dist < radius
+    law = first_slip_law(model.load_response(alpha), model.params.weibull_k, near)
+    model.refresh(state)
+    return dict(distance=float(dist[first_instability(model, state, alpha)]), radius=radius,
+                law=law["p_near"], area_share=float(np.sum(model.weights[near])))
+
+
+def first_slip_summary(law_p: float, area_share: float, radius: float,
+                       distances: list) -> dict:
+    """summary.json ``specimen.first_slip`` of a notched strip: the weakest-link probability
+    that the first slip lies within ``radius`` of the notch root (:func:`first_slip_law`),
+    the region's area share, and per realization the first slip's distance from the root."""
+    d = np.asarray(distances, float)
+    return dict(definition="first slip of continuous loading from the initial state; law: "
+                           "P(cell) = |R_c|^k / sum |R|^k (Weibull thresholds, weakest link)",
+                radius=radius, area_share=area_share, law_probability_within=law_p,
+                enrichment=law_p / area_share if area_share > 0 else None,
+                distance_per_realization=[float(x) for x in d],
+                within_count=int(np.sum(d < radius)), realizations=len(d))
+
+
+__all__ = ["band_from_point", "line_band", "first_slip_law", "stress_raiser", "window_cells",
+           "first_instability", "first_slip_summary", "first_slip_record"]

@@ -56,11 +56,11 @@ def plot_jobs(run: RunData, saver: Saver, all_realizations: bool = False,
             renders.inclusion_job(run, saver.figdir)] if e]))
     first = [p for p in run.xdmf if p.stem == "r0000" and p.parent.name == "fields"]
     if first and (run.summary or {}).get("localization"):
-        from femplast.postprocess.localization import band_field, specimen_band_field
+        from femplast.postprocess.localization import band_field
 
         case = run.summary.get("case") or {}
         if (case.get("mesh") or {}).get("kind") == "geometry":
-            jobs.append(("localization_band_field", lambda: specimen_band_field(
+            jobs.append(("localization_band_field", lambda: renders.specimen_band_field(
                 renders.read_series(first[0]), first[0].stem, saver, case["geometry"])))
         else:
             jobs.append(("localization_band_field", lambda: band_field(

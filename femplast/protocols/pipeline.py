@@ -243,6 +243,13 @@ class RealizationRun:
         prev = float(st.alpha_last)
         if sg.kind == "load":
             alpha = sg.alpha_deg
+            if sg.implicit and self.case.mesh.kind == "geometry" \
+                    and "first_slip" not in self.result:
+                from femplast.analysis.specimen import first_slip_record
+                from femplast.fe.geometry import spec_from_case
+
+                self.result["first_slip"] = first_slip_record(
+                    self.model, st, spec_from_case(self.case), math.radians(alpha))
             if sg.control == "strain":
                 return StrainStage(self.model, st, sg, alpha, windows=self._windows(sg),
                                    **self._stage_opts(sg))
@@ -658,6 +665,13 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
                 out["stationary"]["stress_measure"] = (
                     "nominal stress: force on the driven boundary along its displacement per "
                     "unit length of it (stress drops and increments too)")
+    first = [r.get("first_slip") for r in res]
+    if first and all(f is not None for f in first):  # a notched strip (analysis.specimen)
+        from femplast.analysis.specimen import first_slip_summary
+
+        out["specimen"] = dict(first_slip=first_slip_summary(
+            first[0]["law"], first[0]["area_share"], first[0]["radius"],
+            [f["distance"] for f in first]))
     if st_out and not (len(stages) == 1 and stages[0].implicit):
         out["stages"] = st_out
     if case.patches.enabled:
