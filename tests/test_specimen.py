@@ -346,7 +346,14 @@ def test_notched_strip_run_summarizes_bands_loc_and_nominal_stress(tmp_path):
     assert "sigma_xy_mean" not in st
     with h5py.File(tmp_path / "out" / "realizations" / "r0000.h5") as f:
         g, nom = f["steps/gamma_ext"][:], f["steps/nominal_stress"][:]
+        ga = f["avalanches/gamma_ext"][:]
+        drops = f["avalanches/nominal_stress_before"][:] - f["avalanches/nominal_stress_after"][:]
     assert st["nominal_stress_mean"] == pytest.approx(nom[g > 0.03].mean(), rel=1e-12)
+    assert st["stress_drop_mean"] == pytest.approx(drops[ga > 0.03].mean(), rel=1e-12)
+    from femplast.postprocess.data import read_realization
+
+    real = read_realization(tmp_path / "out" / "realizations" / "r0000.h5")
+    assert np.allclose(real.drops(), drops, rtol=0, atol=1e-14)
     assert st["nominal_stress_mean"] > 0 and st["stress_drop_mean"] > 0
     fs = s["specimen"]["first_slip"]
     assert fs["radius"] == 12.0 and fs["law_probability_within"] == pytest.approx(0.219,

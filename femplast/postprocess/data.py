@@ -88,6 +88,8 @@ class Realization:
         """Stress drops of the avalanches (resolved, positive = drop); from the steps table
         (negative per-step increments) when the file has no avalanche table."""
         av = self.avalanches
+        if av and "nominal_stress_before" in av:  # a specimen: its nominal stress
+            return np.asarray(av["nominal_stress_before"]) - np.asarray(av["nominal_stress_after"])
         if av and "stress_before" in av and len(av["stress_before"]):
             return self.resolved(av["stress_before"]) - self.resolved(av["stress_after"])
         if av and "drop_xy" in av:
@@ -101,6 +103,9 @@ class Realization:
         """(gamma_ext, resolved stress before, after) of each avalanche, when recorded (the
         input of femplast.analysis.calibration.avalanche_samples)."""
         av = self.avalanches
+        if av and "nominal_stress_before" in av:  # a specimen: its nominal stress
+            return (np.asarray(av["gamma_ext"]), np.asarray(av["nominal_stress_before"]),
+                    np.asarray(av["nominal_stress_after"]))
         if av and "stress_before" in av and "gamma_ext" in av:
             return (np.asarray(av["gamma_ext"]), self.resolved(av["stress_before"]),
                     self.resolved(av["stress_after"]))

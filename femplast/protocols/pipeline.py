@@ -361,9 +361,11 @@ class RealizationRun:
         if factor is not None:  # the grip's force per unit grip length (fe.boundary)
             drive = factor * drive
             tabs["steps"]["nominal_stress"] = drive
-            av = tabs["avalanches"]
-            res["nominal_pair"] = (factor * self.model.el.drive_stress(av["stress_before"]),
-                              factor * self.model.el.drive_stress(av["stress_after"]))
+            av = tabs["avalanches"]  # written with the table: postprocess drops agree
+            av["nominal_stress_before"] = factor * self.model.el.drive_stress(
+                av["stress_before"])
+            av["nominal_stress_after"] = factor * self.model.el.drive_stress(av["stress_after"])
+            res["nominal_pair"] = (av["nominal_stress_before"], av["nominal_stress_after"])
         res["curve_stress"] = drive
         res["stress_final"] = float(drive[-1])
 
