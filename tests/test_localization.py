@@ -277,3 +277,42 @@ def test_no_nan_warnings_before_the_first_avalanche(tmp_path):
         lp = f["steps/LOC_plastic"][:]
     assert np.isnan(lp[0]) and np.isfinite(lp[1:]).all()
     assert s["localization"]["loc"]["cumulative_per_realization"][0][-1] == pytest.approx(lp[-1])
+
+
+# ----------------------------------------------------------------------------- weighted (specimens)
+def test_area_weighted_loc_is_eq13_on_equal_cells_and_refinement_invariant():
+    """Equal weights and n = N give eq. 13; splitting every cell into unequal parts that
+    carry the cell's value leaves the area-weighted LOC unchanged; a band b cells wide of
+    uniform strain gives 1 / b whatever the cells' areas."""
+    rng = np.random.default_rng(1)
+    n = 12
+    f = rng.exponential(size=(n, n)) * (rng.random((n, n)) < 0.3)
+    assert S.loc_index(f.ravel(), np.full(n * n, 0.7), n) == pytest.approx(
+        S.loc_index(f), rel=1e-13)
+    share = rng.uniform(0.1, 0.9, n * n)  # each cell split into share and 1 - share
+    split = np.concatenate([f.ravel(), f.ravel()])
+    w = np.concatenate([share, 1 - share])
+    assert S.loc_index(split, w, n) == pytest.approx(S.loc_index(f), rel=1e-12)
+    band = np.zeros((n, n))
+    band[3:6] = 2.0
+    assert S.loc_index(np.concatenate([band.ravel()] * 2), w, n) == pytest.approx(1 / 3)
+
+
+def test_weighted_windows_equal_the_lattice_windows():
+    """realization() on a lattice's cells passed as a specimen (equal areas, n = N) gives the
+    lattice's LOC, plastic rate and yield window."""
+    rng = np.random.default_rng(2)
+    n, edges = 8, np.arange(6) * 0.05
+    fields = np.cumsum(rng.exponential(size=(6, n * n)) * 0.01, axis=0)
+    box = L.realization(edges, fields, n, 0.5)
+    spec = L.realization(edges, fields, float(n), 0.5, weights=np.full(n * n, 3.0))
+    assert np.allclose(box["loc"], spec["loc"], rtol=1e-12)
+    assert np.allclose(box["plastic_rate"], spec["plastic_rate"], rtol=1e-12)
+    assert box["yield_window"] == spec["yield_window"] and spec["bands"] == [None] * 5
+
+
+def test_drive_resolved_plastic_strain():
+    """Walls shear (top moved along x): eps_xy, like the box; tension along y: eps_yy / 2."""
+    e = np.array([[0.1, -0.3, 0.7]])
+    assert L.resolved_plastic(e, 0.0, [[0, 1], [0, 0]])[0] == pytest.approx(0.7)
+    assert L.resolved_plastic(e, 0.0, [[0, 0], [0, 1]])[0] == pytest.approx(-0.15)

@@ -44,6 +44,18 @@ Definitions (one place; summary.json ``localization``, docs/case-reference.md se
   of their cell sets when the orientations agree, else 0; the realization's persistence is the
   mean overlap (a band that stays: 1; a band that wanders: ~ width / N).
 
+* **Specimens** (``mesh.kind: geometry``, issue 19). The same windows, yield criterion and
+  persistence on the specimen's unstructured cells: the field is the plastic strain along
+  the imposed strain of the grips (:func:`resolved_plastic` with the drive gradient; shear
+  between walls: ``eps_xy`` as on the box), LOC is area-weighted (``<e^4> / (<e^2>^2 n)``
+  with ``n = sqrt(area) / geometry.size``: eq. 13 on equal cells), the plastic rate is the
+  area-weighted mean, and the band comes from a line scan over orientations and offsets
+  (:func:`femplast.analysis.specimen.line_band`): ``orientation`` in degrees from x in
+  (-90, 90], ``position`` and ``width`` in lengths, and for a notched strip
+  ``root_distance`` and ``from_root`` (the band's centre line passes through the notch
+  root). Persistence: bands within 10 deg are the same orientation. The ensemble adds
+  ``from_root_fraction`` and the |angle| of the root's bands.
+
 Ensemble: the mean LOC curve with a 95 % confidence band (mean +- t(0.975, R-1) s / sqrt(R)
 over the R realizations with a finite value), the mean of the per-realization post-yield
 maxima with its standard error, the mean persistence with its standard error.
@@ -70,35 +82,55 @@ def to_grid(values, n: int, kind: str = "quad") -> np.ndarray:
     return v.reshape(n, n)
 
 
-def resolved_plastic(eps_pl: np.ndarray, alpha: float) -> np.ndarray:
+def resolved_plastic(eps_pl: np.ndarray, alpha: float, drive=None) -> np.ndarray:
     """Plastic strain ``[xx, yy, xy]`` per cell (cells, 3) resolved on the loading
-    orientation ``alpha`` (radians): ``sin(2 alpha) (yy - xx) / 2 + cos(2 alpha) xy``."""
+    orientation ``alpha`` (radians): ``sin(2 alpha) (yy - xx) / 2 + cos(2 alpha) xy``.
+
+    A specimen driven by affine grips passes the drive gradient ``drive`` (2x2, ``Gd`` of
+    femplast.fe.boundary; alpha is then unused): the plastic strain along the imposed strain
+    ``D = sym(Gd)``, normalized like the box's ``eps_xy``: ``eps_pl : D / (2 D : D)`` (shear
+    between walls: ``eps_xy``; tension along y: ``eps_yy / 2``), so that ``2 d<.>/d gamma_ext``
+    is again the share of the imposed strain carried plastically."""
     e = np.asarray(eps_pl, float)
+    if drive is not None:
+        D = 0.5 * (np.asarray(drive, float) + np.asarray(drive, float).T)
+        dd = float(np.sum(D * D))
+        return (D[0, 0] * e[:, 0] + D[1, 1] * e[:, 1] + 2 * D[0, 1] * e[:, 2]) / (2 * dd)
     return math.sin(2 * alpha) * 0.5 * (e[:, 1] - e[:, 0]) + math.cos(2 * alpha) * e[:, 2]
 
 
 # ============================================================================ bands
-def _profile_band(p: np.ndarray) -> dict | None:
-    """The band of one profile (module doc) or None when the profile has no contrast."""
+def _profile_band(p: np.ndarray, periodic: bool = True) -> dict | None:
+    """The band of one profile (module doc) or None when the profile has no contrast.
+    ``periodic=False`` (a specimen's strips): the run stops at the profile's ends and at NaN
+    (strips left out), positions are not wrapped."""
     n = len(p)
-    base = float(np.median(p))
-    top = float(p.max())
-    scale = float(np.abs(p).mean())
+    if periodic:
+        base, top, scale = float(np.median(p)), float(p.max()), float(np.abs(p).mean())
+        i0 = int(np.argmax(p))
+    else:
+        if not np.isfinite(p).any():
+            return None
+        base, top = float(np.nanmedian(p)), float(np.nanmax(p))
+        scale, i0 = float(np.nanmean(np.abs(p))), int(np.nanargmax(p))
     if scale <= 0 or top - base <= 1e-12 * scale:
         return None
     thr = base + 0.5 * (top - base)
-    i0 = int(np.argmax(p))
+
+    def inside(i):
+        return (periodic or 0 <= i < n) and p[i % n] >= thr
+
     lo = hi = 0  # the run is i0 - lo .. i0 + hi (periodic)
-    while lo + hi + 1 < n and p[(i0 - lo - 1) % n] >= thr:
+    while lo + hi + 1 < n and inside(i0 - lo - 1):
         lo += 1
-    while lo + hi + 1 < n and p[(i0 + hi + 1) % n] >= thr:
+    while lo + hi + 1 < n and inside(i0 + hi + 1):
         hi += 1
     rel = np.arange(-lo, hi + 1)
     w = np.clip(p[(i0 + rel) % n] - base, 0.0, None)
     centre = i0 + 0.5 + float(np.sum(rel * w) / np.sum(w))
     cells = sorted(int(c) for c in (i0 + rel) % n)
-    return dict(contrast=(top - base) / scale, position=centre % n, width=len(cells),
-                cells=cells)
+    return dict(contrast=(top - base) / scale, position=centre % n if periodic else centre,
+                width=len(cells), cells=cells)
 
 
 def detect_band(field2d) -> dict | None:
@@ -119,8 +151,12 @@ def detect_band(field2d) -> dict | None:
 
 
 def band_overlap(a: dict | None, b: dict | None) -> float:
-    """|A & B| / |A | B| of two bands' cells when their orientations agree, else 0."""
-    if a is None or b is None or a["orientation"] != b["orientation"]:
+    """|A & B| / |A | B| of two bands' cells when their orientations agree (within the bands'
+    ``angle_tol``, deg, mod 180: a specimen's line scan; equal on the box), else 0."""
+    if a is None or b is None:
+        return 0.0
+    diff = abs(a["orientation"] - b["orientation"]) % 180.0
+    if min(diff, 180.0 - diff) > a.get("angle_tol", 0.0):
         return 0.0
     sa, sb = set(a["cells"]), set(b["cells"])
     return len(sa & sb) / len(sa | sb)
@@ -128,25 +164,43 @@ def band_overlap(a: dict | None, b: dict | None) -> float:
 
 # ============================================================================ one realization
 def realization(edges, fields, n: int, yield_rate: float, curve=None,
-                kind: str = "quad", span: int = 1) -> dict:
+                kind: str = "quad", span: int = 1, weights=None, band=None) -> dict:
     """Localization observables of one realization from its plastic-strain snapshots
     ``fields`` (len(edges), cells) at the strains ``edges`` (module doc), cells of a
     structured ``kind`` mesh of side n; window k spans snapshots k to k + ``span`` (sliding
     windows when span > 1). ``curve``: its stress-strain curve ``(gamma, stress)`` for the
-    stress peak."""
+    stress peak.
+
+    A specimen (unstructured cells) passes its cells' areas as ``weights``: LOC is then
+    area-weighted with ``n`` cells across (:func:`femplast.scalar.model.loc_index`), the
+    plastic rate is the area-weighted mean, and ``band`` (field -> band dict, e.g.
+    :func:`femplast.analysis.specimen.line_band`) finds the bands; no row/column profiles.
+    """
     edges = np.asarray(edges, float)
-    F = np.array([to_grid(f, n, kind) for f in fields])
-    d = F[span:] - F[:-span]
-    loc = np.array([loc_index(x) for x in d])
-    rate = 2.0 * d.mean(axis=(1, 2)) / (edges[span:] - edges[:-span])
-    bands = [detect_band(x) for x in d]
+    if weights is None:
+        F = np.array([to_grid(f, n, kind) for f in fields])
+        d = F[span:] - F[:-span]
+        mean = d.mean(axis=(1, 2))
+        loc = np.array([loc_index(x) for x in d])
+        cumulative = np.array([loc_index(x) for x in F[span:]])
+        bands = [detect_band(x) for x in d]
+        profiles = dict(profile_rows=d.mean(axis=2), profile_columns=d.mean(axis=1))
+    else:
+        w = np.asarray(weights, float) / np.sum(weights)
+        F = np.asarray(fields, float)
+        d = F[span:] - F[:-span]
+        mean = d @ w
+        loc = np.array([loc_index(x, w, n) for x in d])
+        cumulative = np.array([loc_index(x, w, n) for x in F[span:]])
+        bands = [band(x) if band is not None else None for x in d]
+        profiles = {}
+    rate = 2.0 * mean / (edges[span:] - edges[:-span])
     post = np.flatnonzero(rate >= yield_rate)
     k0 = int(post[0]) if len(post) else len(d)
     centre = 0.5 * (edges[span:] + edges[:-span])
     out = dict(loc=loc, plastic_rate=rate, bands=bands, yield_window=k0,
                gamma_yield=float(edges[k0]) if k0 < len(d) else None,
-               loc_cumulative=np.array([loc_index(x) for x in F[span:]]),
-               profile_rows=d.mean(axis=2), profile_columns=d.mean(axis=1))
+               loc_cumulative=cumulative, **profiles)
     fin = [k for k in range(k0, len(d)) if np.isfinite(loc[k])]
     out["loc_max"] = float(loc[max(fin, key=lambda k: loc[k])]) if fin else None
     out["gamma_loc_max"] = float(centre[max(fin, key=lambda k: loc[k])]) if fin else None
@@ -244,7 +298,21 @@ def summary(edges, per: list[dict], window: float, yield_rate: float, span: int 
                                     / len(post_bands)) if post_bands else None,
             width_mean=float(np.mean(widths)) if widths else None,
             per_realization=[_bands_table(r) for r in per]))
+    if any("root_distance" in b for b in post_bands):  # a notched specimen's line scan
+        out["band"].update(_specimen_bands(post_bands))
     return _clean(out)
+
+
+def _specimen_bands(post_bands: list[dict]) -> dict:
+    """Ensemble of a notched specimen's post-yield bands: the share through the notch root
+    and the angle (deg from x) of those, as |angle| (a symmetric notch emits +phi and -phi
+    alike)."""
+    root = [b for b in post_bands if b["from_root"]]
+    ang = np.abs([b["orientation"] for b in root])
+    return dict(fraction_orientation_0=None,
+                from_root_fraction=len(root) / len(post_bands),
+                root_angle_abs_mean=float(ang.mean()) if len(ang) else None,
+                root_angle_abs_std=float(ang.std(ddof=1)) if len(ang) > 1 else None)
 
 
 def of_windows(w: dict, section) -> dict:
@@ -252,8 +320,10 @@ def of_windows(w: dict, section) -> dict:
     ``n``, ``kind``, its stress-strain curve ``gamma``, ``stress``), keeping edges and curve
     for the ensemble. Tensorial runs call it when the load ends, so only these derived
     observables (profiles, not fields) travel to rank 0 and into checkpoints."""
-    out = realization(w["edges"], w["eps_pl"], int(w["n"]), section.yield_rate,
-                      (w["gamma"], w["stress"]), w["kind"], window_span(section))
+    n = float(w["n"]) if w.get("weights") is not None else int(w["n"])
+    out = realization(w["edges"], w["eps_pl"], n, section.yield_rate,
+                      (w["gamma"], w["stress"]), w["kind"], window_span(section),
+                      w.get("weights"), w.get("band"))
     out.update(edges=np.asarray(w["edges"], float), curve_gamma=np.asarray(w["gamma"], float),
                curve_stress=np.asarray(w["stress"], float))
     return out
@@ -283,13 +353,14 @@ def window_span(section) -> int:
 
 def _bands_table(r: dict) -> dict:
     bs = r["bands"]
-    return dict(orientation=[None if b is None else b["orientation"] for b in bs],
-                position=[None if b is None else b["position"] for b in bs],
-                width=[None if b is None else b["width"] for b in bs],
-                contrast=[None if b is None else b["contrast"] for b in bs],
-                share=[None if b is None else b["share"] for b in bs],
-                overlap=r["overlap"], profile_rows=r["profile_rows"],
-                profile_columns=r["profile_columns"])
+    keys = ["orientation", "position", "width", "contrast", "share"]
+    if any(b is not None and "root_distance" in b for b in bs):  # a specimen's line scan
+        keys += ["root_distance", "from_root"]
+    out = {k: [None if b is None else b[k] for b in bs] for k in keys}
+    out["overlap"] = r["overlap"]
+    if "profile_rows" in r:
+        out.update(profile_rows=r["profile_rows"], profile_columns=r["profile_columns"])
+    return out
 
 
 def _clean(d):

@@ -170,7 +170,9 @@ class LocalizationSection:
     """Localization observables of the plastic strain: windowed LOC (scalar paper eq. 13), its
     post-yield maximum, shear bands and their persistence, in summary.json ``localization``
     (femplast.analysis.localization; scalar runs and the load of tensorial runs without
-    stages, on structured meshes)."""
+    stages, on structured meshes and on specimens: area-weighted LOC, bands by a line scan
+    with their angle and whether they pass through the notch root,
+    femplast.analysis.specimen)."""
 
     enabled: bool = key(True, "snapshot the plastic strain field every window and compute the "
                         "localization observables")

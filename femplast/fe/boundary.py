@@ -271,6 +271,29 @@ class BoundedElasticity(PeriodicElasticity):
         s = np.asarray(mean_xyz, float)
         return Gd[0, 0] * s[..., 0] + Gd[1, 1] * s[..., 1] + (Gd[0, 1] + Gd[1, 0]) * s[..., 2]
 
+    def nominal_factor(self) -> float | None:
+        """``F_nominal / drive_stress``: the nominal stress is the force on the driven boundary
+        along its prescribed displacement per unit length of that boundary, ``F . u / (|u| L)``
+        with ``F . u = g . f / H`` (``u = gamma_ext H (ux, uy)``) and ``g . f = A drive_stress``,
+        so the factor is ``A / (H |u| L)`` (1 for a strip pulled by its top side: the nominal
+        stress is then ``<sigma_yy>``; ``A / (W H)`` for a notched strip). Positive when the
+        boundary resists the drive (tension and compression alike). None unless exactly one
+        boundary has a nonzero prescribed displacement (collective)."""
+        import ufl
+        from dolfinx import fem
+
+        driven = [c for c in self.conditions if c.kind == "displacement"
+                  and any(v for v in (c.ux, c.uy) if v is not None)]
+        if len(driven) != 1 or self.drive_gradient is None:
+            return None
+        c = driven[0]
+        tag = self.box.boundaries[c.name]
+        ds = ufl.Measure("ds", domain=self.box.mesh, subdomain_data=self.box.facet_tags)
+        one = fem.Constant(self.box.mesh, 1.0)
+        length = self.comm.allreduce(fem.assemble_scalar(fem.form(one * ds(tag))))
+        u = float(np.hypot(c.ux or 0.0, c.uy or 0.0))
+        return self.box_area / (self.box.height * u * length)
+
     # ------------------------------------------------------------------ drive
     @staticmethod
     def external(gamma: float, alpha: float = 0.0) -> float:

@@ -70,10 +70,12 @@ class Realization:
     def resolved(self, stress: np.ndarray | None = None) -> np.ndarray:
         """External stress resolved on the loading direction ``alpha_ext`` (= Sigma_xy for
         alpha_ext = 0): ``sin(2 a) (S_yy - S_xx) / 2 + cos(2 a) S_xy``; a scalar stress as is.
-        A specimen driven by its grips (``steps/drive_stress``): the stress conjugate to the
-        drive, grip force / area (tension: <S_yy>)."""
-        if stress is None and "drive_stress" in self.steps:
-            return self.steps["drive_stress"]
+        A specimen driven by its grips: its nominal stress (``steps/nominal_stress``: grip
+        force per unit grip length, one driven boundary), else the stress conjugate to the
+        drive (``steps/drive_stress``: grip work per unit gamma_ext / area)."""
+        for key in ("nominal_stress", "drive_stress"):
+            if stress is None and key in self.steps:
+                return self.steps[key]
         s = self.stress if stress is None else stress
         if s is None:
             raise ValueError(f"{self.name}: no stress")
@@ -86,6 +88,8 @@ class Realization:
         """Stress drops of the avalanches (resolved, positive = drop); from the steps table
         (negative per-step increments) when the file has no avalanche table."""
         av = self.avalanches
+        if av and "nominal_stress_before" in av:  # a specimen: its nominal stress
+            return np.asarray(av["nominal_stress_before"]) - np.asarray(av["nominal_stress_after"])
         if av and "stress_before" in av and len(av["stress_before"]):
             return self.resolved(av["stress_before"]) - self.resolved(av["stress_after"])
         if av and "drop_xy" in av:
@@ -99,6 +103,9 @@ class Realization:
         """(gamma_ext, resolved stress before, after) of each avalanche, when recorded (the
         input of femplast.analysis.calibration.avalanche_samples)."""
         av = self.avalanches
+        if av and "nominal_stress_before" in av:  # a specimen: its nominal stress
+            return (np.asarray(av["gamma_ext"]), np.asarray(av["nominal_stress_before"]),
+                    np.asarray(av["nominal_stress_after"]))
         if av and "stress_before" in av and "gamma_ext" in av:
             return (np.asarray(av["gamma_ext"]), self.resolved(av["stress_before"]),
                     self.resolved(av["stress_after"]))

@@ -122,7 +122,9 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         for x in ax:
             x.set_xlabel(S.GAMMA)
             _stat_line(x, g0)
-        ax[0].set_ylabel(S.stress_label(a) if "drive_stress" not in r.steps else
+        ax[0].set_ylabel(f"nominal stress (grip force / grip length) [{S.U_STRESS}]"
+                         if "nominal_stress" in r.steps else S.stress_label(a)
+                         if "drive_stress" not in r.steps else
                          f"grip force / area [{S.U_STRESS}]")
         S.panel_letters(ax)
         fig.tight_layout()

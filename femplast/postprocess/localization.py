@@ -154,6 +154,9 @@ def figures(run, saver) -> list:
     s = run.summary or {}
     if not s.get("localization"):
         return []
+    tab = s["localization"]["band"]["per_realization"][0]
+    if "profile_rows" not in tab:  # a specimen: its bands are drawn on the geometry
+        return loc_overlay([(run.name, s)], saver)
     return loc_overlay([(run.name, s)], saver) + band_profile(s, saver)
 
 

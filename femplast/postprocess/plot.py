@@ -58,8 +58,13 @@ def plot_jobs(run: RunData, saver: Saver, all_realizations: bool = False,
     if first and (run.summary or {}).get("localization"):
         from femplast.postprocess.localization import band_field
 
-        jobs.append(("localization_band_field", lambda: band_field(
-            renders.read_series(first[0]), first[0].stem, saver)))
+        case = run.summary.get("case") or {}
+        if (case.get("mesh") or {}).get("kind") == "geometry":
+            jobs.append(("localization_band_field", lambda: renders.specimen_band_field(
+                renders.read_series(first[0]), first[0].stem, saver, case["geometry"])))
+        else:
+            jobs.append(("localization_band_field", lambda: band_field(
+                renders.read_series(first[0]), first[0].stem, saver)))
     if not renders_on:
         return jobs
     rdir = saver.figdir / "renders"

@@ -96,6 +96,64 @@ def draw_cells(ax, pts: np.ndarray, cells: np.ndarray, values: np.ndarray, norm,
     return pc
 
 
+def specimen_band_field(series, label: str, saver, geometry: dict,
+                        name: str = "localization_band_field"):
+    """A specimen's plastic strain accumulated between successive field snapshots, drawn on
+    its cells (deviatoric magnitude of the increment), with the band of each interval
+    (:func:`femplast.analysis.specimen.line_band`: centre line and edges; star: notch root)."""
+    from femplast.analysis.specimen import line_band, stress_raiser
+    from femplast.fe.geometry import ShapeSpec
+    from femplast.postprocess import style as S
+
+    plt = S.plt
+
+    pts, _, cells, times, data = series
+    if not data or "eps_pl_xy" not in data[0]:
+        return []
+    spec = ShapeSpec(**{k: v for k, v in geometry.items() if k in ShapeSpec.__dataclass_fields__})
+    origin = stress_raiser(spec)
+    poly = pts[cells][..., :2]
+    x, y = poly[..., 0], poly[..., 1]
+    area = 0.5 * np.abs(np.sum(x * np.roll(y, -1, 1) - np.roll(x, -1, 1) * y, axis=1))
+    centre = poly.mean(axis=1)
+    e = [np.column_stack([d["eps_pl_xx"], d["eps_pl_yy"], d["eps_pl_xy"]]) for d in data]
+    panels = [(a, b, e[i] - (e[i - 1] if i else 0 * e[i])) for i, (a, b) in
+              enumerate(zip([0.0] + list(times[:-1]), times, strict=True)) if b > a]
+    if not panels:
+        return []
+    lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+    with S.style():
+        fig, axs = plt.subplots(1, len(panels), figsize=(min(S.DOUBLE, 2.2 * len(panels)), 3.0),
+                                squeeze=False)
+        for ax, (a, b, d) in zip(axs[0], panels, strict=True):
+            mag = np.hypot(0.5 * (d[:, 1] - d[:, 0]), d[:, 2])
+            top = max(float(np.percentile(mag, 99)), 1e-300)
+            draw_cells(ax, pts, cells, mag, plt.Normalize(0, top), "magma")
+            band = line_band(centre, area, mag, spec.size, origin=origin)
+            if band is not None:
+                t = np.radians(band["orientation"])
+                u, nrm = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
+                span = np.linspace(-1, 1, 2) * float(np.hypot(*(hi - lo)))
+                for off, ls in ((0.0, "-"), (-0.5, "--"), (0.5, "--")):
+                    c = nrm * (band["position"] + off * band["width"])
+                    ax.plot(c[0] + span * u[0], c[1] + span * u[1], "c", ls=ls, lw=0.8)
+                ax.set_title(rf"$\gamma$ {a:g}-{b:g}: {band['orientation']:.0f}$^\circ$"
+                             + (" (root)" if band.get("from_root") else ""), fontsize=8)
+            if origin is not None:
+                ax.plot(*origin, "*", color="w", ms=6)
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        cap = (f"Plastic strain accumulated between field snapshots ({label}) on the "
+               "specimen (deviatoric magnitude); cyan: centre line (solid) and edges (dashed) "
+               "of the band found by the line scan (femplast.analysis.specimen.line_band), "
+               "its angle from x in the title, '(root)' when it passes through the notch "
+               "root (star).")
+        return [saver.save(fig, name, cap)]
+
+
 def render_field(xdmf: Path, name: str, out: Path, times=None, panel: float = 2.3) -> Entry:
     """One PNG: cell field ``name`` at each distinct snapshot (or the given time indices),
     one colour scale, the papers' symbol and unit on the colour bar."""

@@ -183,7 +183,7 @@ class RealizationRun:
         """Strains of the plastic-strain snapshots of ``localization``: the load of runs
         without stages, on structured meshes (none otherwise)."""
         lo = self.case.localization
-        if not (sg.implicit and lo.enabled and self.case.mesh.kind in ("quad", "tri")
+        if not (sg.implicit and lo.enabled and self.case.mesh.kind in ("quad", "tri", "geometry")
                 and lo.window <= sg.gamma):
             return ()
         return window_edges(sg.gamma, lo.stride or lo.window)
@@ -243,6 +243,13 @@ class RealizationRun:
         prev = float(st.alpha_last)
         if sg.kind == "load":
             alpha = sg.alpha_deg
+            if sg.implicit and self.case.mesh.kind == "geometry" \
+                    and "first_slip" not in self.result:
+                from femplast.analysis.specimen import first_slip_record
+                from femplast.fe.geometry import spec_from_case
+
+                self.result["first_slip"] = first_slip_record(
+                    self.model, st, spec_from_case(self.case), math.radians(alpha))
             if sg.control == "strain":
                 return StrainStage(self.model, st, sg, alpha, windows=self._windows(sg),
                                    **self._stage_opts(sg))
@@ -294,15 +301,21 @@ class RealizationRun:
         if sg.implicit:
             g0 = self.case.loading.stationary_from
             av = tabs["avalanches"]
-            a = avalanche_samples(av["stress_before"][:, 2], av["stress_after"][:, 2],
-                                  av["gamma_ext"], g0)
-            res.update(sxy=tr[tg > g0, 2], drops=a["drops"], increments=a["increments"],
+            # a specimen with one driven boundary: its nominal stress, not sigma_xy
+            before, after = res.pop("nominal_pair", (av["stress_before"][:, 2],
+                                                av["stress_after"][:, 2]))
+            a = avalanche_samples(before, after, av["gamma_ext"], g0)
+            nominal = "nominal_stress" in tabs["steps"]
+            res.update(sxy=(res["curve_stress"] if nominal else tr[:, 2])[tg > g0],
+                       drops=a["drops"], increments=a["increments"], nominal=nominal,
                        events_stat=int(av["size"][av["gamma_ext"] > g0].sum()))
             if ro.loc_k:  # only the derived observables are kept (not the fields)
-                self.result["localization"] = of_windows(dict(
-                    edges=np.array(ro.loc_k) * sg.dgamma, eps_pl=np.array(ro.observed),
-                    n=self.case.mesh.n, kind=self.case.mesh.kind, gamma=tg,
-                    stress=res["curve_stress"]), self.case.localization)
+                w = dict(edges=np.array(ro.loc_k) * sg.dgamma, eps_pl=np.array(ro.observed),
+                         n=self.case.mesh.n, kind=self.case.mesh.kind, gamma=tg,
+                         stress=res["curve_stress"])
+                w.update(self._window_cells())
+                self.result["localization"] = of_windows(w, self.case.localization)
+        res.pop("nominal_pair", None)  # only the summary's samples above need it
         if self.probe is not None:
             self.model.refresh(self.state)
             self.probe.after_stage(self.state, sg.name, ro.gamma_final, ro.alpha, sg.dgamma)
@@ -321,6 +334,16 @@ class RealizationRun:
         self.run_obj = None
         self.stage_idx += 1
 
+    def _window_cells(self) -> dict:
+        """A specimen's cells for the localization windows (area weights, band line scan);
+        nothing on the structured meshes of the box."""
+        if self.case.mesh.kind != "geometry":
+            return {}
+        from femplast.analysis.specimen import window_cells
+        from femplast.fe.geometry import spec_from_case
+
+        return window_cells(self.model, spec_from_case(self.case))
+
     def _specimen_response(self, tabs: dict, res: dict) -> None:
         """A specimen driven by affine grips (femplast.fe.boundary): its force-displacement
         curve, ``force = A <sigma> : Gd`` per step, and the stress conjugate to gamma_ext as
@@ -334,8 +357,22 @@ class RealizationRun:
         tabs["steps"]["drive_stress"] = drive
         tabs["steps"]["force"] = box.area * drive
         tabs["steps"]["displacement"] = tabs["steps"]["gamma_ext"] * box.height
+        factor = self._nominal_factor()
+        if factor is not None:  # the grip's force per unit grip length (fe.boundary)
+            drive = factor * drive
+            tabs["steps"]["nominal_stress"] = drive
+            av = tabs["avalanches"]  # written with the table: postprocess drops agree
+            av["nominal_stress_before"] = factor * self.model.el.drive_stress(
+                av["stress_before"])
+            av["nominal_stress_after"] = factor * self.model.el.drive_stress(av["stress_after"])
+            res["nominal_pair"] = (av["nominal_stress_before"], av["nominal_stress_after"])
         res["curve_stress"] = drive
         res["stress_final"] = float(drive[-1])
+
+    def _nominal_factor(self) -> float | None:
+        if not hasattr(self, "_nominal"):
+            self._nominal = self.model.el.nominal_factor()
+        return self._nominal
 
     def _write_stage(self, ro: StageRun, tabs: dict, mean_dsp) -> None:
         sg, st, m = ro.stage, self.state, self.model
@@ -610,18 +647,33 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
             drops = np.concatenate([x["drops"] for x in rows])
             inc = np.concatenate([x["increments"] for x in rows])
             span = case.loading.gamma_max - case.loading.stationary_from
-            out["stationary"] = dict(
-                gamma_from=case.loading.stationary_from,
-                sigma_xy_mean=float(sxy.mean()) if len(sxy) else 0.0,
-                sigma_xy_std=float(sxy.std()) if len(sxy) else 0.0,
-                stress_drop_mean=float(drops.mean()) if len(drops) else 0.0,
-                negative_drops=int((drops < 0).sum()),
+            # a specimen pulled, pushed or sheared by one grip: its nominal stress (grip force
+            # per unit grip length along the grip's displacement) instead of sigma_xy
+            tag = "nominal_stress" if rows[0].get("nominal") else "sigma_xy"
+            inc_tag = "increment" if rows[0].get("nominal") else "increment_xy"
+            out["stationary"] = {
+                "gamma_from": case.loading.stationary_from,
+                f"{tag}_mean": float(sxy.mean()) if len(sxy) else 0.0,
+                f"{tag}_std": float(sxy.std()) if len(sxy) else 0.0,
+                "stress_drop_mean": float(drops.mean()) if len(drops) else 0.0,
+                "negative_drops": int((drops < 0).sum()),
                 # the elastic rise between avalanches (femplast.analysis.calibration)
-                increment_xy_mean=float(inc.mean()) if len(inc) else math.nan,
-                increment_xy_std=float(inc.std()) if len(inc) else math.nan,
-                avalanches=int(len(drops)),
-                slip_events_per_unit_strain=float(np.mean([x["events_stat"] for x in rows])
-                                                  / span))
+                f"{inc_tag}_mean": float(inc.mean()) if len(inc) else math.nan,
+                f"{inc_tag}_std": float(inc.std()) if len(inc) else math.nan,
+                "avalanches": int(len(drops)),
+                "slip_events_per_unit_strain": float(np.mean([x["events_stat"] for x in rows])
+                                                     / span)}
+            if rows[0].get("nominal"):
+                out["stationary"]["stress_measure"] = (
+                    "nominal stress: force on the driven boundary along its displacement per "
+                    "unit length of it (stress drops and increments too)")
+    first = [r.get("first_slip") for r in res]
+    if first and all(f is not None for f in first):  # a notched strip (analysis.specimen)
+        from femplast.analysis.specimen import first_slip_summary
+
+        out["specimen"] = dict(first_slip=first_slip_summary(
+            first[0]["law"], first[0]["area_share"], first[0]["radius"],
+            [f["distance"] for f in first]))
     if st_out and not (len(stages) == 1 and stages[0].implicit):
         out["stages"] = st_out
     if case.patches.enabled:

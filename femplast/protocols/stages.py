@@ -224,7 +224,9 @@ class StrainStage(StageRun):
         """The probes of the stable state at increment k: fields, then patch tests."""
         self.model.refresh(self.state)
         if k in self.loc_k:
-            self.observed.append(resolved_plastic(self.state.eps_pl, self.alpha))
+            drive = (self.model.el.drive_gradient if getattr(self.model.box, "bounded", False)
+                     else None)
+            self.observed.append(resolved_plastic(self.state.eps_pl, self.alpha, drive))
         if k in self.snap_k:
             self.snapshot()
         if k in self.probe_k:

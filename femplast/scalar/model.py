@@ -129,12 +129,23 @@ def fe_kernel(n: int, G: float, B: float, refine: int = 1, L: float = 1.0) -> np
     return np.ascontiguousarray(T[::m, ::m])
 
 
-def loc_index(field) -> float:
-    """Localization index LOC = N sum e^4 / (sum e^2)^2 of an N x N field (eq. 13)."""
+def loc_index(field, weights=None, n: float | None = None) -> float:
+    """Localization index LOC = N sum e^4 / (sum e^2)^2 of an N x N field (eq. 13).
+
+    On cells of unequal area (a specimen's unstructured mesh) the sums become area averages:
+    ``LOC = <e^4> / (<e^2>^2 n)`` with ``<f> = sum w f / sum w`` over the cells' areas
+    ``weights`` and ``n`` cells across (default ``sqrt(cells)``). With equal weights and
+    ``n = N`` this is eq. 13 exactly (``N^2 <e^4> / (N^4 <e^2>^2) * N``).
+    """
     e = np.asarray(field, float)
-    n = int(round(math.sqrt(e.size)))
-    s2 = np.sum(e * e)
-    return float(n * np.sum(e**4) / s2**2) if s2 > 0 else float("nan")
+    if weights is None:
+        n = int(round(math.sqrt(e.size))) if n is None else n
+        s2 = np.sum(e * e)
+        return float(n * np.sum(e**4) / s2**2) if s2 > 0 else float("nan")
+    w = np.asarray(weights, float) / np.sum(weights)
+    n = math.sqrt(e.size) if n is None else n
+    m2 = float(np.sum(w * e * e))
+    return float(np.sum(w * e**4) / (m2 * m2 * n)) if m2 > 0 else float("nan")
 
 
 def window_edges(gamma_max: float, window: float) -> np.ndarray:
