@@ -330,7 +330,7 @@ class SweepSection:
 
     enabled: bool = key(False, "run a parameter sweep instead of one run: every grid point "
                         "runs sweep.realizations realizations of this case with the point's "
-                        "values, in memory, on one rank (mpirun -n P spreads the points "
+                        "values, in memory (mpirun -n P spreads the points' realizations "
                         "dynamically over the ranks); results in OUTDIR/sweep/ (table.csv, "
                         "points/, finite_size.csv); --resume continues a killed sweep")
     grid: dict = key({}, "grid axes 'key: spec' (points = their product, the last axis "
