@@ -191,7 +191,9 @@ def test_sweep_interrupt_ends_cleanly_and_resumes(signum, tmp_path, monkeypatch,
     case = tmp_path / "sw.yaml"
     case.write_text(TINY + "sweep: {enabled: true, errors: [], grid: {k: [1.8, 2.0, 2.2]}}\n")
     out = tmp_path / "out"
-    _signal_when(monkeypatch, sweep, "compute_point", signum, call=2)
+    # the work units are (point, realization) pairs, 2 realizations per point: the third
+    # unit is the second point's first realization
+    _signal_when(monkeypatch, sweep, "compute_unit", signum, call=3)
     rc, err = run([case, "--out", out], capfd)
     assert rc == 128 + signum, err
     assert "Traceback" not in err and "PETSC" not in err

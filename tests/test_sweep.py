@@ -209,10 +209,31 @@ def test_two_ranks_same_table(serial, tiny_reference):
     assert proc.returncode == 0, proc.stderr
     for f in ("table.csv", "finite_size.csv"):
         assert (mpi / "sweep" / f).read_bytes() == (out / "sweep" / f).read_bytes()
-    ranks = json.loads((mpi / "summary.json").read_text())["sweep"]["ranks"]
+
+    def same(d):  # what the run computed, not where or how long
+        return {k: v for k, v in d.items()
+                if k not in ("wall_time", "rank", "realization_ranks", "ranks",
+                             "point_wall_time", "table")}
+
+    # every point (statistics, errors, patch entries) and the summary's analyses are the
+    # serial ones, bit for bit, though a point's realizations ran on both ranks
+    split = 0
+    for i in range(14):
+        p2 = json.loads(S.point_path(mpi, i).read_text())
+        assert same(p2) == same(json.loads(S.point_path(out, i).read_text()))
+        assert len(p2["realization_ranks"]) == 4 and p2["rank"] == 0
+        split += len(set(p2["realization_ranks"])) > 1
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (out, mpi))
+    assert same(s2["sweep"]) == same(s1["sweep"])
+    assert s2["finite_size"] == s1["finite_size"]
+    ranks = s2["sweep"]["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1]
-    assert all(r["points_computed"] > 0 for r in ranks)  # both ranks got work
-    assert sum(r["points_computed"] for r in ranks) == 14
+    # work units are (point, realization) pairs: both ranks got some, every one once; rank 0
+    # reduced and wrote every point
+    assert all(r["units_computed"] > 0 for r in ranks)
+    assert sum(r["units_computed"] for r in ranks) == 14 * 4
+    assert split > 0  # units go to whichever rank asks: points are split between the ranks
+    assert [r["points_computed"] for r in ranks] == [14, 0]
     # CPU accounting of the scaling (benchmarks/scaling.py): start-up before the first point
     # (imports at least) and CPU in the points, at most the wall time in them on each of the
     # machine's cores (BLAS may use threads)

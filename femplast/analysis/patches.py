@@ -867,9 +867,8 @@ class PatchAnalysis:
         self.alphas = np.deg2rad(self.alphas_deg)
         self.self_response = self_response
         self.rules = PatchRules.from_model(model)
-        el = model.el
-        self._G, self._B = el.gather(el.G), el.gather(el.B)
-        shared = box.structured and el.uniform
+        self._G, self._B = model.redist.cell_moduli()
+        shared = box.structured and np.ptp(self._G) == 0 and np.ptp(self._B) == 0
         self.sets: list[PatchSet] = []
         for s in sizes:
             if bounded:

@@ -17,9 +17,10 @@ point's case with ``run.seed = s`` (same stationary samples).
 Outputs (``OUTDIR/sweep/``):
 
 * ``plan.json``: the resolved sweep (case, points), checked on ``--resume``;
-* ``points/pNNNNN.json``: one file per finished point (written atomically by the rank that
-  computed it): parameters, seeds, statistics (histogram counts on the reference bins, moments,
-  rms deviation, patch statistics), errors, wall time;
+* ``points/pNNNNN.json``: one file per finished point (written atomically by rank 0):
+  parameters, seeds, statistics (histogram counts on the reference bins, moments, rms
+  deviation, patch statistics), errors, wall time (its realizations' sum), the rank of each
+  realization;
 * ``table.csv``: one row per grid point in point order (parameters, errors, statistics),
   assembled from the point files, hence identical for any number of ranks or interruptions;
 * ``finite_size.csv``: one row per system size (``sweep.finite_size``).
@@ -35,10 +36,15 @@ errors, overshoot, LOC maximum, thresholds, ...) and no error columns: calibrati
 compare tensorial statistics with a reference, so ``sweep.errors`` must be ``[]`` and
 ``sweep.reference`` null; no finite-size points, no ``scalar.fit`` per point.
 
-Scheduling: rank 0 hands out point indices on request (dynamic load balancing), largest
-systems first (so that the last points handed out are the shortest and no rank idles long at
-the end), and computes points itself, answering requests between realizations; a killed sweep
-restarted with ``--resume`` skips every point whose file exists.
+Scheduling: the work units are a point's realizations, ``(point, realization)`` pairs (a
+scalar point is one unit). Rank 0 hands them out on request (dynamic load balancing), largest
+systems first (so that the last units handed out are the shortest and the ranks finish within
+one realization of each other), computes units itself, answering requests and taking the
+other ranks' results between units and at the pipeline's safe points; when a point has all
+its realizations rank 0 reduces them in realization order (the serial sums: the point, the
+table and the summary are bit-identical for any number of ranks) and writes the point file.
+A killed sweep restarted with ``--resume`` skips every point whose file exists (the
+realizations of unfinished points are recomputed).
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ SCALAR_STAT_COLUMNS = ("flow_stress", "flow_stress_err", "peak_stress", "peak_st
                        "sigma_std_final",
                        "disorder_strength", "age", "slip_events_per_realization",
                        "realizations")
-TAG_REQ, TAG_WORK = 7101, 7102
+TAG_REQ, TAG_WORK, TAG_RESULT = 7101, 7102, 7103
 
 
 # ============================================================================ grid
@@ -413,16 +419,41 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
                 events=int(av["size"][sel].sum()), patches=res.get("patches"))
 
 
+def realization_unit(case, pt: dict, j: int, models: ModelCache, idle=None) -> dict:
+    """Realization ``j`` of a point, one work unit of the scheduler: its samples
+    (:func:`run_realization_stats`), the system size and the wall time."""
+    t0 = time.perf_counter()
+    pc = point_case(case, pt)
+    model = models.get(pc)
+    r = run_realization_stats(pc, model, j, idle)
+    r.update(num_cells=model.num_cells, wall_time=time.perf_counter() - t0)
+    return r
+
+
 def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
                   idle=None, keep_samples: bool = False) -> dict:
     """Run one point's realizations and reduce them to its statistics and errors."""
     if case.model == "scalar":
         return compute_scalar_point(case, pt, idle)
     t0 = time.perf_counter()
+    rs = []
+    for j in range(realizations_per_point(case)):
+        rs.append(realization_unit(case, pt, j, models, idle))
+        if idle:
+            idle()
+    out = reduce_point(case, pt, rs, ref, keep_samples)
+    out["wall_time"] = time.perf_counter() - t0
+    return out
+
+
+def reduce_point(case, pt: dict, rs: list[dict], ref: C.Reference | None,
+                 keep_samples: bool = False) -> dict:
+    """A point's statistics and errors from its realizations ``rs`` (:func:`realization_unit`,
+    in realization order: the sums run in that order whichever rank computed each, so the
+    result does not depend on the number of ranks). ``wall_time``: the realizations' sum."""
     pc = point_case(case, pt)
-    model = models.get(pc)
     ld = pc.loading
-    R = pc.run.realizations
+    R = len(rs)
     n_stat = int(round(ld.gamma_max / ld.dgamma_ext)) - int(
         math.floor(ld.stationary_from / ld.dgamma_ext + 1e-9))
     widths = C.rms_widths(n_stat, ld.dgamma_ext, None if ref is None or ref.rms is None
@@ -434,8 +465,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
     mom = {q: np.zeros((R, 3)) for q in C.MACRO_QUANTITIES}  # per realization: n, sum, sum2
     events, negative, patch_sums = 0, 0, []
     samples = {q: [] for q in C.MACRO_QUANTITIES}
-    for j in range(R):
-        r = run_realization_stats(pc, model, j, idle)
+    for j, r in enumerate(rs):
         for q in C.MACRO_QUANTITIES:
             v = r[q]
             totals[q] += len(v)
@@ -449,8 +479,6 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
         negative += r["negative_drops"]
         if r["patches"] is not None:
             patch_sums.append(r["patches"])
-        if idle:
-            idle()
     sd, sd_err = C.std_with_jackknife(mom["sigma_xy"][:, 1], mom["sigma_xy"][:, 2],
                                       mom["sigma_xy"][:, 0])
     nd = totals["drop_xy"]
@@ -477,8 +505,9 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
     if ref is not None and pt["kind"] == "grid":
         errors = point_errors(case, counts, totals, entries, ref)
     out = dict(point=pt["point"], kind=pt["kind"], params=pt["params"], seed=pc.run.seed,
-               realizations=R, num_cells=model.num_cells, L=pc.mesh.L, statistics=stats,
-               patches=entries, errors=errors, wall_time=time.perf_counter() - t0,
+               realizations=R, num_cells=rs[0]["num_cells"], L=pc.mesh.L, statistics=stats,
+               patches=entries, errors=errors,
+               wall_time=float(sum(r["wall_time"] for r in rs)),
                rank=MPI.COMM_WORLD.rank)
     if keep_samples:
         out["samples"] = {q: np.concatenate(v) if v else np.zeros(0) for q, v in samples.items()}
@@ -538,63 +567,142 @@ def point_errors(case, counts, totals, entries, ref) -> dict:
 
 
 # ============================================================================ scheduling
+def work_units(case, todo: list[int]) -> list[tuple[int, int]]:
+    """The scheduler's work units of the points ``todo`` (already ordered largest system
+    first): ``(point, realization)`` pairs, a point's realizations in order, so that the two
+    ranks of a 15-point sweep finish within one realization of each other instead of one
+    point; a scalar point is one unit ``(point, -1)`` (its realizations share one model)."""
+    if case.model == "scalar":
+        return [(i, -1) for i in todo]
+    R = realizations_per_point(case)
+    return [(i, j) for i in todo for j in range(R)]
+
+
+def compute_unit(case, points, unit, models: ModelCache, ref, idle=None) -> dict:
+    """One work unit: a realization (:func:`realization_unit`) or a whole scalar point."""
+    i, j = unit
+    if j < 0:
+        return compute_point(case, points[i], models, ref, idle)
+    return realization_unit(case, points[i], j, models, idle)
+
+
+class PointCollector:
+    """Rank 0: the work units' results as they arrive (any rank, any order); when a point has
+    all its realizations they are reduced in realization order (:func:`reduce_point`, the
+    serial order: the point does not depend on the number of ranks) and the point file is
+    written."""
+
+    def __init__(self, case, points, ref, outdir: Path, log):
+        self.case, self.points, self.ref, self.outdir, self.log = case, points, ref, outdir, log
+        self.parts: dict[int, dict[int, tuple[dict, int]]] = {}
+        self.finished = 0
+
+    def add(self, unit, res: dict, rank: int) -> None:
+        from femplast.io.output import write_json
+
+        i, j = unit
+        if j >= 0:
+            parts = self.parts.setdefault(i, {})
+            parts[j] = (res, rank)
+            if len(parts) < realizations_per_point(self.case):
+                return
+            del self.parts[i]
+            order = sorted(parts)
+            res = reduce_point(self.case, self.points[i], [parts[k][0] for k in order],
+                               self.ref)
+            res["realization_ranks"] = [parts[k][1] for k in order]
+        write_json(point_path(self.outdir, i), res)
+        self.finished += 1
+        self.log(f"point {i} done in {res['wall_time']:.2f} s")
+
+
 class Scheduler:
-    """Dynamic load balancing: rank 0 owns the queue, computes points itself and answers the
-    other ranks' requests (one point per request) whenever :meth:`serve` runs (between
-    realizations and during long ones). The other ranks ask for their next point when they
-    start one, so the answer is waiting when they finish."""
+    """Dynamic load balancing: rank 0 owns the queue of work units, computes units itself and
+    answers the other ranks' requests (one unit per request) and takes their results whenever
+    :meth:`serve` runs (between units and during long ones). The other ranks ask for their
+    next unit when they start one, so the answer is waiting when they finish, and send each
+    result without waiting for rank 0 to take it."""
 
-    def __init__(self, comm: MPI.Comm, todo: list[int], log=None):
+    def __init__(self, comm: MPI.Comm, todo: list, log=None, collect=None):
         self.comm, self.todo, self.pos = comm, list(todo), 0
-        self.stopped, self.log = 0, log
+        self.stopped, self.log, self.collect = 0, log, collect
+        self.outstanding = 0  # units handed to other ranks whose results are not in
+        self._sends: list = []
 
-    def _take(self) -> int:
+    def _take(self):
         if self.pos < len(self.todo):
             self.pos += 1
             return self.todo[self.pos - 1]
-        return -1
+        return None
 
     def serve(self, block: bool = False):
-        """Rank 0: answer the pending requests (``block``: wait for at least one)."""
+        """Rank 0: answer the pending requests, take the arrived results (``block``: wait for
+        at least one message)."""
         if self.comm.rank != 0 or self.comm.size == 1:
             return
         st = MPI.Status()
-        while block or self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=st):
+        while block or self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=st):
             if block:
-                self.comm.Probe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=st)
-            src = st.Get_source()
-            self.comm.recv(source=src, tag=TAG_REQ)
-            i = self._take()
-            self.comm.send(i, dest=src, tag=TAG_WORK)
-            if i < 0:
-                self.stopped += 1
-            elif self.log:
-                self.log(f"point {i} -> rank {src} ({self.pos}/{len(self.todo)} handed out)")
+                self.comm.Probe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=st)
             block = False
+            src, tag = st.Get_source(), st.Get_tag()
+            if tag == TAG_RESULT:
+                unit, res = self.comm.recv(source=src, tag=TAG_RESULT)
+                self.outstanding -= 1
+                self.collect(tuple(unit), res, src)
+                continue
+            self.comm.recv(source=src, tag=TAG_REQ)
+            u = self._take()
+            self.comm.send(u, dest=src, tag=TAG_WORK)
+            if u is None:
+                self.stopped += 1
+                continue
+            self.outstanding += 1
+            if self.log:
+                self.log(f"{unit_name(u)} -> rank {src} ({self.pos}/{len(self.todo)} handed "
+                         "out)")
 
-    def points(self):
-        """The point indices this rank computes, as they are handed out."""
+    def units(self):
+        """The work units this rank computes, as they are handed out."""
         if self.comm.rank == 0:
             while True:
                 self.serve()
-                i = self._take()
-                if i < 0:
+                u = self._take()
+                if u is None:
                     return
                 if self.log:
-                    self.log(f"point {i} -> rank 0 ({self.pos}/{len(self.todo)} handed out)")
-                yield i
+                    self.log(f"{unit_name(u)} -> rank 0 ({self.pos}/{len(self.todo)} handed "
+                             "out)")
+                yield u
         else:
             self.comm.send(None, dest=0, tag=TAG_REQ)
             cur = self.comm.recv(source=0, tag=TAG_WORK)
-            while cur >= 0:
+            while cur is not None:
                 self.comm.send(None, dest=0, tag=TAG_REQ)  # the next one, ahead
                 yield cur
                 cur = self.comm.recv(source=0, tag=TAG_WORK)
 
+    def submit(self, unit, res: dict) -> None:
+        """A computed unit's result to rank 0's collector (from rank 0: directly)."""
+        if self.comm.rank == 0:
+            self.collect(unit, res, 0)
+            return
+        self._sends.append(self.comm.isend((unit, res), dest=0, tag=TAG_RESULT))
+
     def drain(self):
-        """Rank 0: answer requests until every other rank was told to stop."""
-        while self.comm.rank == 0 and self.stopped < self.comm.size - 1:
+        """Rank 0: serve until every other rank was told to stop and every unit handed out
+        came back; the other ranks: wait until their results were received."""
+        if self.comm.rank != 0:
+            MPI.Request.waitall(self._sends)
+            self._sends = []
+            return
+        while self.stopped < self.comm.size - 1 or self.outstanding > 0:
             self.serve(block=True)
+
+
+def unit_name(unit) -> str:
+    i, j = unit
+    return f"point {i}" if j < 0 else f"point {i} realization {j}"
 
 
 # ============================================================================ sweep
@@ -646,6 +754,39 @@ def _points_bar(comm, progress, outdir: Path, total: int):
     return finish, logging_bar
 
 
+def _compute_units(case, points, todo: list[int], ref, outdir: Path, comm: MPI.Comm,
+                   log) -> tuple:
+    """This rank's share of the work units (:class:`Scheduler`); rank 0 collects every
+    result and writes the point files (:class:`PointCollector`). Returns this rank's
+    ``(realizations computed, points written, busy wall s, busy CPU s, start-up CPU s)``."""
+    collector = PointCollector(case, points, ref, outdir, log) if comm.rank == 0 else None
+    sched = Scheduler(comm, work_units(case, todo), log,
+                      collector.add if collector is not None else None)
+    models = ModelCache()
+    # CPU seconds of this process before its first unit (interpreter, imports, compiled
+    # kernels loaded, case): the part of a parallel sweep that does not shrink with ranks
+    cpu0 = time.process_time()
+    computed, busy, busy_cpu = 0, 0.0, 0.0
+    try:
+        for unit in sched.units():
+            c0, w0 = time.process_time(), time.perf_counter()
+            res = compute_unit(case, points, unit, models, ref, idle=sched.serve)
+            busy_cpu += time.process_time() - c0
+            busy += time.perf_counter() - w0
+            computed += 1
+            sched.submit(unit, res)
+        sched.drain()
+    except Interrupted as exc:  # SIGINT/SIGTERM: finished points are saved, --resume goes on
+        if comm.size == 1:
+            raise  # the command line exits with 130/143
+        print(f"femplast: {exc}", file=sys.stderr, flush=True)
+        comm.Abort(exc.exit_code)  # the other ranks may wait in the scheduler
+    except Exception:  # one failing rank would leave the others waiting forever
+        traceback.print_exc()
+        comm.Abort(1)
+    return computed, collector.finished if collector else 0, busy, busy_cpu, cpu0
+
+
 def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None,
               resume: bool = False) -> dict:
     """Run (or resume) the sweep; returns the summary entries on rank 0 ({} elsewhere)."""
@@ -692,32 +833,9 @@ def run_sweep(case, outdir: Path, comm: MPI.Comm = MPI.COMM_WORLD, progress=None
     from petsc4py import PETSc  # noqa: F401
 
     comm.barrier()
-    sched = Scheduler(comm, todo, log)
-    models = ModelCache()
-    # CPU seconds of this process before its first point (interpreter, imports, compiled
-    # kernels loaded, case): the part of a parallel sweep that does not shrink with ranks
-    cpu0 = time.process_time()
-    computed, busy, busy_cpu = 0, 0.0, 0.0
-    try:
-        for i in sched.points():
-            c0 = time.process_time()
-            res = compute_point(case, points[i], models, ref, idle=sched.serve)
-            write_json(point_path(outdir, i), res)
-            busy_cpu += time.process_time() - c0
-            log(f"point {i} done in {res['wall_time']:.2f} s")
-            computed += 1
-            busy += res["wall_time"]
-        sched.drain()
-        finish_bar()
-    except Interrupted as exc:  # SIGINT/SIGTERM: finished points are saved, --resume goes on
-        if comm.size == 1:
-            raise  # the command line exits with 130/143
-        print(f"femplast: {exc}", file=sys.stderr, flush=True)
-        comm.Abort(exc.exit_code)  # the other ranks may wait in the scheduler
-    except Exception:  # one failing rank would leave the others waiting forever
-        traceback.print_exc()
-        comm.Abort(1)
-    counts = comm.gather((computed, busy, busy_cpu, cpu0), root=0)
+    per_rank = _compute_units(case, points, todo, ref, outdir, comm, log)
+    finish_bar()
+    counts = comm.gather(per_rank, root=0)
     if comm.rank != 0:
         return {}
     results = [read_point(outdir, p) for p in points]
@@ -775,9 +893,9 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
               realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
               errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
               wall_time=wall, point_wall_time=float(sum(r["wall_time"] for r in results)),
-              ranks=[dict(rank=i, points_computed=c, busy_time=b, busy_cpu_time=bc,
-                          startup_cpu_time=c0)
-                     for i, (c, b, bc, c0) in enumerate(per_rank)])
+              ranks=[dict(rank=i, units_computed=u, points_computed=c, busy_time=b,
+                          busy_cpu_time=bc, startup_cpu_time=c0)
+                     for i, (u, c, b, bc, c0) in enumerate(per_rank)])
     if rows:
         write_csv(sdir / "table.csv", cols, rows, header)
         table = {c: np.array([r[j] for r in rows], float) for j, c in enumerate(cols)}

@@ -9,6 +9,7 @@ naming the dotted key, the value and what is allowed, before any computation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import types
@@ -329,7 +330,7 @@ class SweepSection:
 
     enabled: bool = key(False, "run a parameter sweep instead of one run: every grid point "
                         "runs sweep.realizations realizations of this case with the point's "
-                        "values, in memory, on one rank (mpirun -n P spreads the points "
+                        "values, in memory (mpirun -n P spreads the points' realizations "
                         "dynamically over the ranks); results in OUTDIR/sweep/ (table.csv, "
                         "points/, finite_size.csv); --resume continues a killed sweep")
     grid: dict = key({}, "grid axes 'key: spec' (points = their product, the last axis "
@@ -630,7 +631,10 @@ def _is_section(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+@functools.cache
 def _hints(cls):
+    # once per section class: evaluating the string annotations (PEP 563) costs ~0.2 ms per
+    # field, and a sweep builds a case per point (validation and run), ~30 per sweep
     return typing.get_type_hints(cls, globalns=globals())
 
 

@@ -114,7 +114,9 @@ def gamma_max(tau, theta, G, B, S) -> np.ndarray:
     return -2.0 * np.asarray(tau) / den
 
 
-def _check_moduli(name, value, n_cells):
+def check_moduli(name, value, n_cells):
+    """A modulus as one value per cell (``value``: a number or ``n_cells`` values, finite and
+    > 0; FemplastInputError naming ``name`` otherwise)."""
     arr = np.asarray(value, dtype=float)
     if arr.ndim == 0:
         arr = np.full(n_cells, float(arr))
@@ -362,8 +364,8 @@ class PeriodicElasticity:
     # ------------------------------------------------------------------ construction steps
     def _set_moduli(self, G, B) -> None:
         """Check the moduli (numbers or one per cell, canonical) and keep the local ones."""
-        G_all = _check_moduli("elasticity.G", G, self.box.num_cells)
-        B_all = _check_moduli("elasticity.B", B, self.box.num_cells)
+        G_all = check_moduli("elasticity.G", G, self.box.num_cells)
+        B_all = check_moduli("elasticity.B", B, self.box.num_cells)
         self.uniform = bool(np.ptp(G_all) == 0 and np.ptp(B_all) == 0)
         self.G = G_all[self.cells]
         self.B = B_all[self.cells]

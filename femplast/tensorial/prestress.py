@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtri
 
 from femplast.redistribution.backends import (
     MODE_DENSE,
@@ -45,6 +44,8 @@ def random_prestress(model, rng: np.random.Generator, std: float) -> np.ndarray:
     pre-stress of the paper's KMC-prepared states (appendix A.3).
     """
 
+
+    from scipy.special import ndtri  # here: importing scipy.special costs every process 40 ms
 
     a = ndtri(rng.random((2, model.num_cells)))
     a -= (a @ model.weights)[:, None]
