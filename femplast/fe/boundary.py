@@ -23,6 +23,11 @@ with the load response ``R`` = the stress per unit ``gamma_ext`` at zero plastic
 Reactions: the internal nodal forces ``f = K u - Bs C:eps_pl`` vanish on the reduced dofs
 (equilibrium) and are the support forces on the constrained ones; ``F_drive = g . f`` is the
 force conjugate to ``gamma_ext``, so the boundary work is ``int F_drive d gamma_ext``.
+
+The realization pipeline runs on specimens unchanged (KMC preparation, stages, sweeps, one
+sample over the ranks): a loading orientation keeps only its drive direction here
+(:func:`drive_sign`: 0 forward, 90 deg backward), and the stress a stage controls is the drive
+stress ``F_drive / A`` (femplast.protocols.stages.resolved_stress).
 """
 
 from __future__ import annotations

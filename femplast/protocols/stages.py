@@ -35,6 +35,17 @@ there, otherwise an avalanche runs at ``gamma*``. ``gamma`` of the stage caps th
 (default 1): a target above the flow stress ends at the cap (reported as not reached).
 Stress-controlled stages write one ``steps`` row per avalanche (``gamma_ext``, ``stress_before``
 at its onset, ``stress`` after it) between the initial and the final row.
+
+Specimens (``mesh.kind: geometry``, :mod:`femplast.fe.boundary`). The same stages, with the
+load response of the driven boundaries: orientation 0 moves them forward
+(``u = gamma_ext g``), 90 backward (``-gamma_ext g``, :func:`femplast.fe.boundary.drive_sign`:
+an unload turns the drive round as on the box). The controlled stress is the drive stress
+``S = +-<sigma> : Gd = +-F_drive / A`` (:func:`resolved_stress`), still linear in gamma_ext
+between avalanches, so stress control is exact force control of the grips; it needs grips
+moved as one affine field (:func:`check_drive`). Folding a stage adds its drive to
+``state.drive`` (the grip displacement of the next stage's outputs starts there). A KMC
+preparation runs with the driven boundaries held at gamma_ext = 0, so the quenched specimen
+may carry a residual grip force (its first force-curve value).
 """
 
 from __future__ import annotations
