@@ -13,6 +13,7 @@ log at fixed drive), each athermal avalanche dissipating (>= 0).
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -265,6 +266,65 @@ def test_force_control_needs_an_affine_drive():
     assert exc.value.key == "stages[1].kind"
 
 
+def same_datasets(a: Path, b: Path, rtol: float) -> int:
+    """Every dataset of the realization and quench files of run ``a`` equals run ``b``'s
+    (floats to ``rtol`` of the dataset's largest value, the rest exactly); their count."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*.h5") if "fields" not in p.parts)
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*.h5")
+                           if "fields" not in p.parts)
+    compared = 0
+    for rel in files:
+        fa, fb = h5py.File(a / rel, "r"), h5py.File(b / rel, "r")
+        names: list[str] = []
+        fa.visititems(lambda n, o, names=names: names.append(n)
+                      if isinstance(o, h5py.Dataset) else None)
+        for name in names:
+            x, y = np.asarray(fa[name]), np.asarray(fb[name])
+            assert x.shape == y.shape, (rel, name)
+            if x.dtype.kind == "f" and rtol > 0:
+                scale = max(np.abs(x).max(initial=0.0), 1.0)
+                assert np.abs(x - y).max(initial=0.0) <= rtol * scale, (rel, name)
+            else:
+                assert np.array_equal(x, y), (rel, name)
+            compared += 1
+        assert fa.attrs.get("num_events") == fb.attrs.get("num_events")
+    return compared
+
+
+@pytest.mark.parametrize("after_ticks", [4, 11])
+def test_interrupted_specimen_protocol_resumes_bit_identically(tmp_path, monkeypatch,
+                                                               after_ticks):
+    """KMC preparation and stages on a specimen, stopped at a safe point as SIGTERM would
+    (checkpoint written), then ``--resume``: the same datasets, bit for bit."""
+    from femplast.app.runner import run_case
+    from femplast.protocols import checkpoint as ck
+
+    data = case_dict(kmc={"enabled": True, "temperature": 0.3, "max_events": 1500,
+                          "stop": "max_events"}, stages=STAGES,
+                     run={"seed": 3, "realizations": 1, "checkpoint_interval": 0.05})
+    run_case(load_case(data), tmp_path / "ref", MPI.COMM_SELF, quiet=True, event_log=True)
+    calls = {"n": 0}
+    tick = ck.Interrupter.tick
+
+    def counting_tick(self, force=False):
+        calls["n"] += 1
+        if calls["n"] == after_ticks:
+            self.signum = signal.SIGTERM
+        return tick(self, force)
+
+    monkeypatch.setattr(ck.Interrupter, "tick", counting_tick)
+    out = tmp_path / "out"
+    with pytest.raises(ck.Interrupted):
+        run_case(load_case(data), out, MPI.COMM_SELF, quiet=True, event_log=True)
+    cp = ck.load(out / "checkpoint" / "rank000-of-001.npz")
+    assert cp["current"] is not None
+    monkeypatch.setattr(ck.Interrupter, "tick", tick)
+    run_case(load_case(data), out, MPI.COMM_SELF, quiet=True, resume=True, event_log=True)
+    assert same_datasets(tmp_path / "ref", out, 0.0) > 40
+    print(f"\ninterrupted after {after_ticks} safe points in phase {cp['current']['phase']} "
+          f"(stage {cp['current']['stage_idx']}): bit-identical after --resume")
+
+
 SAMPLE = dict(kmc={"enabled": True, "temperature": 0.3, "max_events": 800,
                    "stop": "max_events"},
               stages=STAGES[:3], run={"seed": 4, "realizations": 1, "parallel": "sample"})
@@ -281,29 +341,7 @@ def test_sample_over_two_ranks_equals_serial(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     case = load_case(case_dict(backend="direct", **SAMPLE))
     run(case, tmp_path / "ser", comm=MPI.COMM_SELF)
-    files = sorted(p.relative_to(tmp_path / "ser")
-                   for p in (tmp_path / "ser").rglob("*.h5") if "fields" not in p.parts)
-    assert len(files) == 4  # quench + 3 stages
-    compared = 0
-    for rel in files:
-        a, b = h5py.File(tmp_path / "ser" / rel, "r"), h5py.File(tmp_path / "par" / rel, "r")
-
-        def visit(name, obj, a=a, b=b):
-            nonlocal compared
-            if not isinstance(obj, h5py.Dataset):
-                return
-            x, y = np.asarray(obj), np.asarray(b[name])
-            assert x.shape == y.shape, name
-            if x.dtype.kind == "f":
-                assert np.abs(x - y).max(initial=0.0) <= 1e-10 * max(np.abs(x).max(
-                    initial=0.0), 1.0), name
-            else:
-                assert np.array_equal(x, y), name
-            compared += 1
-
-        a.visititems(visit)
-        assert a.attrs.get("num_events") == b.attrs.get("num_events")
-    assert compared > 30
+    assert same_datasets(tmp_path / "ser", tmp_path / "par", 1e-10) > 30
     s = json.loads((tmp_path / "ser" / "summary.json").read_text())
     p = json.loads((tmp_path / "par" / "summary.json").read_text())
     assert s["stages"]["load"]["events_mean"] == p["stages"]["load"]["events_mean"] > 3
