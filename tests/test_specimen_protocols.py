@@ -126,7 +126,8 @@ def check_stages(out: Path, case, rp: Replay, eps_start, names):
         fe = rp.stress(eps, t)
         dyn = np.asarray(f["state"]["stress"])
         assert np.abs(fe - dyn).max() < 1e-10 * np.abs(fe).max()  # dynamics == FE solve
-        assert el.residual(eps[el.cells], t) < 1e-10
+        res = el.residual(eps[el.cells], t)
+        assert res < 1e-10
         # the tables' grip force is the reaction g . f (+ the pre-stress' share)
         F = np.asarray(f["steps"]["force"])[-1]
         F0 = el.drive_force(eps[el.cells], t)
@@ -141,6 +142,9 @@ def check_stages(out: Path, case, rp: Replay, eps_start, names):
             assert drops.min(initial=0.0) > -1e-12 * scale, (sg.name, drops.min())
         rows[sg.name] = dict(work=work, dE=dE, dissipation=drops.sum(), avalanches=len(drops),
                              force=F, t=t, displacement=np.asarray(f["steps"]["displacement"]))
+        print(f"\n{sg.name:8s} work {work:11.5f} dE {dE:11.5f} dissipation {drops.sum():10.5f}"
+              f" avalanches {len(drops):4d} min drop {drops.min() if len(drops) else 0:10.3e} "
+              f"balance/scale {abs(balance) / scale:.1e} residual {res:.1e}", end="")
     assert list(rows) == names
     return rows
 
