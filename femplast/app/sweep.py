@@ -392,7 +392,8 @@ def point_params(pcase, model):
 
 def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     """One realization of a point through the realization pipeline, in memory: stationary
-    external stress per step (resolved on the loading direction), stress increments between
+    external stress per step (resolved on the loading direction; a specimen: its drive stress
+    F_drive / A, in the columns named sigma_xy), stress increments between
     avalanches and positive stress drops (femplast.analysis.calibration.avalanche_samples;
     the negative drops counted), slip events, patch statistics. ``idle`` is called at the
     pipeline's safe points (rank 0 serves work requests there)."""
