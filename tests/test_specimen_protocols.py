@@ -176,6 +176,14 @@ def test_stages_on_a_specimen_balance_energy_and_control_the_grip_force(tmp_path
         "state"]["eps_pl"]), rows["back"]["t"]
     e_fe = rp.el.energy(eps[rp.el.cells], t)
     assert abs(rp.energy(eps, t) - e_fe) < 1e-10 * e_fe
+    # plots resolve a stage's stress as the pipeline does: the reversed branch rises
+    from femplast.postprocess.data import load_run
+
+    pr = load_run(tmp_path / "o")
+    for name, sign in (("load", 1), ("back", -1)):
+        r = pr.stages[name][0]
+        nominal = r.steps.get("nominal_stress", r.steps["drive_stress"])
+        np.testing.assert_array_equal(r.resolved(), sign * nominal)
     s = json.loads((tmp_path / "o" / "summary.json").read_text())["stages"]
     assert s["force"]["reached"] == 1 and s["unload"]["reached"] == 1
     assert s["force"]["stress_final_mean"] == pytest.approx(1.3, rel=1e-12)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from femplast.angles import drive_direction_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import VOIGT_METRIC, PeriodicElasticity
 from femplast.fe.geometry import GeometryMesh, boundary_names, spec_from_case
@@ -124,17 +125,10 @@ def check(case) -> None:
                 v = getattr(v, part)
             raise FemplastInputError(k, v, f"{allowed} with mesh.kind: geometry")
     for i, sg in enumerate(case.stages):
-        if sg.kind == "load" and _sign_of(sg.alpha_ext) is None:
+        if sg.kind == "load" and drive_direction_deg(sg.alpha_ext) is None:
             raise FemplastInputError(f"stages[{i}].alpha_ext", sg.alpha_ext,
                                      "0 (the drive of the boundaries) or 90 (the drive "
                                      "reversed) with mesh.kind: geometry")
-
-
-def _sign_of(alpha_deg: float) -> int | None:
-    """+1 / -1 for a loading orientation that is a multiple of 90 deg (cos 2 alpha), else
-    None."""
-    c = math.cos(math.radians(2.0 * float(alpha_deg)))
-    return int(round(c)) if abs(abs(c) - 1.0) < 1e-12 else None
 
 
 def drive_sign(alpha: float) -> int:
@@ -147,7 +141,7 @@ def drive_sign(alpha: float) -> int:
     Raises:
         ValueError: ``alpha`` is not a multiple of pi/2.
     """
-    s = _sign_of(math.degrees(alpha))
+    s = drive_direction_deg(math.degrees(alpha))
     if s is None:
         raise ValueError(f"a specimen is driven along 0 or 90 deg, not {math.degrees(alpha)}")
     return s
