@@ -131,8 +131,8 @@ T = [
      "{geometry.boundaries: [1, 2]}}\nloading: {gamma_max: 0.2, stationary_from: 0.1}\n", [],
      "sweep.grid.geometry.boundaries"),
     ("geometry_scalar_sweep", "model: scalar\n" + GEO + GEO_BC + "sweep: {enabled: true, "
-     "grid: {scalar.c0: [0.03, 0.04]}}\nloading: {gamma_max: 0.2, stationary_from: 0.1}\n",
-     [], "sweep.enabled"),
+     "errors: [], grid: {scalar.c0: [0.03, 0.04]}}\nloading: {gamma_max: 0.2, "
+     "stationary_from: 0.1}\n", [], "sweep.enabled"),
     # --- elasticity
     ("el_G_zero", "elasticity: {G: 0}\n", [], "elasticity.G"),
     ("el_G_string", "elasticity: {G: soft}\n", [], "elasticity.G"),
