@@ -8,6 +8,9 @@
   a signed loading angle bounded (the protocol pipeline's unloading turns it by 90 degrees)
   without identifying ``alpha`` with ``alpha + 180``, so the stored angle stays the one the
   user would expect.
+* :func:`drive_direction_deg`: what a loading orientation means for a specimen driven by its
+  boundaries (femplast.fe.boundary): the box's ``M(alpha + 90) = -M(alpha)`` carried over,
+  +1 (drive forward) or -1 (backward), for multiples of 90 degrees only.
 """
 
 import math
@@ -26,3 +29,10 @@ def wrap_angle_deg(a: float) -> float:
     if a <= -180.0:
         a += 360.0
     return a
+
+
+def drive_direction_deg(a: float) -> int | None:
+    """``cos 2a`` as +1 / -1 when ``a`` is a multiple of 90 degrees (the drive direction of a
+    specimen at loading orientation ``a``), else None."""
+    c = math.cos(math.radians(2.0 * float(a)))
+    return int(round(c)) if abs(abs(c) - 1.0) < 1e-12 else None

@@ -113,7 +113,6 @@ T = [
     ("geometry_alpha", GEO + GEO_BC + "loading: {alpha_ext: 45}\n", [], "loading.alpha_ext"),
     ("geometry_propagator", GEO + GEO_BC + "redistribution: {backend: propagator}\n", [],
      "redistribution.backend"),
-    ("geometry_quench", "model: quench\n" + GEO + GEO_BC, [], "model"),
     ("geometry_scalar_propagator", "model: scalar\n" + GEO + GEO_BC + "redistribution: "
      "{backend: propagator}\n", [], "redistribution.backend"),
     ("geometry_scalar_stress_file", "model: scalar\n" + GEO + GEO_BC + "scalar: "
@@ -123,6 +122,17 @@ T = [
     ("geometry_G_ss_dense", GEO + GEO_BC + "variant: {structure_strain: 0.2, lambda_ss: 1, "
      "k_ss: 2.18, G_ss: 8}\nredistribution: {backend: dense}\n", [],
      "redistribution.backend"),
+    ("geometry_stage_alpha", GEO + GEO_BC + "stages: [{name: a, kind: load, gamma: 0.1, "
+     "alpha_ext: 45}]\n", [], "stages[0].alpha_ext"),
+    ("geometry_finite_size", GEO + GEO_BC + "sweep: {enabled: true, errors: [], grid: {k: "
+     "[2.0]}, finite_size: [4]}\nloading: {gamma_max: 0.2, stationary_from: 0.1}\n", [],
+     "sweep.finite_size"),
+    ("geometry_sweep_boundaries", GEO + GEO_BC + "sweep: {enabled: true, errors: [], grid: "
+     "{geometry.boundaries: [1, 2]}}\nloading: {gamma_max: 0.2, stationary_from: 0.1}\n", [],
+     "sweep.grid.geometry.boundaries"),
+    ("geometry_scalar_sweep", "model: scalar\n" + GEO + GEO_BC + "sweep: {enabled: true, "
+     "errors: [], grid: {scalar.c0: [0.03, 0.04]}}\nloading: {gamma_max: 0.2, "
+     "stationary_from: 0.1}\n", [], "sweep.enabled"),
     # --- elasticity
     ("el_G_zero", "elasticity: {G: 0}\n", [], "elasticity.G"),
     ("el_G_string", "elasticity: {G: soft}\n", [], "elasticity.G"),

@@ -226,7 +226,7 @@ def validate(case) -> None:
         if column(k) in axes:
             raise FemplastInputError(f"sweep.grid.{k}", spec, "each key once")
         axes[column(k)] = axis_values(spec, str(k))
-    if sw.finite_size and case.mesh.kind == "gmsh":
+    if sw.finite_size and case.mesh.kind in ("gmsh", "geometry"):
         raise FemplastInputError("sweep.finite_size", sw.finite_size, "structured meshes "
                                  "(mesh.kind quad or tri)")
     # every axis value, with the other axes at their first value, makes a valid case
@@ -392,13 +392,13 @@ def point_params(pcase, model):
 
 def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     """One realization of a point through the realization pipeline, in memory: stationary
-    external stress per step (resolved on the loading direction), stress increments between
+    external stress per step (resolved on the loading direction; a specimen: its drive stress
+    F_drive / A, in the columns named sigma_xy), stress increments between
     avalanches and positive stress drops (femplast.analysis.calibration.avalanche_samples;
     the negative drops counted), slip events, patch statistics. ``idle`` is called at the
     pipeline's safe points (rank 0 serves work requests there)."""
-    from femplast.fe.elasticity import resolved_shear as resolved
     from femplast.protocols.pipeline import RealizationRun
-    from femplast.protocols.stages import stages_from_case
+    from femplast.protocols.stages import resolved_stress, stages_from_case
 
     ld = pcase.loading
     stages = stages_from_case(pcase)
@@ -406,13 +406,16 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
                          progress=lambda *a, **k: None)
     res = run.run(idle if idle is not None else (lambda: None))
     tabs = res["tables"][stages[0].name]
-    alpha = math.radians(ld.alpha_ext)
     steps, av = tabs["steps"], tabs["avalanches"]
-    s = resolved(alpha, steps["stress"])
+
+    def resolved(stress):  # the box: resolved on alpha_ext; a specimen: its drive stress
+        return resolved_stress(model, stress, ld.alpha_ext)
+
+    s = resolved(steps["stress"])
     stat = steps["gamma_ext"] > ld.stationary_from
     sel = av["gamma_ext"] > ld.stationary_from
-    a = C.avalanche_samples(resolved(alpha, av["stress_before"]),
-                            resolved(alpha, av["stress_after"]), av["gamma_ext"],
+    a = C.avalanche_samples(resolved(av["stress_before"]), resolved(av["stress_after"]),
+                            av["gamma_ext"],
                             ld.stationary_from)
     return dict(sigma_xy=s[stat], increment_xy=a["increments"],
                 drop_xy=a["drops"][~a["negative"]], negative_drops=int(a["negative"].sum()),

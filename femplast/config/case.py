@@ -265,12 +265,16 @@ class StageSection:
                             "from (branches, e.g. the two reloadings of a Bauschinger test); "
                             "null: the previous stage")
     alpha_ext: float = key(0.0, "loading orientation of a load stage: 0 forward simple shear, "
-                           "90 reverse", "deg", min=-180, max=180)
+                           "90 reverse; a specimen (mesh.kind: geometry): 0 drives its "
+                           "boundaries forward, 90 backward (no other value)", "deg", min=-180,
+                           max=180)
     gamma: float | None = key(None, "load: external strain of the stage (strain control); with "
                               "stress or for unload: a cap on the stage's strain (default 1)",
                               "-", min=0, min_open=True)
     stress: float | None = key(None, "load: target external stress resolved on alpha_ext "
-                               "(stress control)", "LJ stress")
+                               "(stress control); a specimen: the drive stress F_drive / A "
+                               "(force control of its driven boundaries, grips moved as an "
+                               "affine field; unload targets F_drive = 0)", "LJ stress")
     dgamma_ext: float | None = key(None, "strain increment of strain control; null: "
                                    "loading.dgamma_ext", "-", min=0, min_open=True, max=1)
     temperature: float = key(0.0, "hold: kB T of thermally activated events", "LJ energy", min=0)

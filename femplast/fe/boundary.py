@@ -23,14 +23,21 @@ with the load response ``R`` = the stress per unit ``gamma_ext`` at zero plastic
 Reactions: the internal nodal forces ``f = K u - Bs C:eps_pl`` vanish on the reduced dofs
 (equilibrium) and are the support forces on the constrained ones; ``F_drive = g . f`` is the
 force conjugate to ``gamma_ext``, so the boundary work is ``int F_drive d gamma_ext``.
+
+The realization pipeline runs on specimens unchanged (KMC preparation, stages, sweeps, one
+sample over the ranks): a loading orientation keeps only its drive direction here
+(:func:`drive_sign`: 0 forward, 90 deg backward), and the stress a stage controls is the drive
+stress ``F_drive / A`` (femplast.protocols.stages.resolved_stress).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from femplast.angles import drive_direction_deg
 from femplast.errors import FemplastInputError
 from femplast.fe.elasticity import VOIGT_METRIC, PeriodicElasticity
 from femplast.fe.geometry import GeometryMesh, boundary_names, spec_from_case
@@ -86,8 +93,10 @@ def check_conditions(spec: dict | None, names=None) -> dict[str, tuple]:
 
 def check(case) -> None:
     """Consistency of a geometry case (mesh.kind: geometry): the shape, the conditions, and
-    what runs on a specimen today (tensorial AQS runs driven along gamma_ext with patch tests
-    and evolving moduli, or the scalar model with the specimen's FE kernel)."""
+    what runs on a specimen today: the tensorial model through the realization pipeline (KMC
+    preparation, stages, sweeps, one sample over the ranks, patch tests, evolving moduli),
+    driven along gamma_ext forward (orientation 0) or reversed (90), and the scalar model with
+    the specimen's FE kernel."""
     if case.mesh.kind != "geometry":
         if case.geometry.boundaries:
             raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
@@ -100,14 +109,12 @@ def check(case) -> None:
         raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
                                  "at least one boundary with a nonzero {displacement: "
                                  "[ux, uy]} (the driving)")
-    unsupported = [("model", case.model not in ("tensorial", "scalar"),
-                    "tensorial or scalar (femplast.scalar.specimen)"),
+    unsupported = [("model", case.model not in ("tensorial", "quench", "scalar"),
+                    "tensorial, quench or scalar (femplast.scalar.specimen)"),
                    ("loading.alpha_ext", case.loading.alpha_ext != 0,
                     "0 (a specimen is driven by its boundaries)"),
-                   ("stages", bool(case.stages), "[] (not yet on specimens)"),
-                   ("kmc.enabled", case.kmc.enabled, "false (not yet on specimens)"),
-                   ("sweep.enabled", case.sweep.enabled, "false (not yet on specimens)"),
-                   ("run.parallel", case.run.parallel != "realizations", "realizations"),
+                   ("sweep.enabled", case.sweep.enabled and case.model == "scalar",
+                    "false with model: scalar (sweeps of specimens run the tensorial model)"),
                    ("redistribution.backend", case.redistribution.backend == "propagator",
                     "auto, dense or direct on a specimen")]
     for k, bad, allowed in unsupported:
@@ -117,6 +124,27 @@ def check(case) -> None:
             for part in value:
                 v = getattr(v, part)
             raise FemplastInputError(k, v, f"{allowed} with mesh.kind: geometry")
+    for i, sg in enumerate(case.stages):
+        if sg.kind == "load" and drive_direction_deg(sg.alpha_ext) is None:
+            raise FemplastInputError(f"stages[{i}].alpha_ext", sg.alpha_ext,
+                                     "0 (the drive of the boundaries) or 90 (the drive "
+                                     "reversed) with mesh.kind: geometry")
+
+
+def drive_sign(alpha: float) -> int:
+    """The direction of a specimen's drive for a loading orientation ``alpha`` (radians): the
+    box's ``M(alpha + pi/2) = -M(alpha)`` carried over, so that the protocols' orientations keep
+    their meaning: ``alpha = 0`` drives the boundaries forward (``u = gamma_ext g``), ``pi/2``
+    reverses them (``u = -gamma_ext g``: unloading, a reversed reload). Other orientations have
+    no meaning on a specimen (refused by :func:`check`).
+
+    Raises:
+        ValueError: ``alpha`` is not a multiple of pi/2.
+    """
+    s = drive_direction_deg(math.degrees(alpha))
+    if s is None:
+        raise ValueError(f"a specimen is driven along 0 or 90 deg, not {math.degrees(alpha)}")
+    return s
 
 
 def parse_conditions(geo: GeometryMesh, spec: dict | None) -> list[Condition]:
@@ -297,8 +325,9 @@ class BoundedElasticity(PeriodicElasticity):
     # ------------------------------------------------------------------ drive
     @staticmethod
     def external(gamma: float, alpha: float = 0.0) -> float:
-        """The solve argument at loading parameter ``gamma`` (alpha has no meaning here)."""
-        return float(gamma)
+        """The solve argument at loading parameter ``gamma`` along ``alpha`` (radians): the
+        drive forward (0) or reversed (pi/2), :func:`drive_sign`."""
+        return drive_sign(alpha) * float(gamma)
 
     def _drive(self, E) -> float:
         E = np.asarray(E, float)
@@ -491,4 +520,4 @@ def constraint_prolongation(V, geo: GeometryMesh, conditions: list[Condition]):
 
 
 __all__ = ["BoundedElasticity", "Condition", "check_conditions", "constraint_prolongation",
-           "elasticity_of", "parse_conditions"]
+           "drive_sign", "elasticity_of", "parse_conditions"]

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from femplast.angles import drive_direction_deg
+
 PATCH_QUANTITIES = ("sigma_vm", "tau_i", "tau_c", "dtau_c", "delta_tau_c")
 CALIBRATION_COLUMNS = ("k", "lambda", "chi", "L_macro", "L_meso_plus", "L_meso_minus", "L_stat")
 SCALAR_OBSERVABLES = ("LOC", "plastic_strain_variance", "mean_threshold", "internal_stress_std")
@@ -72,10 +74,12 @@ class Realization:
         alpha_ext = 0): ``sin(2 a) (S_yy - S_xx) / 2 + cos(2 a) S_xy``; a scalar stress as is.
         A specimen driven by its grips: its nominal stress (``steps/nominal_stress``: grip
         force per unit grip length, one driven boundary), else the stress conjugate to the
-        drive (``steps/drive_stress``: grip work per unit gamma_ext / area)."""
+        drive (``steps/drive_stress``: grip work per unit gamma_ext / area), times the drive
+        direction of ``alpha_ext`` (90: driven backward; femplast.protocols.stages
+        .resolved_stress): a reversed stage's stress rises as the pipeline controls it."""
         for key in ("nominal_stress", "drive_stress"):
             if stress is None and key in self.steps:
-                return self.steps[key]
+                return (drive_direction_deg(self.alpha_deg or 0.0) or 1) * self.steps[key]
         s = self.stress if stress is None else stress
         if s is None:
             raise ValueError(f"{self.name}: no stress")

@@ -409,10 +409,11 @@ def reload_stages(run: RunData) -> list[str]:
 
 
 def elastic_modulus(run: RunData, g: np.ndarray, s: np.ndarray) -> float:
-    """Slope of the elastic response ``Sigma = G gamma`` (case's elasticity.G; without it,
-    the slope of the first ten steps of the branch)."""
+    """Slope of the elastic response ``Sigma = G gamma`` (case's elasticity.G; without it, or
+    on a specimen, whose drive stress has its own stiffness, the slope of the first ten steps
+    of the branch)."""
     G = _case(run, "elasticity", "G")
-    if isinstance(G, (int, float)):
+    if isinstance(G, (int, float)) and _case(run, "mesh", "kind") != "geometry":
         return float(G)
     k = min(len(g), 11)
     return float(np.polyfit(g[:k] - g[0], s[:k], 1)[0])
@@ -474,7 +475,9 @@ def bauschinger(run: RunData, saver: Saver) -> list[Entry]:
         ax[0].axhline(0, color="0.6", lw=0.5)
         ax[0].set_xlabel(rf"strain along $\alpha_{{\rm ext}}$ = {a0:g}°, "
                          r"$\gamma^{\rm ext}$")
-        ax[0].set_ylabel(S.stress_label(a0))
+        specimen = _case(run, "mesh", "kind") == "geometry"  # stress: grip force / area
+        ax[0].set_ylabel(f"grip force / area [{S.U_STRESS}]" if specimen
+                         else S.stress_label(a0))
         ax[0].legend(loc="best", fontsize=6.5)
         notes = []
         for name, d in ys.items():
@@ -498,7 +501,8 @@ def bauschinger(run: RunData, saver: Saver) -> list[Entry]:
                        1.15 * top)
         ax[1].set_xlim(0, gmax)
         ax[1].set_xlabel(r"strain of the reload $\gamma^{\rm ext}$")
-        ax[1].set_ylabel(f"resolved stress {S.stress_symbol(90.0)} [{S.U_STRESS}]")
+        ax[1].set_ylabel(f"grip force / area [{S.U_STRESS}]" if specimen
+                         else f"resolved stress {S.stress_symbol(90.0)} [{S.U_STRESS}]")
         ax[1].legend(loc="lower right", fontsize=6.5)
         S.panel_letters(ax, x=-0.15)
         fig.tight_layout()

@@ -56,6 +56,7 @@ from femplast.analysis.calibration import avalanche_samples
 from femplast.analysis.localization import of_windows, window_edges
 from femplast.angles import wrap_angle_deg
 from femplast.errors import FemplastInputError
+from femplast.fe.boundary import drive_sign
 from femplast.fe.elasticity import M_vector, resolved_shear_dsp
 from femplast.io.output import (
     H5Writer,
@@ -74,9 +75,12 @@ from femplast.protocols.stages import (
     StrainStage,
     StressStage,
     bind,
+    check_drive,
     fields_enabled,
     fold,
     init_protocol_state,
+    resolved_stress,
+    specimen,
     stages_from_case,
 )
 from femplast.redistribution.backends import from_dsp
@@ -256,7 +260,9 @@ class RealizationRun:
             return StressStage(self.model, st, sg, alpha, sg.stress, **self._stage_opts(sg))
         if sg.kind == "unload":
             self.model.refresh(st)
-            s_prev = resolved_shear_dsp(st.sig @ self.model.weights, prev)
+            mean = st.sig @ self.model.weights
+            s_prev = (resolved_stress(self.model, from_dsp(mean), prev)
+                      if specimen(self.model) else resolved_shear_dsp(mean, prev))
             alpha = wrap_angle_deg(prev + 90.0) if s_prev > 0 else prev
             return StressStage(self.model, st, sg, alpha, 0.0, **self._stage_opts(sg))
         return HoldStage(self.model, st, sg, prev, self.case.kmc.Va, **self._stage_opts(sg))
@@ -297,7 +303,7 @@ class RealizationRun:
         a2 = math.radians(2 * ro.alpha_deg)
         res["curve_gamma"] = tg
         res["curve_stress"] = math.sin(a2) * 0.5 * (tr[:, 1] - tr[:, 0]) + math.cos(a2) * tr[:, 2]
-        self._specimen_response(tabs, res)
+        self._specimen_response(ro, tabs, res)
         if sg.implicit:
             g0 = self.case.loading.stationary_from
             av = tabs["avalanches"]
@@ -344,7 +350,7 @@ class RealizationRun:
 
         return window_cells(self.model, spec_from_case(self.case))
 
-    def _specimen_response(self, tabs: dict, res: dict) -> None:
+    def _specimen_response(self, ro: StageRun, tabs: dict, res: dict) -> None:
         """A specimen driven by affine grips (femplast.fe.boundary): its force-displacement
         curve, ``force = A <sigma> : Gd`` per step, and the stress conjugate to gamma_ext as
         the stage's curve (tension: <sigma_yy>; shear between walls: <sigma_xy>)."""
@@ -356,7 +362,10 @@ class RealizationRun:
             return
         tabs["steps"]["drive_stress"] = drive
         tabs["steps"]["force"] = box.area * drive
-        tabs["steps"]["displacement"] = tabs["steps"]["gamma_ext"] * box.height
+        # the grip's displacement: the drive of the earlier stages (folded) plus this one's
+        sign = drive_sign(math.radians(ro.alpha_deg))
+        tabs["steps"]["displacement"] = (float(self.state.drive) + sign
+                                         * tabs["steps"]["gamma_ext"]) * box.height
         factor = self._nominal_factor()
         if factor is not None:  # the grip's force per unit grip length (fe.boundary)
             drive = factor * drive
@@ -521,6 +530,7 @@ class TensorialRuns:
         self.stages = stages_from_case(case)
         self.models = Models(case, comm if self.sample else MPI.COMM_SELF,
                              0 if self.sample else comm.rank)
+        check_drive(self.models.first, self.stages)
 
     def new_run(self, index: int) -> RealizationRun:
         return RealizationRun(self.case, self.models.get(index), index, self.outdir,

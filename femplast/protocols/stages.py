@@ -35,6 +35,17 @@ there, otherwise an avalanche runs at ``gamma*``. ``gamma`` of the stage caps th
 (default 1): a target above the flow stress ends at the cap (reported as not reached).
 Stress-controlled stages write one ``steps`` row per avalanche (``gamma_ext``, ``stress_before``
 at its onset, ``stress`` after it) between the initial and the final row.
+
+Specimens (``mesh.kind: geometry``, :mod:`femplast.fe.boundary`). The same stages, with the
+load response of the driven boundaries: orientation 0 moves them forward
+(``u = gamma_ext g``), 90 backward (``-gamma_ext g``, :func:`femplast.fe.boundary.drive_sign`:
+an unload turns the drive round as on the box). The controlled stress is the drive stress
+``S = +-<sigma> : Gd = +-F_drive / A`` (:func:`resolved_stress`), still linear in gamma_ext
+between avalanches, so stress control is exact force control of the grips; it needs grips
+moved as one affine field (:func:`check_drive`). Folding a stage adds its drive to
+``state.drive`` (the grip displacement of the next stage's outputs starts there). A KMC
+preparation runs with the driven boundaries held at gamma_ext = 0, so the quenched specimen
+may carry a residual grip force (its first force-curve value).
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ import numpy as np
 
 from femplast.analysis.localization import resolved_plastic
 from femplast.errors import FemplastInputError
-from femplast.fe.elasticity import M_vector
+from femplast.fe.elasticity import M_vector, resolved_shear
 from femplast.io.output import snapshot_fields
 from femplast.protocols import checkpoint as ck
 from femplast.protocols.records import steps_table
@@ -68,6 +79,40 @@ def init_protocol_state(model, state, alpha_deg: float) -> None:
     state.E_macro = np.zeros(3)
     state.sig_fold = np.zeros((3, nc))
     state.alpha_last = np.array(float(alpha_deg))
+    state.drive = np.array(0.0)  # a specimen's accumulated boundary drive (folded gamma_ext)
+
+
+def specimen(model) -> bool:
+    """Whether the model is a specimen driven by its boundaries (femplast.fe.boundary)."""
+    return bool(getattr(model.box, "bounded", False))
+
+
+def resolved_stress(model, stress_xyz, alpha_deg: float):
+    """The external stress a stage controls, from mean stresses ``[xx, yy, xy]`` (..., 3).
+
+    The periodic box: the shear stress resolved on the loading orientation (eq. 3-4,
+    :func:`femplast.fe.elasticity.resolved_shear`). A specimen: the drive stress
+    ``<sigma> : Gd = F_drive / A`` (the force conjugate to gamma_ext per unit area,
+    femplast.fe.boundary) times the drive direction (+1 forward, -1 reversed: orientation 90),
+    so that it rises with the stage's gamma_ext either way: stress control of a specimen is
+    control of the force on its driven boundaries.
+
+    Raises:
+        FemplastInputError: a specimen whose driven boundaries do not move as an affine field
+            (the drive force is then not a function of the mean stress).
+    """
+    if not specimen(model):
+        return resolved_shear(math.radians(alpha_deg), stress_xyz)
+    from femplast.fe.boundary import drive_sign
+
+    el = model.el
+    d = el.drive_stress(stress_xyz)
+    if d is None:
+        raise FemplastInputError("geometry.boundaries", {c.name: c.kind for c in el.conditions},
+                                 "boundaries moved as an affine field (grips, walls) for "
+                                 "stress control, unloading and sweeps on a specimen (the "
+                                 "drive force is then A <sigma> : Gd)")
+    return drive_sign(math.radians(alpha_deg)) * d
 
 
 def fold(model, state, gamma: float, alpha_deg: float) -> None:
@@ -79,6 +124,26 @@ def fold(model, state, gamma: float, alpha_deg: float) -> None:
     state.sig_fold += gamma * R
     state.E_macro += gamma * M_vector(math.radians(alpha_deg))
     state.alpha_last[...] = alpha_deg
+    if specimen(model):
+        from femplast.fe.boundary import drive_sign
+
+        state.drive += drive_sign(math.radians(alpha_deg)) * gamma
+
+
+def check_drive(model, stages: list) -> None:
+    """Stress control and unloading on a specimen need its drive stress
+    (:func:`resolved_stress`): refuse them, before any realization runs, when the driven
+    boundaries do not move as an affine field (FemplastInputError naming the stage)."""
+    if not specimen(model) or model.el.drive_gradient is not None:
+        return
+    for i, sg in enumerate(stages):
+        if sg.control == "stress":
+            key, value = ((f"stages[{i}].stress", sg.stress) if sg.kind == "load"
+                          else (f"stages[{i}].kind", sg.kind))
+            raise FemplastInputError(key, value, "strain control on this specimen: its "
+                                     "driven boundaries do not move as one affine field, so "
+                                     "the force on them is not A <sigma> : Gd (use grips or "
+                                     "walls)")
 
 
 # ============================================================================ stages
@@ -278,8 +343,13 @@ class StressStage(StageRun):
         return float(self.drv.dgamma)
 
     def coefficients(self) -> tuple[float, float]:
+        """``S(gamma) = A + B gamma``, the controlled stress (:func:`resolved_stress`) between
+        avalanches: linear in gamma_ext on the box and on a specimen alike."""
         m, s = self.model, self.state
         w = m.weights
+        if specimen(m):
+            return (float(resolved_stress(m, from_dsp(s.sig @ w), self.alpha_deg)),
+                    float(resolved_stress(m, from_dsp(self.drv.R @ w), self.alpha_deg)))
         A = w @ (self.s2a * s.sig[0] + self.c2a * s.sig[1])
         B = w @ (self.s2a * self.drv.R[0] + self.c2a * self.drv.R[1])
         return float(A), float(B)
