@@ -281,6 +281,22 @@ def test_calibration_parabola_and_landscape(tmp_path):
     assert "lambda_hat = 2," in e.caption and "chi_hat = 2.25" in e.caption
 
 
+def test_sweep_without_errors_plots_its_observables(tmp_path):
+    # sweep.errors: [] leaves the L_* columns NaN: the observables are drawn instead of a
+    # calibration figure (which used to fail on an empty reduction)
+    lines = ["point,k,chi,L_macro,L_stat,sigma_xy_mean,sigma_xy_std_err,drop_xy_mean,"
+             "slip_events_per_unit_strain"]
+    for i, (k, chi) in enumerate([(2.0, 2.0), (2.2, 2.0), (2.0, 2.5), (2.2, 2.5)]):
+        lines.append(f"{i},{k},{chi},nan,nan,{0.4 + 0.1 * k},0.01,0.07,{800 + 10 * i}")
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "table.csv").write_text("\n".join(lines) + "\n")
+    assert load_run(tmp_path).families() == ["calibration"]
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True)
+    (e,) = entries
+    assert e.path.name == "sweep_observables.png" and pixel_variance(e.path) > MIN_VARIANCE
+    assert "(k, chi)" in e.caption
+
+
 def test_bauschinger_scalar_and_finite_size(tmp_path):
     import json
 

@@ -818,6 +818,8 @@ def calibration(run: RunData, saver: Saver) -> list[Entry]:
     t = run.calibration
     if t is None:
         return []
+    if not any(np.isfinite(t[c]).any() for c in ("L_macro", "L_stat") if c in t):
+        return sweep_observables(run, saver)  # a sweep without calibration errors
     best = best_per_k(t)
     ls = np.unique(best["l"]) if "l" in best else [None]
     comps = [c for c in ("L_macro", "L_meso_plus", "L_meso_minus", "L_stat") if c in t]
@@ -842,6 +844,39 @@ def calibration(run: RunData, saver: Saver) -> list[Entry]:
                + "; ".join(notes) + f" (table: {run.calibration_path.name}).")
         e = saver.save(fig, "calibration", cap)
         return [e]
+
+
+_SWEEP_OBSERVABLES = (
+    ("sigma_xy_mean", "sigma_xy_std_err", r"stationary $\langle\Sigma_{xy}\rangle$"),
+    ("drop_xy_mean", None, r"mean stress drop $\langle\Delta\Sigma\rangle$"),
+    ("slip_events_per_unit_strain", None, "slip events per unit strain"))
+
+
+def sweep_observables(run: RunData, saver: Saver) -> list[Entry]:
+    """Observables of a sweep without calibration errors (``sweep.errors: []``) against each
+    swept parameter: one row of panels per parameter, the other parameters' points as
+    separate markers."""
+    t = run.calibration
+    first_error = next((i for i, c in enumerate(t) if c.startswith("L_")), len(t))
+    params = [c for c in list(t)[:first_error] if c != "point" and len(np.unique(t[c])) > 1]
+    obs = [o for o in _SWEEP_OBSERVABLES if o[0] in t and np.isfinite(t[o[0]]).any()]
+    if not params or not obs:
+        return []
+    with S.style():
+        fig, ax = plt.subplots(len(params), len(obs), squeeze=False,
+                               figsize=(S.DOUBLE, 2.3 * len(params)))
+        for r, p in enumerate(params):
+            for c, (col, err, label) in enumerate(obs):
+                a = ax[r, c]
+                a.errorbar(t[p], t[col], yerr=None if err is None else t[err], fmt="o",
+                           ms=3, color=S.COLORS[0], capsize=2)
+                a.set_xlabel(p)
+                a.set_ylabel(label)
+        fig.tight_layout()
+        cap = ("Sweep without calibration errors: stationary observables of every grid point "
+               f"against each swept parameter ({', '.join(params)}); error bars: standard "
+               f"error over realizations (table: {run.calibration_path.name}).")
+        return [saver.save(fig, "sweep_observables", cap)]
 
 
 # ----------------------------------------------------------------------------- finite size
