@@ -111,6 +111,25 @@ def test_default_outdirs_never_collide(tmp_path):
         c.release()
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_refusal_after_the_model_is_built_leaves_nothing(existing, tmp_path, capfd):
+    # inclusion.radius is checked against the built mesh (after the claim): exit 2, one
+    # line, and no directory that looks like a run (an empty --out given stays empty)
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    case = Path(femplast.__file__).parent.parent / "cases" / "inclusion.yaml"
+    rc, err = run([case, "--set", "inclusion.radius=0.01", "--out", out], capfd)
+    assert rc == 2 and err.count("\n") == 1 and "inclusion.radius = 0.01" in err
+    assert out.exists() == existing and (not existing or not any(out.iterdir()))
+    # a directory holding anything else is left as it is
+    claim = claims.claim_fresh(tmp_path / "kept", "x")
+    (claim.path / "case.yaml").write_text("x")
+    (claim.path / "summary.json").write_text("{}")
+    assert not claim.discard() and (claim.path / "summary.json").exists()
+    claim.release()
+
+
 def test_concurrent_runs_on_one_out(tmp_path):
     """Two runs started together on one --out: one runs, the other is refused (exit 2)."""
     case = tmp_path / "tiny.yaml"

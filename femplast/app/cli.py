@@ -157,8 +157,15 @@ def _run(args, check_only: bool) -> int:
         with ck.early_interrupts(), \
                 claim_outdir(comm, args.out, case.name, resume=args.resume) as claim:
             announce_if_cold(args.quiet or comm.rank != 0)
-            run_case(case, claim.path, comm, quiet=args.quiet, event_log=args.event_log,
-                     resume=args.resume, keep_checkpoint=args.keep_checkpoint)
+            try:
+                run_case(case, claim.path, comm, quiet=args.quiet, event_log=args.event_log,
+                         resume=args.resume, keep_checkpoint=args.keep_checkpoint)
+            except FemplastInputError:
+                # refused once the model is built (a check that needs the mesh): a fresh
+                # run leaves no directory that looks like a run behind
+                if comm.rank == 0 and not args.resume:
+                    claim.discard()
+                raise
     except FemplastInputError as exc:
         if comm.rank == 0:
             for line in str(exc).splitlines():  # every problem of the case, one line each

@@ -27,8 +27,8 @@ LOCK_NAME = ".femplast.lock"
 class Claim:
     """A claimed output directory (``path``), locked until :meth:`release`."""
 
-    def __init__(self, path: Path, fd: int | None):
-        self.path, self.fd = path, fd
+    def __init__(self, path: Path, fd: int | None, created: bool = False):
+        self.path, self.fd, self.created = path, fd, created
 
     def __enter__(self):
         return self
@@ -44,6 +44,22 @@ class Claim:
             (self.path / LOCK_NAME).unlink(missing_ok=True)
         os.close(self.fd)
         self.fd = None
+
+    def discard(self) -> bool:
+        """Undo a fresh claim whose run was refused before it produced anything: remove
+        ``case.yaml`` (the only file a run writes before its first result) and the directory
+        if this claim created it. Returns whether it did; a directory holding anything else
+        is left as it is (nothing is lost)."""
+        if self.fd is None:
+            return False
+        names = {p.name for p in self.path.iterdir()}
+        if not names <= {"case.yaml", LOCK_NAME}:
+            return False
+        (self.path / "case.yaml").unlink(missing_ok=True)
+        self.release()
+        if self.created:
+            self.path.rmdir()
+        return True
 
 
 def _bad(value, allowed: str) -> FemplastInputError:
@@ -95,7 +111,7 @@ def claim_fresh(out: str | Path | None, name: str, base: str | Path = "runs") ->
         while True:
             try:
                 os.mkdir(p)
-                return Claim(p, _lock(p, create=True))
+                return Claim(p, _lock(p, create=True), created=True)
             except FileExistsError:
                 i += 1
                 p = Path(base) / f"{name}-{i}"
@@ -105,8 +121,10 @@ def claim_fresh(out: str | Path | None, name: str, base: str | Path = "runs") ->
     if p.exists() and not p.is_dir():
         raise _bad(p, "a directory (this is a file)")
     _mkdir_parents(p)
+    created = False
     try:
         os.mkdir(p)
+        created = True
     except FileExistsError:
         if not p.is_dir():
             raise _bad(p, "a directory (this is a file)") from None
@@ -115,7 +133,7 @@ def claim_fresh(out: str | Path | None, name: str, base: str | Path = "runs") ->
                        "overwritten; use --resume to continue an interrupted run)") from None
     except OSError as exc:
         raise _bad(p, f"a directory you can create ({exc.strerror})") from None
-    return Claim(p, _lock(p, create=True))
+    return Claim(p, _lock(p, create=True), created=created)
 
 
 def claim_resume(out: str | Path | None) -> Claim:
