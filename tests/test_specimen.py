@@ -310,6 +310,12 @@ def test_nominal_stress_is_the_grip_reaction_per_grip_length():
         nominal = el.nominal_factor() * el.drive_stress(sim.mean_stress)
         assert abs(nominal - sign * top[1] / 60.0) < 1e-10 * abs(nominal)
         assert nominal > 0
+        # one quantity: what a stress stage controls and a sweep reports is this nominal
+        # stress (the notch makes it differ from F_drive / A by the factor A / (W H))
+        from femplast.protocols.stages import resolved_stress
+
+        assert el.nominal == el.nominal_factor() and abs(el.nominal - 1.0) > 1e-3
+        assert resolved_stress(sim._model, sim.mean_stress, 0.0) == nominal
 
 
 def test_notched_strip_run_summarizes_bands_loc_and_nominal_stress(tmp_path):

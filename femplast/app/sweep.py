@@ -392,11 +392,12 @@ def point_params(pcase, model):
 
 def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     """One realization of a point through the realization pipeline, in memory: stationary
-    external stress per step (resolved on the loading direction; a specimen: its drive stress
-    F_drive / A, in the columns named sigma_xy), stress increments between
-    avalanches and positive stress drops (femplast.analysis.calibration.avalanche_samples;
-    the negative drops counted), slip events, patch statistics. ``idle`` is called at the
-    pipeline's safe points (rank 0 serves work requests there)."""
+    external stress per step (resolved on the loading direction; a specimen: its nominal
+    stress, ``BoundedElasticity.controlled_stress``, in the columns named sigma_xy), stress
+    increments between avalanches and positive stress drops
+    (femplast.analysis.calibration.avalanche_samples; the negative drops counted), slip
+    events, patch statistics. ``idle`` is called at the pipeline's safe points (rank 0
+    serves work requests there)."""
     from femplast.protocols.pipeline import RealizationRun
     from femplast.protocols.stages import resolved_stress, stages_from_case
 
@@ -408,7 +409,7 @@ def run_realization_stats(pcase, model, j: int, idle=None) -> dict:
     tabs = res["tables"][stages[0].name]
     steps, av = tabs["steps"], tabs["avalanches"]
 
-    def resolved(stress):  # the box: resolved on alpha_ext; a specimen: its drive stress
+    def resolved(stress):  # the box: resolved on alpha_ext; a specimen: its nominal stress
         return resolved_stress(model, stress, ld.alpha_ext)
 
     s = resolved(steps["stress"])

@@ -272,9 +272,10 @@ class StageSection:
                               "stress or for unload: a cap on the stage's strain (default 1)",
                               "-", min=0, min_open=True)
     stress: float | None = key(None, "load: target external stress resolved on alpha_ext "
-                               "(stress control); a specimen: the drive stress F_drive / A "
-                               "(force control of its driven boundaries, grips moved as an "
-                               "affine field; unload targets F_drive = 0)", "LJ stress")
+                               "(stress control); a specimen: its nominal stress (force on "
+                               "the driven grip per unit grip length; F_drive / A when several "
+                               "boundaries are driven): force control of grips moved as an "
+                               "affine field; unload targets zero force", "LJ stress")
     dgamma_ext: float | None = key(None, "strain increment of strain control; null: "
                                    "loading.dgamma_ext", "-", min=0, min_open=True, max=1)
     temperature: float = key(0.0, "hold: kB T of thermally activated events", "LJ energy", min=0)

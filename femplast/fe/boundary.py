@@ -212,6 +212,7 @@ class BoundedElasticity(PeriodicElasticity):
         super().__init__(geo, G, B, petsc_options, petsc_prefix)
         self._check_rigid()
         self.drive_gradient = self._affine_drive()
+        self.nominal = self.nominal_factor()  # collective: once, here
 
     # ------------------------------------------------------------------ construction
     def _reduce_periodic(self, K, Bs, Dm) -> None:
@@ -298,6 +299,13 @@ class BoundedElasticity(PeriodicElasticity):
         Gd = self.drive_gradient
         s = np.asarray(mean_xyz, float)
         return Gd[0, 0] * s[..., 0] + Gd[1, 1] * s[..., 1] + (Gd[0, 1] + Gd[1, 0]) * s[..., 2]
+
+    def controlled_stress(self, mean_xyz) -> np.ndarray | None:
+        """The specimen's external stress, one quantity for records, stage targets and sweeps:
+        the nominal stress (:meth:`nominal_factor`) when one boundary is driven, else the
+        drive stress ``F_drive / A``; None when the drive is not affine."""
+        d = self.drive_stress(mean_xyz)
+        return d if d is None or self.nominal is None else self.nominal * d
 
     def nominal_factor(self) -> float | None:
         """``F_nominal / drive_stress``: the nominal stress is the force on the driven boundary

@@ -366,7 +366,7 @@ class RealizationRun:
         sign = drive_sign(math.radians(ro.alpha_deg))
         tabs["steps"]["displacement"] = (float(self.state.drive) + sign
                                          * tabs["steps"]["gamma_ext"]) * box.height
-        factor = self._nominal_factor()
+        factor = self.model.el.nominal
         if factor is not None:  # the grip's force per unit grip length (fe.boundary)
             drive = factor * drive
             tabs["steps"]["nominal_stress"] = drive
@@ -377,11 +377,6 @@ class RealizationRun:
             res["nominal_pair"] = (av["nominal_stress_before"], av["nominal_stress_after"])
         res["curve_stress"] = drive
         res["stress_final"] = float(drive[-1])
-
-    def _nominal_factor(self) -> float | None:
-        if not hasattr(self, "_nominal"):
-            self._nominal = self.model.el.nominal_factor()
-        return self._nominal
 
     def _write_stage(self, ro: StageRun, tabs: dict, mean_dsp) -> None:
         sg, st, m = ro.stage, self.state, self.model

@@ -93,7 +93,9 @@ def resolved_stress(model, stress_xyz, alpha_deg: float):
     The periodic box: the shear stress resolved on the loading orientation (eq. 3-4,
     :func:`femplast.fe.elasticity.resolved_shear`). A specimen: the drive stress
     ``<sigma> : Gd = F_drive / A`` (the force conjugate to gamma_ext per unit area,
-    femplast.fe.boundary) times the drive direction (+1 forward, -1 reversed: orientation 90),
+    femplast.fe.boundary), scaled to the nominal stress when one boundary is driven
+    (:meth:`~femplast.fe.boundary.BoundedElasticity.controlled_stress`, the quantity the
+    records report), times the drive direction (+1 forward, -1 reversed: orientation 90),
     so that it rises with the stage's gamma_ext either way: stress control of a specimen is
     control of the force on its driven boundaries.
 
@@ -106,7 +108,7 @@ def resolved_stress(model, stress_xyz, alpha_deg: float):
     from femplast.fe.boundary import drive_sign
 
     el = model.el
-    d = el.drive_stress(stress_xyz)
+    d = el.controlled_stress(stress_xyz)
     if d is None:
         raise FemplastInputError("geometry.boundaries", {c.name: c.kind for c in el.conditions},
                                  "boundaries moved as an affine field (grips, walls) for "
