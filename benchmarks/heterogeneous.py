@@ -11,11 +11,20 @@ issue 16:
 * ``direct``: one FE back-solve of the whole eigenstrain field (MUMPS, today's fallback),
   ``Redistribution.stress_from_plastic``;
 * ``dense`` float64: one column add of the Green operator (``kernels.dense_add``), built by
-  2 FE solves per cell; when the operator exceeds ``--budget-mib`` it is not built: its build
-  time is extrapolated from ``--sample-columns`` solved columns and its per-event time is
-  measured on a slab of random rows of the same row length, larger than the caches;
-* ``dense`` float32: the same operator rounded to float32 (half the memory), its stress error
-  after 2,000 prescribed events (relative to the largest stress) against float64;
+  the backend itself (``DenseRedistribution``: blocked multi-right-hand-side solves from
+  ``Redistribution.BLOCKED_FROM`` cells) within ``--budget-mib`` (default: the backend's
+  budget from the available memory); 2,000 prescribed events, then the max stress error
+  against one direct FE solve of the accumulated eigenstrain (the 1e-8 contract); the build
+  by single-right-hand-side solves extrapolated from ``--sample-columns`` columns, and the
+  speed-up amortized over 2,000 / 20,000 events (build included). When the operator exceeds
+  the budget it is not built: the per-event time is measured on a slab of random rows of
+  the same row length, larger than the caches;
+* ``sym``: the (d, s) block in half storage (reciprocity, ``w_i D[c, a, b, i] = w_c D[i, b,
+  a, c]``): packed lower triangle, an event reads its row contiguously and the rest of its
+  column with one strided read per cell; its error against the full operator (real operator
+  up to ``--sym-check-cells``, timing on random numbers above);
+* ``dense`` float32 (``--f32``): the operator rounded to float32 (half the memory), its
+  stress error after 2,000 events (relative to the largest stress) against float64;
 * ``pcg``: a Lippmann-Schwinger-type update, preconditioned conjugate gradients on the
   heterogeneous FE system with the homogeneous reference medium (G0 = sqrt(Gmin Gmax), B)
   inverted exactly by FFT as preconditioner and the homogeneous solution as starting guess;

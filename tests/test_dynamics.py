@@ -472,3 +472,18 @@ def test_dense_budget_from_available_memory(monkeypatch, caplog):
         be.make_redistribution(box, G, B0, backend="dense")
     monkeypatch.setattr(be, "available_memory_bytes", lambda: None)  # not Linux
     assert be.dense_budget_mb(None)[0] == 1024.0
+
+
+def test_dense_budget_is_shared_by_the_ranks_on_a_machine(monkeypatch):
+    """Each rank of run.parallel: realizations builds its own operator: the default budget
+    is the available memory's share divided by the launcher's ranks on this machine."""
+    from femplast.redistribution import backends as be
+
+    monkeypatch.setattr(be, "available_memory_bytes", lambda: 10 * 2**30)
+    monkeypatch.setenv("MPI_LOCALNRANKS", "4")
+    mb, why = be.dense_budget_mb(None)
+    assert mb == pytest.approx(be.DENSE_MEMORY_FRACTION * 10 * 1024 / 4)
+    assert "/ 4 ranks on this machine" in why
+    monkeypatch.delenv("MPI_LOCALNRANKS")
+    monkeypatch.delenv("OMPI_COMM_WORLD_LOCAL_SIZE", raising=False)
+    assert be.ranks_on_node() == MPI.COMM_WORLD.size

@@ -151,7 +151,8 @@ class RedistributionSection:
                        choices=("auto", "propagator", "dense", "direct"))
     dense_memory_mb: float | None = key(
         None, "memory budget of the dense Green operator; null: 70 % of the memory available "
-        "when the run starts (Linux MemAvailable; 1024 MiB elsewhere)", "MiB", min=0)
+        "when the run starts (Linux MemAvailable; 1024 MiB elsewhere), divided among the MPI "
+        "ranks on the machine", "MiB", min=0)
 
 
 @dataclass

@@ -61,20 +61,34 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def ranks_on_node() -> int:
+    """MPI ranks of this job on this machine (from the launcher: MPICH/Hydra, Open MPI), else
+    all ranks (not collective: callers build their models at their own pace)."""
+    import os
+
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return max(1, int(os.environ[var]))
+    return MPI.COMM_WORLD.size
+
+
 def dense_budget_mb(memory_mb: float | None = None) -> tuple[float, str]:
     """The dense operator's memory budget (MiB) and where it comes from (for the log and for
     refusals): ``memory_mb`` when given (``redistribution.dense_memory_mb``), else
-    :data:`DENSE_MEMORY_FRACTION` of the available memory, else 1024 MiB."""
+    :data:`DENSE_MEMORY_FRACTION` of the available memory shared by the ranks on this machine
+    (each builds its own operator with ``run.parallel: realizations``), else 1024 MiB."""
     if memory_mb is not None:
         return float(memory_mb), f"redistribution.dense_memory_mb = {memory_mb:.0f} MiB"
     avail = available_memory_bytes()
     if avail is None:
         return 1024.0, ("1024 MiB (redistribution.dense_memory_mb: null and the available "
                         "memory is unknown)")
-    mb = DENSE_MEMORY_FRACTION * avail / 2**20
+    ranks = ranks_on_node()
+    mb = DENSE_MEMORY_FRACTION * avail / 2**20 / ranks
+    per = f" / {ranks} ranks on this machine" if ranks > 1 else ""
     return mb, (f"{mb:.0f} MiB = {DENSE_MEMORY_FRACTION:.0%} of the {avail / 2**30:.1f} GiB "
-                "available now (redistribution.dense_memory_mb: null; set it to fix the "
-                "budget)")
+                f"available now{per} (redistribution.dense_memory_mb: null; set it to fix "
+                "the budget)")
 
 
 def self_coefficients(k0_self: np.ndarray, k1_self: np.ndarray) -> np.ndarray:
