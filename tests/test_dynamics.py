@@ -426,8 +426,9 @@ def test_every_stop_is_a_stable_state(backend, kind, params):
 def test_blocked_dense_operator_equals_single_solves_periodic(monkeypatch):
     """The Green operator of a periodic box with per-cell moduli from blocked
     multi-right-hand-side solves (both unit eigenstrains of a block of cells in one solve,
-    strains read in the solution's column order) == one FE solve per column, to round-off,
-    with the same self-responses and box means."""
+    MUMPS' sparse right-hand sides or, without them, a dense block; strains read in the
+    solution's column order) == one FE solve per column, to round-off, with the same
+    self-responses and box means."""
     from femplast.redistribution.backends import DenseRedistribution
     from femplast.tensorial.variants import weibull_moduli
 
@@ -437,12 +438,21 @@ def test_blocked_dense_operator_equals_single_solves_periodic(monkeypatch):
     assert not single.blocked  # below BLOCKED_FROM: the golden outputs' path
     monkeypatch.setattr(DenseRedistribution, "BLOCKED_FROM", 0)
     monkeypatch.setattr(DenseRedistribution, "BLOCK", 37)
+    from femplast.fe import elasticity
+
+    solved = []
+    sparse = elasticity._sparse_rhs_solve
+    monkeypatch.setattr(elasticity, "_sparse_rhs_solve",
+                        lambda ksp, rhs: solved.append("sparse") or sparse(ksp, rhs))
     blocked = DenseRedistribution(box, G, B0, elasticity=single.el)
-    assert blocked.blocked
+    assert blocked.blocked and solved == ["sparse"] * 3  # 100 cells in blocks of 37
+    monkeypatch.setattr(elasticity, "_sparse_rhs_solve", lambda ksp, rhs: None)
+    dense_rhs = DenseRedistribution(box, G, B0, elasticity=single.el)  # the fallback solve
     scale = np.abs(single.dense).max()
-    assert np.abs(blocked.dense - single.dense).max() < 1e-13 * scale
-    assert np.abs(blocked.selfq - single.selfq).max() < 1e-13 * np.abs(single.selfq).max()
-    assert np.abs(blocked.kmean - single.kmean).max() < 1e-13 * scale
+    for other in (blocked, dense_rhs):
+        assert np.abs(other.dense - single.dense).max() < 1e-13 * scale
+        assert np.abs(other.selfq - single.selfq).max() < 1e-13 * np.abs(single.selfq).max()
+        assert np.abs(other.kmean - single.kmean).max() < 1e-13 * scale
 
 
 def test_dense_budget_from_available_memory(monkeypatch, caplog):

@@ -292,14 +292,17 @@ class Redistribution:
         return self.box.comm.size == 1 and (getattr(self.box, "bounded", False)
                                             or self.num_cells >= self.BLOCKED_FROM)
 
-    def _response_blocks(self):
-        """Yield ``(cells, r0, r1)``: the (d, s, p) responses (len(cells), 3, num_cells) of
-        every cell to the two unit shear eigenstrains, in blocks of cells (blocked solves)."""
+    def _response_blocks(self, out: np.ndarray | None = None):
+        """Yield ``(cells, r)``: the (d, s, p) responses ``r`` (len(cells), 2, 3, num_cells) of
+        every cell to the two unit shear eigenstrains (``r[:, 0]``: UNIT_S, ``r[:, 1]``:
+        UNIT_C), in blocks of cells (blocked solves); written into the rows of ``out`` (the
+        dense operator) when given."""
         el = self.el
         for a in range(0, self.num_cells, self.BLOCK):
-            cells = np.arange(a, min(a + self.BLOCK, self.num_cells))
-            r = el.unit_response_block(cells, (UNIT_S, UNIT_C))  # serial: canonical order
-            yield cells, r[:, 0], r[:, 1]
+            b = min(a + self.BLOCK, self.num_cells)
+            r = el.unit_response_block(np.arange(a, b), (UNIT_S, UNIT_C),
+                                       None if out is None else out[a:b])
+            yield np.arange(a, b), r  # serial: local positions are canonical
 
 
 class PropagatorRedistribution(Redistribution):
@@ -383,8 +386,8 @@ class DenseRedistribution(Redistribution):
                                      f"(budget: {why}; or redistribution.backend: auto)")
         D = np.empty((nc, 2, 3, nc))
         if self.blocked:
-            for cells, r0, r1 in self._response_blocks():
-                D[cells, 0], D[cells, 1] = r0, r1
+            for _ in self._response_blocks(out=D):
+                pass
         else:
             for c in range(nc):
                 D[c, 0], D[c, 1] = self._responses(c)
@@ -427,9 +430,9 @@ class DirectRedistribution(Redistribution):
             return el.gather(self_coefficients(resp[0][0:2].T, resp[1][0:2].T))
         q = np.empty((self.num_cells, 3))
         if self.blocked:
-            for cells, r0, r1 in self._response_blocks():
+            for cells, r in self._response_blocks():
                 j = np.arange(len(cells))
-                q[cells] = self_coefficients(r0[j, :, cells], r1[j, :, cells])
+                q[cells] = self_coefficients(r[j, 0, :, cells], r[j, 1, :, cells])
             return q
         for c in range(self.num_cells):
             r0, r1 = self._responses(c)
