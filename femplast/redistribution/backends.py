@@ -15,8 +15,10 @@ Backends:
         two FE solves give the whole kernel and an event is an O(cells) shifted add (of the
         kernel folded by its exact mirror and reciprocity symmetries, :func:`fold_kernel`); a
         step with many simultaneous slips uses an FFT convolution.
-    dense: the Green operator (cells x cells x 2 x 3) from 2 FE solves per cell; any mesh and
-        moduli, within a memory budget.
+    dense: the Green operator (cells x cells x 2 x 3) from 2 FE solves per cell (blocked
+        multi-right-hand-side solves on one rank from ``Redistribution.BLOCKED_FROM`` cells);
+        any mesh and moduli, within a memory budget (default: a share of the memory available,
+        :func:`dense_budget_mb`).
     direct: one FE back-solve per relaxation step (all slips of the step in one right-hand side).
 """
 
