@@ -220,15 +220,22 @@ def test_prescribed_events_same_stress_with_every_backend():
     assert np.array_equal(out["propagator"], out["numpy"])  # compiled == numpy, bit for bit
 
 
-@pytest.mark.parametrize("mesh", ["quad", "gmsh"])
-def test_prescribed_events_heterogeneous_moduli_dense_equals_direct(mesh):
+@pytest.mark.parametrize("mesh,blocked", [("quad", False), ("gmsh", False), ("quad", True),
+                                          ("gmsh", True)])
+def test_prescribed_events_heterogeneous_moduli_dense_equals_direct(mesh, blocked, monkeypatch):
     """Variant A's per-cell Weibull shear moduli (issue 16): 2,000 prescribed slips, one per
     relaxation step, through the dense Green operator's compiled column add give the stresses
     of the direct FE solve of the accumulated eigenstrain to 1e-8 (structured quads and a
-    periodic gmsh mesh); the moduli matter (the uniform-moduli stresses differ by > 10 %)."""
+    periodic gmsh mesh); the moduli matter (the uniform-moduli stresses differ by > 10 %).
+    ``blocked``: the operator built as large boxes build it (multi-right-hand-side solves,
+    ``Redistribution.BLOCKED_FROM``; the n = 128 check is benchmarks/heterogeneous.py's)."""
     from femplast.fe.mesh import gmsh_box
+    from femplast.redistribution.backends import Redistribution
     from femplast.tensorial.variants import weibull_moduli
 
+    if blocked:
+        monkeypatch.setattr(Redistribution, "BLOCKED_FROM", 0)
+        monkeypatch.setattr(Redistribution, "BLOCK", 48)  # several blocks, a ragged last one
     box = (structured_box(16, 6.6 * 16, "quad", MPI.COMM_SELF) if mesh == "quad"
            else gmsh_box(None, 6.6 * 12, 9.0, comm=MPI.COMM_SELF))
     nc = box.num_cells
@@ -241,6 +248,7 @@ def test_prescribed_events_heterogeneous_moduli_dense_equals_direct(mesh):
     for be, g in (("dense", G), ("direct", G), ("uniform", float(G.mean()))):
         m = TensorialModel.build(box, G=g, B=B0, N=4, backend="direct" if be == "direct"
                                  else "dense")
+        assert be == "direct" or m.redist.blocked == blocked
         st = m.new_state(realization_rng(0, 0))
         for i in range(2000):
             apply_slips(m, st, cells[i:i + 1], theta[i:i + 1], dg[i:i + 1])
@@ -413,3 +421,79 @@ def test_every_stop_is_a_stable_state(backend, kind, params):
         worst = min(worst, model.distance_to_threshold(st, drv.gamma_ext, 0.0).min())
     assert drv.num_events > 50
     assert worst >= -1e-12
+
+
+def test_blocked_dense_operator_equals_single_solves_periodic(monkeypatch):
+    """The Green operator of a periodic box with per-cell moduli from blocked
+    multi-right-hand-side solves (both unit eigenstrains of a block of cells in one solve,
+    MUMPS' sparse right-hand sides or, without them, a dense block; strains read in the
+    solution's column order) == one FE solve per column, to round-off, with the same
+    self-responses and box means."""
+    from femplast.redistribution.backends import DenseRedistribution
+    from femplast.tensorial.variants import weibull_moduli
+
+    box = structured_box(10, 66.0, "quad", MPI.COMM_SELF)
+    G = weibull_moduli(box.num_cells, 18.4, 1.3, np.random.default_rng(3))
+    single = DenseRedistribution(box, G, B0)
+    assert not single.blocked  # below BLOCKED_FROM: the golden outputs' path
+    monkeypatch.setattr(DenseRedistribution, "BLOCKED_FROM", 0)
+    monkeypatch.setattr(DenseRedistribution, "BLOCK", 37)
+    from femplast.fe import elasticity
+
+    solved = []
+    sparse = elasticity._sparse_rhs_solve
+    monkeypatch.setattr(elasticity, "_sparse_rhs_solve",
+                        lambda ksp, rhs: solved.append("sparse") or sparse(ksp, rhs))
+    blocked = DenseRedistribution(box, G, B0, elasticity=single.el)
+    assert blocked.blocked and solved == ["sparse"] * 3  # 100 cells in blocks of 37
+    monkeypatch.setattr(elasticity, "_sparse_rhs_solve", lambda ksp, rhs: None)
+    dense_rhs = DenseRedistribution(box, G, B0, elasticity=single.el)  # the fallback solve
+    scale = np.abs(single.dense).max()
+    for other in (blocked, dense_rhs):
+        assert np.abs(other.dense - single.dense).max() < 1e-13 * scale
+        assert np.abs(other.selfq - single.selfq).max() < 1e-13 * np.abs(single.selfq).max()
+        assert np.abs(other.kmean - single.kmean).max() < 1e-13 * scale
+
+
+def test_dense_budget_from_available_memory(monkeypatch, caplog):
+    """redistribution.dense_memory_mb: null takes DENSE_MEMORY_FRACTION of the available
+    memory: auto takes the dense operator for per-cell moduli when it fits, the direct solve
+    otherwise (and says why); an explicit dense backend beyond the budget is refused."""
+    import logging
+
+    from femplast.errors import FemplastInputError
+    from femplast.redistribution import backends as be
+    from femplast.tensorial.variants import weibull_moduli
+
+    box = structured_box(6, 39.6, "quad", MPI.COMM_SELF)
+    G = weibull_moduli(box.num_cells, 18.4, 1.3, np.random.default_rng(3))
+    need = be.DenseRedistribution.memory_bytes(box.num_cells)  # 62 KiB
+    monkeypatch.setattr(be, "available_memory_bytes", lambda: 10 * 2**30)
+    mb, why = be.dense_budget_mb(None)
+    assert mb == pytest.approx(be.DENSE_MEMORY_FRACTION * 10 * 1024) and "10.0 GiB" in why
+    assert be.dense_budget_mb(5.0) == (5.0, "redistribution.dense_memory_mb = 5 MiB")
+    with caplog.at_level(logging.INFO, logger="femplast"):
+        assert be.make_redistribution(box, G, B0).kind == "dense"
+    monkeypatch.setattr(be, "available_memory_bytes", lambda: int(need))  # 70 % < need
+    with caplog.at_level(logging.INFO, logger="femplast"):
+        assert be.make_redistribution(box, G, B0).kind == "direct"
+    assert "available now" in caplog.text and "needs 0 MiB" in caplog.text
+    with pytest.raises(FemplastInputError, match="dense_memory_mb"):
+        be.make_redistribution(box, G, B0, backend="dense")
+    monkeypatch.setattr(be, "available_memory_bytes", lambda: None)  # not Linux
+    assert be.dense_budget_mb(None)[0] == 1024.0
+
+
+def test_dense_budget_is_shared_by_the_ranks_on_a_machine(monkeypatch):
+    """Each rank of run.parallel: realizations builds its own operator: the default budget
+    is the available memory's share divided by the launcher's ranks on this machine."""
+    from femplast.redistribution import backends as be
+
+    monkeypatch.setattr(be, "available_memory_bytes", lambda: 10 * 2**30)
+    monkeypatch.setenv("MPI_LOCALNRANKS", "4")
+    mb, why = be.dense_budget_mb(None)
+    assert mb == pytest.approx(be.DENSE_MEMORY_FRACTION * 10 * 1024 / 4)
+    assert "/ 4 ranks on this machine" in why
+    monkeypatch.delenv("MPI_LOCALNRANKS")
+    monkeypatch.delenv("OMPI_COMM_WORLD_LOCAL_SIZE", raising=False)
+    assert be.ranks_on_node() == MPI.COMM_WORLD.size

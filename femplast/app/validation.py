@@ -272,7 +272,7 @@ def machine_memory_bytes() -> int:
 def estimate(case: Case) -> dict:
     """Peak memory of one process in bytes, by contribution ``{key: bytes}`` (an upper
     estimate: state arrays, the FE problem, the redistribution operator, the records)."""
-    from femplast.redistribution.backends import DenseRedistribution
+    from femplast.redistribution.backends import DenseRedistribution, dense_budget_mb
 
     m = case.mesh
     if m.kind == "gmsh":
@@ -300,8 +300,9 @@ def estimate(case: Case) -> dict:
     dense = DenseRedistribution.memory_bytes(int(nc)) if nc < 1e9 else math.inf
     if case.model == "scalar":  # one resolved component of the six (femplast.scalar.specimen)
         dense /= 6
-    if be == "dense" or (be == "auto" and m.kind != "quad"
-                         and dense <= case.redistribution.dense_memory_mb * 2**20):
+    if be == "dense" or (be == "auto" and (m.kind != "quad" or _per_cell_moduli(case))
+                         and dense <= dense_budget_mb(case.redistribution.dense_memory_mb)[0]
+                         * 2**20):
         est["redistribution.backend"] = float(dense)
     if case.model != "inclusion" and not case.stages:  # the steps table: 16 numbers a step
         est["loading.gamma_max"] = case.loading.gamma_max / case.loading.dgamma_ext * 128.0
@@ -313,18 +314,30 @@ def estimate(case: Case) -> dict:
     return est
 
 
+def _per_cell_moduli(case: Case) -> bool:
+    """Whether the case's tensorial variant draws per-cell moduli (auto takes dense then)."""
+    if case.model != "tensorial":
+        return False
+    from femplast.tensorial.variants import resolve
+
+    return resolve(case.variant)["moduli"] == "weibull"
+
+
 def check_resources(case: Case) -> list:
     """Refuse a case whose memory estimate exceeds the limit."""
     dense = case.redistribution.backend == "dense"
     out = []
     est = estimate(case)
     if dense:
+        from femplast.redistribution.backends import dense_budget_mb
+
         need = est.get("redistribution.backend", 0.0) / 2**20
-        if need > case.redistribution.dense_memory_mb:
-            out.append(problem("redistribution.dense_memory_mb",
-                               case.redistribution.dense_memory_mb,
+        budget, why = dense_budget_mb(case.redistribution.dense_memory_mb)
+        if need > budget:
+            mb = case.redistribution.dense_memory_mb
+            out.append(problem("redistribution.dense_memory_mb", "null" if mb is None else mb,
                                f">= {need:.0f} MiB for the dense operator of this mesh "
-                               "(or redistribution.backend: auto)"))
+                               f"(budget: {why}; or redistribution.backend: auto)"))
             return out  # the total would only repeat it
     total = sum(est.values())
     limit = (case.run.max_memory_gb * 2**30 if case.run.max_memory_gb is not None

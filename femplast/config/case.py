@@ -149,8 +149,10 @@ class RedistributionSection:
                        "quads, uniform moduli); dense: precomputed Green operator; direct: FE "
                        "solve per relaxation step; auto: fastest valid",
                        choices=("auto", "propagator", "dense", "direct"))
-    dense_memory_mb: float = key(1024.0, "memory budget of the dense Green operator", "MiB",
-                                 min=0)
+    dense_memory_mb: float | None = key(
+        None, "memory budget of the dense Green operator; null: 70 % of the memory available "
+        "when the run starts (Linux MemAvailable; 1024 MiB elsewhere), divided among the MPI "
+        "ranks on the machine", "MiB", min=0)
 
 
 @dataclass

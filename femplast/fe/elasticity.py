@@ -266,6 +266,19 @@ def _scipy_csr(M):
     return sps.csr_matrix((av, aj, ai), shape=M.getSize())
 
 
+def _diag(v: np.ndarray):
+    """Sparse diagonal matrix of ``v`` (scales the columns of a sparse product)."""
+    import scipy.sparse as sps
+
+    return sps.diags(v, format="csr")
+
+
+def _hstack(blocks):
+    import scipy.sparse as sps
+
+    return sps.hstack(blocks, format="csc")
+
+
 def _petsc_library():
     """The PETSc shared library this process loaded (ctypes), or None (found through
     /proc/self/maps: elsewhere than Linux the callers fall back to FE solves)."""
@@ -277,6 +290,45 @@ def _petsc_library():
         return ctypes.CDLL(sorted(paths)[0]) if paths else None
     except OSError:
         return None
+
+
+def _sparse_rhs_solve(ksp, rhs):
+    """``X = A^-1 B`` (a dense PETSc matrix) for a sparse serial ``B`` (scipy, columns = right-
+    hand sides) from the MUMPS factor of ``ksp``, with MUMPS' sparse right-hand sides (ICNTL(20),
+    through PETSc's ``MatMatTransposeSolve``, which takes ``B^T`` as AIJ): the forward
+    elimination only visits the factor's columns the few nonzeros reach, half the solve time
+    of a dense block for the unit responses (8 nonzeros each; 1.5 instead of 3.0 ms per cell
+    at n = 128). None when not available (another solver, no such symbol)."""
+    import ctypes
+
+    from petsc4py import PETSc
+
+    pc, lib = ksp.getPC(), _petsc_library()
+    if (lib is None or pc.getType() != "lu" or pc.getFactorSolverType() != "mumps"
+            or not hasattr(lib, "MatMatTransposeSolve")):
+        return None
+    bt = rhs.T.tocsr()  # one row per right-hand side
+    bt.sort_indices()
+    it = PETSc.IntType
+    Bt = PETSc.Mat().createAIJ(size=bt.shape, csr=(bt.indptr.astype(it), bt.indices.astype(it),
+                                                   bt.data), comm=MPI.COMM_SELF)
+    Bt.assemble()
+    X = PETSc.Mat().createDense(rhs.shape, comm=MPI.COMM_SELF)
+    X.setUp()
+    X.assemble()
+    F = pc.getFactorMatrix()
+    saved = {i: F.getMumpsIcntl(i) for i in (20, 21)}  # how solves pass rhs / solution
+    try:
+        err = lib.MatMatTransposeSolve(ctypes.c_void_p(F.handle), ctypes.c_void_p(Bt.handle),
+                                       ctypes.c_void_p(X.handle))
+    finally:
+        for i, v in saved.items():  # back to plain solves
+            F.setMumpsIcntl(i, v)
+        Bt.destroy()
+    if err:
+        X.destroy()
+        return None
+    return X
 
 
 def _inverse_on_pattern(ksp, A):
@@ -575,43 +627,72 @@ class PeriodicElasticity:
             eps_pl[k, component] = 1.0
         return self.stress(eps_pl)
 
-    def unit_response_block(self, cells, unit) -> np.ndarray:
-        """Stress change of every local cell per unit eigenstrain ``unit`` ([xx, yy, xy]) in
-        each of ``cells`` (canonical), one column each: shape (len(cells), num_local, 3).
+    def unit_response_block(self, cells, units, out: np.ndarray | None = None) -> np.ndarray:
+        """Stress change (d, s, p) (see :func:`to_dsp`) of every local cell per unit
+        eigenstrain ``units[a]`` ([xx, yy, xy]) in each of ``cells`` (canonical): shape
+        (len(cells), len(units), 3, num_local), the dense Green operator's row layout (written
+        into ``out`` when given: the operator's own rows, no copy).
 
-        Serial only: one multi-right-hand-side solve of the factorization (MUMPS solves the
-        block with level-3 BLAS; about 1.5 x faster per column than one solve each, and the
-        same numbers to round-off).
+        Serial only: one multi-right-hand-side solve of the factorization for all cells and
+        units (MUMPS solves the block with level-3 BLAS; the same numbers as one solve each
+        to round-off). The right-hand sides are columns of ``P^T Bs`` (sparse, taken at once)
+        and the strains rows of ``Dm P X`` read in the solution's own (column-major) order:
+        with a Python loop per column and a transpose these cost as much as the solve.
         """
         from petsc4py import PETSc
 
         if self.comm.size > 1:
             raise RuntimeError("unit_response_block is serial (use unit_response per cell)")
-        cells = np.asarray(cells, np.int64)
-        pos = np.searchsorted(self.cells, cells)
-        m = len(cells)
-        Cu = self.C(np.broadcast_to(np.asarray(unit, float), (1, 3)))[0] \
-            if self.uniform else None
-        rhs = np.zeros((self._b.getLocalSize(), m))
-        q = self._q.array.reshape(-1, 3)
-        for j, k in enumerate(pos):
-            q[:] = 0.0
-            q[self._qblk[k]] = Cu if Cu is not None else apply_stiffness(
-                self.G[k], self.B[k], np.asarray(unit, float))
-            self.PtBs.mult(self._q, self._b)
-            rhs[:, j] = self._b.array
-        Bm = PETSc.Mat().createDense(rhs.shape, array=np.asfortranarray(rhs),
-                                     comm=MPI.COMM_SELF)
-        X = Bm.duplicate()
-        self.ksp.matSolve(Bm, X)
-        E = self.DmP.matMult(X)
-        strain = E.getDenseArray().reshape(-1, 3, m)[self._qblk]  # (num_local, 3, m)
+        units = np.atleast_2d(np.asarray(units, float))
+        pos = np.searchsorted(self.cells, np.asarray(cells, np.int64))
+        m, nu = len(pos), len(units)
+        if getattr(self, "_ptbs_csc", None) is None:  # P^T Bs does not depend on the moduli
+            self._ptbs_csc = _scipy_csr(self.PtBs).tocsc()
+        q = 3 * self._qblk[pos]
+        rhs = []
+        for u in units:  # column (a, j): the eigenstress C_j u_a of cell j as nodal forces
+            Cu = apply_stiffness(self.G[pos], self.B[pos], u)
+            rhs.append(sum(self._ptbs_csc[:, q + k] @ _diag(Cu[:, k]) for k in range(3)))
+        rhs = _hstack(rhs)
+        X = _sparse_rhs_solve(self.ksp, rhs)
+        Bm = None
+        if X is None:  # no MUMPS sparse right-hand sides: a dense block
+            Bm = PETSc.Mat().createDense(rhs.shape, array=rhs.toarray(order="F"),
+                                         comm=MPI.COMM_SELF)
+            X = Bm.duplicate()
+            self.ksp.matSolve(Bm, X)
+        E = self._local_strain_rows().matMult(X)
+        # column (a, j) of E (column-major) holds the local cells' strains: a view
+        e = E.getDenseArray().T.reshape(nu, m, self.num_local, 3)
+        if out is None:
+            out = np.empty((m, nu, 3, self.num_local))
+        for a in range(nu):
+            e[a, np.arange(m), pos] -= units[a]  # minus the eigenstrain itself
+            exx, eyy, exy = e[a, ..., 0], e[a, ..., 1], e[a, ..., 2]
+            np.multiply(self.G, eyy - exx, out=out[:, a, 0])  # to_dsp(C : eps)
+            np.multiply(2.0 * self.G, exy, out=out[:, a, 1])
+            np.multiply(self.B, exx + eyy, out=out[:, a, 2])
         for mat in (Bm, X, E):
-            mat.destroy()
-        strain = np.ascontiguousarray(strain.transpose(2, 0, 1))
-        strain[np.arange(m), pos] -= np.asarray(unit, float)
-        self.num_solves += m
-        return self.C(strain)
+            if mat is not None:
+                mat.destroy()
+        self.num_solves += m * nu
+        return out
+
+    def _local_strain_rows(self):
+        """``Dm P`` with its rows in local cell order (3 per cell; serial): the strains of a
+        solve come out ordered like the per-cell arrays, without a gather (built once, the
+        operator does not depend on the moduli)."""
+        from petsc4py import PETSc
+
+        if getattr(self, "_dmp_local", None) is None:
+            rows = (3 * self._qblk[:, None] + np.arange(3)).ravel()
+            D = _scipy_csr(self.DmP)[rows]
+            it = PETSc.IntType
+            self._dmp_local = PETSc.Mat().createAIJ(
+                size=D.shape, csr=(D.indptr.astype(it), D.indices.astype(it), D.data),
+                comm=MPI.COMM_SELF)
+            self._dmp_local.assemble()
+        return self._dmp_local
 
     def eshelby_tensor(self, cell: int = 0) -> np.ndarray:
         """Numerical Eshelby tensor S of one element (appendix A.7), shape (3, 3).
@@ -684,5 +765,7 @@ class PeriodicElasticity:
         return out
 
     def destroy(self):
-        for obj in (self.ksp, self.Kp, self.PtBs, self.DmP, self.P):
-            obj.destroy()
+        for obj in (self.ksp, self.Kp, self.PtBs, self.DmP, self.P,
+                    getattr(self, "_dmp_local", None)):
+            if obj is not None:
+                obj.destroy()

@@ -15,8 +15,10 @@ Backends:
         two FE solves give the whole kernel and an event is an O(cells) shifted add (of the
         kernel folded by its exact mirror and reciprocity symmetries, :func:`fold_kernel`); a
         step with many simultaneous slips uses an FFT convolution.
-    dense: the Green operator (cells x cells x 2 x 3) from 2 FE solves per cell; any mesh and
-        moduli, within a memory budget.
+    dense: the Green operator (cells x cells x 2 x 3) from 2 FE solves per cell (blocked
+        multi-right-hand-side solves on one rank from ``Redistribution.BLOCKED_FROM`` cells);
+        any mesh and moduli, within a memory budget (default: a share of the memory available,
+        :func:`dense_budget_mb`).
     direct: one FE back-solve per relaxation step (all slips of the step in one right-hand side).
 """
 
@@ -42,6 +44,53 @@ log = logging.getLogger("femplast")
 
 MODE_PROPAGATOR, MODE_DENSE, MODE_EXTERNAL = 0, 1, 2
 BACKENDS = ("auto", "propagator", "dense", "direct")
+DENSE_MEMORY_FRACTION = 0.7
+"""Share of the memory available at start-up (``MemAvailable``) that the dense operator may take
+when ``redistribution.dense_memory_mb`` is null: n = 128 quads (12 GiB) fit a 23 GB machine,
+with room left for the FE factorization, the build's blocks (~0.8 GB) and the run's arrays."""
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel can give this process now (``MemAvailable`` of /proc/meminfo: free
+    plus reclaimable caches), or None where that is not known (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def ranks_on_node() -> int:
+    """MPI ranks of this job on this machine (from the launcher: MPICH/Hydra, Open MPI), else
+    all ranks (not collective: callers build their models at their own pace)."""
+    import os
+
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return max(1, int(os.environ[var]))
+    return MPI.COMM_WORLD.size
+
+
+def dense_budget_mb(memory_mb: float | None = None) -> tuple[float, str]:
+    """The dense operator's memory budget (MiB) and where it comes from (for the log and for
+    refusals): ``memory_mb`` when given (``redistribution.dense_memory_mb``), else
+    :data:`DENSE_MEMORY_FRACTION` of the available memory shared by the ranks on this machine
+    (each builds its own operator with ``run.parallel: realizations``), else 1024 MiB."""
+    if memory_mb is not None:
+        return float(memory_mb), f"redistribution.dense_memory_mb = {memory_mb:.0f} MiB"
+    avail = available_memory_bytes()
+    if avail is None:
+        return 1024.0, ("1024 MiB (redistribution.dense_memory_mb: null and the available "
+                        "memory is unknown)")
+    ranks = ranks_on_node()
+    mb = DENSE_MEMORY_FRACTION * avail / 2**20 / ranks
+    per = f" / {ranks} ranks on this machine" if ranks > 1 else ""
+    return mb, (f"{mb:.0f} MiB = {DENSE_MEMORY_FRACTION:.0%} of the {avail / 2**30:.1f} GiB "
+                f"available now{per} (redistribution.dense_memory_mb: null; set it to fix "
+                "the budget)")
 
 
 def self_coefficients(k0_self: np.ndarray, k1_self: np.ndarray) -> np.ndarray:
@@ -232,26 +281,30 @@ class Redistribution:
         return out[0], out[1]
 
 
-    BLOCK = 256  # columns per multi-right-hand-side solve (unit_response_block)
+    BLOCK = 256  # cells per multi-right-hand-side solve (unit_response_block)
+    BLOCKED_FROM = 2048
+    """Periodic boxes take blocked solves from this many cells: below, each column keeps its
+    own solve, whose numbers the golden outputs pin (blocked solves agree to round-off, not
+    bit for bit); above, the build matters (2x faster per column at n = 64)."""
 
     @property
     def blocked(self) -> bool:
-        """Whether per-cell responses come from blocked solves: specimens on one rank (the
-        periodic box keeps its one-solve-per-column path, whose numbers golden outputs pin)."""
-        return getattr(self.box, "bounded", False) and self.box.comm.size == 1
+        """Whether per-cell responses come from blocked solves (one rank only): specimens
+        always, periodic boxes from :attr:`BLOCKED_FROM` cells."""
+        return self.box.comm.size == 1 and (getattr(self.box, "bounded", False)
+                                            or self.num_cells >= self.BLOCKED_FROM)
 
-    def _response_blocks(self):
-        """Yield ``(cells, r0, r1)``: the (d, s, p) responses (len(cells), 3, num_cells) of
-        every cell to the two unit shear eigenstrains, in blocks of cells (blocked solves)."""
+    def _response_blocks(self, out: np.ndarray | None = None):
+        """Yield ``(cells, r)``: the (d, s, p) responses ``r`` (len(cells), 2, 3, num_cells) of
+        every cell to the two unit shear eigenstrains (``r[:, 0]``: UNIT_S, ``r[:, 1]``:
+        UNIT_C), in blocks of cells (blocked solves); written into the rows of ``out`` (the
+        dense operator) when given."""
         el = self.el
-        order = np.argsort(el.cells)  # local position -> canonical (serial: all cells)
         for a in range(0, self.num_cells, self.BLOCK):
-            cells = np.arange(a, min(a + self.BLOCK, self.num_cells))
-            out = []
-            for unit in (UNIT_S, UNIT_C):
-                sig = el.unit_response_block(cells, unit)[:, order]
-                out.append(to_dsp(sig).transpose(1, 0, 2))
-            yield cells, out[0], out[1]
+            b = min(a + self.BLOCK, self.num_cells)
+            r = el.unit_response_block(np.arange(a, b), (UNIT_S, UNIT_C),
+                                       None if out is None else out[a:b])
+            yield np.arange(a, b), r  # serial: local positions are canonical
 
 
 class PropagatorRedistribution(Redistribution):
@@ -322,18 +375,21 @@ class DenseRedistribution(Redistribution):
     def memory_bytes(num_cells: int) -> int:
         return 8 * 6 * num_cells * num_cells
 
-    def __init__(self, box, G, B, memory_mb: float = 1024.0,
+    def __init__(self, box, G, B, memory_mb: float | None = None,
                  elasticity: PeriodicElasticity | None = None):
         super().__init__(box, G, B, elasticity)
         nc = self.num_cells
         need = self.memory_bytes(nc) / 2**20
-        if need > memory_mb:
-            raise FemplastInputError("redistribution.dense_memory_mb", memory_mb,
-                                     f">= {need:.0f} MiB for the dense operator of {nc} cells")
+        budget, why = dense_budget_mb(memory_mb)
+        if need > budget:
+            raise FemplastInputError("redistribution.dense_memory_mb",
+                                     "null" if memory_mb is None else memory_mb,
+                                     f">= {need:.0f} MiB for the dense operator of {nc} cells "
+                                     f"(budget: {why}; or redistribution.backend: auto)")
         D = np.empty((nc, 2, 3, nc))
         if self.blocked:
-            for cells, r0, r1 in self._response_blocks():
-                D[cells, 0], D[cells, 1] = r0, r1
+            for _ in self._response_blocks(out=D):
+                pass
         else:
             for c in range(nc):
                 D[c, 0], D[c, 1] = self._responses(c)
@@ -376,9 +432,9 @@ class DirectRedistribution(Redistribution):
             return el.gather(self_coefficients(resp[0][0:2].T, resp[1][0:2].T))
         q = np.empty((self.num_cells, 3))
         if self.blocked:
-            for cells, r0, r1 in self._response_blocks():
+            for cells, r in self._response_blocks():
                 j = np.arange(len(cells))
-                q[cells] = self_coefficients(r0[j, :, cells], r1[j, :, cells])
+                q[cells] = self_coefficients(r[j, 0, :, cells], r[j, 1, :, cells])
             return q
         for c in range(self.num_cells):
             r0, r1 = self._responses(c)
@@ -538,34 +594,22 @@ class MeanFieldRedistribution(KernelVariant):
         np.add.at(sig[:ncomp].T, cells, (own - avg)[:, :ncomp])
 
 
-def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float = 1024.0,
+def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float | None = None,
                         elasticity: PeriodicElasticity | None = None) -> Redistribution:
     """Choose and build a backend; ``auto`` picks the fastest valid one and logs why.
 
     Args:
         box: the mesh.
         G, B: moduli, scalars (uniform) or one value per cell in canonical order.
+        dense_memory_mb: budget of the dense operator; None: from the available memory
+            (:func:`dense_budget_mb`).
         elasticity: an already built FE problem to reuse (dense/direct), optional.
     """
     if backend not in BACKENDS:
         raise FemplastInputError("redistribution.backend", backend, f"one of {BACKENDS}")
     uniform = np.ndim(G) == 0 and np.ndim(B) == 0
     if backend == "auto":
-        if box.kind == "quad" and uniform and box.comm.size == 1:
-            backend, why = "propagator", "structured quads with uniform moduli"
-        elif (DenseRedistribution.memory_bytes(box.num_cells) / 2**20 <= dense_memory_mb
-              and box.comm.size == 1):
-            backend, why = "dense", (f"{box.num_cells} cells fit the {dense_memory_mb:.0f} MiB "
-                                     "dense budget")
-        elif box.comm.size == 1:
-            need = DenseRedistribution.memory_bytes(box.num_cells) / 2**20
-            backend, why = "direct", (f"the dense operator of {box.num_cells} cells needs "
-                                      f"{need:.0f} MiB > redistribution.dense_memory_mb = "
-                                      f"{dense_memory_mb:.0f}; with that budget it costs one "
-                                      "O(cells) column add per event instead of an FE solve "
-                                      "per relaxation step (benchmarks/heterogeneous.py)")
-        else:
-            backend, why = "direct", "a sample distributed over MPI ranks"
+        backend, why = _auto_backend(box, uniform, dense_memory_mb)
         if box.comm.rank == 0:
             log.info("redistribution backend: %s (auto: %s)", backend, why)
     if backend != "direct" and box.comm.size > 1:
@@ -576,6 +620,22 @@ def make_redistribution(box, G, B, backend: str = "auto", dense_memory_mb: float
     if backend == "dense":
         return DenseRedistribution(box, G, B, dense_memory_mb, elasticity)
     return DirectRedistribution(box, G, B, elasticity=elasticity)
+
+
+def _auto_backend(box, uniform: bool, dense_memory_mb: float | None) -> tuple[str, str]:
+    """The ``auto`` backend and why: the propagator where it is exact, else the dense operator
+    within its budget (:func:`dense_budget_mb`), else the direct solve."""
+    if box.comm.size > 1:
+        return "direct", "a sample distributed over MPI ranks"
+    if box.kind == "quad" and uniform:
+        return "propagator", "structured quads with uniform moduli"
+    need = DenseRedistribution.memory_bytes(box.num_cells) / 2**20
+    budget, why = dense_budget_mb(dense_memory_mb)
+    if need <= budget:
+        return "dense", f"the {need:.0f} MiB operator of {box.num_cells} cells fits {why}"
+    return "direct", (f"the dense operator of {box.num_cells} cells needs {need:.0f} MiB > "
+                      f"{why}; with that budget it costs one O(cells) column add per event "
+                      "instead of an FE solve per relaxation step (benchmarks/heterogeneous.py)")
 
 
 __all__ = ["MPI", "make_redistribution", "to_dsp", "from_dsp"]

@@ -55,18 +55,24 @@ def dense_bytes(num_cells: int) -> int:
     return DenseRedistribution.memory_bytes(num_cells) // 6
 
 
-def choose_backend(backend: str, num_cells: int, memory_mb: float) -> str:
-    """``dense`` when asked or (``auto``) within the budget, else ``direct``."""
+def choose_backend(backend: str, num_cells: int, memory_mb: float | None) -> str:
+    """``dense`` when asked or (``auto``) within the budget (``memory_mb``, None: from the
+    available memory, :func:`femplast.redistribution.backends.dense_budget_mb`), else
+    ``direct``."""
+    from femplast.redistribution.backends import dense_budget_mb
+
     if backend not in BACKENDS:
         raise FemplastInputError("redistribution.backend", backend,
                                  f"one of {BACKENDS} with model: scalar on a specimen")
     need = dense_bytes(num_cells) / 2**20
+    budget, why = dense_budget_mb(memory_mb)
     if backend == "auto":
-        return "dense" if need <= memory_mb else "direct"
-    if backend == "dense" and need > memory_mb:
-        raise FemplastInputError("redistribution.dense_memory_mb", memory_mb,
+        return "dense" if need <= budget else "direct"
+    if backend == "dense" and need > budget:
+        raise FemplastInputError("redistribution.dense_memory_mb",
+                                 "null" if memory_mb is None else memory_mb,
                                  f">= {need:.0f} MiB for the scalar dense operator of "
-                                 f"{num_cells} cells (or backend: direct)")
+                                 f"{num_cells} cells (budget: {why}; or backend: direct)")
     return backend
 
 
@@ -94,7 +100,7 @@ class SpecimenScalarModel(S.ScalarModel):
 
     def __init__(self, el, c0: float, c1: float, thresholds: Distribution,
                  renewal: Distribution | None = None, w_g: float = 0.0,
-                 backend: str = "auto", dense_memory_mb: float = 1024.0):
+                 backend: str = "auto", dense_memory_mb: float | None = None):
         if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
             raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
         if not el.uniform:
@@ -139,12 +145,12 @@ class SpecimenScalarModel(S.ScalarModel):
     def _dense(self) -> np.ndarray:
         """Every column, ``K[j]`` the response to a unit slip of cell ``j`` (blocked solves)."""
         el, nc = self.el, self.num_cells
-        order = np.argsort(el.cells)  # local position -> canonical (one rank: every cell)
         K = np.empty((nc, nc))
         for a in range(0, nc, BLOCK):
             cells = np.arange(a, min(a + BLOCK, nc))
-            sig = el.unit_response_block(cells, self.unit)[:, order]  # (m, nc, 3)
-            K[cells] = self.resolve(to_dsp(sig))
+            # (m, 1, 3, nc): (d, s, p) rows, local positions == canonical on one rank
+            dsp = el.unit_response_block(cells, self.unit)[:, 0]
+            K[cells] = self.resolve(dsp.transpose(1, 0, 2))
         return K
 
     def convolve(self, amp: np.ndarray) -> np.ndarray:

@@ -78,7 +78,8 @@ class TensorialModel:
     """Mesh + elasticity + redistribution + slip parameters, shared by realizations."""
 
     def __init__(self, box: BoxMesh, G, B, params: ModelParams, backend: str = "auto",
-                 dense_memory_mb: float = 1024.0, elasticity: PeriodicElasticity | None = None):
+                 dense_memory_mb: float | None = None,
+                 elasticity: PeriodicElasticity | None = None):
         self.box, self.params = box, params
         self.G, self.B = G, B  # quench moduli (the current ones are the backend's)
         if self.evolving_moduli:
@@ -97,7 +98,7 @@ class TensorialModel:
 
     @classmethod
     def build(cls, box: BoxMesh, G=13.2, B=59.0, N: int | None = None, rho_s: float = 0.8,
-              backend: str = "auto", dense_memory_mb: float = 1024.0, **params):
+              backend: str = "auto", dense_memory_mb: float | None = None, **params):
         if N is None:
             N = systems_per_cell(np.sqrt(box.mean_cell_area), rho_s)
         return cls(box, G, B, ModelParams(N=N, **params), backend, dense_memory_mb)
