@@ -36,6 +36,7 @@ from numba import njit
 
 from femplast.redistribution.backends import MODE_DENSE, MODE_EXTERNAL, MODE_PROPAGATOR
 from femplast.redistribution.kernels import dense_add, propagator_add, table_add, unfold_kernel
+from femplast.streams import pcg64_view
 from femplast.tensorial.rules import (
     SlipRule,
     add_slip,
@@ -82,9 +83,11 @@ width, stress components updated per event, slips per step beyond which the prop
 the step to the FFT; ``table``: the propagator unfolded on small grids
 (:func:`femplast.redistribution.kernels.unfold_kernel`; one dummy row: none)."""
 NO_TABLE = np.zeros((1, 1, 1))
-Work = namedtuple("Work", "act_cell act_sys pend_dg rec ev_i ev_f")
+Work = namedtuple("Work", "act_cell act_sys pend_dg rec ev_i ev_f pcg")
 """Active cells and systems of the relaxation step, their amplitudes, avalanche records,
-event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-response)."""
+event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-response), the
+view of the state generator's PCG64 state (:func:`femplast.streams.pcg64_view`: renewals draw
+inline)."""
 
 
 # ============================================================================ stability
@@ -547,7 +550,8 @@ def _renew_and_rescan(rng, st, f, sy, lz, wk, rule, ctl):
     na = st[S_NPEND]
     for i in range(na):
         c = wk.act_cell[i]
-        renew(rng, rule, sy.theta, sy.sin2, sy.cos2, sy.tauc, c, wk.pend_dg[i], f.eacc[c])
+        renew(rng, rule, sy.theta, sy.sin2, sy.cos2, sy.tauc, c, wk.pend_dg[i], f.eacc[c],
+              wk.pcg)
     for i in range(na):
         lz.flag[wk.act_cell[i]] = 1
     st[S_NPEND] = 0
@@ -653,6 +657,7 @@ class AQSDriver:
         self.events_i: list[np.ndarray] = []
         self.events_f: list[np.ndarray] = []
         self.rule = model.rule.args()  # the slip rule (femplast.tensorial.rules)
+        self._pcg_rng, self._pcg = None, None
 
     # ------------------------------------------------------------------ bundles
     def _bundles(self, k_stop: int = -1):
@@ -667,7 +672,10 @@ class AQSDriver:
                   self.rn)
         kb = Backend(red.mode, red.selfq, red.folded, red.dense, red.kmean, m.nx,
                      m.ncomp_dynamic, red.fft_threshold, shift_table(m))
-        wk = Work(self.act_cell, self.act_sys, self.pend_dg, self.rec, self.ev_i, self.ev_f)
+        if self._pcg_rng is not s.rng:  # the view of the generator the loop is handed
+            self._pcg_rng, self._pcg = s.rng, pcg64_view(s.rng)
+        wk = Work(self.act_cell, self.act_sys, self.pend_dg, self.rec, self.ev_i, self.ev_f,
+                  self._pcg)
         return ctl, f, sy, lz, kb, wk, self.rule
 
     @property
