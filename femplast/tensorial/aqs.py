@@ -36,6 +36,7 @@ from numba import njit
 
 from femplast.redistribution.backends import MODE_DENSE, MODE_EXTERNAL, MODE_PROPAGATOR
 from femplast.redistribution.kernels import dense_add, propagator_add, table_add, unfold_kernel
+from femplast.special import _div
 from femplast.streams import pcg64_view
 from femplast.tensorial.rules import (
     SlipRule,
@@ -258,27 +259,49 @@ def _candidates(span, gam0, sig, R, lz, ctl):
 
 
 @njit(cache=True, inline="always")
+def _unstable_quotient(c, n, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, gmin):
+    """``min(gmin, a / r / dgam)`` over system ``n`` of cell ``c`` if its distance to
+    threshold ``a`` shrinks at rate ``r > 0`` (without a branch: the quotient of the others is
+    computed and discarded)."""
+    a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
+    r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
+    g = _div(_div(a, r), dgam)
+    return g if (r > 0.0) & (g < gmin) else gmin
+
+
+@njit(cache=True, inline="always")
 def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     """Estimate of the first increment after ``k0`` at which a system of cell ``c`` is active,
-    from the linear growth of every system's resolved stress (kend + 2: none)."""
+    from the linear growth of every system's resolved stress (kend + 2: none): the smallest
+    ``g = a / r / dgam`` over the systems with ``r > 0`` gives ``max(floor(g) + 1, k0 + 1)``
+    (monotone in g, so the minimum over systems of that is this of the minimum quotient). The
+    quotients go through four running minima without branches (the sign of ``r`` is random:
+    a branch on it was mispredicted half the time)."""
     dgam, alpha_p = ctl.dgamma, ctl.alpha_p
     d0 = sig[0, c]
     s0 = sig[1, c]
     sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, ctl.p_off)
     rp = alpha_p * R[2, c]
-    kc = kend + 2
     sin2, cos2, tauc = sy.sin2, sy.cos2, sy.tauc
-    for n in range(sin2.shape[1]):
-        a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
-        r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
-        if r > 0.0:
-            g = a / r / dgam
-            if g < kc:
-                kn = int(math.floor(g)) + 1
-                if kn <= k0:
-                    kn = k0 + 1
-                if kn < kc:
-                    kc = kn
+    N = sin2.shape[1]
+    g0 = g1 = g2 = g3 = np.inf
+    n = 0
+    while n + 4 <= N:
+        g0 = _unstable_quotient(c, n, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g0)
+        g1 = _unstable_quotient(c, n + 1, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g1)
+        g2 = _unstable_quotient(c, n + 2, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g2)
+        g3 = _unstable_quotient(c, n + 3, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g3)
+        n += 4
+    for m in range(n, N):
+        g0 = _unstable_quotient(c, m, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g0)
+    g0 = g1 if g1 < g0 else g0
+    g2 = g3 if g3 < g2 else g2
+    g = g2 if g2 < g0 else g0
+    kc = kend + 2
+    if g < kc:
+        kc = int(math.floor(g)) + 1
+        if kc <= k0:
+            kc = k0 + 1
     return kc
 
 
