@@ -259,7 +259,7 @@ def _candidates(span, gam0, sig, R, lz, ctl):
 
 
 @njit(cache=True, inline="always")
-def _unstable_quotient(c, n, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, gmin):
+def _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, gmin):
     """``min(gmin, a / r / dgam)`` over system ``n`` of cell ``c`` if its distance to
     threshold ``a`` shrinks at rate ``r > 0`` (without a branch: the quotient of the others is
     computed and discarded)."""
@@ -287,13 +287,13 @@ def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     g0 = g1 = g2 = g3 = np.inf
     n = 0
     while n + 4 <= N:
-        g0 = _unstable_quotient(c, n, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g0)
-        g1 = _unstable_quotient(c, n + 1, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g1)
-        g2 = _unstable_quotient(c, n + 2, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g2)
-        g3 = _unstable_quotient(c, n + 3, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g3)
+        g0 = _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g0)
+        g1 = _unstable_quotient(c, n + 1, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g1)
+        g2 = _unstable_quotient(c, n + 2, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g2)
+        g3 = _unstable_quotient(c, n + 3, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g3)
         n += 4
     for m in range(n, N):
-        g0 = _unstable_quotient(c, m, d0, s0, sh0, rp, sig, R, sin2, cos2, tauc, dgam, g0)
+        g0 = _unstable_quotient(c, m, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g0)
     g0 = g1 if g1 < g0 else g0
     g2 = g3 if g3 < g2 else g2
     g = g2 if g2 < g0 else g0
