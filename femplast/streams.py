@@ -10,6 +10,9 @@ over many tests rewinds one generator per test instead of creating one.
 """
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 
 def realization_rng(seed: int, index: int) -> np.random.Generator:
@@ -67,3 +70,70 @@ class CounterStream:
         self.ctr[:] = [0, *counter]
         self.bits[self.BUFFER_POS] = 4
         self.bits[self.HAS_UINT32] = 0
+
+
+# ----------------------------------------------------------------------- PCG64 drawn inline
+# numpy's PCG64 (the realization streams): a 128-bit LCG ``s <- s M + inc`` whose output is
+# the XSL-RR of the new state, ``random()`` its top 53 bits times 2^-53 (numpy's pcg64.h and
+# ``next_double``). Compiled loops that draw many uniforms at once (the renewal of a cell: 45)
+# step it in registers on a view of the generator's own C state instead of calling numpy's
+# ``next_double`` through a function pointer once per draw (5 ns each): the same numbers, and
+# the Generator stays where it would have been, since the view IS its state.
+PCG64_MULT_HI, PCG64_MULT_LO = 0x2360ED051FC65DA4, 0x4385DF649FCCF645
+
+
+@intrinsic
+def _pcg64_step(typingctx, lo, hi, inc_lo, inc_hi):
+    """``(lo', hi', out)``: one PCG64 step of the state ``hi:lo`` with increment
+    ``inc_hi:inc_lo`` (128-bit arithmetic in LLVM's i128) and its 64-bit XSL-RR output."""
+    sig = types.UniTuple(types.uint64, 3)(types.uint64, types.uint64, types.uint64,
+                                          types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i128, i64 = ir.IntType(128), ir.IntType(64)
+        sixty4 = ir.Constant(i128, 64)
+
+        def wide(a, b):  # hi:lo as i128
+            return builder.or_(builder.shl(builder.zext(b, i128), sixty4),
+                               builder.zext(a, i128))
+
+        mult = ir.Constant(i128, (PCG64_MULT_HI << 64) | PCG64_MULT_LO)
+        s = builder.add(builder.mul(wide(args[0], args[1]), mult), wide(args[2], args[3]))
+        nlo = builder.trunc(s, i64)
+        nhi = builder.trunc(builder.lshr(s, sixty4), i64)
+        rot = builder.lshr(nhi, ir.Constant(i64, 58))
+        fshr = builder.module.declare_intrinsic("llvm.fshr", [i64],
+                                                ir.FunctionType(i64, [i64, i64, i64]))
+        x = builder.xor(nhi, nlo)
+        out = builder.call(fshr, [x, x, rot])  # rotate right by rot
+        return context.make_tuple(builder, signature.return_type, [nlo, nhi, out])
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def pcg64_double(lo, hi, inc_lo, inc_hi):
+    """``(lo', hi', u)``: the next ``random()`` of a PCG64 generator in state ``hi:lo``."""
+    lo, hi, out = _pcg64_step(lo, hi, inc_lo, inc_hi)
+    return lo, hi, np.float64(out >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+def pcg64_view(rng: np.random.Generator) -> np.ndarray:
+    """The C state of ``rng``'s PCG64 as 4 uint64 ``[state lo, state hi, inc lo, inc hi]``
+    that compiled code reads and writes (:func:`pcg64_double`), or an empty array when its bit
+    generator is not numpy's PCG64 (then compiled code draws through ``rng``). The view does
+    not keep ``rng`` alive: the caller holds both. The layout is checked against numpy's
+    ``state`` dict."""
+    import ctypes
+
+    bg = rng.bit_generator
+    if type(bg) is not np.random.PCG64:
+        return np.empty(0, np.uint64)
+    ptr = ctypes.c_uint64.from_address(bg.ctypes.state_address).value
+    view = np.ctypeslib.as_array((ctypes.c_uint64 * 4).from_address(ptr))
+    s = bg.state["state"]
+    mask = (1 << 64) - 1
+    if [int(v) for v in view] != [s["state"] & mask, s["state"] >> 64, s["inc"] & mask,
+                                  s["inc"] >> 64]:
+        raise RuntimeError("numpy's PCG64 state layout is not the expected one")
+    return view

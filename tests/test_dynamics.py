@@ -497,3 +497,42 @@ def test_dense_budget_is_shared_by_the_ranks_on_a_machine(monkeypatch):
     monkeypatch.delenv("MPI_LOCALNRANKS")
     monkeypatch.delenv("OMPI_COMM_WORLD_LOCAL_SIZE", raising=False)
     assert be.ranks_on_node() == MPI.COMM_WORLD.size
+
+def _first_unstable_increment_reference(c, k0, kend, sig, R, sin2, cos2, tauc, dgam, alpha_p,
+                                        p_off):
+    """The load search's per-cell estimate as one plain pass with a branch per system."""
+    sh0 = 0.0 if alpha_p == 0.0 else alpha_p * (p_off - sig[2, c])
+    kc = kend + 2
+    for n in range(sin2.shape[1]):
+        a = tauc[c, n] + sh0 - (sin2[c, n] * sig[0, c] + cos2[c, n] * sig[1, c])
+        r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + alpha_p * R[2, c]
+        if r > 0.0:
+            g = a / r / dgam
+            if g < kc:
+                kc = min(kc, max(int(np.floor(g)) + 1, k0 + 1))
+    return kc
+
+
+@pytest.mark.parametrize("alpha_p", [0.0, 0.3])
+def test_first_unstable_increment_equals_the_plain_pass(alpha_p):
+    """The branch-free minimum of the quotients gives the plain pass's increment, cell for
+    cell, with unused columns (tau_c = inf), cells never unstable and cells already past k0."""
+    from femplast.tensorial.aqs import Control, Systems, _first_unstable_increment
+
+    rng = np.random.default_rng(4)
+    cells, N, dgam = 400, 38, 1e-4
+    th = rng.uniform(-np.pi / 2, np.pi / 2, (cells, N))
+    sin2, cos2 = np.sin(2 * th), np.cos(2 * th)
+    tauc = rng.weibull(2.0, (cells, N)) * rng.choice([1e-3, 1.0], (cells, 1))
+    tauc[::7, -3:] = np.inf
+    sig, R = rng.normal(0, 0.5, (3, cells)), rng.normal(0, 10.0, (3, cells))
+    sig[:, ::11] *= 100.0
+    sy = Systems(th, sin2, cos2, tauc)
+    for k0, kend in ((0, 20000), (30, 40), (500, 20000)):
+        ctl = Control(dgam, kend, -1, 1, alpha_p, 0.1, 1e-12, False)
+        got = [_first_unstable_increment(c, k0, kend, sig, R, sy, ctl) for c in range(cells)]
+        want = [_first_unstable_increment_reference(c, k0, kend, sig, R, sin2, cos2, tauc,
+                                                    dgam, alpha_p, 0.1) for c in range(cells)]
+        assert got == want
+        assert kend + 2 in want and k0 + 1 in want
+        assert len(set(want)) > (20 if kend - k0 > 1000 else 1)

@@ -27,6 +27,7 @@ from femplast.tensorial.rules import (
     SlipRule,
     register,
 )
+from femplast.tensorial.slip import renew_cell
 
 
 @register
@@ -236,6 +237,47 @@ def test_renewal_plain_python_reference_bit_for_bit():
         renew_cell(ra, c, *a, 0, 2.05, 2.18)
         _renew_numpy(rb, c, *b, 2.05, 2.18)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_renewal_inline_pcg64_equals_the_generator_bit_for_bit():
+    """The renewal drawing from the view of the generator's PCG64 state (``renew_cell_pcg``)
+    equals ``renew_cell`` drawing through numpy, Weibull and fixed thresholds, and leaves the
+    generator where ``renew_cell`` leaves it (the next draws agree)."""
+    from femplast.streams import pcg64_view
+    from femplast.tensorial.slip import THRESHOLD_FIXED, THRESHOLD_WEIBULL, renew_cell_pcg
+
+    for kind in (THRESHOLD_WEIBULL, THRESHOLD_FIXED):
+        a = [np.zeros((5, 36)) for _ in range(4)]
+        b = [np.zeros((5, 36)) for _ in range(4)]
+        ra, rb = realization_rng(3, 1), realization_rng(3, 1)
+        view = pcg64_view(rb)
+        for c in (4, 0, 4, 2):
+            renew_cell(ra, c, *a, kind, 2.05, 2.18)
+            renew_cell_pcg(view, c, *b, kind, 2.05, 2.18)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        assert ra.bit_generator.state == rb.bit_generator.state
+        assert np.array_equal(ra.random(5), rb.random(5))
+
+
+def test_aqs_inline_renewal_draws_equal_the_generic_path():
+    """The AQS loop with its renewals drawn inline (PCG64 view) and the same loop drawing
+    through the generator (an empty view: what a non-PCG64 generator gets) give the same
+    events, states and generator state, bit for bit."""
+    m = small_model(n=6)
+    a = m.new_state(realization_rng(11, 0))
+    b = a.copy()
+    out = []
+    for st, generic in ((a, False), (b, True)):
+        drv = AQSDriver(m, st, 0.0, 1e-4, 3000, event_log=True)
+        if generic:
+            drv._pcg_rng, drv._pcg = st.rng, np.empty(0, np.uint64)
+        drv.run()
+        out.append(drv.event_table())
+    assert len(out[0][0]) > 100
+    assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+    for x, y in ((a.sig, b.sig), (a.tauc, b.tauc), (a.sin2, b.sin2), (a.theta, b.theta)):
+        assert np.array_equal(x, y)
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
 
 
 def reference_aqs(model, st, dgamma, k_end):

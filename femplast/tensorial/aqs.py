@@ -36,6 +36,8 @@ from numba import njit
 
 from femplast.redistribution.backends import MODE_DENSE, MODE_EXTERNAL, MODE_PROPAGATOR
 from femplast.redistribution.kernels import dense_add, propagator_add, table_add, unfold_kernel
+from femplast.special import _div
+from femplast.streams import pcg64_view
 from femplast.tensorial.rules import (
     SlipRule,
     add_slip,
@@ -82,9 +84,11 @@ width, stress components updated per event, slips per step beyond which the prop
 the step to the FFT; ``table``: the propagator unfolded on small grids
 (:func:`femplast.redistribution.kernels.unfold_kernel`; one dummy row: none)."""
 NO_TABLE = np.zeros((1, 1, 1))
-Work = namedtuple("Work", "act_cell act_sys pend_dg rec ev_i ev_f")
+Work = namedtuple("Work", "act_cell act_sys pend_dg rec ev_i ev_f pcg")
 """Active cells and systems of the relaxation step, their amplitudes, avalanche records,
-event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-response)."""
+event log (ints: cell, k, relaxation step; floats: theta, d_gamma, tau, self-response), the
+view of the state generator's PCG64 state (:func:`femplast.streams.pcg64_view`: renewals draw
+inline)."""
 
 
 # ============================================================================ stability
@@ -255,27 +259,49 @@ def _candidates(span, gam0, sig, R, lz, ctl):
 
 
 @njit(cache=True, inline="always")
+def _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, gmin):
+    """``min(gmin, a / r / dgam)`` over system ``n`` of cell ``c`` if its distance to
+    threshold ``a`` shrinks at rate ``r > 0`` (without a branch: the quotient of the others is
+    computed and discarded)."""
+    a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
+    r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
+    g = _div(_div(a, r), dgam)
+    return g if (r > 0.0) & (g < gmin) else gmin
+
+
+@njit(cache=True, inline="always")
 def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     """Estimate of the first increment after ``k0`` at which a system of cell ``c`` is active,
-    from the linear growth of every system's resolved stress (kend + 2: none)."""
+    from the linear growth of every system's resolved stress (kend + 2: none): the smallest
+    ``g = a / r / dgam`` over the systems with ``r > 0`` gives ``max(floor(g) + 1, k0 + 1)``
+    (monotone in g, so the minimum over systems of that is this of the minimum quotient). The
+    quotients go through four running minima without branches (the sign of ``r`` is random:
+    a branch on it was mispredicted half the time)."""
     dgam, alpha_p = ctl.dgamma, ctl.alpha_p
     d0 = sig[0, c]
     s0 = sig[1, c]
     sh0 = _pressure_shift(c, 0.0, sig, R, alpha_p, ctl.p_off)
     rp = alpha_p * R[2, c]
-    kc = kend + 2
     sin2, cos2, tauc = sy.sin2, sy.cos2, sy.tauc
-    for n in range(sin2.shape[1]):
-        a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
-        r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
-        if r > 0.0:
-            g = a / r / dgam
-            if g < kc:
-                kn = int(math.floor(g)) + 1
-                if kn <= k0:
-                    kn = k0 + 1
-                if kn < kc:
-                    kc = kn
+    N = sin2.shape[1]
+    g0 = g1 = g2 = g3 = np.inf
+    n = 0
+    while n + 4 <= N:
+        g0 = _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g0)
+        g1 = _unstable_quotient(c, n + 1, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g1)
+        g2 = _unstable_quotient(c, n + 2, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g2)
+        g3 = _unstable_quotient(c, n + 3, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g3)
+        n += 4
+    for m in range(n, N):
+        g0 = _unstable_quotient(c, m, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g0)
+    g0 = g1 if g1 < g0 else g0
+    g2 = g3 if g3 < g2 else g2
+    g = g2 if g2 < g0 else g0
+    kc = kend + 2
+    if g < kc:
+        kc = int(math.floor(g)) + 1
+        if kc <= k0:
+            kc = k0 + 1
     return kc
 
 
@@ -547,7 +573,8 @@ def _renew_and_rescan(rng, st, f, sy, lz, wk, rule, ctl):
     na = st[S_NPEND]
     for i in range(na):
         c = wk.act_cell[i]
-        renew(rng, rule, sy.theta, sy.sin2, sy.cos2, sy.tauc, c, wk.pend_dg[i], f.eacc[c])
+        renew(rng, rule, sy.theta, sy.sin2, sy.cos2, sy.tauc, c, wk.pend_dg[i], f.eacc[c],
+              wk.pcg)
     for i in range(na):
         lz.flag[wk.act_cell[i]] = 1
     st[S_NPEND] = 0
@@ -653,6 +680,7 @@ class AQSDriver:
         self.events_i: list[np.ndarray] = []
         self.events_f: list[np.ndarray] = []
         self.rule = model.rule.args()  # the slip rule (femplast.tensorial.rules)
+        self._pcg_rng, self._pcg = None, None
 
     # ------------------------------------------------------------------ bundles
     def _bundles(self, k_stop: int = -1):
@@ -667,7 +695,10 @@ class AQSDriver:
                   self.rn)
         kb = Backend(red.mode, red.selfq, red.folded, red.dense, red.kmean, m.nx,
                      m.ncomp_dynamic, red.fft_threshold, shift_table(m))
-        wk = Work(self.act_cell, self.act_sys, self.pend_dg, self.rec, self.ev_i, self.ev_f)
+        if self._pcg_rng is not s.rng:  # the view of the generator the loop is handed
+            self._pcg_rng, self._pcg = s.rng, pcg64_view(s.rng)
+        wk = Work(self.act_cell, self.act_sys, self.pend_dg, self.rec, self.ev_i, self.ev_f,
+                  self._pcg)
         return ctl, f, sy, lz, kb, wk, self.rule
 
     @property

@@ -59,6 +59,7 @@ from femplast.tensorial.slip import (
     V_STRUCT_STRAIN,
     V_SYSTEMS,
     renew_cell,
+    renew_cell_pcg,
     variant_vector,
 )
 
@@ -359,12 +360,19 @@ def add_slip(eps_pl, c, s2, c2, d_gamma):
 
 
 @njit(cache=True, inline="always")
-def renew(rng, rule, theta, sin2, cos2, tauc, c, d_gamma, e):
+def renew(rng, rule, theta, sin2, cos2, tauc, c, d_gamma, e, pcg=None):
     """Renew the systems of cell ``c`` after a slip of ``d_gamma`` (``e``: the cell's
-    accumulated plastic strain), as the rule says (no-op when renewal is off)."""
+    accumulated plastic strain), as the rule says (no-op when renewal is off). ``pcg``: the
+    view of ``rng``'s PCG64 state (:func:`femplast.streams.pcg64_view`; empty: another bit
+    generator): the original renewal then draws its 45 uniforms inline (same numbers)."""
     if not rule.renew:
         return
     if rule.vpar is None:
+        if pcg is not None:  # pruned at compile time when the caller passes none
+            if pcg.shape[0] == 4:
+                renew_cell_pcg(pcg, c, theta, sin2, cos2, tauc, rule.threshold_kind,
+                               rule.weibull_lambda, rule.weibull_k)
+                return
         renew_cell(rng, c, theta, sin2, cos2, tauc, rule.threshold_kind, rule.weibull_lambda,
                    rule.weibull_k)
     else:

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from femplast.special import exp_small, log_pos, ndtr, ndtri, sincos_small
+from femplast.streams import pcg64_double
 
 THRESHOLD_WEIBULL = 0
 THRESHOLD_FIXED = 1
@@ -62,6 +63,13 @@ def draw_thresholds(rng, c, n_systems, tauc, kind, weibull_lambda, weibull_k):
         return
     for n in range(n_systems):
         tauc[c, n] = 1.0 - rng.random()
+    _thresholds_from_v(c, n_systems, tauc, weibull_lambda, weibull_k)
+
+
+@njit(cache=True, inline="always")
+def _thresholds_from_v(c, n_systems, tauc, weibull_lambda, weibull_k):
+    """``tauc[c, n] = weibull_threshold(tauc[c, n])`` for the first ``n_systems`` systems
+    (holding ``v = 1 - u``), in one loop that vectorizes."""
     inv_k = 1.0 / weibull_k
     for n in range(n_systems):
         tauc[c, n] = weibull_threshold(tauc[c, n], weibull_lambda, inv_k)
@@ -187,6 +195,12 @@ def _draw_angles(rng, c, ngroups, theta, sin2, cos2):
     from the last group down (a group's columns lie at or after its base's column)."""
     for g in range(ngroups):
         theta[c, g] = 0.5 * math.pi - math.pi * rng.random()  # uniform in (-pi/2, pi/2]
+    _spread_angles(c, ngroups, theta, sin2, cos2)
+
+
+@njit(cache=True)
+def _spread_angles(c, ngroups, theta, sin2, cos2):
+    """The groups of :func:`_draw_angles` from their base angles in ``theta[c, :ngroups]``."""
     for g in range(ngroups):
         sin2[c, g], cos2[c, g] = sincos_small(2.0 * theta[c, g])
     for g in range(ngroups - 1, -1, -1):
@@ -199,6 +213,31 @@ def _draw_angles(rng, c, ngroups, theta, sin2, cos2):
             sin2[c, 4 * g + j] = s
             cos2[c, 4 * g + j] = co
             s, co = co, -s
+
+
+@njit(cache=True, inline="always")
+def renew_cell_pcg(pcg, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k):
+    """:func:`renew_cell`'s original renewal (``vpar`` None) drawing from a PCG64 state view
+    (:func:`femplast.streams.pcg64_view` of the realization's generator): the same uniforms in
+    the same order (the base angles, then one per threshold), stepped in registers and the
+    state written back, so results and the generator's state are those of ``renew_cell``."""
+    N = theta.shape[1]
+    ngroups = N // 4
+    lo, hi, inc_lo, inc_hi = pcg[0], pcg[1], pcg[2], pcg[3]
+    for g in range(ngroups):
+        lo, hi, u = pcg64_double(lo, hi, inc_lo, inc_hi)
+        theta[c, g] = 0.5 * math.pi - math.pi * u
+    if kind != THRESHOLD_FIXED:
+        for n in range(N):
+            lo, hi, u = pcg64_double(lo, hi, inc_lo, inc_hi)
+            tauc[c, n] = 1.0 - u
+    pcg[0], pcg[1] = lo, hi
+    _spread_angles(c, ngroups, theta, sin2, cos2)
+    if kind == THRESHOLD_FIXED:
+        for n in range(N):
+            tauc[c, n] = weibull_lambda
+    else:
+        _thresholds_from_v(c, N, tauc, weibull_lambda, weibull_k)
 
 
 @njit(cache=True)
