@@ -154,9 +154,23 @@ def window_cells(model, spec) -> dict:
     points = el.gather(box.midpoints()[el._dolfinx_cells])
     area = np.asarray(model.weights, float) * box.area
     size = spec.size if spec.shape != "file" else box.cell_size
-    return dict(weights=area, n=math.sqrt(box.area) / size,
-                band=functools.partial(line_band, points, area, spacing=size,
-                                       origin=stress_raiser(spec)))
+    origin = stress_raiser(spec)
+    out = dict(weights=area, n=math.sqrt(box.area) / size,
+               band=functools.partial(line_band, points, area, spacing=size, origin=origin))
+    if origin is not None:
+        out["root_band"] = functools.partial(root_band, points, area, origin=origin,
+                                             r_min=ROOT_RADII * spec.notch_radius,
+                                             r_max=0.5 * (spec.width - spec.notch_depth))
+    return out
+
+
+def root_band(points, area, field, origin, r_min: float, r_max: float) -> dict:
+    """The band a stress raiser emits, from a run's whole plastic strain: the densest
+    direction of :func:`band_from_point` in the annulus ``r_min <= r < r_max`` (deg from x,
+    in (-180, 180]; a straight line scan may instead pick the longer leg of a band kinked by
+    a grip), its ``contrast`` and the ``near`` enrichment within ``r_min`` of the raiser."""
+    b = band_from_point(points, area, field, origin, r_min, r_max)
+    return dict(angle=b["angle"], contrast=b["contrast"], near=b["near"])
 
 
 def first_slip_law(load_response, k: float, near=None) -> dict:
@@ -235,5 +249,5 @@ def first_slip_summary(law_p: float, area_share: float, radius: float,
                 within_count=int(np.sum(d < radius)), realizations=len(d))
 
 
-__all__ = ["band_from_point", "line_band", "first_slip_law", "stress_raiser", "window_cells",
+__all__ = ["band_from_point", "line_band", "root_band", "first_slip_law", "stress_raiser", "window_cells",
            "first_instability", "first_slip_summary", "first_slip_record"]
