@@ -54,7 +54,9 @@ Definitions (one place; summary.json ``localization``, docs/case-reference.md se
   (-90, 90], ``position`` and ``width`` in lengths, and for a notched strip
   ``root_distance`` and ``from_root`` (the band's centre line passes through the notch
   root). Persistence: bands within 10 deg are the same orientation. The ensemble adds
-  ``from_root_fraction`` and the |angle| of the root's bands.
+  ``from_root_fraction`` and the |angle| of the root's bands, and ``root_band``: per
+  realization the direction in which the whole run's plastic strain leaves the notch root
+  (:func:`femplast.analysis.specimen.root_band`; a band kinked by a grip still counts).
 
 Ensemble: the mean LOC curve with a 95 % confidence band (mean +- t(0.975, R-1) s / sqrt(R)
 over the R realizations with a finite value), the mean of the per-realization post-yield

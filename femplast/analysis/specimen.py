@@ -249,5 +249,5 @@ def first_slip_summary(law_p: float, area_share: float, radius: float,
                 within_count=int(np.sum(d < radius)), realizations=len(d))
 
 
-__all__ = ["band_from_point", "line_band", "root_band", "first_slip_law", "stress_raiser", "window_cells",
-           "first_instability", "first_slip_summary", "first_slip_record"]
+__all__ = ["band_from_point", "line_band", "root_band", "first_slip_law", "stress_raiser",
+           "window_cells", "first_instability", "first_slip_summary", "first_slip_record"]
