@@ -164,6 +164,25 @@ def window_cells(model, spec) -> dict:
     return out
 
 
+def scalar_windows(model, spec, windows: dict) -> dict:
+    """The scalar model's plastic-strain windows on a specimen
+    (:class:`femplast.scalar.specimen.SpecimenScalarModel`, one rank) made ready for
+    :func:`femplast.analysis.localization.of_windows`: the cells of :func:`window_cells`, and
+    the slip amplitudes ``eps_p`` (eigenstrain ``eps_p 2 M(theta)`` per cell) resolved on the
+    grips' drive as the tensorial model's are
+    (:func:`femplast.analysis.localization.resolved_plastic`: ``2 d<.>/d gamma_ext`` is the
+    share of the imposed strain carried plastically, in tension as between walls)."""
+    from femplast.analysis.localization import resolved_plastic
+
+    out = dict(windows)
+    Gd = model.el.drive_gradient
+    if Gd is not None:
+        out["eps_pl"] = np.asarray(windows["eps_pl"], float) * float(
+            resolved_plastic(np.asarray(model.unit, float)[None, :], 0.0, drive=Gd)[0])
+    out.update(window_cells(model, spec))
+    return out
+
+
 def root_band(points, area, field, origin, r_min: float, r_max: float) -> dict:
     """The band a stress raiser emits, from a run's whole plastic strain: the densest
     direction of :func:`band_from_point` in the annulus ``r_min <= r < r_max`` (deg from x,
@@ -249,5 +268,6 @@ def first_slip_summary(law_p: float, area_share: float, radius: float,
                 within_count=int(np.sum(d < radius)), realizations=len(d))
 
 
-__all__ = ["band_from_point", "line_band", "root_band", "first_slip_law", "stress_raiser",
-           "window_cells", "first_instability", "first_slip_summary", "first_slip_record"]
+__all__ = ["band_from_point", "line_band", "root_band", "scalar_windows", "first_slip_law",
+           "stress_raiser", "window_cells", "first_instability", "first_slip_summary",
+           "first_slip_record"]
