@@ -50,16 +50,14 @@ def stress_symbol(alpha_deg: float = 0.0, what: str = "", measure: str | None = 
     return rf"${pre}\Sigma^{{\rm ext}}_{{{sub}}}$"
 
 
-STRESS_NAMES = {None: "external stress", "nominal": "nominal stress (grip force / grip length)",
-                "drive": "grip force / area"}
+# a specimen's nominal stress is its grip force per unit grip length (steps/nominal_stress)
+STRESS_NAMES = {None: "external stress", "nominal": "nominal stress", "drive": "grip force / area"}
 
 
 def stress_label(alpha_deg: float = 0.0, what: str = "", measure: str | None = None) -> str:
     """Axis label of the external stress, its avalanche drops or its increments; a
-    specimen's in its own ``measure`` (:func:`stress_symbol`)."""
-    name = STRESS_NAMES[measure]
-    name = {"": name, "drop": f"drop of the {name}" if measure else "stress drop",
-            "inc": f"increment of the {name}" if measure else "stress increment"}[what]
+    specimen's in its own ``measure`` (named, and in the symbol: :func:`stress_symbol`)."""
+    name = {"": STRESS_NAMES[measure], "drop": "stress drop", "inc": "stress increment"}[what]
     return f"{name} {stress_symbol(alpha_deg, what, measure)} [{U_STRESS}]"
 
 
