@@ -641,3 +641,53 @@ def test_plot_does_not_import_dolfinx(tmp_path):
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
     assert (tmp_path / "figures" / "finite_size.png").is_file()
+
+
+class _LabelSaver:
+    """Keeps each figure's axis labels instead of writing it."""
+
+    def __init__(self):
+        self.labels = {}
+
+    def save(self, fig, name, caption):
+        import matplotlib.pyplot as plt
+
+        self.labels[name] = [(a.get_xlabel(), a.get_ylabel()) for a in fig.axes]
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("extra,measure,symbol", [
+    ({"nominal_stress": "s"}, "nominal stress", r"\sigma_{\rm nom}"),  # one grip
+    ({"drive_stress": "s", "force": "s"}, "grip force / area", r"\Sigma_{\rm grip}"),  # walls
+    ({"force": "s"}, "grip force / area", r"\Sigma_{\rm grip}"),  # scalar model, specimen
+    ({}, None, None)])  # the periodic box: Sigma_xy
+def test_specimen_stress_axes_name_their_stress(tmp_path, extra, measure, symbol):
+    """Stress-strain curve and stationary densities (stress, drops, increments) of a
+    specimen label the stress the run records (nominal stress of one grip, grip force per
+    area), never Sigma_xy; the box keeps Sigma^ext_xy."""
+    import json
+
+    from femplast.postprocess import figures as F
+
+    g = np.linspace(0, 0.2, 2001)
+    s = np.minimum(13.2 * g, 0.5) + 0.01 * np.sin(300 * g)
+    st = np.zeros((len(g), 3))
+    st[:, 2] = s
+    extra = {k: s for k in extra}
+    for i in range(2):
+        write_steps(tmp_path / "realizations" / f"r{i:04d}.h5", g, st, **extra)
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"case": {"loading": {"stationary_from": 0.1}}}))
+    run = load_run(tmp_path)
+    saver = _LabelSaver()
+    F.stress_strain(run, saver)
+    F.macro_densities(run, saver)
+    y = saver.labels["stress_strain"][0][1]
+    xs = [x for x, _ in saver.labels["densities"]]
+    assert len(xs) >= 2
+    if measure is None:
+        assert r"\Sigma^{\rm ext}_{xy}" in y and all(r"\Sigma^{\rm ext}_{xy}" in x for x in xs)
+    else:
+        assert y.startswith(measure) and xs[0].startswith(measure), (y, xs)
+        assert all(symbol in x and "_{xy}" not in x for x in [y, *xs]), xs
+        assert xs[1].startswith("stress drop")

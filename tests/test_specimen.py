@@ -402,3 +402,52 @@ def test_notch_localizes_more_than_the_bulk_strip(tmp_path):
     assert a["loc_max"] - b["loc_max"] > 2 * np.hypot(a["loc_max_err"], b["loc_max_err"])
     band = out["notch"]["band"]
     assert band["from_root_fraction"] >= 0.5 and 25 <= band["root_angle_abs_mean"] <= 50
+
+
+def test_stable_glass_yields_at_the_notch_root(tmp_path):
+    """The shipped well-annealed notched strip (cases/geometry_notch_tension_stable.yaml,
+    narrow high thresholds, 6 realizations to gamma_ext 0.08): the first slip lies within 3
+    notch radii of the root in at least 5 of 6 realizations (the weakest-link law says 0.96:
+    a stable glass has no weak spot to compete with the root; the paper's k = 2.18 gives 0.17
+    on the same mesh), and the whole run's plastic strain leaves the root along a band at
+    35-65 deg from x in every realization, several times denser than around it.
+    Observed: 5 of 6 (distances 48.4, 4.1, 4.1, 1.5, 1.5, 1.5); root band angles 55, 45,
+    -55, -55, 55, 55, contrast 6.5-21, root enrichment 3.0-4.6; the first post-yield
+    window's line-scan band passes through the root in 5 of 6. Without the notch the same
+    glass localizes less: post-yield LOC maximum 1.53 +- 0.24 against 0.65 +- 0.08."""
+    import json
+
+    import yaml
+
+    from femplast.analysis.specimen import first_slip_law
+    from femplast.app.api import run
+
+    data = yaml.safe_load((ROOT / "cases" / "geometry_notch_tension_stable.yaml").read_text())
+    data.pop("output")  # no field files: the summary holds what is tested
+    case = load_case(data)
+    run(case, tmp_path / "out")
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    fs = s["specimen"]["first_slip"]
+    assert fs["realizations"] == 6 and fs["within_count"] >= 5, fs
+    assert fs["law_probability_within"] > 0.9 and fs["enrichment"] > 20, fs
+    rb = s["localization"]["band"]["root_band"]
+    assert all(35 <= abs(a) <= 65 for a in rb["angle_per_realization"]), rb
+    assert min(rb["contrast_per_realization"]) > 4 and min(rb["near_per_realization"]) > 2.5
+    py = s["localization"]["post_yield"]
+    per = s["localization"]["band"]["per_realization"]
+    first_post = [b["from_root"][round(g / 0.01)]
+                  for b, g in zip(per, py["gamma_yield_per_realization"], strict=True)]
+    assert sum(first_post) >= 5, first_post
+    # the same mesh with the paper's (poorly annealed) thresholds: the root rarely wins
+    sim = Simulation(case)
+    near = _root_distance(sim, [30.0, 100.0]) < fs["radius"]
+    assert first_slip_law(sim._model.load_response(0.0), 2.18, near)["p_near"] < 0.3
+    # the same glass without the notch (yielding at the clamped grips' corners) localizes
+    # less: post-yield LOC maximum lower by more than 2 combined standard errors
+    data["geometry"] = {k: data["geometry"][k] for k in ("width", "height", "size",
+                                                         "boundaries")}
+    run(load_case(data), tmp_path / "bulk")
+    bulk = json.loads((tmp_path / "bulk" / "summary.json").read_text())
+    b = bulk["localization"]["post_yield"]
+    assert py["loc_max"] - b["loc_max"] > 2 * np.hypot(py["loc_max_err"], b["loc_max_err"]), \
+        (py["loc_max"], b["loc_max"])

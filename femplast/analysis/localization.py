@@ -54,7 +54,9 @@ Definitions (one place; summary.json ``localization``, docs/case-reference.md se
   (-90, 90], ``position`` and ``width`` in lengths, and for a notched strip
   ``root_distance`` and ``from_root`` (the band's centre line passes through the notch
   root). Persistence: bands within 10 deg are the same orientation. The ensemble adds
-  ``from_root_fraction`` and the |angle| of the root's bands.
+  ``from_root_fraction`` and the |angle| of the root's bands, and ``root_band``: per
+  realization the direction in which the whole run's plastic strain leaves the notch root
+  (:func:`femplast.analysis.specimen.root_band`; a band kinked by a grip still counts).
 
 Ensemble: the mean LOC curve with a 95 % confidence band (mean +- t(0.975, R-1) s / sqrt(R)
 over the R realizations with a finite value), the mean of the per-realization post-yield
@@ -164,7 +166,8 @@ def band_overlap(a: dict | None, b: dict | None) -> float:
 
 # ============================================================================ one realization
 def realization(edges, fields, n: int, yield_rate: float, curve=None,
-                kind: str = "quad", span: int = 1, weights=None, band=None) -> dict:
+                kind: str = "quad", span: int = 1, weights=None, band=None,
+                root_band=None) -> dict:
     """Localization observables of one realization from its plastic-strain snapshots
     ``fields`` (len(edges), cells) at the strains ``edges`` (module doc), cells of a
     structured ``kind`` mesh of side n; window k spans snapshots k to k + ``span`` (sliding
@@ -175,6 +178,8 @@ def realization(edges, fields, n: int, yield_rate: float, curve=None,
     area-weighted with ``n`` cells across (:func:`femplast.scalar.model.loc_index`), the
     plastic rate is the area-weighted mean, and ``band`` (field -> band dict, e.g.
     :func:`femplast.analysis.specimen.line_band`) finds the bands; no row/column profiles.
+    ``root_band`` (field -> dict, :func:`femplast.analysis.specimen.root_band`): the band a
+    notch root emits, from the plastic strain of the whole run (last snapshot - first).
     """
     edges = np.asarray(edges, float)
     if weights is None:
@@ -201,6 +206,8 @@ def realization(edges, fields, n: int, yield_rate: float, curve=None,
     out = dict(loc=loc, plastic_rate=rate, bands=bands, yield_window=k0,
                gamma_yield=float(edges[k0]) if k0 < len(d) else None,
                loc_cumulative=cumulative, **profiles)
+    if root_band is not None:
+        out["root_band"] = root_band(F[-1] - F[0])
     fin = [k for k in range(k0, len(d)) if np.isfinite(loc[k])]
     out["loc_max"] = float(loc[max(fin, key=lambda k: loc[k])]) if fin else None
     out["gamma_loc_max"] = float(centre[max(fin, key=lambda k: loc[k])]) if fin else None
@@ -300,7 +307,20 @@ def summary(edges, per: list[dict], window: float, yield_rate: float, span: int 
             per_realization=[_bands_table(r) for r in per]))
     if any("root_distance" in b for b in post_bands):  # a notched specimen's line scan
         out["band"].update(_specimen_bands(post_bands))
+    if all("root_band" in r for r in per):
+        out["band"]["root_band"] = _root_bands([r["root_band"] for r in per])
     return _clean(out)
+
+
+def _root_bands(rb: list[dict]) -> dict:
+    """Ensemble of the bands a notch root emits over the whole run (one per realization)."""
+    return dict(definition="densest direction (deg from x) of the whole run's plastic strain "
+                           "around the notch root (femplast.analysis.specimen.root_band), its "
+                           "contrast over the annulus mean and the root's enrichment (near)",
+                angle_per_realization=[b["angle"] for b in rb],
+                contrast_per_realization=[b["contrast"] for b in rb],
+                near_per_realization=[b["near"] for b in rb],
+                angle_abs_mean=float(np.mean(np.abs([b["angle"] for b in rb]))))
 
 
 def _specimen_bands(post_bands: list[dict]) -> dict:
@@ -323,7 +343,7 @@ def of_windows(w: dict, section) -> dict:
     n = float(w["n"]) if w.get("weights") is not None else int(w["n"])
     out = realization(w["edges"], w["eps_pl"], n, section.yield_rate,
                       (w["gamma"], w["stress"]), w["kind"], window_span(section),
-                      w.get("weights"), w.get("band"))
+                      w.get("weights"), w.get("band"), w.get("root_band"))
     out.update(edges=np.asarray(w["edges"], float), curve_gamma=np.asarray(w["gamma"], float),
                curve_stress=np.asarray(w["stress"], float))
     return out

@@ -18,7 +18,9 @@ probability ``r_n^k / sum r^k`` exactly. Per cell (systems uniform in angle, ``N
 ``P(c) = |R_c|^k / sum |R|^k`` with ``|R_c|`` the deviatoric load response. The notch root
 concentrates ``|R|`` (3-4x the median at a cell of half the bulk size) but holds few cells,
 and with the paper's k = 2.18 the bulk's weakest systems win most of the time (the shipped
-notched strip: 17 % within 3 notch radii, against 3.3 % of the area).
+notched strip: 17 % within 3 notch radii, against 3.3 % of the area). A well-annealed glass
+(narrow, high thresholds: k = 8, cases/geometry_notch_tension_stable.yaml) gives 96 %: it
+has no weak spot to compete with the stress raiser, and nucleates its band there.
 """
 
 from __future__ import annotations
@@ -154,9 +156,42 @@ def window_cells(model, spec) -> dict:
     points = el.gather(box.midpoints()[el._dolfinx_cells])
     area = np.asarray(model.weights, float) * box.area
     size = spec.size if spec.shape != "file" else box.cell_size
-    return dict(weights=area, n=math.sqrt(box.area) / size,
-                band=functools.partial(line_band, points, area, spacing=size,
-                                       origin=stress_raiser(spec)))
+    origin = stress_raiser(spec)
+    out = dict(weights=area, n=math.sqrt(box.area) / size,
+               band=functools.partial(line_band, points, area, spacing=size, origin=origin))
+    if origin is not None:
+        out["root_band"] = functools.partial(root_band, points, area, origin=origin,
+                                             r_min=ROOT_RADII * spec.notch_radius,
+                                             r_max=0.5 * (spec.width - spec.notch_depth))
+    return out
+
+
+def scalar_windows(model, spec, windows: dict) -> dict:
+    """The scalar model's plastic-strain windows on a specimen
+    (:class:`femplast.scalar.specimen.SpecimenScalarModel`, one rank) made ready for
+    :func:`femplast.analysis.localization.of_windows`: the cells of :func:`window_cells`, and
+    the slip amplitudes ``eps_p`` (eigenstrain ``eps_p 2 M(theta)`` per cell) resolved on the
+    grips' drive as the tensorial model's are
+    (:func:`femplast.analysis.localization.resolved_plastic`: ``2 d<.>/d gamma_ext`` is the
+    share of the imposed strain carried plastically, in tension as between walls)."""
+    from femplast.analysis.localization import resolved_plastic
+
+    out = dict(windows)
+    Gd = model.el.drive_gradient
+    if Gd is not None:
+        out["eps_pl"] = np.asarray(windows["eps_pl"], float) * float(
+            resolved_plastic(np.asarray(model.unit, float)[None, :], 0.0, drive=Gd)[0])
+    out.update(window_cells(model, spec))
+    return out
+
+
+def root_band(points, area, field, origin, r_min: float, r_max: float) -> dict:
+    """The band a stress raiser emits, from a run's whole plastic strain: the densest
+    direction of :func:`band_from_point` in the annulus ``r_min <= r < r_max`` (deg from x,
+    in (-180, 180]; a straight line scan may instead pick the longer leg of a band kinked by
+    a grip), its ``contrast`` and the ``near`` enrichment within ``r_min`` of the raiser."""
+    b = band_from_point(points, area, field, origin, r_min, r_max)
+    return dict(angle=b["angle"], contrast=b["contrast"], near=b["near"])
 
 
 def first_slip_law(load_response, k: float, near=None) -> dict:
@@ -235,5 +270,6 @@ def first_slip_summary(law_p: float, area_share: float, radius: float,
                 within_count=int(np.sum(d < radius)), realizations=len(d))
 
 
-__all__ = ["band_from_point", "line_band", "first_slip_law", "stress_raiser", "window_cells",
-           "first_instability", "first_slip_summary", "first_slip_record"]
+__all__ = ["band_from_point", "line_band", "root_band", "scalar_windows", "first_slip_law",
+           "stress_raiser", "window_cells", "first_instability", "first_slip_summary",
+           "first_slip_record"]

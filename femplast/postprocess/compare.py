@@ -46,7 +46,7 @@ def compare_stress_strain(runs, labels, saver: Saver) -> list[Entry]:
             pf = M.peak_and_flow(g, v.mean(axis=0), g0)
             notes.append(f"{lab}: peak {pf.peak:.4g}, flow {pf.flow:.4g} +- {pf.flow_std:.2g}")
         ax.set_xlabel(S.GAMMA)
-        ax.set_ylabel(S.stress_label(a))
+        ax.set_ylabel(S.stress_label(a, measure=runs[0].realizations[0].stress_measure))
         _legend_without_bands(ax, loc="lower right")
         fig.tight_layout()
         cap = ("Mean stress-strain curves of the compared runs (band: one standard deviation "
@@ -81,8 +81,8 @@ def compare_densities(runs, labels, saver: Saver) -> list[Entry]:
                              f"{fit.alpha_hi:.4g}, S >= {fit.x_min:g})")
             ax[1].plot(np.sqrt((e[:-1] + 0.5) * (e[1:] - 0.5))[ok],
                        (h / (len(sz) * np.diff(e)))[ok], "o-", ms=3, color=c, label=lab2)
-        ax[0].set_xlabel(S.stress_label(a))
-        ax[0].set_ylabel(rf"$P(${S.stress_symbol(a)}$)$")
+        ax[0].set_xlabel(S.stress_label(a, measure=ds[0]["measure"]))
+        ax[0].set_ylabel(rf"$P(${S.stress_symbol(a, measure=ds[0]['measure'])}$)$")
         ax[0].legend()
         ax[1].set_xscale("log")
         ax[1].set_yscale("log")

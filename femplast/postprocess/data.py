@@ -66,6 +66,16 @@ class Realization:
         return np.repeat(self.gamma, 2), np.column_stack([b, s]).ravel()
 
     @property
+    def stress_measure(self) -> str | None:
+        """What :meth:`resolved` returns on a specimen: ``nominal`` (grip force per grip
+        length, one driven grip), ``drive`` (grip force conjugate to gamma_ext per area: the
+        tensorial model's ``drive_stress``, the scalar model's ``stress``), None on the box
+        (the resolved external stress, Sigma_xy at alpha_ext = 0)."""
+        if "nominal_stress" in self.steps:
+            return "nominal"
+        return "drive" if "drive_stress" in self.steps or "force" in self.steps else None
+
+    @property
     def tensorial(self) -> bool:
         return self.stress is not None and self.stress.ndim == 2
 

@@ -122,10 +122,7 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         for x in ax:
             x.set_xlabel(S.GAMMA)
             _stat_line(x, g0)
-        ax[0].set_ylabel(f"nominal stress (grip force / grip length) [{S.U_STRESS}]"
-                         if "nominal_stress" in r.steps else S.stress_label(a)
-                         if "drive_stress" not in r.steps else
-                         f"grip force / area [{S.U_STRESS}]")
+        ax[0].set_ylabel(S.stress_label(a, measure=r.stress_measure))
         S.panel_letters(ax)
         fig.tight_layout()
         cap = (f"Stress-strain curve: (a) realization {r.name}, (b) mean over {len(vals)} "
@@ -164,7 +161,7 @@ def stationary_samples(run: RunData) -> dict | None:
     return dict(sig=np.concatenate(sig), drop=np.concatenate(drops),
                 inc=np.concatenate(inc) if inc else None,
                 size=np.concatenate(sizes) if sizes else None, g0=g0,
-                alpha=reals[0].alpha_deg, n=len(reals))
+                alpha=reals[0].alpha_deg, n=len(reals), measure=reals[0].stress_measure)
 
 
 def _step_density(ax, hist, **kw):
@@ -200,13 +197,13 @@ def macro_densities(run: RunData, saver: Saver) -> list[Entry]:
                 ax[p].set_xscale("log")
             if p != "sig":
                 ax[p].set_yscale("log")
-            ax[p].set_xlabel(S.stress_label(a, what[p]))
-            ax[p].set_ylabel(rf"$P(${S.stress_symbol(a, what[p])}$)$")
+            ax[p].set_xlabel(S.stress_label(a, what[p], d["measure"]))
+            ax[p].set_ylabel(rf"$P(${S.stress_symbol(a, what[p], d['measure'])}$)$")
         if ref is not None:
             ax[panels[0]].legend(loc="upper left")
         S.panel_letters(list(ax.values()), x=-0.25)
         fig.tight_layout()
-        parts = {"sig": f"external stress ({len(d['sig'])} values)",
+        parts = {"sig": f"{S.STRESS_NAMES[d['measure']]} ({len(d['sig'])} values)",
                  "drop": f"stress drops of avalanches ({len(d['drop'])})",
                  "inc": "stress increments between avalanches"}
         cap = (f"Probability densities in the stationary regime (gamma_ext > {g0:g}), "

@@ -37,16 +37,28 @@ U_LENGTH = r"$\sigma_{\rm SL}$"
 GAMMA = r"external strain $\gamma^{\rm ext}$"
 
 
-def stress_symbol(alpha_deg: float = 0.0, what: str = "") -> str:
-    """``Sigma^ext_xy`` for alpha_ext = 0, else the stress resolved on alpha_ext."""
-    sub = "xy" if abs(alpha_deg) < 1e-9 else r"\alpha"
+def stress_symbol(alpha_deg: float = 0.0, what: str = "", measure: str | None = None) -> str:
+    """``Sigma^ext_xy`` for alpha_ext = 0, else the stress resolved on alpha_ext; a specimen's
+    ``measure`` (:meth:`femplast.postprocess.data.Realization.stress_measure`): its nominal
+    stress ``sigma_nom`` or the grip force per area ``Sigma_grip``."""
     pre = {"": "", "drop": r"\delta", "inc": r"\Delta"}[what]
+    if measure == "nominal":
+        return rf"${pre}\sigma_{{\rm nom}}$"
+    if measure == "drive":
+        return rf"${pre}\Sigma_{{\rm grip}}$"
+    sub = "xy" if abs(alpha_deg) < 1e-9 else r"\alpha"
     return rf"${pre}\Sigma^{{\rm ext}}_{{{sub}}}$"
 
 
-def stress_label(alpha_deg: float = 0.0, what: str = "") -> str:
-    name = {"": "external stress", "drop": "stress drop", "inc": "stress increment"}[what]
-    return f"{name} {stress_symbol(alpha_deg, what)} [{U_STRESS}]"
+# a specimen's nominal stress is its grip force per unit grip length (steps/nominal_stress)
+STRESS_NAMES = {None: "external stress", "nominal": "nominal stress", "drive": "grip force / area"}
+
+
+def stress_label(alpha_deg: float = 0.0, what: str = "", measure: str | None = None) -> str:
+    """Axis label of the external stress, its avalanche drops or its increments; a
+    specimen's in its own ``measure`` (named, and in the symbol: :func:`stress_symbol`)."""
+    name = {"": STRESS_NAMES[measure], "drop": "stress drop", "inc": "stress increment"}[what]
+    return f"{name} {stress_symbol(alpha_deg, what, measure)} [{U_STRESS}]"
 
 
 PATCH_LABELS = {

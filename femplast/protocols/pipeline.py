@@ -606,10 +606,24 @@ def run_realizations(case, outdir: Path, comm, progress, resume: bool = False,
 
     res = sorted((r for rs in allres for r in rs), key=lambda r: r["index"])
     out = runs.summarize(res)
-    loc = from_results(res, case.localization)
+    loc = from_results(_specimen_windows(case, runs, res), case.localization)
     if loc is not None:
         out["localization"] = loc
     return out
+
+
+def _specimen_windows(case, runs, res: list[dict]) -> list[dict]:
+    """The scalar model's raw windows on a specimen get the specimen's cells and band
+    detectors (area-weighted LOC, line-scan bands like the tensorial model's; its model is
+    on this rank alone); other results as they are."""
+    if case.mesh.kind != "geometry" or not any("windows" in r for r in res):
+        return res
+    from femplast.analysis.specimen import scalar_windows
+    from femplast.fe.geometry import spec_from_case
+
+    spec = spec_from_case(case)
+    return [dict(r, windows=scalar_windows(runs.model, spec, r["windows"]))
+            if "windows" in r else r for r in res]
 
 
 def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:

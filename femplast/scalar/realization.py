@@ -63,8 +63,7 @@ def localization_edges(case) -> np.ndarray:
     """Strains of the plastic-strain snapshots of ``localization`` (none when disabled or
     shorter than one window)."""
     lo = case.localization
-    if not lo.enabled or lo.window > case.loading.gamma_max or case.mesh.kind == "geometry":
-        # (the windowed observables read a lattice; a specimen's cells are unstructured)
+    if not lo.enabled or lo.window > case.loading.gamma_max:
         return np.zeros(0)
     return S.window_edges(case.loading.gamma_max, lo.stride or lo.window)
 
@@ -129,7 +128,8 @@ class ScalarRealization:
         self.t0 = time.perf_counter()
         curves = S.curves_on_grid(rec, curve_grid(self.case), self.model.stress_slope)
         res = dict(index=self.index, wall=self.wall, events=d.num_events, curves=curves)
-        if len(self.edges) > 1:  # plastic-strain snapshots (femplast.analysis.localization)
+        if len(self.edges) > 1:  # plastic-strain snapshots (femplast.analysis.localization;
+            # a specimen's: its cells and band detector added by the realization loop)
             res["windows"] = dict(edges=self.edges, eps_pl=np.array(d.observed), n=self.model.n,
                                   kind="quad", gamma=curve_grid(self.case),
                                   stress=curves["stress"])

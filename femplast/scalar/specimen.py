@@ -128,6 +128,11 @@ class SpecimenScalarModel(S.ScalarModel):
         self.fft_threshold = max(8, int(2.5 * np.log2(nc))) if self.columns else -1
         self.rec_names = S.REC_NAMES + ("resolved_stress",)
 
+    @property
+    def weights(self) -> np.ndarray:
+        """Area share of each cell (canonical order; the tensorial model's name)."""
+        return self.w
+
     # ---------------------------------------------------------------- FE responses
     def resolve(self, dsp: np.ndarray) -> np.ndarray:
         """Resolved shear ``sin 2theta d + cos 2theta s`` of stresses ``(d, s, p)`` (3, ...)."""
