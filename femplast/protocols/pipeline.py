@@ -371,9 +371,9 @@ class RealizationRun:
             drive = factor * drive
             tabs["steps"]["nominal_stress"] = drive
             av = tabs["avalanches"]  # written with the table: postprocess drops agree
-            av["nominal_stress_before"] = factor * self.model.el.drive_stress(
-                av["stress_before"])
-            av["nominal_stress_after"] = factor * self.model.el.drive_stress(av["stress_after"])
+            el = self.model.el  # the one external stress of a specimen (fe.boundary)
+            av["nominal_stress_before"] = el.controlled_stress(av["stress_before"])
+            av["nominal_stress_after"] = el.controlled_stress(av["stress_after"])
             res["nominal_pair"] = (av["nominal_stress_before"], av["nominal_stress_after"])
         res["curve_stress"] = drive
         res["stress_final"] = float(drive[-1])
