@@ -259,14 +259,14 @@ def _candidates(span, gam0, sig, R, lz, ctl):
 
 
 @njit(cache=True, inline="always")
-def _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, gmin):
-    """``min(gmin, a / r / dgam)`` over system ``n`` of cell ``c`` if its distance to
-    threshold ``a`` shrinks at rate ``r > 0`` (without a branch: the quotient of the others is
-    computed and discarded)."""
+def _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, qmin):
+    """``min(qmin, a / r)`` over system ``n`` of cell ``c`` if its distance to threshold ``a``
+    shrinks at rate ``r > 0`` (without a branch: the quotient of the others is computed and
+    discarded)."""
     a = tauc[c, n] + sh0 - (sin2[c, n] * d0 + cos2[c, n] * s0)
     r = sin2[c, n] * R[0, c] + cos2[c, n] * R[1, c] + rp
-    g = _div(_div(a, r), dgam)
-    return g if (r > 0.0) & (g < gmin) else gmin
+    q = _div(a, r)
+    return q if (r > 0.0) & (q < qmin) else qmin
 
 
 @njit(cache=True, inline="always")
@@ -276,7 +276,9 @@ def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     ``g = a / r / dgam`` over the systems with ``r > 0`` gives ``max(floor(g) + 1, k0 + 1)``
     (monotone in g, so the minimum over systems of that is this of the minimum quotient). The
     quotients go through four running minima without branches (the sign of ``r`` is random:
-    a branch on it was mispredicted half the time)."""
+    a branch on it was mispredicted half the time); the minimum alone is divided by ``dgam``:
+    one division per system, not two, and the same ``g`` (a rounded division by a positive
+    constant is monotone, so it commutes with the minimum)."""
     dgam, alpha_p = ctl.dgamma, ctl.alpha_p
     d0 = sig[0, c]
     s0 = sig[1, c]
@@ -287,16 +289,16 @@ def _first_unstable_increment(c, k0, kend, sig, R, sy, ctl):
     g0 = g1 = g2 = g3 = np.inf
     n = 0
     while n + 4 <= N:
-        g0 = _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g0)
-        g1 = _unstable_quotient(c, n + 1, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g1)
-        g2 = _unstable_quotient(c, n + 2, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g2)
-        g3 = _unstable_quotient(c, n + 3, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g3)
+        g0 = _unstable_quotient(c, n, d0, s0, sh0, rp, R, sin2, cos2, tauc, g0)
+        g1 = _unstable_quotient(c, n + 1, d0, s0, sh0, rp, R, sin2, cos2, tauc, g1)
+        g2 = _unstable_quotient(c, n + 2, d0, s0, sh0, rp, R, sin2, cos2, tauc, g2)
+        g3 = _unstable_quotient(c, n + 3, d0, s0, sh0, rp, R, sin2, cos2, tauc, g3)
         n += 4
     for m in range(n, N):
-        g0 = _unstable_quotient(c, m, d0, s0, sh0, rp, R, sin2, cos2, tauc, dgam, g0)
+        g0 = _unstable_quotient(c, m, d0, s0, sh0, rp, R, sin2, cos2, tauc, g0)
     g0 = g1 if g1 < g0 else g0
     g2 = g3 if g3 < g2 else g2
-    g = g2 if g2 < g0 else g0
+    g = _div(g2 if g2 < g0 else g0, dgam)
     kc = kend + 2
     if g < kc:
         kc = int(math.floor(g)) + 1
