@@ -4,7 +4,9 @@
 """
 
 import gc
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -17,6 +19,18 @@ G0, B0 = 13.2, 59.0
 """Moduli of the tensorial paper (LJ units)."""
 
 L_UNIT = 1.0
+
+
+def datasets(out: Path) -> dict:
+    """Every HDF5 dataset below the output directory ``out``, keyed ``"<file>:<dataset>"``
+    (files relative to ``out``): the bit-for-bit comparison of two runs (resume, faults)."""
+    res = {}
+    for p in sorted(out.rglob("*.h5")):
+        rel = p.relative_to(out)
+        with h5py.File(p) as f:
+            f.visititems(lambda n, o, rel=rel: res.__setitem__(f"{rel}:{n}", o[()])
+                         if isinstance(o, h5py.Dataset) else None)
+    return res
 
 
 def pytest_configure(config):

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import datasets
 from mpi4py import MPI
 
 import femplast  # noqa: F401
@@ -29,16 +29,6 @@ CASE = dict(model="tensorial", mesh=dict(kind="quad", n=8, L=52.8), slip=dict(N=
                     dict(name="reverse", start="unload", alpha_ext=90, stress=0.25),
                     dict(name="hold", kind="hold", temperature=0.2, events=200)],
             run=dict(realizations=3, seed=9, checkpoint_interval=0.05))
-
-
-def datasets(out: Path) -> dict:
-    res = {}
-    for p in sorted(out.rglob("*.h5")):
-        rel = p.relative_to(out)
-        with h5py.File(p) as f:
-            f.visititems(lambda n, o, rel=rel: res.__setitem__(f"{rel}:{n}", o[()])
-                         if isinstance(o, h5py.Dataset) else None)
-    return res
 
 
 def field_files(out: Path) -> list[Path]:

@@ -11,10 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import datasets
 
 import femplast  # noqa: F401  (MPI before dolfinx)
 from femplast.app.cli import main
@@ -26,16 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MPIRUN = str(Path(sys.executable).parent / "mpirun")
 TINY = ("mesh: {n: 6, L: 39.6}\nslip: {N: 8}\nloading: {gamma_max: 0.3, stationary_from: 0.1}"
         "\nrun: {realizations: 2, seed: 3}\noutput: {fields: false}\n")
-
-
-def datasets(out: Path) -> dict:
-    res = {}
-    for p in sorted(out.rglob("*.h5")):
-        rel = p.relative_to(out)
-        with h5py.File(p) as f:
-            f.visititems(lambda n, o, rel=rel: res.__setitem__(f"{rel}:{n}", o[()])
-                         if isinstance(o, h5py.Dataset) else None)
-    return res
 
 
 def same_datasets(a: Path, b: Path) -> None:

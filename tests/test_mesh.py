@@ -11,6 +11,7 @@ from femplast.fe.mesh import (
     box_from_options,
     check_periodic_nodes,
     gmsh_box,
+    gmsh_session,
     structured_box,
     write_gmsh_box,
 )
@@ -72,6 +73,49 @@ def test_gmsh_box_generated_in_memory_matches_default_box():
     assert x[:, 0].max() == pytest.approx(L_DEFAULT, rel=1e-12)
     assert x[:, 1].min() == pytest.approx(0.0, abs=1e-9)
     assert box.num_cells > 10
+
+
+def _rectangle_model(gmsh, name):
+    gmsh.model.add(name)
+    gmsh.model.occ.addRectangle(0, 0, 0, 1, 1)
+    gmsh.model.occ.synchronize()
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_gmsh_session_finalizes_only_what_it_initialized(raises):
+    """Not initialized before: not after either (also when the body raises). Initialized by
+    the caller: still initialized after, the session's model removed, the caller's kept."""
+    import gmsh
+
+    assert not gmsh.isInitialized()
+
+    def body(comm, name):
+        with gmsh_session(comm) as g:
+            assert g.isInitialized() and g.option.getNumber("General.Terminal") == 0
+            _rectangle_model(g, name)
+            if raises:
+                raise RuntimeError("body failed")
+
+    def run(comm, name):
+        if raises:
+            with pytest.raises(RuntimeError, match="body failed"):
+                body(comm, name)
+        else:
+            body(comm, name)
+
+    run(MPI.COMM_SELF, "inner")
+    assert not gmsh.isInitialized()
+    gmsh.initialize(interruptible=False)
+    try:
+        _rectangle_model(gmsh, "caller")
+        run(MPI.COMM_SELF, "inner")
+        assert gmsh.isInitialized()
+        assert "inner" not in gmsh.model.list() and "caller" in gmsh.model.list()
+        # only rank 0 of the communicator built (and removes) the model
+        run(type("Rank1", (), {"rank": 1})(), "kept")
+        assert gmsh.isInitialized() and "kept" in gmsh.model.list()
+    finally:
+        gmsh.finalize()
 
 
 def test_box_from_options_dispatch():

@@ -414,6 +414,20 @@ def _slip_all(rng, pt, ld, rule, act_cell, act_sys, na, dg_out):
 
 
 @njit(cache=True, inline="always")
+def _scan_cell(pt, ld, c, act_cell, act_sys, nn):
+    """Scan cell ``c`` (its lowest ``dtau_c`` over the systems, :func:`cell_scan`); an unstable
+    cell (``dtau_c < 0``) joins the active list as its ``nn``-th entry, with that system.
+    Returns (lowest ``dtau_c``, new number of active cells)."""
+    best, arg = cell_scan(c, ld.gam, pt.sig, ld.R, pt.sin2, pt.cos2, pt.tauc, ld.alpha_p,
+                          ld.p_off)
+    if best < 0.0:
+        act_cell[nn] = c
+        act_sys[nn] = arg
+        nn += 1
+    return best, nn
+
+
+@njit(cache=True, inline="always")
 def _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg):
     """Step 4: renew the slipped cells, then rescan every cell; returns the new number of
     active cells."""
@@ -422,12 +436,7 @@ def _renew_scan(rng, pt, ld, rule, act_cell, act_sys, na, dg):
         renew(rng, rule, pt.theta, pt.sin2, pt.cos2, pt.tauc, c, dg[i], pt.eacc[c])
     nn = 0
     for c in range(pt.sig.shape[1]):
-        best, arg = cell_scan(c, ld.gam, pt.sig, ld.R, pt.sin2, pt.cos2, pt.tauc, ld.alpha_p,
-                              ld.p_off)
-        if best < 0.0:
-            act_cell[nn] = c
-            act_sys[nn] = arg
-            nn += 1
+        _, nn = _scan_cell(pt, ld, c, act_cell, act_sys, nn)
     return nn
 
 
@@ -684,13 +693,9 @@ def _rescan_lazy(rng, pt, ld, rule, scr, na):
             m -= alpha_p * abs(t2 - ref[2, c])
         if m > 0.0 and dd * dd + ds * ds < m * m:
             continue
-        best, arg = cell_scan(c, gam, sig, R, sin2, cos2, tauc, alpha_p, ld.p_off)
+        best, nn = _scan_cell(pt, ld, c, act_cell, act_sys, nn)
         ref[0, c], ref[1, c], ref[2, c] = t0, t1, t2
         margin[c] = best
-        if best < 0.0:
-            act_cell[nn] = c
-            act_sys[nn] = arg
-            nn += 1
     return nn
 
 

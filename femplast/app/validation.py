@@ -222,13 +222,9 @@ def _check_msh(case: Case) -> list:
 
 
 def _msh_nodes(path) -> np.ndarray:
-    import gmsh
+    from femplast.fe.mesh import gmsh_session  # gmsh and MPI only: no dolfinx, no numba
 
-    init = not gmsh.isInitialized()
-    if init:
-        gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
+    with gmsh_session() as gmsh:
         gmsh.model.add("femplast_check")
         gmsh.merge(str(path))
         _, coords, _ = gmsh.model.mesh.getNodes()
@@ -237,10 +233,6 @@ def _msh_nodes(path) -> np.ndarray:
         if not gmsh.model.getPhysicalGroups(2):
             return None
         return np.asarray(coords, float).reshape(-1, 3)
-    finally:
-        gmsh.model.remove()
-        if init:
-            gmsh.finalize()
 
 
 def periodic_twins_missing(x: np.ndarray, L: float) -> int:

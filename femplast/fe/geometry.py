@@ -34,7 +34,7 @@ import numpy as np
 from mpi4py import MPI
 
 from femplast.errors import FemplastInputError
-from femplast.fe.mesh import BoxMesh
+from femplast.fe.mesh import BoxMesh, gmsh_session
 
 SHAPES = ("strip", "notched_strip", "hole", "pillar", "file")
 NOTCH_KINDS = ("V", "U")
@@ -328,26 +328,16 @@ def build_geometry(spec: ShapeSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> Geometry
     Raises:
         FemplastInputError: a bad parameter (``geometry.<key>``) or file.
     """
-    import gmsh
     from dolfinx.io import gmsh as dgmsh
 
     spec.check()
-    init = not gmsh.isInitialized()
-    if init:
-        gmsh.initialize(interruptible=False)
     names = None
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
+    with gmsh_session(comm) as gmsh:
         if comm.rank == 0:
             _load_file(spec) if spec.shape == "file" else _mesh_model(spec)
             names = _group_names()
         names = comm.bcast(names, root=0)
         data = dgmsh.model_to_mesh(gmsh.model, comm, rank=0, gdim=2)
-    finally:
-        if comm.rank == 0:
-            gmsh.model.remove()
-        if init:
-            gmsh.finalize()
     return _wrap(data, names, spec, comm)
 
 

@@ -8,6 +8,7 @@ square are ``2 * (iy * n + ix) + {0, 1}``), for gmsh meshes the element order of
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,19 +146,39 @@ def _gmsh_periodic_square(L: float, size: float, seed_points: bool = True):
     gmsh.model.mesh.generate(2)
 
 
-def write_gmsh_box(path: str | Path, L: float = L_DEFAULT, size: float = 6.6,
-                   seed: int = 0) -> Path:
-    """Write a periodic unstructured triangular mesh of the box to a ``.msh`` file."""
+@contextmanager
+def gmsh_session(comm: MPI.Comm = MPI.COMM_SELF):
+    """Run the body inside a gmsh session (``with gmsh_session(comm) as gmsh:``).
+
+    Initializes gmsh unless the caller already did (``interruptible=False``: otherwise gmsh
+    resets SIGINT to the default handler, over the run's checkpointing one), silences its
+    terminal output and yields the ``gmsh`` module. On exit, also when the body raises: removes
+    the current model on rank 0 of ``comm`` (the rank that builds it; dolfinx reads it from
+    there) and finalizes gmsh if this session initialized it, so that a caller's own gmsh
+    session stays open, without the body's model.
+    """
     import gmsh
 
-    if not np.isfinite(size) or size <= 0 or size > L:
-        raise FemplastInputError("mesh.size", size, f"a target cell size in (0, L={L}]")
-    path = Path(path)
     init = not gmsh.isInitialized()
     if init:
         gmsh.initialize(interruptible=False)
     try:
         gmsh.option.setNumber("General.Terminal", 0)
+        yield gmsh
+    finally:
+        if comm.rank == 0:
+            gmsh.model.remove()
+        if init:
+            gmsh.finalize()
+
+
+def write_gmsh_box(path: str | Path, L: float = L_DEFAULT, size: float = 6.6,
+                   seed: int = 0) -> Path:
+    """Write a periodic unstructured triangular mesh of the box to a ``.msh`` file."""
+    if not np.isfinite(size) or size <= 0 or size > L:
+        raise FemplastInputError("mesh.size", size, f"a target cell size in (0, L={L}]")
+    path = Path(path)
+    with gmsh_session() as gmsh:
         gmsh.option.setNumber("Mesh.RandomSeed", float(seed))
         gmsh.model.remove() if gmsh.model.list() else None
         _gmsh_periodic_square(L, size)
@@ -165,10 +186,6 @@ def write_gmsh_box(path: str | Path, L: float = L_DEFAULT, size: float = 6.6,
         tmp = path.with_suffix(".tmp.msh")
         gmsh.write(str(tmp))
         tmp.replace(path)
-    finally:
-        gmsh.model.remove()
-        if init:
-            gmsh.finalize()
     return path
 
 
@@ -180,7 +197,6 @@ def gmsh_box(path: str | Path | None = None, L: float = L_DEFAULT, size: float =
         FemplastInputError: missing file, or a mesh whose boundary nodes do not come in
             periodic pairs (the mesh must be made with gmsh ``setPeriodic``).
     """
-    import gmsh
     from dolfinx.io import gmsh as dgmsh
 
     if path is not None and not Path(path).is_file():
@@ -188,22 +204,13 @@ def gmsh_box(path: str | Path | None = None, L: float = L_DEFAULT, size: float =
     if path is None and (not np.isfinite(size) or size <= 0 or size > L):
         # checked on every rank (raising on rank 0 only would leave the others in model_to_mesh)
         raise FemplastInputError("mesh.size", size, f"a cell size in (0, L={L}]")
-    init = not gmsh.isInitialized()
-    if init:
-        gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
+    with gmsh_session(comm) as gmsh:
         if comm.rank == 0:
             if path is not None:
                 gmsh.open(str(path))
             else:
                 _gmsh_periodic_square(L, size)
         data = dgmsh.model_to_mesh(gmsh.model, comm, rank=0, gdim=2)
-    finally:
-        if comm.rank == 0:
-            gmsh.model.remove()
-        if init:
-            gmsh.finalize()
     msh = data.mesh
     x = msh.geometry.x
     L_read = comm.allreduce(float(x[:, 0].max()), op=MPI.MAX)
