@@ -1,6 +1,7 @@
 """The paper's per-realization pipeline, stage by stage, against the paper's own code (MEPLS).
 
     python benchmarks/pipeline.py [--realizations 3] [--json FILE] [--reference-tests 400]
+                                  [--aqs-alone 5]
 
 The protocol of the tensorial paper at its l = 6.6 optimum (15 x 15 cells, N = 36, G = 13.2,
 B = 59, Weibull k = 2.18, lambda = 2.05, chi = 2.25; see cases/paper_patches_l6.6.yaml and
@@ -18,11 +19,18 @@ the reference implementation of a test (:func:`femplast.analysis.patches.patch_t
 Python call per test, a numpy generator per test, the dense Green operator) on that many
 tests of the quenched state, for the before/after ratio in one run. Everything compiled is
 compiled (or loaded from numba's cache) by a warm-up on a 4 x 4 box before the timings.
+
+``--aqs-alone R`` times the AQS stage alone, for A/B comparisons of the event loop: the
+quenched states of the first 4 realizations, each run from a copy R times; the best and the
+median of the R passes in us per event, and a SHA-256 digest of every end state (arrays,
+generator state, event count), which must not change when a change claims to be bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import time
 
@@ -138,16 +146,55 @@ def run(realizations: int, ref_count: int) -> dict:
     out["aqs_us_per_event"] = 1e6 * out["aqs_median_s"] / float(
         np.median([r["aqs_events"] for r in recs]))
     if ref_count:
-        from femplast.streams import realization_rng
-        from femplast.tensorial.aqs import AQSDriver
-        from femplast.tensorial.kmc import KMC, quench
-
-        st = model.new_state(realization_rng(2024, 0))
-        drv = AQSDriver(model, st, 0.0, 1.0, 1)
-        KMC(drv, TEMPERATURE, 1.0, window=2 * model.num_cells).run(KMC_EVENTS, False)
-        quench(model, st, drv)
+        st = quenched_states(model, 1)[0]
         out["reference_us_per_test"] = 1e6 * reference_tests(model, pa, st, ref_count)
     return out
+
+
+def quenched_states(model, count: int = 4) -> list:
+    """The quenched states of the first ``count`` realizations (KMC liquid, then T = 0)."""
+    from femplast.streams import realization_rng
+    from femplast.tensorial.aqs import AQSDriver
+    from femplast.tensorial.kmc import KMC, quench
+
+    states = []
+    for r in range(count):
+        st = model.new_state(realization_rng(2024, r))
+        drv = AQSDriver(model, st, 0.0, 1.0, 1)
+        KMC(drv, TEMPERATURE, 1.0, window=2 * model.num_cells, tolerance=0.01).run(
+            KMC_EVENTS, until_stationary=False)
+        quench(model, st, drv)
+        states.append(st)
+    return states
+
+
+def aqs_alone(repeats: int) -> dict:
+    """AQS gamma_ext 0 -> 2 from copies of 4 quenched states, ``repeats`` passes: CPU us per
+    event (best, median) and a digest of the end states of the first pass."""
+    from femplast.tensorial.aqs import AQSDriver
+
+    warm_up()
+    model = build()
+    states = quenched_states(model)
+    digest, per_event, events = hashlib.sha256(), [], 0
+    for rep in range(repeats):
+        t, events = 0.0, 0
+        for st0 in states:
+            st = copy.deepcopy(st0)
+            t0 = time.process_time()
+            drv = AQSDriver(model, st, 0.0, DGAMMA, int(round(GAMMA_MAX / DGAMMA)))
+            drv.run()
+            t += time.process_time() - t0
+            events += drv.num_events
+            if rep == 0:
+                for k, v in sorted(vars(st).items()):
+                    if isinstance(v, np.ndarray):
+                        digest.update(k.encode() + np.ascontiguousarray(v).tobytes())
+                digest.update(f"{st.rng.bit_generator.state} {drv.num_events}".encode())
+        per_event.append(1e6 * t / events)
+    return dict(aqs_alone_events=events, aqs_alone_us_per_event_best=min(per_event),
+                aqs_alone_us_per_event_median=float(np.median(per_event)),
+                aqs_alone_digest=digest.hexdigest()[:16])
 
 
 def table(out: dict) -> str:
@@ -180,10 +227,19 @@ def main(argv=None) -> int:
     ap.add_argument("--realizations", type=int, default=3)
     ap.add_argument("--reference-tests", type=int, default=400,
                     help="tests timed with the reference implementation (0: none)")
+    ap.add_argument("--aqs-alone", type=int, default=0, metavar="R",
+                    help="time only the AQS stage from 4 quenched states, best of R passes")
     ap.add_argument("--json", help="write the results to this JSON file")
     a = ap.parse_args(argv)
-    out = run(a.realizations, a.reference_tests)
-    print(table(out))
+    if a.aqs_alone:
+        out = dict(benchmark="pipeline_aqs_alone", **aqs_alone(a.aqs_alone))
+        print(f"AQS alone: {out['aqs_alone_events']} events, "
+              f"{out['aqs_alone_us_per_event_best']:.3f} us per event (best of {a.aqs_alone}), "
+              f"median {out['aqs_alone_us_per_event_median']:.3f}; end states "
+              f"{out['aqs_alone_digest']}")
+    else:
+        out = run(a.realizations, a.reference_tests)
+        print(table(out))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
