@@ -165,6 +165,54 @@ def startup_section(reps: int = 3) -> list[dict]:
     return rows
 
 
+def first_use_worker(case_path: str, overrides=()) -> None:
+    """In this fresh process: import what the CLI imports, then compute every work unit of the
+    sweep twice in the scheduler's order with a new model cache each pass. Prints JSON: the
+    CPU before the first unit, the first pass, the second (warm) pass."""
+    t0 = time.process_time()
+    import femplast.app.cli  # noqa: F401
+    import femplast.app.runner  # noqa: F401
+    from femplast.app import sweep as S
+    from femplast.app.cases import load_case
+
+    case = load_case(case_path, list(overrides))
+    points = S.plan(case)
+    ref = S._check_reference(case)
+    units = S.work_units(case, list(range(len(points))))
+    before = time.process_time() - t0
+    passes = []
+    for _ in range(2):
+        models, c = S.ModelCache(), time.process_time()
+        for u in units:
+            S.compute_unit(case, points, u, models, ref)
+        passes.append(time.process_time() - c)
+    print(json.dumps(dict(imports_cpu_s=before, first_pass_cpu_s=passes[0],
+                          warm_pass_cpu_s=passes[1], units=len(units))))
+
+
+def first_use_section(args) -> dict:
+    """What a process pays once inside its units (compiled kernels loaded at their first call,
+    FE forms, models of each mesh): the first pass over all units minus a warm pass."""
+    cmd = [sys.executable, __file__, "--first-use-worker", args.sweep]
+    for o in args.sweep_set:
+        cmd += ["--sweep-set", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    rec["first_use_cpu_s"] = rec["first_pass_cpu_s"] - rec["warm_pass_cpu_s"]
+    return rec
+
+
+def amdahl_bound(ser: dict, fu: dict, ranks: int) -> float:
+    """The largest total speed-up ``ranks`` processes can give a sweep whose serial CPU is
+    split into per-process costs F (start-up before the first unit + first use inside the
+    units), the warm units B (perfectly shared) and the serial tail T (results, exit):
+    ``(F + B + T) / (F + B / ranks + T)``."""
+    F = ser["startup_cpu_s"][0] + fu["first_use_cpu_s"]
+    B = ser["busy_cpu_s"][0] - fu["first_use_cpu_s"]
+    T = max(ser["cpu_s"] - ser["startup_cpu_s"][0] - ser["busy_cpu_s"][0], 0.0)
+    return (F + B + T) / (F + B / ranks + T)
+
+
 def sweep_section(args) -> list[dict]:
     rows = [run_sweep(args.sweep, r, args.sweep_set) for r in args.sweep_ranks]
     ser = rows[0]
@@ -178,6 +226,11 @@ def sweep_section(args) -> list[dict]:
         # on the critical path of any run: an idle machine's total speed-up, from CPU times
         tail = max(ser["cpu_s"] - ser["startup_cpu_s"][0] - ser["busy_cpu_s"][0], 0.0)
         rec["predicted_speedup"] = ser["cpu_s"] / (max(crit) + tail)
+    if args.first_use:
+        fu = first_use_section(args)
+        for rec in rows:
+            rec["first_use"] = fu
+            rec["amdahl_bound"] = amdahl_bound(ser, fu, rec["ranks"])
     return rows
 
 
@@ -212,6 +265,14 @@ def print_tables(sample, sweep) -> None:
                   f"{f(r['startup_cpu_s']):>14} {f(r['busy_cpu_s']):>11} "
                   f"{r['speedup']:6.2f}x {r['ideal_speedup']:5.2f}x {r['cpu_speedup']:4.2f}x "
                   f"{r['predicted_speedup']:8.2f}x")
+        fu = sweep[0].get("first_use")
+        if fu:
+            print(f"per process: start-up {sweep[0]['startup_cpu_s'][0]:.2f} CPU s before the "
+                  f"first unit, first use inside the units {fu['first_use_cpu_s']:.2f} CPU s "
+                  f"(first pass {fu['first_pass_cpu_s']:.2f} - warm pass "
+                  f"{fu['warm_pass_cpu_s']:.2f} over {fu['units']} units)")
+            print("largest speed-up with these per-process costs (Amdahl): " + ", ".join(
+                f"{r['ranks']} ranks {r['amdahl_bound']:.2f}x" for r in sweep))
 
 
 def main(argv=None) -> None:
@@ -227,12 +288,19 @@ def main(argv=None) -> None:
                          "sweep.realizations=8")
     ap.add_argument("--no-startup", action="store_true",
                     help="skip the start-up breakdown (fresh processes importing the stack)")
+    ap.add_argument("--first-use", action="store_true",
+                    help="measure the per-process first use inside the units (a fresh process "
+                         "computing every unit twice) and the Amdahl bound it sets")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--sample-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--first-use-worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sample_worker:
         sample_worker(args.sample_worker, args.events, args.out)
+        return
+    if args.first_use_worker:
+        first_use_worker(args.first_use_worker, args.sweep_set)
         return
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average before: {' '.join(load)} (wall-time ratios need an idle machine)")
