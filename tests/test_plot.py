@@ -664,7 +664,8 @@ class _LabelSaver:
 def test_specimen_stress_axes_name_their_stress(tmp_path, extra, measure, symbol):
     """Stress-strain curve and stationary densities (stress, drops, increments) of a
     specimen label the stress the run records (nominal stress of one grip, grip force per
-    area), never Sigma_xy; the box keeps Sigma^ext_xy."""
+    area), never Sigma_xy, and the strain as the grip displacement over H; the box keeps
+    Sigma^ext_xy and the external strain."""
     import json
 
     from femplast.postprocess import figures as F
@@ -683,8 +684,12 @@ def test_specimen_stress_axes_name_their_stress(tmp_path, extra, measure, symbol
     F.stress_strain(run, saver)
     F.macro_densities(run, saver)
     y = saver.labels["stress_strain"][0][1]
+    strain = saver.labels["stress_strain"][0][0]
     xs = [x for x, _ in saver.labels["densities"]]
     assert len(xs) >= 2
+    # the strain axis: the box's external strain, a specimen's grip displacement over H
+    assert strain.startswith("external strain" if measure is None else "applied strain"), strain
+    assert ("grip displacement" in strain) == (measure is not None), strain
     if measure is None:
         assert r"\Sigma^{\rm ext}_{xy}" in y and all(r"\Sigma^{\rm ext}_{xy}" in x for x in xs)
     else:

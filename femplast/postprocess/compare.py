@@ -45,8 +45,9 @@ def compare_stress_strain(runs, labels, saver: Saver) -> list[Entry]:
             _, g0 = F._stationary(run, g)
             pf = M.peak_and_flow(g, v.mean(axis=0), g0)
             notes.append(f"{lab}: peak {pf.peak:.4g}, flow {pf.flow:.4g} +- {pf.flow_std:.2g}")
-        ax.set_xlabel(S.GAMMA)
-        ax.set_ylabel(S.stress_label(a, measure=runs[0].realizations[0].stress_measure))
+        measure = runs[0].realizations[0].stress_measure
+        ax.set_xlabel(S.strain_label(measure))
+        ax.set_ylabel(S.stress_label(a, measure=measure))
         _legend_without_bands(ax, loc="lower right")
         fig.tight_layout()
         cap = ("Mean stress-strain curves of the compared runs (band: one standard deviation "
@@ -116,7 +117,7 @@ def compare_scalar(runs, labels, saver: Saver) -> list[Entry]:
             _curves(ax[j], runs, labels, k)
             name, unit = S.SCALAR_LABELS[k]
             ax[j].set_ylabel(name + unit)
-            ax[j].set_xlabel(S.GAMMA)
+            ax[j].set_xlabel(S.strain_label(runs[0].realizations[0].stress_measure))
         _legend_without_bands(ax[0], loc="best")
         S.panel_letters(ax[:len(keys)], x=-0.25)
         fig.tight_layout()

@@ -120,7 +120,7 @@ def stress_strain(run: RunData, saver: Saver) -> list[Entry]:
         ax[1].set_title("ensemble")
         ax[1].legend(loc="lower right")
         for x in ax:
-            x.set_xlabel(S.GAMMA)
+            x.set_xlabel(S.strain_label(r.stress_measure))
             _stat_line(x, g0)
         ax[0].set_ylabel(S.stress_label(a, measure=r.stress_measure))
         S.panel_letters(ax)
@@ -336,7 +336,7 @@ def plastic_activity(run: RunData, saver: Saver) -> list[Entry]:
             ax[1].set_ylabel(r"cumulative slip events $N_{\rm ev}$")
             ax[1].legend(loc="upper left")
         for x in ax:
-            x.set_xlabel(S.GAMMA)
+            x.set_xlabel(S.strain_label(reals[0].stress_measure))
         S.panel_letters(ax)
         fig.tight_layout()
         cap = ("Plastic activity: (a) mean plastic strain components (tensorial shear "
@@ -362,7 +362,7 @@ def scalar_evolution(run: RunData, saver: Saver) -> list[Entry]:
             _band(ax[i], g, v, S.COLORS[i], f"mean of {len(v)}")
             name, unit = S.SCALAR_LABELS[k]
             ax[i].set_ylabel(name + unit)
-            ax[i].set_xlabel(S.GAMMA)
+            ax[i].set_xlabel(S.strain_label(run.realizations[0].stress_measure))
         ax[0].legend(loc="best")
         S.panel_letters(ax[:n], x=-0.25)
         fig.tight_layout()

@@ -35,6 +35,15 @@ RC = {
 U_STRESS = r"$\epsilon_{\rm SL}\,\sigma_{\rm SL}^{-2}$"
 U_LENGTH = r"$\sigma_{\rm SL}$"
 GAMMA = r"external strain $\gamma^{\rm ext}$"
+GAMMA_SPECIMEN = r"applied strain $\gamma^{\rm ext}$ (grip displacement / $H$)"
+
+
+def strain_label(measure: str | None = None) -> str:
+    """Axis label of the loading parameter ``gamma_ext``: the box's external strain, or on a
+    specimen (any stress ``measure``, :func:`stress_symbol`) the displacement of its driven
+    grip over the specimen height ``H`` (femplast.fe.boundary): the nominal strain in tension
+    and compression, the engineering shear strain between walls."""
+    return GAMMA if measure is None else GAMMA_SPECIMEN
 
 
 def stress_symbol(alpha_deg: float = 0.0, what: str = "", measure: str | None = None) -> str:
