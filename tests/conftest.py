@@ -4,6 +4,7 @@
 """
 
 import gc
+import signal
 from pathlib import Path
 
 import h5py
@@ -31,6 +32,24 @@ def datasets(out: Path) -> dict:
             f.visititems(lambda n, o, rel=rel: res.__setitem__(f"{rel}:{n}", o[()])
                          if isinstance(o, h5py.Dataset) else None)
     return res
+
+
+def interrupt_after(monkeypatch, n: int):
+    """Make the ``n``-th safe point of the run (``Interrupter.tick``) see SIGTERM, as a signal
+    arriving there would; returns the original ``tick`` (to restore before ``--resume``)."""
+    from femplast.protocols import checkpoint as ck
+
+    calls = {"n": 0}
+    tick = ck.Interrupter.tick
+
+    def counting_tick(self, force=False):
+        calls["n"] += 1
+        if calls["n"] == n:
+            self.signum = signal.SIGTERM
+        return tick(self, force)
+
+    monkeypatch.setattr(ck.Interrupter, "tick", counting_tick)
+    return tick
 
 
 def pytest_configure(config):

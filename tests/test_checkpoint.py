@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import datasets
+from conftest import datasets, interrupt_after
 from mpi4py import MPI
 
 import femplast  # noqa: F401
@@ -78,16 +78,7 @@ def test_flatten_roundtrip(tmp_path):
 def test_interrupt_and_resume_in_process(reference, tmp_path, monkeypatch, after_ticks):
     """Interrupt at a safe point (KMC, stages) as a signal would, resume: same outputs."""
     case_file, ref = reference
-    calls = {"n": 0}
-    tick = ck.Interrupter.tick
-
-    def counting_tick(self, force=False):
-        calls["n"] += 1
-        if calls["n"] == after_ticks:
-            self.signum = signal.SIGTERM
-        return tick(self, force)
-
-    monkeypatch.setattr(ck.Interrupter, "tick", counting_tick)
+    tick = interrupt_after(monkeypatch, after_ticks)
     case = load_case(case_file)
     out = tmp_path / "out"
     with pytest.raises(ck.Interrupted) as e:

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import interrupt_after
 from mpi4py import MPI
 
 import femplast  # noqa: F401
@@ -82,27 +83,13 @@ def reference(tmp_path_factory):
     return case_file, d / "out"
 
 
-def _interrupt_after(monkeypatch, n: int):
-    calls = {"n": 0}
-    tick = ck.Interrupter.tick
-
-    def counting_tick(self, force=False):
-        calls["n"] += 1
-        if calls["n"] == n:
-            self.signum = signal.SIGTERM
-        return tick(self, force)
-
-    monkeypatch.setattr(ck.Interrupter, "tick", counting_tick)
-    return tick
-
-
 @pytest.mark.parametrize("after_ticks", [2, 9, 20, 33])
 def test_interrupt_mid_realization_and_resume(reference, tmp_path, monkeypatch, after_ticks):
     """Safe points every 200 slips: interrupted mid-avalanche, mid-realization, between
     snapshots; the resumed run writes the same datasets and field files, bit for bit."""
     case_file, ref = reference
     monkeypatch.setattr(R, "SAFE_POINT_SLIPS", 200)
-    tick = _interrupt_after(monkeypatch, after_ticks)
+    tick = interrupt_after(monkeypatch, after_ticks)
     out = tmp_path / "out"
     with pytest.raises(ck.Interrupted) as e:
         run_case(load_case(case_file), out, MPI.COMM_SELF, quiet=True)
@@ -164,7 +151,7 @@ def test_fit_is_kept_on_resume(tmp_path, monkeypatch):
     full = tmp_path / "full"
     run_case(load_case(case_file), full, MPI.COMM_SELF, quiet=True)
     monkeypatch.setattr(R, "SAFE_POINT_SLIPS", 100)
-    tick = _interrupt_after(monkeypatch, 5)
+    tick = interrupt_after(monkeypatch, 5)
     out = tmp_path / "out"
     with pytest.raises(ck.Interrupted):
         run_case(load_case(case_file), out, MPI.COMM_SELF, quiet=True)

@@ -13,7 +13,6 @@ log at fixed drive), each athermal avalanche dissipating (>= 0).
 
 import json
 import math
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import interrupt_after
 from mpi4py import MPI
 
 import femplast  # noqa: F401  (must precede dolfinx / petsc4py)
@@ -315,16 +315,7 @@ def test_interrupted_specimen_protocol_resumes_bit_identically(tmp_path, monkeyp
                           "stop": "max_events"}, stages=STAGES,
                      run={"seed": 3, "realizations": 1, "checkpoint_interval": 0.05})
     run_case(load_case(data), tmp_path / "ref", MPI.COMM_SELF, quiet=True, event_log=True)
-    calls = {"n": 0}
-    tick = ck.Interrupter.tick
-
-    def counting_tick(self, force=False):
-        calls["n"] += 1
-        if calls["n"] == after_ticks:
-            self.signum = signal.SIGTERM
-        return tick(self, force)
-
-    monkeypatch.setattr(ck.Interrupter, "tick", counting_tick)
+    tick = interrupt_after(monkeypatch, after_ticks)
     out = tmp_path / "out"
     with pytest.raises(ck.Interrupted):
         run_case(load_case(data), out, MPI.COMM_SELF, quiet=True, event_log=True)
