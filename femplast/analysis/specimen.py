@@ -15,7 +15,9 @@ Why the very first slip is often *not* at the notch root: with Weibull threshold
 resolved load per unit strain is ``r`` becomes active at ``gamma = tau_c / r``, which is
 Weibull with scale ``lambda / r``; the first of all systems is therefore system ``n`` with
 probability ``r_n^k / sum r^k`` exactly. Per cell (systems uniform in angle, ``N`` per cell)
-``P(c) = |R_c|^k / sum |R|^k`` with ``|R_c|`` the deviatoric load response. The notch root
+``P(c) = |R_c|^k / sum |R|^k`` with ``|R_c|`` the deviatoric load response (``N_c`` systems
+in cell c, ``slip.reference_area``: ``P(c) = N_c |R_c|^k / sum N |R|^k``, the ratio of the
+angle averages, see tests/test_systems_per_area.py). The notch root
 concentrates ``|R|`` (3-4x the median at a cell of half the bulk size) but holds few cells,
 and with the paper's k = 2.18 the bulk's weakest systems win most of the time (the shipped
 notched strip: 17 % within 3 notch radii, against 3.3 % of the area). A well-annealed glass
@@ -194,7 +196,7 @@ def root_band(points, area, field, origin, r_min: float, r_max: float) -> dict:
     return dict(angle=b["angle"], contrast=b["contrast"], near=b["near"])
 
 
-def first_slip_law(load_response, k: float, near=None) -> dict:
+def first_slip_law(load_response, k: float, near=None, systems=None) -> dict:
     """Weakest-link law of the first slip from an unstressed state (module doc).
 
     Args:
@@ -202,15 +204,20 @@ def first_slip_law(load_response, k: float, near=None) -> dict:
             or columns (3, cells).
         k: Weibull shape of the thresholds (``weibull_k``; pressure-independent thresholds).
         near: boolean mask of a region (e.g. within 3 notch radii of the root).
+        systems: slip systems per cell ``N_c`` when they differ (``slip.reference_area``,
+            :meth:`femplast.tensorial.model.TensorialModel.cell_systems`); None: the same N in
+            every cell.
 
     Returns:
-        ``p`` (probability per cell that the first slip is there; N systems per cell, uniform
-        in angle) and, with ``near``, ``p_near`` (its sum over the region).
+        ``p`` (probability per cell that the first slip is there: ``N_c |R_c|^k / sum N
+        |R|^k``, uniform in angle) and, with ``near``, ``p_near`` (its sum over the region).
     """
     R = np.asarray(load_response, float)
     if R.shape[0] == 3 and R.shape[1] != 3:
         R = R.T
     w = np.hypot(R[:, 0], R[:, 1]) ** k
+    if systems is not None:
+        w = w * np.asarray(systems, float)
     p = w / w.sum()
     out = dict(p=p)
     if near is not None:
@@ -250,7 +257,9 @@ def first_slip_record(model, state, spec, alpha: float = 0.0) -> dict | None:
     dist = np.hypot(*(points - origin).T)
     radius = ROOT_RADII * spec.notch_radius
     near = dist < radius
-    law = first_slip_law(model.load_response(alpha), model.params.weibull_k, near)
+    per_area = getattr(model.params, "reference_area", None) is not None
+    law = first_slip_law(model.load_response(alpha), model.params.weibull_k, near,
+                         model.cell_systems() if per_area else None)
     model.refresh(state)
     return dict(distance=float(dist[first_instability(model, state, alpha)]), radius=radius,
                 law=law["p_near"], area_share=float(np.sum(model.weights[near])))

@@ -116,6 +116,15 @@ class SlipSection:
                                 "(femplast.tensorial.rules): power_law (eq. 7 with chi), fixed "
                                 "or fixed_capped (variant.d_gamma_pl), or a rule registered by "
                                 "user code; null: eq. 7, or the variant's fixed amplitude")
+    reference_area: float | None = key(None, "systems per area: N systems per reference_area, "
+                                       "cell c gets 4 clip(round(N/4 A_c / reference_area), 1, "
+                                       "N/4), kept by its renewals (cells larger than "
+                                       "reference_area keep N). Makes the weakest-link law of "
+                                       "the first slip follow the area, not the mesh (a "
+                                       "specimen refined at a notch); e.g. l^2 = 43.56 for the "
+                                       "paper's N = 36. null: N in every cell. Tensorial model; "
+                                       "not with variant.systems: two_fixed or N_fluctuation",
+                                       "LJ area", min=0, min_open=True)
 
 
 @dataclass

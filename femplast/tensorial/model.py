@@ -15,12 +15,16 @@ from femplast.fe.elasticity import PeriodicElasticity
 from femplast.fe.mesh import BoxMesh
 from femplast.redistribution.backends import from_dsp, make_redistribution, to_dsp
 from femplast.tensorial.prestress import random_prestress
-from femplast.tensorial.rules import SlipRule
+from femplast.tensorial.rules import SlipRule, SystemsPerArea
 from femplast.tensorial.slip import (
     THRESHOLD_WEIBULL,
+    V_NGROUPS_MEAN,
     V_STRUCT_STRAIN,
+    V_SYSTEMS,
+    groups_per_area,
     renew_all,
     systems_per_cell,
+    variant_vector,
 )
 
 
@@ -48,6 +52,9 @@ class ModelParams:
     amplitude: object = None
     # how slips at T > 0 take gamma_max: paper (A.3) or mepls (femplast.tensorial.rules)
     thermal_amplitude: str = "paper"
+    # systems per area (slip.reference_area): N systems per reference_area, each cell its own
+    # count (slip.groups_per_area), kept by the renewals; None: N in every cell
+    reference_area: float | None = None
 
 
 class State:
@@ -82,6 +89,8 @@ class TensorialModel:
                  elasticity: PeriodicElasticity | None = None):
         self.box, self.params = box, params
         self.G, self.B = G, B  # quench moduli (the current ones are the backend's)
+        if params.reference_area is not None:
+            params.vpar = _systems_per_area(params)
         if self.evolving_moduli:
             if backend == "auto":
                 backend = "direct"
@@ -183,6 +192,9 @@ class TensorialModel:
         if p.vpar is None:
             renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.threshold_kind,
                       p.weibull_lambda, p.weibull_k)
+        elif p.reference_area is not None:
+            renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.threshold_kind,
+                      p.weibull_lambda, p.weibull_k, p.vpar, self.cell_systems() // 4)
         else:
             renew_all(rng, st.theta, st.sin2, st.cos2, st.tauc, p.threshold_kind,
                       p.weibull_lambda, p.weibull_k, p.vpar)
@@ -198,6 +210,22 @@ class TensorialModel:
         if self.redist.kind == "direct":
             self.redist.sigma0 = st.sigma0
         return st
+
+    def cell_areas(self) -> np.ndarray:
+        """Area of each cell (canonical order)."""
+        if self.box.structured:
+            return np.full(self.num_cells, self.box.mean_cell_area)
+        el = self.el
+        return el.gather(el.area)
+
+    def cell_systems(self) -> np.ndarray:
+        """Slip systems per cell drawn by :meth:`new_state`: N everywhere, or with
+        ``reference_area`` ``4 clip(round(N/4 A_c / reference_area), 1, N/4)``
+        (:func:`femplast.tensorial.slip.groups_per_area`); renewals keep them."""
+        p = self.params
+        if p.reference_area is None:
+            return np.full(self.num_cells, p.N, dtype=np.int64)
+        return 4 * groups_per_area(self.cell_areas(), p.N, p.reference_area)
 
     def total_stress(self, state: State, gamma_ext: float, alpha_ext: float) -> np.ndarray:
         """Cell stress ``[xx, yy, xy]`` at external strain gamma_ext; shape (num_cells, 3)."""
@@ -218,6 +246,26 @@ class TensorialModel:
         if self.params.alpha_p:
             shift = self.params.alpha_p * (self.params.p_offset - tot[2])[:, None]
         return (state.tauc + shift - tau).min(axis=1)
+
+
+def _systems_per_area(p: ModelParams) -> np.ndarray:
+    """The variant vector of ``p`` with :class:`SystemsPerArea`; refuses what it cannot
+    compose with (two fixed systems, a fluctuating number of groups, N not in groups of four,
+    a reference area <= 0)."""
+    from femplast.errors import FemplastInputError
+
+    if not p.reference_area > 0:
+        raise FemplastInputError("slip.reference_area", p.reference_area, "null or > 0")
+    v = variant_vector() if p.vpar is None else p.vpar.copy()
+    if v[V_SYSTEMS] != 0 or v[V_NGROUPS_MEAN] > 0:
+        raise FemplastInputError("slip.reference_area", p.reference_area, "null with "
+                                 "variant.systems: two_fixed or variant.N_fluctuation (the "
+                                 "number of systems per cell is then the variant's)")
+    if p.N % 4:
+        raise FemplastInputError("slip.N", p.N, "a multiple of 4 with slip.reference_area "
+                                 "(the counts are groups of four)")
+    SystemsPerArea().apply(v)
+    return v
 
 
 __all__ = ["TensorialModel", "State", "ModelParams"]

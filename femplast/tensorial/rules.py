@@ -54,6 +54,7 @@ from femplast.tensorial.slip import (
     V_CAP,
     V_CORR_STRAIN,
     V_K_SS,
+    V_KEEP_GROUPS,
     V_LAMBDA_SS,
     V_NGROUPS_MEAN,
     V_STRUCT_STRAIN,
@@ -247,6 +248,18 @@ class StressBiased(RenewalMode):
 
     def apply(self, v):
         v[V_BIAS], v[V_BIAS_2ALPHA] = self.bias, 2.0 * math.radians(self.alpha_deg)
+
+
+@dataclass(frozen=True)
+class SystemsPerArea(RenewalMode):
+    """A fixed density of slip systems (case key ``slip.reference_area``): each cell has its
+    own number of groups of four (:func:`femplast.tensorial.slip.groups_per_area`, drawn
+    first by :meth:`femplast.tensorial.model.TensorialModel.new_state`), and a renewal keeps
+    it (the count is the row's finite thresholds, so every driver and every copy of the
+    arrays keeps it with no per-cell array of its own)."""
+
+    def apply(self, v):
+        v[V_KEEP_GROUPS] = 1.0
 
 
 def renewal_vector(modes=(), cap: bool = False) -> np.ndarray | None:

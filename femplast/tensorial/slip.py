@@ -29,6 +29,21 @@ def systems_per_cell(cell_length: float, rho_s: float = 0.8) -> int:
     return max(4, 4 * int(round(rho_s * cell_length**2 / 4.0)))
 
 
+def groups_per_area(areas, N: int, reference_area: float) -> np.ndarray:
+    """Groups of four systems of cells of ``areas`` at ``N`` systems per ``reference_area``
+    (case key ``slip.reference_area``): ``clip(round(N/4 A_c / reference_area), 1, N/4)``.
+
+    Why: with the same N in every cell, a mesh refined at a notch root holds more systems per
+    area there, and the weakest-link law of the first slip (``P(c) ~ N_c |R_c|^k``,
+    femplast.analysis.specimen) follows the mesh. A fixed density of systems makes it follow
+    the area. Cells larger than ``reference_area`` keep N (the arrays have N columns); a
+    cell keeps at least one group.
+    """
+    m = N // 4
+    ng = np.rint(m * np.asarray(areas, float) / float(reference_area))
+    return np.clip(ng, 1, m).astype(np.int64)
+
+
 @njit(cache=True, inline="always")
 def weibull_threshold(v: float, weibull_lambda: float, inv_k: float) -> float:
     """The Weibull threshold of eq. 5 from ``v = 1 - u`` (u uniform): the inverse CDF
@@ -87,13 +102,14 @@ def draw_amplitude(rng, gmax: float, chi: float) -> float:
 # parameters travel as one float vector ``vpar`` (layout V_*); ``vpar = None``: the original.
 SYSTEMS_RANDOM, SYSTEMS_TWO_FIXED = 0, 1
 (V_SYSTEMS, V_NGROUPS_MEAN, V_CORR_STRAIN, V_LAMBDA_SS, V_K_SS, V_STRUCT_STRAIN,
- V_CAP, V_BIAS, V_BIAS_2ALPHA) = range(9)
-NVPAR = 9
+ V_CAP, V_BIAS, V_BIAS_2ALPHA, V_KEEP_GROUPS) = range(10)
+NVPAR = 10
 
 
 def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
                    corr_strain: float = 0.0, lambda_ss: float = 0.0, k_ss: float = 0.0,
-                   struct_strain: float = 0.0, cap: bool = False) -> np.ndarray:
+                   struct_strain: float = 0.0, cap: bool = False,
+                   keep_groups: bool = False) -> np.ndarray:
     """The ``vpar`` vector of :func:`renew_cell` and :func:`femplast.tensorial.aqs.aqs_advance`.
 
     Args:
@@ -110,6 +126,9 @@ def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
             k) with ``lambda_q, k_q`` the quench values (weibull_lambda, weibull_k) and ``e`` the
             cell's accumulated plastic strain (sum of its d_gamma).
         cap: fixed slip amplitudes are capped at gamma_max (eq. 6).
+        keep_groups: a renewal keeps the cell's number of groups, read from its row (finite
+            thresholds / 4) before the redraw (systems per area, ``slip.reference_area``; the
+            initial counts come from :func:`renew_all`'s ``ngroups``).
 
     The stress-biased renewal (sec. 6 (iii), :class:`femplast.tensorial.rules.StressBiased`)
     sets ``V_BIAS`` and ``V_BIAS_2ALPHA`` directly.
@@ -118,6 +137,7 @@ def variant_vector(systems: int = SYSTEMS_RANDOM, n_groups_mean: float = 0.0,
     v[V_SYSTEMS], v[V_NGROUPS_MEAN], v[V_CORR_STRAIN] = systems, n_groups_mean, corr_strain
     v[V_LAMBDA_SS], v[V_K_SS], v[V_STRUCT_STRAIN] = lambda_ss, k_ss, struct_strain
     v[V_CAP] = 1.0 if cap else 0.0
+    v[V_KEEP_GROUPS] = 1.0 if keep_groups else 0.0
     return v
 
 
@@ -248,7 +268,8 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k,
     Original renewal (``vpar`` None): N/4 random base angles, then N thresholds (one uniform
     each). With a variant vector ``vpar`` (:func:`variant_vector`; ``dg``: the slip amplitude
     that triggered the renewal, ``e``: the cell's accumulated plastic strain), draws in order:
-    [one uniform for the number of groups, if it fluctuates], the base angles of the used
+    [one uniform for the number of groups, if it fluctuates; with ``V_KEEP_GROUPS`` the
+    number of groups is the cell's current one, no draw], the base angles of the used
     groups, one threshold per used system (SYSTEMS_TWO_FIXED: no angle draws, one threshold
     shared by both systems). Default vpar settings reproduce the original draws exactly.
     """
@@ -274,7 +295,13 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k,
         return
     N = theta.shape[1]
     ng = N // 4
-    if vpar[V_NGROUPS_MEAN] > 0.0:
+    if vpar[V_KEEP_GROUPS] > 0.0:  # the cell's own count: its finite thresholds
+        used = 0
+        for n in range(N):
+            if tauc[c, n] < np.inf:
+                used += 1
+        ng = max(used // 4, 1)
+    elif vpar[V_NGROUPS_MEAN] > 0.0:
         ng = 1 + poisson_inv(rng.random(), vpar[V_NGROUPS_MEAN] - 1.0, N // 4 - 1)
     _draw_angles(rng, c, ng, theta, sin2, cos2)
     for n in range(4 * ng):
@@ -294,13 +321,21 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k,
 
 
 @njit(cache=True)
-def renew_all(rng, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k, vpar=None):
-    """Draw the systems of every cell (initial state; with vpar: fresh, uncorrelated draws)."""
+def renew_all(rng, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k, vpar=None,
+              ngroups=None):
+    """Draw the systems of every cell (initial state; with vpar: fresh, uncorrelated draws).
+
+    ``ngroups``: groups of four per cell (:func:`groups_per_area`), with a ``vpar`` that keeps
+    them (``V_KEEP_GROUPS``): each row is marked with its count (finite placeholders in the
+    used columns) before its draw, which reads it."""
     if vpar is None:
         for c in range(theta.shape[0]):
             renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k)
     else:
         tauc[:, :] = np.inf
+        if ngroups is not None:
+            for c in range(theta.shape[0]):
+                tauc[c, :4 * ngroups[c]] = 0.0  # no old threshold: the draws are fresh
         for c in range(theta.shape[0]):
             renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k, vpar,
                        np.inf, 0.0)

@@ -143,6 +143,7 @@ def model_options(case, box, index: int = 0) -> dict:
                 thermal_amplitude=case.kmc.amplitude_rule)
     opts["vpar"] = renewal_vector(renewal_modes(v, sw, ngm, s, case.loading.alpha_ext),
                                   cap=bool(fixed_amp and v.d_gamma_cap))
+    opts["reference_area"] = s.reference_area  # the model adds its renewal mode
     return opts
 
 
@@ -202,6 +203,7 @@ def check(case) -> None:
     v = case.variant
     sw = resolve(v)
     _check_amplitude_rule(case, sw)
+    _check_reference_area(case, sw)
     touched = v.model != "C" or any(getattr(v, k) is not None for k in DEFAULTS) or \
         v.N_fluctuation or v.renewal_correlation_strain or v.structure_strain or \
         v.prestress_std or v.G_ss is not None or v.renewal_bias or v.p_std
@@ -270,6 +272,23 @@ def check(case) -> None:
             raise FemplastInputError("variant.G_ss", v.G_ss, "null with kmc, stages, "
                                      "checkpoints, sweeps, patches or run.parallel: sample "
                                      "(evolving moduli are implemented for plain runs)")
+
+
+def _check_reference_area(case, sw) -> None:
+    """slip.reference_area (systems per area) only where each cell's count is its own: the
+    tensorial model with groups of four, no variant that sets the number of systems."""
+    a = case.slip.reference_area
+    if a is None:
+        return
+    if case.model not in ("tensorial", "quench"):
+        raise FemplastInputError("slip.reference_area", a, f"null with model: {case.model} "
+                                 "(slip systems per area are the tensorial model's)")
+    if sw["systems"] == "two_fixed":
+        raise FemplastInputError("slip.reference_area", a, "null with variant.systems: "
+                                 "two_fixed (two systems per cell)")
+    if case.variant.N_fluctuation:
+        raise FemplastInputError("slip.reference_area", a, "null with variant.N_fluctuation "
+                                 "(the number of systems is then redrawn at every renewal)")
 
 
 def _check_amplitude_rule(case, sw) -> None:
