@@ -1,7 +1,7 @@
 """The paper's per-realization pipeline, stage by stage, against the paper's own code (MEPLS).
 
     python benchmarks/pipeline.py [--realizations 3] [--json FILE] [--reference-tests 400]
-                                  [--aqs-alone 5]
+                                  [--aqs-alone 5 [--reference-area 43.39]]
 
 The protocol of the tensorial paper at its l = 6.6 optimum (15 x 15 cells, N = 36, G = 13.2,
 B = 59, Weibull k = 2.18, lambda = 2.05, chi = 2.25; see cases/paper_patches_l6.6.yaml and
@@ -24,6 +24,9 @@ compiled (or loaded from numba's cache) by a warm-up on a 4 x 4 box before the t
 quenched states of the first 4 realizations, each run from a copy R times; the best and the
 median of the R passes in us per event, and a SHA-256 digest of every end state (arrays,
 generator state, event count), which must not change when a change claims to be bit for bit.
+``--reference-area A`` sets ``slip.reference_area`` (systems per area; the renewal then takes
+the variant path); at the cell area ``l^2 = 43.39`` every cell keeps N = 36 and the digest is
+the default run's.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ KMC_EVENTS, TEMPERATURE = 1100, 0.25
 DGAMMA, GAMMA_MAX = 1e-4, 2.0
 
 
-def build(n: int = 15, L: float = 98.8045, N: int = 36):
+def build(n: int = 15, L: float = 98.8045, N: int = 36, reference_area: float | None = None):
     from mpi4py import MPI
 
     from femplast.fe.mesh import structured_box
@@ -56,7 +59,7 @@ def build(n: int = 15, L: float = 98.8045, N: int = 36):
 
     box = structured_box(n, L, "quad", MPI.COMM_SELF)
     return TensorialModel.build(box, 13.2, 59.0, N=N, weibull_lambda=2.05, weibull_k=2.18,
-                                chi=2.25)
+                                chi=2.25, reference_area=reference_area)
 
 
 def realization(model, pa, seed: int, index: int, kmc_events: int = KMC_EVENTS) -> dict:
@@ -168,13 +171,13 @@ def quenched_states(model, count: int = 4) -> list:
     return states
 
 
-def aqs_alone(repeats: int) -> dict:
+def aqs_alone(repeats: int, reference_area: float | None = None) -> dict:
     """AQS gamma_ext 0 -> 2 from copies of 4 quenched states, ``repeats`` passes: CPU us per
     event (best, median) and a digest of the end states of the first pass."""
     from femplast.tensorial.aqs import AQSDriver
 
     warm_up()
-    model = build()
+    model = build(reference_area=reference_area)
     states = quenched_states(model)
     digest, per_event, events = hashlib.sha256(), [], 0
     for rep in range(repeats):
@@ -229,10 +232,13 @@ def main(argv=None) -> int:
                     help="tests timed with the reference implementation (0: none)")
     ap.add_argument("--aqs-alone", type=int, default=0, metavar="R",
                     help="time only the AQS stage from 4 quenched states, best of R passes")
+    ap.add_argument("--reference-area", type=float, default=None,
+                    help="with --aqs-alone: slip.reference_area (systems per area)")
     ap.add_argument("--json", help="write the results to this JSON file")
     a = ap.parse_args(argv)
     if a.aqs_alone:
-        out = dict(benchmark="pipeline_aqs_alone", **aqs_alone(a.aqs_alone))
+        out = dict(benchmark="pipeline_aqs_alone", reference_area=a.reference_area,
+                   **aqs_alone(a.aqs_alone, a.reference_area))
         print(f"AQS alone: {out['aqs_alone_events']} events, "
               f"{out['aqs_alone_us_per_event_best']:.3f} us per event (best of {a.aqs_alone}), "
               f"median {out['aqs_alone_us_per_event_median']:.3f}; end states "

@@ -212,3 +212,28 @@ def test_interrupted_run_with_systems_per_area_resumes_bit_identically(tmp_path,
     for f in ("quench/r0000.h5", "stages/hold/realizations/r0000.h5"):
         with h5py.File(out / f, "r") as h:
             assert np.array_equal(_used(np.asarray(h["state"]["tau_c"])), want), f
+
+
+def test_inline_pcg_renewal_draws_what_the_generic_renewal_draws():
+    """The AQS loop renews with the inline PCG64 step (``renew_cell_pcg_kept``); patch tests
+    and other generators take ``renew_cell`` with the variant vector. Every cell of the
+    notched strip (counts 4..36), renewed 3 times each way from the same generator state:
+    equal angles, thresholds and generator states, bit for bit."""
+    from femplast.streams import pcg64_view
+    from femplast.tensorial.slip import renew_cell, renew_cell_pcg_kept
+
+    m = Simulation(_notch())._model
+    p = m.params
+    a = m.new_state(realization_rng(7, 0))
+    b = a.copy()
+    view = pcg64_view(b.rng)
+    for _ in range(3):
+        for c in range(m.num_cells):
+            renew_cell(a.rng, c, a.theta, a.sin2, a.cos2, a.tauc, p.threshold_kind,
+                       p.weibull_lambda, p.weibull_k, p.vpar, 0.01, 0.0)
+            renew_cell_pcg_kept(view, c, b.theta, b.sin2, b.cos2, b.tauc, p.threshold_kind,
+                                p.weibull_lambda, p.weibull_k)
+    for name in ("theta", "sin2", "cos2", "tauc"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.rng.random() == b.rng.random()
+    assert np.array_equal(_used(a.tauc), m.cell_systems())

@@ -59,8 +59,10 @@ from femplast.tensorial.slip import (
     V_NGROUPS_MEAN,
     V_STRUCT_STRAIN,
     V_SYSTEMS,
+    keeps_groups_only,
     renew_cell,
     renew_cell_pcg,
+    renew_cell_pcg_kept,
     variant_vector,
 )
 
@@ -389,5 +391,10 @@ def renew(rng, rule, theta, sin2, cos2, tauc, c, d_gamma, e, pcg=None):
         renew_cell(rng, c, theta, sin2, cos2, tauc, rule.threshold_kind, rule.weibull_lambda,
                    rule.weibull_k)
     else:
+        if pcg is not None:
+            if pcg.shape[0] == 4 and keeps_groups_only(rule.vpar):  # systems per area
+                renew_cell_pcg_kept(pcg, c, theta, sin2, cos2, tauc, rule.threshold_kind,
+                                    rule.weibull_lambda, rule.weibull_k)
+                return
         renew_cell(rng, c, theta, sin2, cos2, tauc, rule.threshold_kind, rule.weibull_lambda,
                    rule.weibull_k, rule.vpar, d_gamma, e)

@@ -242,22 +242,73 @@ def renew_cell_pcg(pcg, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibul
     the same order (the base angles, then one per threshold), stepped in registers and the
     state written back, so results and the generator's state are those of ``renew_cell``."""
     N = theta.shape[1]
-    ngroups = N // 4
+    _renew_groups_pcg(pcg, c, N // 4, N, theta, sin2, cos2, tauc, kind, weibull_lambda,
+                      weibull_k)
+
+
+@njit(cache=True, inline="always")
+def renew_cell_pcg_kept(pcg, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k):
+    """:func:`renew_cell` with a variant vector whose only mode keeps the cell's number of
+    groups (``V_KEEP_GROUPS``, systems per area), drawing from a PCG64 state view as
+    :func:`renew_cell_pcg`: the same uniforms in the same order as ``renew_cell``."""
+    ng = kept_groups(c, tauc)
+    _renew_groups_pcg(pcg, c, ng, 4 * ng, theta, sin2, cos2, tauc, kind, weibull_lambda,
+                      weibull_k)
+    _clear_unused(c, 4 * ng, theta, sin2, cos2, tauc)
+
+
+@njit(cache=True)
+def keeps_groups_only(vpar) -> bool:
+    """Whether the variant vector's only renewal mode keeps the number of groups (the renewal
+    :func:`renew_cell_pcg_kept` then draws what :func:`renew_cell` would)."""
+    if vpar is None:  # pruned at compile time
+        return False
+    return (vpar[V_KEEP_GROUPS] > 0.0 and vpar[V_SYSTEMS] == SYSTEMS_RANDOM
+            and vpar[V_NGROUPS_MEAN] == 0.0 and vpar[V_CORR_STRAIN] == 0.0
+            and vpar[V_STRUCT_STRAIN] == 0.0 and vpar[V_BIAS] == 0.0)
+
+
+@njit(cache=True, inline="always")
+def kept_groups(c, tauc) -> int:
+    """The number of groups of four of cell ``c`` now: its finite thresholds / 4 (at least
+    one)."""
+    used = 0
+    for n in range(tauc.shape[1]):
+        if tauc[c, n] < np.inf:
+            used += 1
+    return max(used // 4, 1)
+
+
+@njit(cache=True, inline="always")
+def _clear_unused(c, used, theta, sin2, cos2, tauc):
+    """Columns ``used..N`` of cell ``c`` are no systems: ``tau_c = inf`` never activates."""
+    for n in range(used, theta.shape[1]):
+        theta[c, n] = 0.0
+        sin2[c, n] = 0.0
+        cos2[c, n] = 1.0
+        tauc[c, n] = np.inf
+
+
+@njit(cache=True, inline="always")
+def _renew_groups_pcg(pcg, c, ngroups, nthr, theta, sin2, cos2, tauc, kind, weibull_lambda,
+                      weibull_k):
+    """``ngroups`` base angles, then ``nthr`` thresholds of cell ``c``, one PCG64 uniform
+    each, stepped in registers (the state written back)."""
     lo, hi, inc_lo, inc_hi = pcg[0], pcg[1], pcg[2], pcg[3]
     for g in range(ngroups):
         lo, hi, u = pcg64_double(lo, hi, inc_lo, inc_hi)
         theta[c, g] = 0.5 * math.pi - math.pi * u
     if kind != THRESHOLD_FIXED:
-        for n in range(N):
+        for n in range(nthr):
             lo, hi, u = pcg64_double(lo, hi, inc_lo, inc_hi)
             tauc[c, n] = 1.0 - u
     pcg[0], pcg[1] = lo, hi
     _spread_angles(c, ngroups, theta, sin2, cos2)
     if kind == THRESHOLD_FIXED:
-        for n in range(N):
+        for n in range(nthr):
             tauc[c, n] = weibull_lambda
     else:
-        _thresholds_from_v(c, N, tauc, weibull_lambda, weibull_k)
+        _thresholds_from_v(c, nthr, tauc, weibull_lambda, weibull_k)
 
 
 @njit(cache=True)
@@ -296,11 +347,7 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k,
     N = theta.shape[1]
     ng = N // 4
     if vpar[V_KEEP_GROUPS] > 0.0:  # the cell's own count: its finite thresholds
-        used = 0
-        for n in range(N):
-            if tauc[c, n] < np.inf:
-                used += 1
-        ng = max(used // 4, 1)
+        ng = kept_groups(c, tauc)
     elif vpar[V_NGROUPS_MEAN] > 0.0:
         ng = 1 + poisson_inv(rng.random(), vpar[V_NGROUPS_MEAN] - 1.0, N // 4 - 1)
     _draw_angles(rng, c, ng, theta, sin2, cos2)
@@ -313,11 +360,7 @@ def renew_cell(rng, c, theta, sin2, cos2, tauc, kind, weibull_lambda, weibull_k,
         c2a, s2a = math.cos(vpar[V_BIAS_2ALPHA]), math.sin(vpar[V_BIAS_2ALPHA])
         for n in range(4 * ng):
             tauc[c, n] *= 1.0 - b * (cos2[c, n] * c2a + sin2[c, n] * s2a)
-    for n in range(4 * ng, N):  # unused columns never activate
-        theta[c, n] = 0.0
-        sin2[c, n] = 0.0
-        cos2[c, n] = 1.0
-        tauc[c, n] = np.inf
+    _clear_unused(c, 4 * ng, theta, sin2, cos2, tauc)  # unused columns never activate
 
 
 @njit(cache=True)
