@@ -212,6 +212,23 @@ def test_interrupted_run_with_systems_per_area_resumes_bit_identically(tmp_path,
     for f in ("quench/r0000.h5", "stages/hold/realizations/r0000.h5"):
         with h5py.File(out / f, "r") as h:
             assert np.array_equal(_used(np.asarray(h["state"]["tau_c"])), want), f
+    with h5py.File(out / "quench" / "r0000.h5", "r") as h:
+        mean_tau_c = np.asarray(h["kmc"]["sample_mean_tau_c"])
+    assert np.isfinite(mean_tau_c).all() and 1.0 < mean_tau_c.min()  # over used systems
+    # the quenched sample is an initial state: accepted (inf columns), its counts kept
+    from femplast.app.validation import check_files
+
+    again = load_case(dict(case_dict(slip={"N": 36, "reference_area": 10.0}),
+                           initial={"state": str(out / "quench" / "r0000.h5")}))
+    assert check_files(again) == []
+    sim = Simulation(again)
+    assert np.array_equal(_used(sim._state.tauc), want)
+    sim.advance_to(0.02)
+    assert sim.num_events > 3 and np.array_equal(_used(sim._state.tauc), want)
+    from femplast.io.output import snapshot_fields
+
+    f = snapshot_fields(sim._model, sim._state, sim.gamma_ext, 0.0)
+    assert np.isfinite(f["tau_c_mean"]).all()
 
 
 def test_inline_pcg_renewal_draws_what_the_generic_renewal_draws():
@@ -237,3 +254,32 @@ def test_inline_pcg_renewal_draws_what_the_generic_renewal_draws():
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert a.rng.random() == b.rng.random()
     assert np.array_equal(_used(a.tauc), m.cell_systems())
+
+
+@pytest.mark.mpi
+def test_sample_over_two_ranks_with_systems_per_area_equals_serial(tmp_path):
+    """``run.parallel: sample`` (KMC preparation, load, unload, hold; the mesh distributed,
+    the cell areas gathered) with unequal counts: 2 ranks write the realization and quench
+    files of 1 rank (floats to 1e-10, the unused columns' inf at the same places)."""
+    import subprocess
+    import sys
+
+    from test_specimen_protocols import SAMPLE, case_dict, same_datasets
+
+    from femplast.app.api import run
+
+    script = ROOT / "tests" / "mpi_scripts" / "specimen_sample.py"
+    mpirun = Path(sys.executable).parent / "mpirun"
+    proc = subprocess.run([str(mpirun), "-n", "2", sys.executable, str(script),
+                           str(tmp_path / "par"), "10.0"], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    case = load_case(case_dict(backend="direct", slip={"N": 36, "reference_area": 10.0},
+                               **SAMPLE))
+    run(case, tmp_path / "ser", comm=MPI.COMM_SELF)
+    assert same_datasets(tmp_path / "ser", tmp_path / "par", 1e-10) > 30
+    import h5py
+
+    with h5py.File(tmp_path / "par" / "stages" / "hold" / "realizations" / "r0000.h5") as h:
+        counts = _used(np.asarray(h["state"]["tau_c"]))
+    assert len(set(counts)) > 2

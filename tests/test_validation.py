@@ -190,6 +190,7 @@ T = [
     ("init_systems", OK8 + "slip: {N: 8}\ninitial: {state: good.h5}\n", [], "good.h5"),
     ("init_negative_tauc", OK8 + "slip: {N: 4}\ninitial: {state: negtau.h5}\n", [],
      "negtau.h5"),
+    ("init_no_system", OK8 + "slip: {N: 4}\ninitial: {state: allinf.h5}\n", [], "allinf.h5"),
     ("init_scalar", SC + "initial: {state: good.h5}\n", [], "initial.state"),
     # --- redistribution
     ("red_backend", "redistribution: {backend: fast}\n", [], "redistribution.backend"),
@@ -439,6 +440,9 @@ def files(tmp_path_factory):
     state("nan.h5", ok[0] * np.nan, ok[1], ok[2])
     state("shape.h5", np.zeros((nc, 2)), ok[1], ok[2])
     state("negtau.h5", ok[0], ok[1], -ok[2])
+    noneleft = ok[2].copy()
+    noneleft[5] = np.inf  # a cell without a single system
+    state("allinf.h5", ok[0], ok[1], noneleft)
     (d / "garbage.h5").write_bytes(b"not an hdf5 file at all" * 10)
     (d / "truncated.h5").write_bytes((d / "good.h5").read_bytes()[:700])
     (d / "garbage.msh").write_text("$MeshFormat\ngarbage\n")

@@ -187,9 +187,13 @@ def _check_state_file(case: Case) -> list:
     if case.slip.N is not None and theta.shape[1] != case.slip.N:
         return [problem(key, str(path), f"a state with slip.N = {case.slip.N} systems per "
                         f"cell; the file has {theta.shape[1]}")]
-    if not all(np.isfinite(a).all() for a in arrays.values()) or (tauc <= 0).any():
+    # tau_c = +inf: a column that is no system (fewer systems in a cell: slip.reference_area,
+    # variant.N_fluctuation); every cell needs at least one finite threshold
+    if not (np.isfinite(sig).all() and np.isfinite(theta).all()) or np.isnan(tauc).any() \
+            or (tauc <= 0).any() or not np.isfinite(tauc).any(axis=1).all():
         return [problem(key, str(path), "finite stresses and angles and thresholds tau_c > 0 "
-                        "(the file has NaN/inf or non-positive thresholds)")]
+                        "(+inf: an unused system; at least one finite per cell; the file has "
+                        "NaN/inf or non-positive thresholds)")]
     return []
 
 

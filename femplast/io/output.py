@@ -242,6 +242,15 @@ def stress_fields(prefix: str, sig_xyz: np.ndarray) -> dict[str, np.ndarray]:
             "pressure" if prefix == "sigma" else f"{prefix}_p": -0.5 * (xx + yy)}
 
 
+def system_mean(tauc: np.ndarray) -> np.ndarray:
+    """Mean threshold of each cell's systems; ``tau_c = inf`` columns are no systems (fewer
+    systems per cell: slip.reference_area, variant.N_fluctuation)."""
+    if np.isfinite(tauc).all():
+        return tauc.mean(axis=1)  # every column a system: the plain mean, as it always was
+    used = np.isfinite(tauc)
+    return np.where(used, tauc, 0.0).sum(axis=1) / used.sum(axis=1)
+
+
 def snapshot_fields(model, state, gamma_ext: float, alpha_ext: float) -> dict[str, np.ndarray]:
     """The cell fields of a snapshot of a tensorial state at external strain ``gamma_ext``
     along ``alpha_ext`` (radians): total stress (sigma_*, pressure), plastic strain
@@ -252,7 +261,7 @@ def snapshot_fields(model, state, gamma_ext: float, alpha_ext: float) -> dict[st
     f.update({"eps_pl_xx": state.eps_pl[:, 0], "eps_pl_yy": state.eps_pl[:, 1],
               "eps_pl_xy": state.eps_pl[:, 2],
               "dtau_c_min": model.distance_to_threshold(state, gamma_ext, alpha_ext),
-              "tau_c_min": state.tauc.min(axis=1), "tau_c_mean": state.tauc.mean(axis=1)})
+              "tau_c_min": state.tauc.min(axis=1), "tau_c_mean": system_mean(state.tauc)})
     if model.evolving_moduli:  # uniform moduli are in case.yaml, not repeated per cell
         f["G"] = model.moduli(state.eacc)
     elif np.ndim(model.G):

@@ -263,7 +263,8 @@ def kmc_events(rng, st, ctl, f, sy, lz, kb, wk, rule, rt, tr, todo):
 
 @njit(cache=True)
 def stress_observables(sig, R, gam, tauc, w):
-    """(mean tau_c over all systems, sqrt(var d + var s) over cells) (cell weights w)."""
+    """(mean tau_c over the systems, sqrt(var d + var s) over cells) (cell weights w; per cell
+    the mean of its systems: columns with tau_c = inf are none, slip.reference_area)."""
     nc = sig.shape[1]
     md = 0.0
     ms = 0.0
@@ -277,9 +278,12 @@ def stress_observables(sig, R, gam, tauc, w):
         b = sig[1, c] + gam * R[1, c] - ms
         v += w[c] * (a * a + b * b)
         t = 0.0
+        used = 0
         for n in range(tauc.shape[1]):
-            t += tauc[c, n]
-        mt += w[c] * t / tauc.shape[1]
+            if tauc[c, n] < np.inf:
+                t += tauc[c, n]
+                used += 1
+        mt += w[c] * t / used
     return mt, math.sqrt(v)
 
 

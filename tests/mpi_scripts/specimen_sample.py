@@ -1,7 +1,10 @@
 """One specimen sample over the ranks (``run.parallel: sample``): KMC preparation and stages,
 written to OUTDIR, for the 1-vs-2-rank comparison (test_specimen_protocols.py).
 
-Usage: mpirun -n 2 python specimen_sample.py OUTDIR
+Usage: mpirun -n 2 python specimen_sample.py OUTDIR [REFERENCE_AREA]
+
+REFERENCE_AREA: with ``slip: {N: 36, reference_area: REFERENCE_AREA}`` (systems per area,
+test_systems_per_area.py).
 """
 
 import sys
@@ -14,4 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_specimen_protocols import SAMPLE, case_dict  # noqa: E402
 
 if __name__ == "__main__":
-    run(load_case(case_dict(backend="direct", **SAMPLE)), Path(sys.argv[1]))
+    extra = {}
+    if len(sys.argv) > 2:
+        extra["slip"] = {"N": 36, "reference_area": float(sys.argv[2])}
+    run(load_case(case_dict(backend="direct", **SAMPLE, **extra)), Path(sys.argv[1]))
