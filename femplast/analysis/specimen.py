@@ -266,13 +266,16 @@ def first_slip_record(model, state, spec, alpha: float = 0.0) -> dict | None:
 
 
 def first_slip_summary(law_p: float, area_share: float, radius: float,
-                       distances: list) -> dict:
+                       distances: list, per_area: bool = False) -> dict:
     """summary.json ``specimen.first_slip`` of a notched strip: the weakest-link probability
     that the first slip lies within ``radius`` of the notch root (:func:`first_slip_law`),
-    the region's area share, and per realization the first slip's distance from the root."""
+    the region's area share, and per realization the first slip's distance from the root.
+    ``per_area``: the cells carry N_c systems (``slip.reference_area``)."""
     d = np.asarray(distances, float)
+    law = ("N_c |R_c|^k / sum N |R|^k (N_c systems in cell c: slip.reference_area; " if per_area
+           else "|R_c|^k / sum |R|^k (")
     return dict(definition="first slip of continuous loading from the initial state; law: "
-                           "P(cell) = |R_c|^k / sum |R|^k (Weibull thresholds, weakest link)",
+                           f"P(cell) = {law}Weibull thresholds, weakest link)",
                 radius=radius, area_share=area_share, law_probability_within=law_p,
                 enrichment=law_p / area_share if area_share > 0 else None,
                 distance_per_realization=[float(x) for x in d],

@@ -692,7 +692,7 @@ def summarize(case, model, stages: list[Stage], res: list[dict]) -> dict:
 
         out["specimen"] = dict(first_slip=first_slip_summary(
             first[0]["law"], first[0]["area_share"], first[0]["radius"],
-            [f["distance"] for f in first]))
+            [f["distance"] for f in first], case.slip.reference_area is not None))
     if st_out and not (len(stages) == 1 and stages[0].implicit):
         out["stages"] = st_out
     if case.patches.enabled:
