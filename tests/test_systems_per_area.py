@@ -115,7 +115,7 @@ def test_first_slip_follows_the_weakest_link_law_with_the_cell_counts():
     sin)(2 theta - phi), so its ``sum r_+^k = |R|^k (|cos|^k + |sin|^k)``, with the same angle
     average in every cell: the law is ``N_c |R_c|^k / sum N |R|^k`` (ratio of the angle
     averages). Checked: (i) the mean over the drawn angles of the exact conditional
-    probability of the root's region equals the law to 2e-4 relative; (ii) the observed
+    probability of the root's region equals the law to 5e-4 relative (1.3e-4); (ii) the observed
     frequency is within 3 binomial sigma of it and far (> 8 sigma) from the equal-N law.
     Observed: law 0.0915, angle average 0.0915, measured 0.096; equal N: 0.219."""
     from femplast.analysis.specimen import first_slip_law
@@ -142,7 +142,7 @@ def test_first_slip_follows_the_weakest_link_law_with_the_cell_counts():
             s2 = Simulation(_notch(), realization=i)
             s2.event_driven_step()
             assert firsts[-1] in np.flatnonzero(s2._state.eacc)
-    assert abs(np.mean(exact) - law) < 2e-4 * law, (np.mean(exact), law)
+    assert abs(np.mean(exact) - law) < 5e-4 * law, (np.mean(exact), law)
     sigma = np.sqrt(law * (1 - law) / n)
     measured = np.mean(near[firsts])
     assert abs(measured - law) < 3 * sigma, (measured, law)
