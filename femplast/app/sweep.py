@@ -85,6 +85,11 @@ SCALAR_STAT_COLUMNS = ("flow_stress", "flow_stress_err", "peak_stress", "peak_st
                        "disorder_strength", "age", "slip_events_per_realization",
                        "realizations")
 TAG_REQ, TAG_WORK, TAG_RESULT = 7101, 7102, 7103
+# what the stresses of a scalar sweep on a specimen are (the name of
+# femplast.postprocess.data.Realization.stress_measure, and its meaning)
+SPECIMEN_STRESS = ("drive", "grip force conjugate to gamma_ext per unit area (F_drive / A, "
+                   "femplast.scalar.specimen): <sigma_xy> between sheared walls, the nominal "
+                   "stress in tension")
 
 
 # ============================================================================ grid
@@ -217,6 +222,10 @@ def validate(case) -> None:
     if not sw.grid and not sw.finite_size:
         raise FemplastInputError("sweep.grid", sw.grid, "at least one axis (or "
                                  "sweep.finite_size)")
+    if sw.finite_size and case.mesh.kind in ("gmsh", "geometry"):
+        raise FemplastInputError("sweep.finite_size", sw.finite_size, "[] on unstructured "
+                                 "meshes and specimens (a scan of lattice sizes: mesh.kind "
+                                 "quad or tri)")
     if case.model == "scalar":
         _check_scalar(case)
     base = case.to_dict()
@@ -226,9 +235,6 @@ def validate(case) -> None:
         if column(k) in axes:
             raise FemplastInputError(f"sweep.grid.{k}", spec, "each key once")
         axes[column(k)] = axis_values(spec, str(k))
-    if sw.finite_size and case.mesh.kind in ("gmsh", "geometry"):
-        raise FemplastInputError("sweep.finite_size", sw.finite_size, "structured meshes "
-                                 "(mesh.kind quad or tri)")
     # every axis value, with the other axes at their first value, makes a valid case
     first = {a: v[0] for a, v in axes.items()}
     for a, vals in axes.items():
@@ -247,9 +253,11 @@ def _check_key(case, k: str, spec, base: dict) -> None:
     dk = dotted(k)
     parts = dk.split(".")
     if case.model == "scalar":
-        ok = parts[0] in SCALAR_SECTIONS and (len(parts) == 2 or (
+        # a specimen's shape is griddable too: its kernel is rebuilt (ModelCache.scalar)
+        secs = SCALAR_SECTIONS + (("geometry",) if case.mesh.kind == "geometry" else ())
+        ok = parts[0] in secs and (len(parts) == 2 or (
             len(parts) == 3 and parts[0] == "scalar" and parts[1] in ("thresholds", "renewal")))
-        what = ("a dotted numeric key of sections scalar, mesh, elasticity, loading with model: "
+        what = (f"a dotted numeric key of sections {', '.join(secs)} with model: "
                 "scalar (e.g. scalar.c0, scalar.internal_stress_std, scalar.thresholds.scale, "
                 "scalar.renewal.shape, loading.gamma_max)")
     else:
@@ -342,6 +350,28 @@ class ModelCache:
 
     def __init__(self):
         self.models: dict[str, object] = {}
+        self.kernels: dict[str, object] = {}  # scalar specimens by femplast.scalar.specimen
+        # .kernel_key: their FE kernel (meshing, factorization, dense columns)
+
+    def scalar(self, pcase):
+        """The scalar model of a point's case: on the lattice built anew (an FFT kernel, cheap);
+        on a specimen its kernel built once per process for each :func:`kernel_key` (mesh,
+        geometry, moduli, backend: a grid key of those sections builds a new one; the two most
+        recent kept) and shared by the points that change only the scalar section."""
+        if pcase.mesh.kind != "geometry":
+            from femplast.scalar.model import model_from_case
+
+            return model_from_case(pcase)
+        from femplast.scalar.specimen import kernel_key, model_from_case
+
+        key = kernel_key(pcase)
+        base = self.kernels.get(key)
+        model = model_from_case(pcase, kernel=base)
+        if base is None:
+            if len(self.kernels) >= 2:
+                self.kernels.pop(next(iter(self.kernels)))
+            self.kernels[key] = model
+        return model
 
     @staticmethod
     def key(pcase) -> str:
@@ -438,7 +468,7 @@ def compute_point(case, pt: dict, models: ModelCache, ref: C.Reference | None,
                   idle=None, keep_samples: bool = False) -> dict:
     """Run one point's realizations and reduce them to its statistics and errors."""
     if case.model == "scalar":
-        return compute_scalar_point(case, pt, idle)
+        return compute_scalar_point(case, pt, idle, models)
     t0 = time.perf_counter()
     rs = []
     for j in range(realizations_per_point(case)):
@@ -518,17 +548,19 @@ def reduce_point(case, pt: dict, rs: list[dict], ref: C.Reference | None,
     return out
 
 
-def compute_scalar_point(case, pt: dict, idle=None) -> dict:
+def compute_scalar_point(case, pt: dict, idle=None, models: ModelCache | None = None) -> dict:
     """One point of a scalar sweep: its realizations (femplast.scalar.realization, in memory)
     reduced to the statistics of :func:`femplast.scalar.model.statistics` (flow and peak
     stress with standard errors, LOC maximum, thresholds, ...), the point's disorder strength
-    and age; the same numbers as a plain run of the point's case (summary ``scalar``)."""
-    from femplast.scalar.model import CURVE_NAMES, model_from_case, statistics
+    and age; the same numbers as a plain run of the point's case (summary ``scalar``). On a
+    specimen the stresses are its grip force per area (:data:`SPECIMEN_STRESS`) and the
+    kernel comes from ``models`` (:meth:`ModelCache.scalar`)."""
+    from femplast.scalar.model import CURVE_NAMES, statistics
     from femplast.scalar.realization import ScalarRealization, curve_grid
 
     t0 = time.perf_counter()
     pc = point_case(case, pt)
-    model = model_from_case(pc)
+    model = (models or ModelCache()).scalar(pc)
     R = pc.run.realizations
     tick = idle if idle is not None else (lambda: None)
     res = []
@@ -872,6 +904,14 @@ def table_rows(case, points, results) -> tuple[list[str], list[list]]:
     return cols, rows
 
 
+def stress_measure(case) -> tuple[str, str] | None:
+    """``(name, meaning)`` of the stresses in a sweep's table when they are not the box's
+    external stress: a scalar sweep on a specimen (:data:`SPECIMEN_STRESS`); else None."""
+    if case.model == "scalar" and case.mesh.kind == "geometry":
+        return SPECIMEN_STRESS
+    return None
+
+
 def write_csv(path: Path, cols, rows, header: list[str]):
     from femplast.io.output import atomic_write_text
 
@@ -893,6 +933,9 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
         f"reference {case.sweep.reference}" + (" (SYNTHETIC)" if ref.synthetic else ""))
     header = [f"femplast sweep table of case {case.name}: one row per grid point "
               f"(femplast.app.sweep); {refnote}; errors: {', '.join(case.sweep.errors) or 'none'}"]
+    measure = stress_measure(case)
+    if measure is not None:
+        header.append(f"stresses: {measure[1]}")
     sw = dict(points=len(points), grid_points=len(rows),
               realizations_per_point=realizations_per_point(case), seeds=case.sweep.seeds,
               errors=list(case.sweep.errors), table=str(sdir / "table.csv"),
@@ -900,6 +943,8 @@ def finish(case, outdir: Path, points, results, ref, wall: float, per_rank) -> d
               ranks=[dict(rank=i, units_computed=u, points_computed=c, busy_time=b,
                           busy_cpu_time=bc, startup_cpu_time=c0)
                      for i, (u, c, b, bc, c0) in enumerate(per_rank)])
+    if measure is not None:
+        sw["stress_measure"], sw["stress_measure_doc"] = measure
     if rows:
         write_csv(sdir / "table.csv", cols, rows, header)
         table = {c: np.array([r[j] for r in rows], float) for j, c in enumerate(cols)}

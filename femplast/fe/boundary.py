@@ -96,7 +96,7 @@ def check(case) -> None:
     what runs on a specimen today: the tensorial model through the realization pipeline (KMC
     preparation, stages, sweeps, one sample over the ranks, patch tests, evolving moduli),
     driven along gamma_ext forward (orientation 0) or reversed (90), and the scalar model with
-    the specimen's FE kernel."""
+    the specimen's FE kernel (plain runs and sweeps)."""
     if case.mesh.kind != "geometry":
         if case.geometry.boundaries:
             raise FemplastInputError("geometry.boundaries", case.geometry.boundaries,
@@ -113,8 +113,6 @@ def check(case) -> None:
                     "tensorial, quench or scalar (femplast.scalar.specimen)"),
                    ("loading.alpha_ext", case.loading.alpha_ext != 0,
                     "0 (a specimen is driven by its boundaries)"),
-                   ("sweep.enabled", case.sweep.enabled and case.model == "scalar",
-                    "false with model: scalar (sweeps of specimens run the tensorial model)"),
                    ("redistribution.backend", case.redistribution.backend == "propagator",
                     "auto, dense or direct on a specimen")]
     for k, bad, allowed in unsupported:

@@ -34,6 +34,7 @@ specimen's own FE response.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -101,19 +102,13 @@ class SpecimenScalarModel(S.ScalarModel):
     def __init__(self, el, c0: float, c1: float, thresholds: Distribution,
                  renewal: Distribution | None = None, w_g: float = 0.0,
                  backend: str = "auto", dense_memory_mb: float | None = None):
-        if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
-            raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
         if not el.uniform:
             raise ValueError("the scalar model on a specimen has uniform moduli")
         self.el, self.box = el, el.box
         self.num_cells = nc = el.box.num_cells
         self.n = max(1, int(round(math.sqrt(nc))))  # the LOC normalization (eq. 13)
         self.G, self.B = float(np.ravel(el.G)[0]), float(np.ravel(el.B)[0])
-        self.c0, self.c1 = float(c0), float(c1)
-        self.p_i = thresholds
-        self.p_r = renewal if renewal is not None else thresholds
-        self.rejuvenation = renewal is not None
-        self.w_g = float(w_g)
+        self._set_law(c0, c1, thresholds, renewal, w_g)
         self.sigma0_dist = None
         self.w = np.ascontiguousarray(el.gather(el.area) / el.box_area)
         Rd = to_dsp(el.gather(el.stress(np.zeros((el.num_local, 3)), el.external(1.0))))
@@ -127,6 +122,29 @@ class SpecimenScalarModel(S.ScalarModel):
         self.K = self._dense() if self.columns else np.zeros((1, 1))
         self.fft_threshold = max(8, int(2.5 * np.log2(nc))) if self.columns else -1
         self.rec_names = S.REC_NAMES + ("resolved_stress",)
+
+    def _set_law(self, c0: float, c1: float, thresholds: Distribution,
+                 renewal: Distribution | None, w_g: float) -> None:
+        """The parameters that do not enter the FE kernel: slip law (c0, c1), threshold laws
+        p_i and p_r (rejuvenation when p_r is given), frozen-in stress std w_g."""
+        if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
+            raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
+        self.c0, self.c1 = float(c0), float(c1)
+        self.p_i = thresholds
+        self.p_r = renewal if renewal is not None else thresholds
+        self.rejuvenation = renewal is not None
+        self.w_g = float(w_g)
+
+    def with_law(self, c0: float, c1: float, thresholds: Distribution,
+                 renewal: Distribution | None = None, w_g: float = 0.0) -> SpecimenScalarModel:
+        """The same specimen and kernel (FE problem, load response, dense columns shared, not
+        copied: they are read-only during a run) with another slip law, threshold laws and
+        frozen-in stress: what a sweep point that changes only the ``scalar`` section needs
+        (the generalization of :meth:`with_slip`)."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._set_law(c0, c1, thresholds, renewal, w_g)
+        return new
 
     @property
     def weights(self) -> np.ndarray:
@@ -230,23 +248,42 @@ class SpecimenScalarModel(S.ScalarModel):
         return total[:, None] * self.unit
 
 
-def model_from_case(case, comm=None) -> SpecimenScalarModel:
+# the case sections the specimen's FE kernel is built from (shape, cells, boundary conditions,
+# moduli, backend and its memory budget); the others (scalar, loading, run, ...) are not
+KERNEL_SECTIONS = ("mesh", "geometry", "elasticity", "redistribution")
+
+
+def kernel_key(case) -> str:
+    """Two cases with the same key have the same specimen kernel (:data:`KERNEL_SECTIONS`;
+    file paths are resolved against the case's own file)."""
+    d = case.to_dict()
+    return json.dumps([case.source and str(case.source.parent)]
+                      + [d.get(k) for k in KERNEL_SECTIONS], sort_keys=True, default=str)
+
+
+def model_from_case(case, comm=None, kernel: SpecimenScalarModel | None = None
+                    ) -> SpecimenScalarModel:
     """The specimen of a ``mesh.kind: geometry`` case meshed on ``comm`` (default: this rank
-    alone, each rank runs its own realizations) and the scalar model on it."""
+    alone, each rank runs its own realizations) and the scalar model on it. ``kernel``: a
+    model of a case with the same :func:`kernel_key` whose specimen and kernel are reused
+    (:meth:`SpecimenScalarModel.with_law`: sweeps), no meshing nor FE solve."""
     from mpi4py import MPI
 
     from femplast.fe.boundary import elasticity_of
     from femplast.fe.geometry import build_geometry, spec_from_case
 
+    sc = case.scalar
+    p_i, p_r = S.distributions_from_case(case)
+    if kernel is not None:
+        return kernel.with_law(sc.c0, sc.c1, p_i, p_r, sc.internal_stress_std)
     geo = build_geometry(spec_from_case(case), comm or MPI.COMM_SELF)
     geo.conditions = dict(case.geometry.boundaries)
     el = elasticity_of(geo, case.elasticity.G, case.elasticity.B)
-    sc = case.scalar
-    p_i, p_r = S.distributions_from_case(case)
     rd = case.redistribution
     return SpecimenScalarModel(el, sc.c0, sc.c1, p_i, p_r, sc.internal_stress_std,
                                rd.backend, rd.dense_memory_mb)
 
 
-__all__ = ["SpecimenScalarModel", "model_from_case", "choose_backend", "dense_bytes",
+__all__ = ["SpecimenScalarModel", "model_from_case", "kernel_key", "KERNEL_SECTIONS",
+           "choose_backend", "dense_bytes",
            "BACKENDS"]
