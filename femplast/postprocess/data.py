@@ -342,7 +342,8 @@ def _table_from_h5(path: Path) -> dict[str, np.ndarray] | None:
 
 def find_calibration(outdir: Path) -> tuple[dict[str, np.ndarray], Path] | None:
     """The first CSV/HDF5 table with at least columns ``k`` and ``L_stat`` in ``outdir``,
-    ``outdir/calibration`` or ``outdir/sweep``."""
+    ``outdir/calibration`` or ``outdir/sweep``, or a sweep's own ``sweep/table.csv``
+    (femplast.app.sweep: any grid keys, e.g. a scalar sweep's ``scalar.c0``)."""
     for d in (outdir / "calibration", outdir / "sweep", outdir):
         if not d.is_dir():
             continue
@@ -354,6 +355,8 @@ def find_calibration(outdir: Path) -> tuple[dict[str, np.ndarray], Path] | None:
             else:
                 continue
             if t and "k" in t and "L_stat" in t and len(t["k"]):
+                return t, p
+            if t and d.name == "sweep" and p.name == "table.csv" and len(t.get("point", ())):
                 return t, p
     return None
 
@@ -493,7 +496,7 @@ def load_run(outdir: str | Path, reference: str | Path | None = None) -> RunData
         what = "summary.json only" if summary else "nothing femplast writes"
         raise NoRunError(
             f"{outdir} holds no femplast run ({what}): expected realizations/rNNNN.h5, "
-            "stages/<stage>/realizations/, patches/, a calibration table (CSV/HDF5 with columns "
-            "k and L_stat), summary.json 'finite_size', quench/rNNNN.h5 or fields/*.xdmf. Run "
-            "'femplast run CASE.yaml --out DIR' first.")
+            "stages/<stage>/realizations/, patches/, sweep/table.csv, a calibration table "
+            "(CSV/HDF5 with columns k and L_stat), summary.json 'finite_size', quench/rNNNN.h5 "
+            "or fields/*.xdmf. Run 'femplast run CASE.yaml --out DIR' first.")
     return run

@@ -847,6 +847,14 @@ _SWEEP_OBSERVABLES = (
     ("sigma_xy_mean", "sigma_xy_std_err", r"stationary $\langle\Sigma_{xy}\rangle$"),
     ("drop_xy_mean", None, r"mean stress drop $\langle\Delta\Sigma\rangle$"),
     ("slip_events_per_unit_strain", None, "slip events per unit strain"))
+# a scalar sweep's (femplast.scalar.model.statistics); {s}: the stress symbol of the run's
+# stress measure (summary.json sweep.stress_measure: a specimen's grip force per area)
+_SCALAR_SWEEP_OBSERVABLES = (
+    ("flow_stress", "flow_stress_err", "flow stress {s}"),
+    ("peak_stress", "peak_stress_err", "peak stress {s}"),
+    ("loc_max", None, "maximum LOC (eq. 13)"))
+# the first statistics column of each table (the grid keys are the columns before it)
+_SWEEP_FIRST_STAT = ("sigma_xy_mean", "flow_stress")
 
 
 def sweep_observables(run: RunData, saver: Saver) -> list[Entry]:
@@ -854,9 +862,17 @@ def sweep_observables(run: RunData, saver: Saver) -> list[Entry]:
     swept parameter: one row of panels per parameter, the other parameters' points as
     separate markers."""
     t = run.calibration
-    first_error = next((i for i, c in enumerate(t) if c.startswith("L_")), len(t))
+    first_error = next((i for i, c in enumerate(t) if c.startswith("L_")
+                        or c in _SWEEP_FIRST_STAT), len(t))
     params = [c for c in list(t)[:first_error] if c != "point" and len(np.unique(t[c])) > 1]
-    obs = [o for o in _SWEEP_OBSERVABLES if o[0] in t and np.isfinite(t[o[0]]).any()]
+    try:
+        measure = run.summary["sweep"].get("stress_measure")
+    except (TypeError, KeyError, AttributeError):
+        measure = None
+    sym = S.stress_symbol(measure=measure)
+    obs = [(c, e, lab.format(s=sym)) for c, e, lab in
+           _SWEEP_OBSERVABLES + _SCALAR_SWEEP_OBSERVABLES
+           if c in t and np.isfinite(t[c]).any()]
     if not params or not obs:
         return []
     with S.style():
@@ -872,7 +888,8 @@ def sweep_observables(run: RunData, saver: Saver) -> list[Entry]:
         fig.tight_layout()
         cap = ("Sweep without calibration errors: stationary observables of every grid point "
                f"against each swept parameter ({', '.join(params)}); error bars: standard "
-               f"error over realizations (table: {run.calibration_path.name}).")
+               f"error over realizations (table: {run.calibration_path.name})"
+               + ("." if measure is None else f"; stresses: {S.STRESS_NAMES[measure]}."))
         return [saver.save(fig, "sweep_observables", cap)]
 
 
