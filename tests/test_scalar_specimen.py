@@ -307,3 +307,177 @@ def test_two_ranks_write_the_serial_realizations(tmp_path):
             for g in ("steps", "state"):
                 for k in a[g]:
                     assert np.array_equal(a[g][k][()], b[g][k][()], equal_nan=True), (i, k)
+
+
+# ----------------------------------------------------------------------------- sweeps
+def _sweep_case(tmp_path):
+    """A scalar sweep on the walls strip: 2 slip coefficients x 2 shear moduli (the second
+    axis changes the FE kernel), 2 realizations per point, seeds per point."""
+    import yaml
+
+    d = {"model": "scalar", "mesh": {"kind": "geometry"}, "geometry": WALLS,
+         "elasticity": {"G": 14.7, "B": 52.0}, "redistribution": {"backend": "dense"},
+         "loading": {"gamma_max": 0.3, "stationary_from": 0.2},
+         "scalar": {"c0": 0.05, "thresholds": {"kind": "weibull", "scale": 1.404, "shape": 3.0},
+                    "renewal": {"kind": "weibull", "scale": 1.232, "shape": 3.0},
+                    "internal_stress_std": 0.175},
+         "run": {"realizations": 2, "seed": 2},
+         "sweep": {"enabled": True, "errors": [], "seeds": "per_point",
+                   "grid": {"scalar.c0": [0.04, 0.06], "elasticity.G": [14.7, 20.0]}}}
+    path = tmp_path / "spec_sweep.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec_sweep(tmp_path_factory):
+    from femplast.app.cli import main
+
+    d = tmp_path_factory.mktemp("spec_sweep")
+    path = _sweep_case(d)
+    assert main([str(path), "--out", str(d / "serial"), "--quiet"]) == 0
+    return path, d / "serial"
+
+
+def _points(out) -> dict:
+    import json
+
+    return {p.name: json.loads(p.read_text()) for p in sorted((out / "sweep" / "points")
+                                                              .iterdir())}
+
+
+def test_sweep_point_equals_a_plain_run_of_its_case(spec_sweep, tmp_path):
+    """Each point of a scalar sweep on a specimen is a plain run of the point's case (the key
+    set by --set, the point's seed): the same statistics bit for bit, whether the point built
+    the specimen's kernel or reused the one of an earlier point (same mesh and moduli: the
+    columns are the same solves of the same factorization, shared, not recomputed)."""
+    import json
+
+    from femplast.app import sweep as SW
+    from femplast.app.cli import main
+
+    path, out = spec_sweep
+    case = load_case(path)
+    pts = _points(out)
+    assert len(pts) == 4
+    for pt in SW.plan(case):
+        p = pts[f"p{pt['point']:05d}.json"]
+        sets = [f"{k}={v}" for k, v in pt["params"].items()]
+        sets += ["sweep.enabled=false", f"run.seed={SW.point_seed(case, pt['point'])}",
+                 "output.fields=false"]
+        plain = tmp_path / f"plain{pt['point']}"
+        assert main([str(path), "--out", str(plain), "--quiet",
+                     *(a for s in sets for a in ("--set", s))]) == 0
+        want = json.loads((plain / "summary.json").read_text())["scalar"]
+        assert p["seed"] == SW.point_seed(case, pt["point"])
+        assert {k: p["statistics"][k] for k in want["statistics"]} == want["statistics"]
+        assert p["statistics"]["disorder_strength"] == want["disorder_strength"]
+        assert np.isfinite(p["statistics"]["flow_stress"]) and p["realizations"] == 2
+        # the kernel of the point's own modulus, not a stale one: between the walls the
+        # drive stress per unit gamma_ext is G (homogeneous simple shear)
+        assert p["parameters"]["drive_stress_per_gamma"] == \
+            pytest.approx(pt["params"]["elasticity.G"], rel=1e-12)
+
+
+def test_sweep_table_names_the_grip_stress_and_plots(spec_sweep, tmp_path):
+    import json
+    import shutil
+
+    from femplast.app.sweep import SCALAR_STAT_COLUMNS, SPECIMEN_STRESS
+    from femplast.postprocess.data import load_run
+    from femplast.postprocess.plot import plot_run
+
+    _, out = spec_sweep
+    text = (out / "sweep" / "table.csv").read_text()
+    assert f"# stresses: {SPECIMEN_STRESS[1]}" in text
+    rows = [ln.split(",") for ln in text.splitlines() if not ln.startswith("#")]
+    assert rows[0] == ["point", "scalar.c0", "elasticity.G", *SCALAR_STAT_COLUMNS]
+    assert not any("sigma_xy" in c for c in rows[0]) and len(rows) == 5
+    sw = json.loads((out / "summary.json").read_text())["sweep"]
+    assert sw["stress_measure"] == "drive" and sw["grid_points"] == 4
+    assert sw["grid"] == {"scalar.c0": [0.04, 0.06], "elasticity.G": [14.7, 20.0]}
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    run = load_run(copy)
+    assert run.families() == ["calibration"]
+    entries, _, _ = plot_run(copy, quiet=True, strict=True)
+    (e,) = entries
+    assert e.path.name == "sweep_observables.png" and e.path.stat().st_size > 10000
+    assert "(scalar.c0, elasticity.G)" in e.caption and "grip force / area" in e.caption
+
+
+def test_sweep_kernel_is_shared_by_points_of_the_same_specimen(tmp_path):
+    """ModelCache.scalar: points changing only the scalar section share the specimen's FE
+    problem and dense columns (same objects); a modulus on the grid builds a new kernel,
+    equal to the one a plain run of that case builds."""
+    from femplast.app import sweep as SW
+
+    case = load_case(_sweep_case(tmp_path))
+    pts = SW.plan(case)
+    cache = SW.ModelCache()
+    m = [cache.scalar(SW.point_case(case, p)) for p in pts]
+    assert m[2].el is m[0].el and m[2].K is m[0].K and m[3].K is m[1].K
+    assert (m[0].c0, m[2].c0) == (0.04, 0.06) and m[1].el is not m[0].el
+    fresh = model_from_case(SW.point_case(case, pts[3]))
+    assert np.array_equal(fresh.K, m[3].K) and np.array_equal(fresh.R, m[3].R)
+    assert m[1].G == 20.0 and m[3].c0 == 0.06 and m[3].w_g == 0.175
+
+
+@pytest.mark.mpi
+def test_sweep_two_ranks_write_the_serial_points(spec_sweep, tmp_path):
+    """mpirun -n 2: the points (statistics, seeds) and the table are the serial ones, bit for
+    bit (a point is one work unit, computed whole on one rank)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, out = spec_sweep
+    env = dict(os.environ)
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    exe = Path(sys.executable)
+    r = subprocess.run([str(exe.parent / "mpirun"), "-n", "2", str(exe), "-m", "femplast",
+                        str(path), "--out", str(tmp_path / "mpi2"), "--quiet"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mpi2" / "sweep" / "table.csv").read_bytes() == \
+        (out / "sweep" / "table.csv").read_bytes()
+    a, b = _points(out), _points(tmp_path / "mpi2")
+    assert list(a) == list(b)
+    for k in a:
+        for f in ("params", "seed", "statistics", "parameters", "num_cells"):
+            assert a[k][f] == b[k][f], (k, f)
+
+
+def test_sweep_interrupt_and_resume_gives_the_same_table(spec_sweep, tmp_path, monkeypatch,
+                                                         capfd):
+    """SIGTERM at the second point: the first point's file is kept, exit 143; --resume runs
+    the rest and writes the uninterrupted table, byte for byte."""
+    import os
+    import signal
+
+    from femplast.app import sweep
+    from femplast.app.cli import main
+
+    path, out = spec_sweep
+    orig, calls = sweep.compute_unit, [0]
+
+    def hooked(*a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(*a, **k)
+
+    monkeypatch.setattr(sweep, "compute_unit", hooked)
+    cut = tmp_path / "cut"
+    assert main([str(path), "--out", str(cut), "--quiet"]) == 128 + signal.SIGTERM
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (cut / "sweep" / "points").iterdir()) == ["p00000.json"]
+    assert not (cut / "summary.json").exists()
+    monkeypatch.undo()
+    assert main([str(path), "--out", str(cut), "--quiet", "--resume"]) == 0
+    assert (cut / "sweep" / "table.csv").read_bytes() == \
+        (out / "sweep" / "table.csv").read_bytes()
+    assert _points(cut)["p00003.json"]["statistics"] == _points(out)["p00003.json"]["statistics"]

@@ -130,9 +130,20 @@ T = [
     ("geometry_sweep_boundaries", GEO + GEO_BC + "sweep: {enabled: true, errors: [], grid: "
      "{geometry.boundaries: [1, 2]}}\nloading: {gamma_max: 0.2, stationary_from: 0.1}\n", [],
      "sweep.grid.geometry.boundaries"),
-    ("geometry_scalar_sweep", "model: scalar\n" + GEO + GEO_BC + "sweep: {enabled: true, "
-     "errors: [], grid: {scalar.c0: [0.03, 0.04]}}\nloading: {gamma_max: 0.2, "
-     "stationary_from: 0.1}\n", [], "sweep.enabled"),
+    # scalar sweeps of specimens run (tests/test_scalar_specimen.py); a lattice-size scan,
+    # a non-numeric or unknown geometry key and a bad shape value are refused
+    ("geometry_scalar_sweep_finite_size", "model: scalar\n" + GEO + GEO_BC + "sweep: "
+     "{enabled: true, errors: [], grid: {scalar.c0: [0.03, 0.04]}, finite_size: [4]}\n"
+     "loading: {gamma_max: 0.2, stationary_from: 0.1}\n", [], "sweep.finite_size"),
+    ("geometry_scalar_sweep_boundaries", "model: scalar\n" + GEO + GEO_BC + "sweep: "
+     "{enabled: true, errors: [], grid: {geometry.boundaries: [1, 2]}}\nloading: "
+     "{gamma_max: 0.2, stationary_from: 0.1}\n", [], "sweep.grid.geometry.boundaries"),
+    ("geometry_scalar_sweep_nokey", "model: scalar\n" + GEO + GEO_BC + "sweep: "
+     "{enabled: true, errors: [], grid: {geometry.nope: [1, 2]}}\nloading: "
+     "{gamma_max: 0.2, stationary_from: 0.1}\n", [], "sweep.grid.geometry.nope"),
+    ("geometry_scalar_sweep_size", "model: scalar\n" + GEO + GEO_BC + "sweep: "
+     "{enabled: true, errors: [], grid: {geometry.size: [-1.0]}}\nloading: "
+     "{gamma_max: 0.2, stationary_from: 0.1}\n", [], "sweep.grid.geometry.size"),
     # --- elasticity
     ("el_G_zero", "elasticity: {G: 0}\n", [], "elasticity.G"),
     ("el_G_string", "elasticity: {G: soft}\n", [], "elasticity.G"),
