@@ -28,13 +28,18 @@ Outputs (``OUTDIR/sweep/``):
 Scalar model (``model: scalar``, femplast.scalar): grid keys are numeric keys of the sections
 ``scalar`` (``scalar.c0``, ``scalar.c1``, ``scalar.internal_stress_std``,
 ``scalar.thresholds.scale``, ``scalar.renewal.shape``, ...), ``mesh``, ``elasticity`` and
-``loading``. A point runs its realizations through
+``loading`` (a specimen, ``mesh.kind: geometry``: also ``geometry``). On a specimen the FE
+kernel (meshing, factorization, dense columns: femplast.scalar.specimen) is built once per
+process for each geometry and moduli (:meth:`ModelCache.scalar`) and the stresses of the
+table are its grip force per area (:data:`SPECIMEN_STRESS`, in the table header and
+``summary.json["sweep"]["stress_measure"]``). A point runs its realizations through
 :class:`femplast.scalar.realization.ScalarRealization` in memory (no field stops, as a plain
 run without snapshots) and reduces them with :func:`femplast.scalar.model.statistics`; the
 table has those statistics (:data:`SCALAR_STAT_COLUMNS`: flow and peak stress with standard
 errors, overshoot, LOC maximum, thresholds, ...) and no error columns: calibration errors
 compare tensorial statistics with a reference, so ``sweep.errors`` must be ``[]`` and
-``sweep.reference`` null; no finite-size points, no ``scalar.fit`` per point.
+``sweep.reference`` null; no finite-size points (a lattice-size scan: refused on specimens
+for either model), no ``scalar.fit`` per point.
 
 Scheduling: the work units are a point's realizations, ``(point, realization)`` pairs (a
 scalar point is one unit). Rank 0 hands them out on request (dynamic load balancing), largest

@@ -354,8 +354,10 @@ class SweepSection:
                      "slip.chi) or a dotted numeric key of mesh, elasticity, slip, loading, "
                      "redistribution; model: scalar: a dotted numeric key of scalar (also "
                      "scalar.thresholds.* and scalar.renewal.*, e.g. scalar.c0, "
-                     "scalar.thresholds.scale), mesh, elasticity, loading; spec {start, stop, "
-                     "step} (stop included), a list or a number")
+                     "scalar.thresholds.scale), mesh, elasticity, loading (a specimen, "
+                     "mesh.kind: geometry: also geometry, e.g. geometry.width; its FE kernel "
+                     "is built once per geometry and moduli); spec {start, stop, step} (stop "
+                     "included), a list or a number")
     realizations: int | None = key(None, "realizations per point; null: run.realizations",
                                    min=1)
     seeds: str = key("common", "common: realization j of every point uses "
@@ -382,7 +384,8 @@ class SweepSection:
     finite_size: list[int] = key([], "also run the base parameters at these mesh.n (same "
                                  "cell size: mesh.L scales with n), sweep.realizations each, "
                                  "and fit std(Sigma_xy) ~ L^a (summary.json 'finite_size', "
-                                 "sweep/finite_size.csv)", min=1)
+                                 "sweep/finite_size.csv); lattices only (mesh.kind quad or "
+                                 "tri)", min=1)
 
 
 @dataclass
