@@ -297,6 +297,32 @@ def test_sweep_without_errors_plots_its_observables(tmp_path):
     assert "(k, chi)" in e.caption
 
 
+@pytest.mark.parametrize("measure, name", [(None, "external stress"),
+                                            ("drive", "grip force / area")])
+def test_scalar_sweep_table_plots_its_observables(measure, name, tmp_path):
+    # a scalar sweep's own table (no k, no L_* columns) is found and drawn; the stresses are
+    # labelled in the measure summary.json names (a specimen: its grip force per area)
+    import json
+
+    from femplast.postprocess import style as S
+
+    lines = ["# femplast sweep table", "point,scalar.c0,scalar.thresholds.scale,flow_stress,"
+             "flow_stress_err,peak_stress,peak_stress_err,loc_max,realizations"]
+    for i, (c0, sc) in enumerate([(0.02, 1.4), (0.02, 2.0), (0.03, 1.4), (0.03, 2.0)]):
+        lines.append(f"{i},{c0},{sc},{1.0 - 10 * c0},0.01,{sc},0.02,{1 + i},2")
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "table.csv").write_text("\n".join(lines) + "\n")
+    sw = {"grid_points": 4} if measure is None else {"stress_measure": measure}
+    (tmp_path / "summary.json").write_text(json.dumps({"sweep": sw}))
+    assert load_run(tmp_path).families() == ["calibration"]
+    entries, _, _ = plot_run(tmp_path, quiet=True, strict=True)
+    (e,) = entries
+    assert e.path.name == "sweep_observables.png" and pixel_variance(e.path) > MIN_VARIANCE
+    assert "(scalar.c0, scalar.thresholds.scale)" in e.caption
+    assert ("grip force / area" in e.caption) == (measure is not None)
+    assert S.STRESS_NAMES[measure] == name
+
+
 def test_bauschinger_scalar_and_finite_size(tmp_path):
     import json
 

@@ -870,7 +870,7 @@ def sweep_observables(run: RunData, saver: Saver) -> list[Entry]:
     except (TypeError, KeyError, AttributeError):
         measure = None
     sym = S.stress_symbol(measure=measure)
-    obs = [(c, e, lab.format(s=sym)) for c, e, lab in
+    obs = [(c, e, lab.replace("{s}", sym)) for c, e, lab in
            _SWEEP_OBSERVABLES + _SCALAR_SWEEP_OBSERVABLES
            if c in t and np.isfinite(t[c]).any()]
     if not params or not obs:
