@@ -445,6 +445,10 @@ def test_sweep_two_ranks_write_the_serial_points(spec_sweep, tmp_path):
         (out / "sweep" / "table.csv").read_bytes()
     a, b = _points(out), _points(tmp_path / "mpi2")
     assert list(a) == list(b)
+    import json
+
+    ranks = json.loads((tmp_path / "mpi2" / "summary.json").read_text())["sweep"]["ranks"]
+    assert sum(x["points_computed"] for x in ranks) == 4 and len(ranks) == 2
     for k in a:
         for f in ("params", "seed", "statistics", "parameters", "num_cells"):
             assert a[k][f] == b[k][f], (k, f)
