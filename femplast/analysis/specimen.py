@@ -33,10 +33,11 @@ import math
 import numpy as np
 
 from femplast.analysis.localization import _profile_band
+from femplast.fe.patch_fe import box_periods, image_shifts
 
 
 def band_from_point(points, area, field, origin, r_min: float, r_max: float,
-                    bins: int = 36) -> dict:
+                    bins: int = 36, periods=None) -> dict:
     """Angular profile of a per-cell field (e.g. accumulated slip) around ``origin``.
 
     Cells with barycentre at distance ``r_min <= r < r_max`` from ``origin`` are binned by the
@@ -50,6 +51,9 @@ def band_from_point(points, area, field, origin, r_min: float, r_max: float,
         origin: the stress raiser (notch root, hole equator), (2,).
         r_min, r_max: the annulus of the band (outside the raiser's own cells).
         bins: number of direction bins over 360 degrees.
+        periods: a periodic specimen's periods ``(p_x, p_y)`` (0: not periodic,
+            :func:`femplast.fe.patch_fe.box_periods`): each cell is seen at its image nearest
+            ``origin``, so an annulus reaching across the seam is one annulus. None: bounded.
 
     Returns:
         ``angle`` (deg, centre of the densest bin), ``contrast`` (densest bin / mean density
@@ -57,6 +61,8 @@ def band_from_point(points, area, field, origin, r_min: float, r_max: float,
         specimen), ``profile`` (density per bin) and ``edges`` (deg).
     """
     p = np.asarray(points, float) - np.asarray(origin, float)
+    if periods is not None and np.any(periods):
+        p = p + image_shifts(p, periods)
     a, f = np.asarray(area, float), np.asarray(field, float)
     r = np.hypot(p[:, 0], p[:, 1])
     phi = np.degrees(np.arctan2(p[:, 1], p[:, 0]))
@@ -76,8 +82,38 @@ def band_from_point(points, area, field, origin, r_min: float, r_max: float,
                 profile=dens, edges=edges)
 
 
+def _line_period(periods, t: float) -> float:
+    """``P = |n . T|``: the spacing along the normal ``n = (-sin phi, cos phi)`` of the periodic
+    images of a line at angle ``t`` (radians) on a specimen periodic by ``T`` (0: the images
+    coincide, or the specimen is bounded)."""
+    if periods is None:
+        return 0.0
+    T = np.asarray(periods, float)
+    shift = abs(-math.sin(t) * T[0] + math.cos(t) * T[1])
+    return shift if shift > 1e-9 * float(np.hypot(*T)) else 0.0
+
+
+def _strips(s, a, f, spacing: float, min_strip: float, period: float):
+    """One orientation's strip profile from the offsets ``s`` (:func:`line_band`): the profile,
+    each cell's strip, the offset of strip 0's edge and the strip width."""
+    if period == 0.0:  # bounded (or a line along the period): strips from the lowest offset
+        s0 = float(s.min())
+        idx = np.floor((s - s0) / spacing).astype(np.int64)
+        aa = np.bincount(idx, a)
+        fa = np.bincount(idx, a * f)
+        keep = aa >= min_strip * np.median(aa[aa > 0])
+        return np.where(keep, fa / np.where(keep, aa, 1.0), np.nan), idx, s0, spacing
+    n = max(1, round(period / spacing))  # n equal strips of width P / n fill one period
+    h = period / n
+    idx = np.minimum(np.floor(np.mod(s, period) / h).astype(np.int64), n - 1)
+    aa = np.bincount(idx, a, minlength=n)
+    if not (aa > 0).all():  # a strip without cells: a mesh much coarser than ``spacing``
+        return None, idx, 0.0, h
+    return np.bincount(idx, a * f, minlength=n) / aa, idx, 0.0, h
+
+
 def line_band(points, area, field, spacing: float, origin=None, step: float = 1.0,
-              min_strip: float = 0.75, angle_tol: float = 10.0) -> dict | None:
+              min_strip: float = 0.75, angle_tol: float = 10.0, periods=None) -> dict | None:
     """The shear band of a per-cell field on an unstructured mesh, by a line scan.
 
     For every orientation ``phi`` (deg from x, in (-90, 90], steps of ``step``) the cells are
@@ -91,53 +127,76 @@ def line_band(points, area, field, spacing: float, origin=None, step: float = 1.
     ``(max - median) / mean|p|``, the run of strips at least half way up from the median),
     and the orientation of largest contrast wins.
 
+    A specimen periodic by a translation ``T`` (``periods``: ``(W, 0)`` for ``periodic: x``,
+    ``(0, H)`` for ``y``; :func:`femplast.fe.patch_fe.box_periods`) is the same body at
+    ``x + k T`` for every integer k, so a line at ``phi`` and offset ``p`` is the union of
+    its images, the lines at offsets ``p + k n.T`` (``n = (-sin phi, cos phi)``): on the
+    walls strip ``n.T = -W sin(phi)``. Every ``phi`` whose images do not coincide
+    (``P = |n.T| > 0``) is scanned *periodically*: the offset is taken modulo ``P``,
+    ``u = s mod P``, and the period is cut into ``m = max(1, round(P / spacing))`` equal
+    strips of width ``P / m``. A strip is then one wall-to-wall segment of the line, of
+    length ``H / |sin(phi)|`` on the walls strip, wrapped across the seam as often as it
+    needs (for each y, x over one period sweeps s over exactly one period ``P``): on a
+    ``W x H`` strip every strip holds the area ``W H / m``, so ``min_strip`` is not applied. The
+    profile is circular (the run around the maximum wraps from strip m - 1 to strip 0), and
+    a band that leaves at x = W and re-enters at x = 0 is one strip, whatever its offset.
+    Lines along the period (``n.T = 0``: the walls' direction) are scanned bounded as above.
+    ``periods`` None or zero: every orientation bounded, as before the periodic scan.
+
     Args:
         points: cell barycentres (cells, 2).
         area: cell areas (cells,).
         field: per-cell field (cells,), e.g. one window's resolved plastic strain.
         spacing: strip width (the bulk cell size).
         origin: the stress raiser (notch root): adds ``root_distance`` (from the band's centre
-            line) and ``from_root`` (the line passes within half the band width plus one strip
-            of it).
+            line, or its nearest periodic image) and ``from_root`` (the line passes within
+            half the band width plus one strip of it).
         step: orientation step (deg).
         min_strip: the smallest strip kept, as a share of the median strip area.
         angle_tol: bands of two windows with orientations within it are the same band
             (persistence).
+        periods: the specimen's periods ``(p_x, p_y)``, 0 along a direction that is not
+            periodic (at most one periodic direction); None: a bounded specimen.
 
     Returns:
-        ``orientation`` (deg), ``position`` (offset of the centre line, length), ``width``
-        (length), ``contrast``, ``share`` (share of the area-weighted |field| in the band),
-        ``cells`` (indices of the band's cells), ``angle_tol`` (and ``root_distance``,
+        ``orientation`` (deg), ``position`` (offset of the centre line, length; in
+        ``[0, period)`` when periodic), ``width`` (length), ``contrast``, ``share`` (share of
+        the area-weighted |field| in the band), ``cells`` (indices of the band's cells),
+        ``angle_tol`` (and ``period``: the spacing ``P`` of the centre line's images, when
+        the winning orientation was scanned periodically; ``root_distance``,
         ``from_root``); None when no profile has contrast.
     """
     p = np.asarray(points, float)
     a, f = np.asarray(area, float), np.asarray(field, float)
+    if periods is not None and np.count_nonzero(periods) > 1:
+        raise ValueError("line_band: at most one periodic direction (a specimen)")
     best = None
     for phi in np.arange(-90.0 + step, 90.0 + 0.5 * step, step):
         t = math.radians(phi)
         s = -math.sin(t) * p[:, 0] + math.cos(t) * p[:, 1]
-        s0 = float(s.min())
-        idx = np.floor((s - s0) / spacing).astype(np.int64)
-        aa = np.bincount(idx, a)
-        fa = np.bincount(idx, a * f)
-        keep = aa >= min_strip * np.median(aa[aa > 0])
-        prof = np.where(keep, fa / np.where(keep, aa, 1.0), np.nan)
-        b = _profile_band(prof, periodic=False)
+        period = _line_period(periods, t)
+        prof, idx, s0, h = _strips(s, a, f, spacing, min_strip, period)
+        b = None if prof is None else _profile_band(prof, periodic=period > 0)
         if b is not None and (best is None or b["contrast"] > best["contrast"]):
-            best = dict(b, orientation=float(phi), s0=s0, idx=idx)
+            best = dict(b, orientation=float(phi), s0=s0, idx=idx, h=h, period=period)
     if best is None:
         return None
     inside = np.isin(best.pop("idx"), best["cells"])
-    s0 = best.pop("s0")
+    s0, h, period = best.pop("s0"), best.pop("h"), best.pop("period")
     tot = float(np.sum(a * np.abs(f)))
-    out = dict(orientation=best["orientation"], position=s0 + best["position"] * spacing,
-               width=best["width"] * spacing, contrast=best["contrast"],
+    out = dict(orientation=best["orientation"], position=s0 + best["position"] * h,
+               width=best["width"] * h, contrast=best["contrast"],
                share=float(np.sum((a * np.abs(f))[inside]) / tot) if tot > 0 else 0.0,
                cells=[int(c) for c in np.flatnonzero(inside)], angle_tol=angle_tol)
+    if period > 0:
+        out["period"] = period
     if origin is not None:
         t = math.radians(out["orientation"])
         so = -math.sin(t) * origin[0] + math.cos(t) * origin[1]
-        out["root_distance"] = float(abs(so - out["position"]))
+        d = so - out["position"]
+        if period > 0:  # the nearest image of the centre line
+            d -= period * round(d / period)
+        out["root_distance"] = float(abs(d))
         out["from_root"] = bool(out["root_distance"] <= 0.5 * out["width"] + spacing)
     return out
 
@@ -153,18 +212,22 @@ def window_cells(model, spec) -> dict:
     """What :func:`femplast.analysis.localization.realization` needs for a specimen's windows
     (collective): the cells' area ``weights``, ``n`` cells across (``sqrt(area) / size``, the
     bulk cell size: eq. 13's N of a square of the specimen's area) and the ``band`` detector
-    (:func:`line_band` in strips of the bulk cell size, from the notch root if any)."""
+    (:func:`line_band` in strips of the bulk cell size, from the notch root if any; periodic
+    across the seam of a specimen with ``geometry.periodic``, as is ``root_band``)."""
     el, box = model.el, model.box
     points = el.gather(box.midpoints()[el._dolfinx_cells])
     area = np.asarray(model.weights, float) * box.area
     size = spec.size if spec.shape != "file" else box.cell_size
     origin = stress_raiser(spec)
+    periods = box_periods(box) if box.periodic != "none" else None
     out = dict(weights=area, n=math.sqrt(box.area) / size,
-               band=functools.partial(line_band, points, area, spacing=size, origin=origin))
+               band=functools.partial(line_band, points, area, spacing=size, origin=origin,
+                                      periods=periods))
     if origin is not None:
         out["root_band"] = functools.partial(root_band, points, area, origin=origin,
                                              r_min=ROOT_RADII * spec.notch_radius,
-                                             r_max=0.5 * (spec.width - spec.notch_depth))
+                                             r_max=0.5 * (spec.width - spec.notch_depth),
+                                             periods=periods)
     return out
 
 
@@ -187,12 +250,14 @@ def scalar_windows(model, spec, windows: dict) -> dict:
     return out
 
 
-def root_band(points, area, field, origin, r_min: float, r_max: float) -> dict:
+def root_band(points, area, field, origin, r_min: float, r_max: float,
+              periods=None) -> dict:
     """The band a stress raiser emits, from a run's whole plastic strain: the densest
     direction of :func:`band_from_point` in the annulus ``r_min <= r < r_max`` (deg from x,
     in (-180, 180]; a straight line scan may instead pick the longer leg of a band kinked by
-    a grip), its ``contrast`` and the ``near`` enrichment within ``r_min`` of the raiser."""
-    b = band_from_point(points, area, field, origin, r_min, r_max)
+    a grip), its ``contrast`` and the ``near`` enrichment within ``r_min`` of the raiser
+    (``periods``: a periodic specimen's, :func:`band_from_point`)."""
+    b = band_from_point(points, area, field, origin, r_min, r_max, periods=periods)
     return dict(angle=b["angle"], contrast=b["contrast"], near=b["near"])
 
 
