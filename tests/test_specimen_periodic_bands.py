@@ -118,3 +118,33 @@ def test_root_band_annulus_wraps_across_the_seam():
     assert abs(b["angle"] + 60.0) <= 5.0 and b["contrast"] > 4.0, b["angle"]
     old = band_from_point(pts, area, field, origin, 8.0, 25.0)
     assert old["contrast"] < 0.5 * b["contrast"], (old["contrast"], b["contrast"])
+
+
+def test_runs_on_a_periodic_specimen_get_the_periodic_scan():
+    """The windows' band detector of a run (:func:`femplast.analysis.specimen.window_cells`,
+    used by the tensorial pipeline and by ``scalar_windows``) on a strip periodic along its
+    walls (scalar model, 48 x 24, quads of 2): a 30 deg band centred on the seam is found at
+    30 +- 2 deg as one band (its images ``W sin(phi)`` apart), holding cells on both sides of
+    the seam."""
+    from femplast.analysis.specimen import scalar_windows
+    from femplast.app.api import load_case
+    from femplast.fe.geometry import spec_from_case
+    from femplast.scalar.specimen import model_from_case
+
+    case = load_case({
+        "model": "scalar", "mesh": {"kind": "geometry"},
+        "geometry": {"shape": "strip", "width": 48.0, "height": 24.0, "size": 2.0,
+                     "element": "quad", "periodic": "x",
+                     "boundaries": {"bottom": "clamped", "top": {"displacement": [1.0, 0.0]}}},
+        "redistribution": {"backend": "direct"}, "run": {"seed": 1}})
+    model = model_from_case(case)
+    w = scalar_windows(model, spec_from_case(case), {"eps_pl": np.zeros((2, 1))})
+    pts = model.el.gather(model.box.midpoints()[model.el._dolfinx_cells])
+    t = math.radians(ANGLE)
+    d = -math.sin(t) * pts[:, 0] + math.cos(t) * (pts[:, 1] - 12.0)
+    d -= 48.0 * math.sin(t) * np.round(d / (48.0 * math.sin(t)))
+    b = w["band"](np.exp(-(d / 2.5) ** 2))
+    assert _angle_error(b) <= 2.0, b["orientation"]
+    assert b["period"] == pytest.approx(48.0 * math.sin(math.radians(b["orientation"])))
+    x = pts[b["cells"], 0]
+    assert (x < 6.0).sum() >= 3 and (x > 42.0).sum() >= 3

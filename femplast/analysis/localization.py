@@ -50,7 +50,9 @@ Definitions (one place; summary.json ``localization``, docs/case-reference.md se
   between walls: ``eps_xy`` as on the box), LOC is area-weighted (``<e^4> / (<e^2>^2 n)``
   with ``n = sqrt(area) / geometry.size``: eq. 13 on equal cells), the plastic rate is the
   area-weighted mean, and the band comes from a line scan over orientations and offsets
-  (:func:`femplast.analysis.specimen.line_band`): ``orientation`` in degrees from x in
+  (:func:`femplast.analysis.specimen.line_band`; periodic across the seam of a specimen
+  with ``geometry.periodic``, so a band crossing it at an angle is one band):
+  ``orientation`` in degrees from x in
   (-90, 90], ``position`` and ``width`` in lengths, and for a notched strip
   ``root_distance`` and ``from_root`` (the band's centre line passes through the notch
   root). Persistence: bands within 10 deg are the same orientation. The ensemble adds

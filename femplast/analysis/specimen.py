@@ -6,9 +6,9 @@ the root the accumulated slip per unit area, binned by direction, peaks at the b
 The whole-specimen localization index (LOC, area-weighted) and the windows live with the
 localization observables (femplast.analysis.localization); this module adds what needs the
 geometry: the band of an unstructured field by a line scan (:func:`line_band`, a discrete
-Radon transform: the box's row/column profiles at every orientation), the angular profile
-around a point (:func:`band_from_point`) and the weakest-link law of the first slip
-(:func:`first_slip_law`).
+Radon transform: the box's row/column profiles at every orientation; periodic across the
+seam of a specimen periodic along its walls), the angular profile around a point
+(:func:`band_from_point`) and the weakest-link law of the first slip (:func:`first_slip_law`).
 
 Why the very first slip is often *not* at the notch root: with Weibull thresholds
 ``P(tau_c > t) = exp(-(t / lambda)^k)`` (eq. 5) and an unstressed start, a system whose

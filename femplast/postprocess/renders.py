@@ -100,7 +100,8 @@ def specimen_band_field(series, label: str, saver, geometry: dict,
                         name: str = "localization_band_field"):
     """A specimen's plastic strain accumulated between successive field snapshots, drawn on
     its cells (deviatoric magnitude of the increment), with the band of each interval
-    (:func:`femplast.analysis.specimen.line_band`: centre line and edges; star: notch root)."""
+    (:func:`femplast.analysis.specimen.line_band`: centre line and edges, and their periodic
+    images on a specimen periodic along its walls; star: notch root)."""
     from femplast.analysis.specimen import line_band, stress_raiser
     from femplast.fe.geometry import ShapeSpec
     from femplast.postprocess import style as S
@@ -122,6 +123,10 @@ def specimen_band_field(series, label: str, saver, geometry: dict,
     if not panels:
         return []
     lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
+    # the periods of femplast.fe.patch_fe.box_periods from the nodes' bounding box (as the
+    # mesh's width and height are): the line scan wraps across a periodic seam
+    periods = np.where([spec.periodic == "x", spec.periodic == "y"], hi - lo, 0.0)
+    periods = periods if periods.any() else None
     with S.style():
         fig, axs = plt.subplots(1, len(panels), figsize=(min(S.DOUBLE, 2.2 * len(panels)), 3.0),
                                 squeeze=False)
@@ -129,14 +134,9 @@ def specimen_band_field(series, label: str, saver, geometry: dict,
             mag = np.hypot(0.5 * (d[:, 1] - d[:, 0]), d[:, 2])
             top = max(float(np.percentile(mag, 99)), 1e-300)
             draw_cells(ax, pts, cells, mag, plt.Normalize(0, top), "magma")
-            band = line_band(centre, area, mag, spec.size, origin=origin)
+            band = line_band(centre, area, mag, spec.size, origin=origin, periods=periods)
             if band is not None:
-                t = np.radians(band["orientation"])
-                u, nrm = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
-                span = np.linspace(-1, 1, 2) * float(np.hypot(*(hi - lo)))
-                for off, ls in ((0.0, "-"), (-0.5, "--"), (0.5, "--")):
-                    c = nrm * (band["position"] + off * band["width"])
-                    ax.plot(c[0] + span * u[0], c[1] + span * u[1], "c", ls=ls, lw=0.8)
+                _draw_band(ax, band, lo, hi)
                 ax.set_title(rf"$\gamma$ {a:g}-{b:g}: {band['orientation']:.0f}$^\circ$"
                              + (" (root)" if band.get("from_root") else ""), fontsize=8)
             if origin is not None:
@@ -148,10 +148,28 @@ def specimen_band_field(series, label: str, saver, geometry: dict,
         fig.tight_layout()
         cap = (f"Plastic strain accumulated between field snapshots ({label}) on the "
                "specimen (deviatoric magnitude); cyan: centre line (solid) and edges (dashed) "
-               "of the band found by the line scan (femplast.analysis.specimen.line_band), "
+               "of the band found by the line scan (femplast.analysis.specimen.line_band; "
+               "across a periodic seam, with its images), "
                "its angle from x in the title, '(root)' when it passes through the notch "
                "root (star).")
         return [saver.save(fig, name, cap)]
+
+
+def _draw_band(ax, band: dict, lo, hi) -> None:
+    """Centre line (solid) and edges (dashed) of a :func:`femplast.analysis.specimen.line_band`
+    band, and of its periodic images (offsets ``position + k period``) that cross the view."""
+    t = np.radians(band["orientation"])
+    u, nrm = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
+    span = np.linspace(-1, 1, 2) * float(np.hypot(*(hi - lo)))
+    P = band.get("period")
+    corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]]) @ nrm
+    ks = (range(int(np.floor((corners.min() - band["position"]) / P)) - 1,
+                int(np.ceil((corners.max() - band["position"]) / P)) + 2) if P else [0])
+    for k in ks:
+        s = band["position"] + k * (P or 0.0)
+        for off, ls in ((0.0, "-"), (-0.5, "--"), (0.5, "--")):
+            c = nrm * (s + off * band["width"])
+            ax.plot(c[0] + span * u[0], c[1] + span * u[1], "c", ls=ls, lw=0.8)
 
 
 def render_field(xdmf: Path, name: str, out: Path, times=None, panel: float = 2.3) -> Entry:
