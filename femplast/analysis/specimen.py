@@ -179,8 +179,11 @@ def line_band(points, area, field, spacing: float, origin=None, step: float = 1.
         b = None if prof is None else _profile_band(prof, periodic=period > 0)
         if b is not None and (best is None or b["contrast"] > best["contrast"]):
             best = dict(b, orientation=float(phi), s0=s0, idx=idx, h=h, period=period)
-    if best is None:
-        return None
+    return None if best is None else _band_record(best, a, f, spacing, origin, angle_tol)
+
+
+def _band_record(best: dict, a, f, spacing: float, origin, angle_tol: float) -> dict:
+    """:func:`line_band`'s result from the winning orientation's profile band ``best``."""
     inside = np.isin(best.pop("idx"), best["cells"])
     s0, h, period = best.pop("s0"), best.pop("h"), best.pop("period")
     tot = float(np.sum(a * np.abs(f)))
