@@ -148,3 +148,23 @@ def test_runs_on_a_periodic_specimen_get_the_periodic_scan():
     assert b["period"] == pytest.approx(48.0 * math.sin(math.radians(b["orientation"])))
     x = pts[b["cells"], 0]
     assert (x < 6.0).sum() >= 3 and (x > 42.0).sum() >= 3
+
+
+def test_the_shipped_walls_case_finds_its_bands_along_the_walls(tmp_path):
+    """cases/geometry_scalar_walls_shear.yaml as shipped (16 x 16 quads, 4 realizations, 20
+    windows each): the scalar model's bands run along the walls; the periodic scan reports
+    them at 0 deg in at least 80 % of the post-yield windows. The bounded scan tilted them
+    (a tilted strip gains a partial strip at the corners and beat the walls' direction by
+    one strip of contrast): 0.145 at 0 deg, most at -3 deg; periodic: 0.974. Persistence
+    0.43 +- 0.03 (bounded) -> 0.60 +- 0.04."""
+    import json
+    from pathlib import Path
+
+    from femplast.app.api import load_case
+    from femplast.app.runner import run_case
+
+    case = load_case(Path(__file__).resolve().parents[1] / "cases/geometry_scalar_walls_shear.yaml")
+    run_case(case, tmp_path / "out", MPI.COMM_SELF, quiet=True)
+    band = json.loads((tmp_path / "out" / "summary.json").read_text())["localization"]["band"]
+    assert band["fraction_orientation_0"] >= 0.8, band["fraction_orientation_0"]
+    assert band["persistence"] > 0.5, band["persistence"]
