@@ -371,12 +371,19 @@ class ModelCache:
 
         key = kernel_key(pcase)
         base = self.kernels.get(key)
+        if base is None:
+            self._make_room(self.kernels)
         model = model_from_case(pcase, kernel=base)
         if base is None:
-            if len(self.kernels) >= 2:
-                self.kernels.pop(next(iter(self.kernels)))
             self.kernels[key] = model
         return model
+
+    @staticmethod
+    def _make_room(store: dict) -> None:
+        """Before a new model is built: drop the oldest but one, so that at most the two most
+        recent are kept (bounded memory; a grid over a model key alternates few values)."""
+        if len(store) >= 2:
+            store.pop(next(iter(store)))
 
     @staticmethod
     def key(pcase) -> str:
@@ -393,8 +400,7 @@ class ModelCache:
 
         key = self.key(pcase)
         if key not in self.models:
-            if len(self.models) >= 2:
-                self.models.pop(next(iter(self.models)))
+            self._make_room(self.models)
             model = build_model(pcase, MPI.COMM_SELF)
             model._sweep_initial = None
             if pcase.initial.state:

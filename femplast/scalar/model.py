@@ -538,16 +538,10 @@ class ScalarModel:
         else:
             self.kernel_kind = "array"
             K = np.asarray(kernel, float)
-        if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
-            raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
+        self._set_law(c0, c1, thresholds, renewal, w_g)
         self.n, self.G, self.B = int(n), float(G), float(B)
-        self.c0, self.c1 = float(c0), float(c1)
         self.K = np.ascontiguousarray(K)
         self.K_hat = np.fft.rfft2(self.K)
-        self.p_i = thresholds
-        self.p_r = renewal if renewal is not None else thresholds
-        self.rejuvenation = renewal is not None
-        self.w_g = float(w_g)
         self.sigma0_dist = sigma0
         self.num_cells = self.n * self.n
         self.fft_threshold = max(8, int(2.5 * np.log2(self.num_cells)))
@@ -579,14 +573,32 @@ class ScalarModel:
         slips; one FFT convolution on the lattice)."""
         s.sig += self.convolve(amp)
 
-    def with_slip(self, c0: float, c1: float) -> ScalarModel:
-        """The same model (kernel reused) with other slip coefficients."""
-        new = type(self).__new__(type(self))
-        new.__dict__.update(self.__dict__)
+    def _set_law(self, c0: float, c1: float, thresholds: Distribution,
+                 renewal: Distribution | None, w_g: float) -> None:
+        """The parameters that do not enter the kernel: slip law (c0, c1), threshold laws
+        p_i and p_r (rejuvenation when p_r is given), frozen-in stress std w_g."""
         if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
             raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
-        new.c0, new.c1 = float(c0), float(c1)
+        self.c0, self.c1 = float(c0), float(c1)
+        self.p_i = thresholds
+        self.p_r = renewal if renewal is not None else thresholds
+        self.rejuvenation = renewal is not None
+        self.w_g = float(w_g)
+
+    def with_law(self, c0: float, c1: float, thresholds: Distribution,
+                 renewal: Distribution | None = None, w_g: float = 0.0) -> ScalarModel:
+        """The same model and kernel (shared, not copied: read-only during a run) with another
+        slip law, threshold laws and frozen-in stress (sweep points that change only the
+        ``scalar`` section)."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._set_law(c0, c1, thresholds, renewal, w_g)
         return new
+
+    def with_slip(self, c0: float, c1: float) -> ScalarModel:
+        """The same model (kernel reused) with other slip coefficients."""
+        return self.with_law(c0, c1, self.p_i, self.p_r if self.rejuvenation else None,
+                             self.w_g)
 
     # ---------------------------------------------------------------- parameters
     @property

@@ -123,29 +123,6 @@ class SpecimenScalarModel(S.ScalarModel):
         self.fft_threshold = max(8, int(2.5 * np.log2(nc))) if self.columns else -1
         self.rec_names = S.REC_NAMES + ("resolved_stress",)
 
-    def _set_law(self, c0: float, c1: float, thresholds: Distribution,
-                 renewal: Distribution | None, w_g: float) -> None:
-        """The parameters that do not enter the FE kernel: slip law (c0, c1), threshold laws
-        p_i and p_r (rejuvenation when p_r is given), frozen-in stress std w_g."""
-        if c0 < 0 or c1 < 0 or c0 + c1 <= 0:
-            raise FemplastInputError("scalar.c0", c0, "c0 >= 0, c1 >= 0 and c0 + c1 > 0")
-        self.c0, self.c1 = float(c0), float(c1)
-        self.p_i = thresholds
-        self.p_r = renewal if renewal is not None else thresholds
-        self.rejuvenation = renewal is not None
-        self.w_g = float(w_g)
-
-    def with_law(self, c0: float, c1: float, thresholds: Distribution,
-                 renewal: Distribution | None = None, w_g: float = 0.0) -> SpecimenScalarModel:
-        """The same specimen and kernel (FE problem, load response, dense columns shared, not
-        copied: they are read-only during a run) with another slip law, threshold laws and
-        frozen-in stress: what a sweep point that changes only the ``scalar`` section needs
-        (the generalization of :meth:`with_slip`)."""
-        new = type(self).__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new._set_law(c0, c1, thresholds, renewal, w_g)
-        return new
-
     @property
     def weights(self) -> np.ndarray:
         """Area share of each cell (canonical order; the tensorial model's name)."""
